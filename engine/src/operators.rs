@@ -1,0 +1,145 @@
+//! The engine's own timely operators: the source driver that turns watermarks into timestamps,
+//! and the sink driver.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::channels::pact::Pipeline as Local;
+use timely::dataflow::operators::generic::operator::source as timely_source;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Scope;
+
+use crate::metrics::new_histogram;
+use crate::pipeline::{Records, StageContext};
+use crate::sink::{Sink, SinkReport};
+use crate::source::{ReadStatus, Source};
+use crate::time::{WatermarkConfig, WatermarkTracker};
+
+/// How long an idle source waits before it polls again.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// Drives one worker's reader: each activation reads one batch, stamps it with the current
+/// watermark (the capability's time), then downgrades the capability to the new watermark.
+/// A finished reader drops the capability.
+pub(crate) fn source<'s, T: 'static>(
+    scope: Scope<'s, u64>,
+    stage: StageContext,
+    source: Arc<dyn Source<T>>,
+    watermarks: WatermarkConfig,
+    batch_size: usize,
+) -> Records<'s, T> {
+    let name = stage.name().to_string();
+    timely_source(scope, &name, move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut reader = match source.open(stage.partition()) {
+            Ok(reader) => Some(reader),
+            Err(error) => {
+                stage.fail(error);
+                None
+            }
+        };
+        let mut capability = reader.as_ref().map(|_| capability);
+        let mut tracker = WatermarkTracker::new(watermarks);
+        let mut polled = Vec::with_capacity(batch_size);
+        let mut rejected = Vec::new();
+        let mut last_noted = None;
+        move |output| {
+            let (Some(cap), Some(r)) = (capability.as_mut(), reader.as_mut()) else {
+                return;
+            };
+            let status = r.poll(&mut polled, batch_size, &mut rejected);
+            if !rejected.is_empty() {
+                stage.metrics().add_rejected(rejected.len());
+                for error in rejected.drain(..) {
+                    stage
+                        .run_metrics()
+                        .note_rejected(format!("stage '{}': {error}", stage.name()));
+                }
+            }
+            if !polled.is_empty() {
+                for (t, _) in &polled {
+                    tracker.observe(*t);
+                }
+                stage.metrics().add_out(polled.len());
+                if last_noted != Some(*cap.time()) {
+                    stage.run_metrics().note_stamp(*cap.time(), Instant::now());
+                    last_noted = Some(*cap.time());
+                }
+                output.session(&*cap).give_container(&mut polled);
+                let watermark = tracker.on_data();
+                if watermark > *cap.time() {
+                    cap.downgrade(&watermark);
+                }
+            }
+            match status {
+                Ok(ReadStatus::Ready) => activator.activate(),
+                Ok(ReadStatus::Idle) => {
+                    let watermark = tracker.on_idle(Instant::now());
+                    if watermark > *cap.time() {
+                        cap.downgrade(&watermark);
+                    }
+                    activator.activate_after(IDLE_POLL);
+                }
+                Ok(ReadStatus::Done) => capability = None,
+                Err(error) => {
+                    stage.fail(error);
+                    capability = None;
+                }
+            }
+        }
+    })
+}
+
+/// Hands every batch to the worker's sink writer, records latency, and finishes the writer when
+/// the input frontier is empty. After a failure the sink keeps draining its input (so the run
+/// ends) but writes nothing more.
+pub(crate) fn sink<T: 'static>(
+    input: Records<'_, T>,
+    stage: StageContext,
+    sink: Arc<dyn Sink<T>>,
+    reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
+) {
+    let mut writer = match sink.open(stage.partition()) {
+        Ok(writer) => Some(writer),
+        Err(error) => {
+            stage.fail(error);
+            None
+        }
+    };
+    let mut latency = new_histogram();
+    let name = stage.name().to_string();
+    input.sink(Local, &name, move |(input, frontier)| {
+        input.for_each(|cap, batch| {
+            let n = batch.len();
+            stage.metrics().add_in(n);
+            if let (Some(stamp), false) = (cap.least(), batch.is_empty()) {
+                if let Some(at) = stage.run_metrics().stamp_instant(*stamp) {
+                    let micros = at.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
+                    latency
+                        .record_n(micros, n as u64)
+                        .expect("clamped into the histogram's bounds");
+                }
+            }
+            if let Some(w) = writer.as_mut() {
+                if let Err(error) = w.write(batch) {
+                    stage.fail(error);
+                    writer = None;
+                }
+            }
+            batch.clear();
+        });
+        if frontier.is_empty() {
+            if let Some(mut w) = writer.take() {
+                match w.finish() {
+                    Ok(report) => reports
+                        .borrow_mut()
+                        .push((stage.name().to_string(), report)),
+                    Err(error) => stage.fail(error),
+                }
+                stage.run_metrics().merge_latency(&latency);
+            }
+        }
+    });
+}

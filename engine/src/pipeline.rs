@@ -1,0 +1,436 @@
+//! Pipelines: a description — a graph of named stages — that every worker instantiates.
+//!
+//! A [`Pipeline`] is built once, on one thread, from sources, stages and sinks. Each stage keeps
+//! a *recipe*: a function that, given a worker's timely scope, builds the stage's operator on the
+//! stream its input recipe builds. The [`Runtime`](crate::Runtime) runs the recipes of every
+//! sink on every worker. Stage names are unique: they key metrics now and checkpoint state later.
+//!
+//! A [`Stream`] is consumed by the stage that reads it, so every stage has exactly one consumer.
+//!
+//! ```
+//! use eddy_engine::{Pipeline, WatermarkConfig};
+//! # use eddy_engine::{Partition, ReadStatus, RecordError, Source, SourceReader, ConnectorError};
+//! # struct Numbers;
+//! # impl Source<u64> for Numbers {
+//! #     fn describe(&self) -> String { "numbers".into() }
+//! #     fn open(&self, _: Partition) -> Result<Box<dyn SourceReader<u64>>, ConnectorError> {
+//! #         Ok(Box::new(Done))
+//! #     }
+//! # }
+//! # struct Done;
+//! # impl SourceReader<u64> for Done {
+//! #     fn poll(&mut self, _: &mut Vec<(u64, u64)>, _: usize, _: &mut Vec<RecordError>)
+//! #         -> Result<ReadStatus, ConnectorError> { Ok(ReadStatus::Done) }
+//! # }
+//! let pipeline = Pipeline::new("example");
+//! let numbers = pipeline.source("numbers", Numbers, WatermarkConfig::default());
+//! assert_eq!(pipeline.stages()[0].name, "numbers");
+//! # drop(numbers);
+//! ```
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::error::{ConnectorError, EngineError};
+use crate::late::{LateOutput, LatePolicy, LateRecord};
+use crate::metrics::{RunMetrics, StageMetrics};
+use crate::operators;
+use crate::sink::{Sink, SinkReport};
+use crate::source::{Partition, Source};
+use crate::time::{EventTime, Record, WatermarkConfig};
+
+/// What every record type flowing through a pipeline must be: sendable between threads and,
+/// for exchanges between processes, serializable.
+pub trait Data: Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Send + Serialize + DeserializeOwned + 'static> Data for T {}
+
+/// A timely stream of records stamped with watermarks, as stages see it.
+pub type Records<'s, T> = StreamVec<'s, u64, Record<T>>;
+
+/// Builds a stage's stream on one worker.
+type Recipe<T> = Arc<dyn for<'s> Fn(&mut Ctx<'s>) -> Records<'s, T> + Send + Sync>;
+/// Builds a sink (and, through its input, everything upstream) on one worker.
+type SinkRecipe = Arc<dyn for<'s> Fn(&mut Ctx<'s>) + Send + Sync>;
+
+fn recipe<T, F>(f: F) -> Recipe<T>
+where
+    F: for<'s> Fn(&mut Ctx<'s>) -> Records<'s, T> + Send + Sync + 'static,
+{
+    Arc::new(f)
+}
+
+/// The description of one stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageInfo {
+    /// Position in the pipeline, in the order stages were added.
+    pub index: usize,
+    /// The stage's unique name.
+    pub name: String,
+    /// What kind of stage: `source`, `map`, `window`, `sink`, ...
+    pub kind: String,
+    /// Details: a source's or sink's description, a window's size.
+    pub detail: String,
+    /// The stages it reads from.
+    pub inputs: Vec<usize>,
+}
+
+pub(crate) struct Graph {
+    name: String,
+    stages: Vec<StageInfo>,
+    sinks: Vec<SinkRecipe>,
+    late: LatePolicy,
+    batch_size: usize,
+    expected_records: Option<u64>,
+    problems: Vec<String>,
+}
+
+impl Graph {
+    fn add_stage(&mut self, name: &str, kind: &str, detail: String, inputs: Vec<usize>) -> usize {
+        let index = self.stages.len();
+        if name.trim().is_empty() {
+            self.problems
+                .push(format!("stage #{index} ({kind}) has an empty name"));
+        } else if self.stages.iter().any(|s| s.name == name) {
+            self.problems.push(format!(
+                "two stages are named '{name}': stage names must be unique"
+            ));
+        }
+        self.stages.push(StageInfo {
+            index,
+            name: name.to_string(),
+            kind: kind.to_string(),
+            detail,
+            inputs,
+        });
+        index
+    }
+}
+
+/// A pipeline description: sources, named stages and sinks. Cheap to share: clones refer to the
+/// same description.
+#[derive(Clone)]
+pub struct Pipeline {
+    graph: Arc<Mutex<Graph>>,
+}
+
+/// Default number of records a source emits per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 4096;
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new(name: impl Into<String>) -> Self {
+        Pipeline {
+            graph: Arc::new(Mutex::new(Graph {
+                name: name.into(),
+                stages: Vec::new(),
+                sinks: Vec::new(),
+                late: LatePolicy::Drop,
+                batch_size: DEFAULT_BATCH_SIZE,
+                expected_records: None,
+                problems: Vec::new(),
+            })),
+        }
+    }
+
+    fn graph(&self) -> std::sync::MutexGuard<'_, Graph> {
+        self.graph.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> String {
+        self.graph().name.clone()
+    }
+
+    /// Adds a source. Its readers give each record's event time (ms since the epoch);
+    /// `watermarks` says how far behind the largest event time the watermark trails.
+    pub fn source<T, S>(&self, name: &str, source: S, watermarks: WatermarkConfig) -> Stream<T>
+    where
+        T: Data,
+        S: Source<T>,
+    {
+        let mut graph = self.graph();
+        let index = graph.add_stage(name, "source", source.describe(), Vec::new());
+        if let Some(n) = source.expected_records() {
+            graph.expected_records = Some(graph.expected_records.unwrap_or(0) + n);
+        }
+        let source: Arc<dyn Source<T>> = Arc::new(source);
+        let build = recipe(move |ctx: &mut Ctx<'_>| {
+            let stage = ctx.stage_context(index);
+            operators::source(
+                ctx.scope,
+                stage,
+                Arc::clone(&source),
+                watermarks,
+                ctx.batch_size,
+            )
+        });
+        Stream {
+            graph: Arc::clone(&self.graph),
+            index,
+            build,
+        }
+    }
+
+    /// Sets what happens to late records (default: drop and count).
+    pub fn late_policy(&self, policy: LatePolicy) -> &Self {
+        self.graph().late = policy;
+        self
+    }
+
+    /// Sets how many records a source emits per batch (default 4096). Larger batches raise
+    /// throughput; smaller ones lower latency.
+    pub fn batch_size(&self, records: usize) -> &Self {
+        self.graph().batch_size = records.max(1);
+        self
+    }
+
+    /// The stages, in the order they were added.
+    pub fn stages(&self) -> Vec<StageInfo> {
+        self.graph().stages.clone()
+    }
+
+    /// How many records the sources will produce, when they know.
+    pub fn expected_records(&self) -> Option<u64> {
+        self.graph().expected_records
+    }
+
+    /// Checks the description: unique, non-empty stage names and at least one sink.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let graph = self.graph();
+        let mut problems = graph.problems.clone();
+        if graph.sinks.is_empty() {
+            problems.push("it has no sink: add one with `.sink(name, sink)`".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::InvalidPipeline {
+                pipeline: graph.name.clone(),
+                reason: problems.join("; "),
+            })
+        }
+    }
+
+    /// The pipeline as a Graphviz DOT graph.
+    pub fn to_dot(&self) -> String {
+        let graph = self.graph();
+        let mut dot = format!(
+            "digraph \"{}\" {{\n  rankdir=LR;\n",
+            graph.name.replace('"', "'")
+        );
+        for s in &graph.stages {
+            let shape = match s.kind.as_str() {
+                "source" => "invhouse",
+                "sink" => "house",
+                _ => "box",
+            };
+            let label = format!("{}\\n{} {}", s.name, s.kind, s.detail).replace('"', "'");
+            dot.push_str(&format!(
+                "  s{} [shape={shape}, label=\"{label}\"];\n",
+                s.index
+            ));
+            for i in &s.inputs {
+                dot.push_str(&format!("  s{i} -> s{};\n", s.index));
+            }
+        }
+        dot.push_str("}\n");
+        dot
+    }
+
+    pub(crate) fn late(&self) -> LatePolicy {
+        self.graph().late.clone()
+    }
+
+    pub(crate) fn sink_recipes(&self) -> Vec<SinkRecipe> {
+        self.graph().sinks.clone()
+    }
+
+    pub(crate) fn batch_size_value(&self) -> usize {
+        self.graph().batch_size
+    }
+}
+
+impl fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let graph = self.graph();
+        writeln!(f, "pipeline '{}'", graph.name)?;
+        for s in &graph.stages {
+            let inputs: Vec<&str> = s
+                .inputs
+                .iter()
+                .map(|i| graph.stages[*i].name.as_str())
+                .collect();
+            write!(f, "  {:<8} {:<20}", s.kind, s.name)?;
+            if !inputs.is_empty() {
+                write!(f, " <- {}", inputs.join(", "))?;
+            }
+            if !s.detail.is_empty() {
+                write!(f, "  [{}]", s.detail)?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// A stream of records of type `T` in a pipeline description. The stage that reads it
+/// consumes it.
+pub struct Stream<T> {
+    graph: Arc<Mutex<Graph>>,
+    index: usize,
+    build: Recipe<T>,
+}
+
+impl<T: Data> Stream<T> {
+    /// Adds a stage that reads this stream: the hook every operator is built on.
+    ///
+    /// `build` is called on every worker with the timely stream of this stage's input and the
+    /// stage's context (its name, counters and late-record output), and returns the stage's
+    /// output stream. `kind` and `detail` describe the stage in graphs and summaries.
+    pub fn stage<U, F>(self, name: &str, kind: &str, detail: String, build: F) -> Stream<U>
+    where
+        U: Data,
+        F: for<'s> Fn(Records<'s, T>, StageContext) -> Records<'s, U> + Send + Sync + 'static,
+    {
+        let index = self
+            .graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add_stage(name, kind, detail, vec![self.index]);
+        let upstream = self.build;
+        let build = recipe(move |ctx: &mut Ctx<'_>| {
+            let input = upstream(ctx);
+            build(input, ctx.stage_context(index))
+        });
+        Stream {
+            graph: self.graph,
+            index,
+            build,
+        }
+    }
+
+    /// Ends this stream in a sink.
+    pub fn sink(self, name: &str, sink: impl Sink<T>) {
+        let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = graph.add_stage(name, "sink", sink.describe(), vec![self.index]);
+        let sink: Arc<dyn Sink<T>> = Arc::new(sink);
+        let upstream = self.build;
+        graph.sinks.push(Arc::new(move |ctx: &mut Ctx<'_>| {
+            let input = upstream(ctx);
+            let stage = ctx.stage_context(index);
+            operators::sink(input, stage, Arc::clone(&sink), Rc::clone(&ctx.reports));
+        }));
+    }
+
+    /// The name of the stage that produces this stream.
+    pub fn stage_name(&self) -> String {
+        self.graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stages[self.index]
+            .name
+            .clone()
+    }
+}
+
+/// Failures of connectors, shared by the workers of a process; the run reports them at the end.
+pub(crate) type Failures = Arc<Mutex<Vec<EngineError>>>;
+
+/// What a worker needs to instantiate recipes.
+pub(crate) struct Ctx<'s> {
+    pub(crate) scope: Scope<'s, u64>,
+    pub(crate) partition: Partition,
+    pub(crate) metrics: Arc<RunMetrics>,
+    pub(crate) names: Arc<Vec<Arc<str>>>,
+    pub(crate) late: LateOutput,
+    pub(crate) failures: Failures,
+    pub(crate) batch_size: usize,
+    pub(crate) reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
+}
+
+impl Ctx<'_> {
+    fn stage_context(&self, index: usize) -> StageContext {
+        StageContext {
+            name: Arc::clone(&self.names[index]),
+            metrics: self.metrics.stage(index),
+            partition: self.partition,
+            late: self.late.clone(),
+            failures: Arc::clone(&self.failures),
+            run: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// What an operator knows of its stage on one worker: its name, its counters, which worker it
+/// runs on, and where late records go.
+#[derive(Clone)]
+pub struct StageContext {
+    name: Arc<str>,
+    metrics: Arc<StageMetrics>,
+    partition: Partition,
+    late: LateOutput,
+    failures: Failures,
+    run: Arc<RunMetrics>,
+}
+
+impl StageContext {
+    /// The stage's unique name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stage's counters (shared by the workers of this process).
+    pub fn metrics(&self) -> &StageMetrics {
+        &self.metrics
+    }
+
+    /// Which worker this is, of how many.
+    pub fn partition(&self) -> Partition {
+        self.partition
+    }
+
+    /// Handles one late record: counts it and, under [`LatePolicy::SideOutput`], writes it with
+    /// its stage and lateness. `watermark` is the record's timestamp; `last_window_end` the end
+    /// of the last window it belonged to.
+    pub fn late<R: Serialize>(
+        &self,
+        record: &R,
+        event_time: EventTime,
+        watermark: u64,
+        last_window_end: u64,
+    ) {
+        self.metrics.add_late(1);
+        if !self.late.is_routed() {
+            return;
+        }
+        let late = LateRecord {
+            stage: self.name.to_string(),
+            event_time,
+            watermark,
+            lateness_ms: watermark.saturating_sub(last_window_end),
+            record: serde_json::to_string(record).unwrap_or_else(|e| format!("<not JSON: {e}>")),
+        };
+        if let Err(error) = self.late.write(late) {
+            self.fail(error);
+        }
+    }
+
+    /// Reports a connector failure of this stage; the run ends with it as its error.
+    pub fn fail(&self, error: ConnectorError) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        failures.push(EngineError::Connector {
+            stage: self.name.to_string(),
+            error,
+        });
+    }
+
+    pub(crate) fn run_metrics(&self) -> &RunMetrics {
+        &self.run
+    }
+}

@@ -1,0 +1,379 @@
+//! Running a pipeline on timely workers: threads in one process, or processes in a cluster.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use timely::communication::WorkerGuards;
+use timely::{CommunicationConfig, WorkerConfig};
+
+use crate::error::EngineError;
+use crate::late::LateOutput;
+use crate::metrics::{RunMetrics, StageSnapshot};
+use crate::pipeline::{Ctx, Failures, Pipeline};
+use crate::sink::SinkReport;
+use crate::source::Partition;
+
+/// The processes of a multi-process run: this process's index and every process's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index, from 0 to `hosts.len() - 1`.
+    pub process: usize,
+    /// `host:port` of every process, in process order.
+    pub hosts: Vec<String>,
+}
+
+impl Cluster {
+    /// Reads the hosts from a file with one `host:port` per line (blank lines ignored).
+    pub fn from_hosts_file(process: usize, path: &Path) -> Result<Self, EngineError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            EngineError::InvalidRuntime(format!(
+                "cannot read the hosts file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let hosts = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        Ok(Cluster { process, hosts })
+    }
+}
+
+/// Runs pipelines on timely workers.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    workers: usize,
+    cluster: Option<Cluster>,
+}
+
+impl Runtime {
+    /// `workers` worker threads in this process.
+    pub fn new(workers: usize) -> Self {
+        Runtime {
+            workers,
+            cluster: None,
+        }
+    }
+
+    /// Runs as one process of a cluster (each process has `workers` threads).
+    pub fn cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    fn timely_config(&self) -> Result<timely::Config, EngineError> {
+        if self.workers == 0 {
+            return Err(EngineError::InvalidRuntime(
+                "--workers must be at least 1".into(),
+            ));
+        }
+        let communication = match &self.cluster {
+            None if self.workers == 1 => CommunicationConfig::Thread,
+            None => CommunicationConfig::Process(self.workers),
+            Some(c) => {
+                if c.hosts.is_empty() {
+                    return Err(EngineError::InvalidRuntime(
+                        "the hosts list is empty".into(),
+                    ));
+                }
+                if c.process >= c.hosts.len() {
+                    return Err(EngineError::InvalidRuntime(format!(
+                        "process index {} is out of range: the hosts list names {} processes (0..{})",
+                        c.process,
+                        c.hosts.len(),
+                        c.hosts.len() - 1
+                    )));
+                }
+                CommunicationConfig::Cluster {
+                    threads: self.workers,
+                    process: c.process,
+                    addresses: c.hosts.clone(),
+                    report: false,
+                    zerocopy: false,
+                }
+            }
+        };
+        Ok(timely::Config {
+            communication,
+            worker: WorkerConfig::default(),
+        })
+    }
+
+    /// Validates the pipeline and starts its workers; returns at once.
+    pub fn start(&self, pipeline: &Pipeline) -> Result<RunHandle, EngineError> {
+        pipeline.validate()?;
+        let config = self.timely_config()?;
+        let stages = pipeline.stages();
+        let metrics = Arc::new(RunMetrics::new(
+            stages.iter().map(|s| (s.name.clone(), s.kind.clone())),
+        ));
+        let names: Arc<Vec<Arc<str>>> =
+            Arc::new(stages.iter().map(|s| Arc::from(s.name.as_str())).collect());
+        let failures: Failures = Arc::new(Mutex::new(Vec::new()));
+        let sinks = pipeline.sink_recipes();
+        let late = pipeline.late();
+        let batch_size = pipeline.batch_size_value();
+        let (m, f) = (Arc::clone(&metrics), Arc::clone(&failures));
+        let started = Instant::now();
+        let guards =
+            timely::execute(config, move |worker| {
+                let partition = Partition {
+                    index: worker.index(),
+                    count: worker.peers(),
+                };
+                let late_output = LateOutput::open(&late, partition).unwrap_or_else(|error| {
+                    let stage = "late-records".to_string();
+                    f.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(EngineError::Connector { stage, error });
+                    LateOutput::default()
+                });
+                let reports = Rc::new(RefCell::new(Vec::new()));
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let mut ctx = Ctx {
+                        scope,
+                        partition,
+                        metrics: Arc::clone(&m),
+                        names: Arc::clone(&names),
+                        late: late_output.clone(),
+                        failures: Arc::clone(&f),
+                        batch_size,
+                        reports: Rc::clone(&reports),
+                    };
+                    for build in &sinks {
+                        build(&mut ctx);
+                    }
+                });
+                while worker.has_dataflows() {
+                    worker.step_or_park(Some(Duration::from_millis(10)));
+                }
+                match late_output.finish() {
+                    Ok(Some(report)) => reports
+                        .borrow_mut()
+                        .push(("late-records".to_string(), report)),
+                    Ok(None) => {}
+                    Err(error) => f.lock().unwrap_or_else(PoisonError::into_inner).push(
+                        EngineError::Connector {
+                            stage: "late-records".into(),
+                            error,
+                        },
+                    ),
+                }
+                reports.take()
+            })
+            .map_err(EngineError::Startup)?;
+        let local_workers = self.workers as u64;
+        let processes = self.cluster.as_ref().map_or(1, |c| c.hosts.len()) as u64;
+        Ok(RunHandle {
+            guards,
+            metrics,
+            failures,
+            started,
+            pipeline: pipeline.name(),
+            workers: self.workers,
+            processes: processes as usize,
+            expected_records: pipeline
+                .expected_records()
+                .map(|n| n * local_workers / (local_workers * processes)),
+        })
+    }
+
+    /// Runs the pipeline to completion (bounded sources) and returns its summary.
+    pub fn run(&self, pipeline: &Pipeline) -> Result<RunSummary, EngineError> {
+        self.start(pipeline)?.join()
+    }
+}
+
+/// A running pipeline.
+pub struct RunHandle {
+    guards: WorkerGuards<Vec<(String, SinkReport)>>,
+    metrics: Arc<RunMetrics>,
+    failures: Failures,
+    started: Instant,
+    pipeline: String,
+    workers: usize,
+    processes: usize,
+    expected_records: Option<u64>,
+}
+
+impl RunHandle {
+    /// Records the sources of this process have emitted so far, and how many they will emit in
+    /// all when known.
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        let read = self
+            .metrics
+            .snapshot()
+            .iter()
+            .filter(|s| s.kind == "source")
+            .map(|s| s.records_out)
+            .sum();
+        (read, self.expected_records)
+    }
+
+    /// Waits for the workers to finish and returns the run's summary, or its first failure.
+    pub fn join(self) -> Result<RunSummary, EngineError> {
+        let mut sinks: Vec<(String, SinkReport)> = Vec::new();
+        let mut panics = Vec::new();
+        for result in self.guards.join() {
+            match result {
+                Ok(reports) => {
+                    for (stage, report) in reports {
+                        match sinks.iter_mut().find(|(s, _)| *s == stage) {
+                            Some((_, total)) => {
+                                total.rows += report.rows;
+                                total.files.extend(report.files);
+                            }
+                            None => sinks.push((stage, report)),
+                        }
+                    }
+                }
+                Err(panic) => panics.push(panic),
+            }
+        }
+        let wall = self.started.elapsed();
+        if let Some(panic) = panics.into_iter().next() {
+            return Err(EngineError::WorkerPanicked(panic));
+        }
+        let mut failures =
+            std::mem::take(&mut *self.failures.lock().unwrap_or_else(PoisonError::into_inner));
+        if !failures.is_empty() {
+            return Err(failures.swap_remove(0));
+        }
+        for (_, report) in &mut sinks {
+            report.files.sort();
+        }
+        Ok(RunSummary {
+            pipeline: self.pipeline,
+            workers: self.workers,
+            processes: self.processes,
+            wall,
+            stages: self.metrics.snapshot(),
+            sinks,
+            latency: self.metrics.latency(),
+            rejected_examples: self.metrics.rejected_examples(),
+        })
+    }
+}
+
+/// What a run did, in this process.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// Processes in the run.
+    pub processes: usize,
+    /// Wall-clock time from start to the last worker's end.
+    pub wall: Duration,
+    /// Every stage's counters.
+    pub stages: Vec<StageSnapshot>,
+    /// Every sink's report (rows and files), by stage name.
+    pub sinks: Vec<(String, SinkReport)>,
+    /// End-to-end latency of results, in microseconds.
+    pub latency: Histogram<u64>,
+    /// The first few records sources could not read, with where and why.
+    pub rejected_examples: Vec<String>,
+}
+
+impl RunSummary {
+    /// Records read by all sources.
+    pub fn events(&self) -> u64 {
+        self.stages
+            .iter()
+            .filter(|s| s.kind == "source")
+            .map(|s| s.records_out)
+            .sum()
+    }
+
+    /// Events per second of wall time.
+    pub fn events_per_second(&self) -> f64 {
+        self.events() as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// Rows written by all sinks (the late-record side output excluded).
+    pub fn output_rows(&self) -> u64 {
+        self.stages
+            .iter()
+            .filter(|s| s.kind == "sink")
+            .map(|s| s.records_in)
+            .sum()
+    }
+
+    /// Files the sinks finished.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.sinks
+            .iter()
+            .flat_map(|(_, r)| r.files.iter().cloned())
+            .collect()
+    }
+
+    /// Late records over all stages.
+    pub fn late(&self) -> u64 {
+        self.stages.iter().map(|s| s.late).sum()
+    }
+
+    /// Records sources rejected as malformed.
+    pub fn rejected(&self) -> u64 {
+        self.stages.iter().map(|s| s.rejected).sum()
+    }
+
+    /// A latency quantile in milliseconds, if any result was measured.
+    pub fn latency_ms(&self, quantile: f64) -> Option<f64> {
+        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(quantile) as f64 / 1000.0)
+    }
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |ms| format!("{ms:.2} ms"))
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = [
+            ("pipeline", self.pipeline.clone()),
+            (
+                "workers x processes",
+                format!("{} x {}", self.workers, self.processes),
+            ),
+            ("events", self.events().to_string()),
+            ("wall seconds", format!("{:.3}", self.wall.as_secs_f64())),
+            ("events/s", format!("{:.0}", self.events_per_second())),
+            ("output rows", self.output_rows().to_string()),
+            ("files written", self.files().len().to_string()),
+            ("latency p50", fmt_ms(self.latency_ms(0.5))),
+            ("latency p99", fmt_ms(self.latency_ms(0.99))),
+            ("latency max", fmt_ms(self.latency_ms(1.0))),
+            ("late records", self.late().to_string()),
+            ("rejected records", self.rejected().to_string()),
+        ];
+        writeln!(f, "+----------------------+----------------------+")?;
+        for (k, v) in rows {
+            writeln!(f, "| {k:<20} | {v:>20} |")?;
+        }
+        writeln!(f, "+----------------------+----------------------+")?;
+        writeln!(
+            f,
+            "{:<24} {:<8} {:>12} {:>12} {:>8} {:>8}",
+            "stage", "kind", "in", "out", "late", "rejected"
+        )?;
+        for s in &self.stages {
+            writeln!(
+                f,
+                "{:<24} {:<8} {:>12} {:>12} {:>8} {:>8}",
+                s.name, s.kind, s.records_in, s.records_out, s.late, s.rejected
+            )?;
+        }
+        for example in &self.rejected_examples {
+            writeln!(f, "rejected: {example}")?;
+        }
+        Ok(())
+    }
+}

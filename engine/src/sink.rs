@@ -1,0 +1,38 @@
+//! The sink trait connectors implement.
+//!
+//! A [`Sink`] is shared by all workers; each worker opens one [`SinkWriter`] and the engine
+//! hands it every batch that reaches the sink, then calls [`SinkWriter::finish`] once the sink's
+//! input frontier is empty (every upstream stage is done).
+
+use std::path::PathBuf;
+
+use crate::error::ConnectorError;
+use crate::source::Partition;
+use crate::time::Record;
+
+/// What a sink writer did, reported in the run summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    /// Rows written.
+    pub rows: u64,
+    /// Files finished and renamed into place.
+    pub files: Vec<PathBuf>,
+}
+
+/// A sink of records of type `T`, shared by every worker of a run.
+pub trait Sink<T>: Send + Sync + 'static {
+    /// A one-line description for graphs and summaries (e.g. `parquet(out/q5)`).
+    fn describe(&self) -> String;
+
+    /// Opens this worker's writer. Called once per worker.
+    fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError>;
+}
+
+/// One worker's writer of a sink.
+pub trait SinkWriter<T> {
+    /// Writes a batch of records; the writer may drain `batch`.
+    fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError>;
+
+    /// Called once, after the last batch: flush, close and make the output visible.
+    fn finish(&mut self) -> Result<SinkReport, ConnectorError>;
+}

@@ -1,0 +1,72 @@
+//! The source trait connectors implement.
+//!
+//! A [`Source`] is shared by all workers; each worker opens one [`SourceReader`] for its
+//! [`Partition`]. A reader produces records with their event times; the engine polls it, stamps the records with the source's watermark and
+//! downgrades its capability (see the crate docs). A bounded reader returns
+//! [`ReadStatus::Done`] when it is finished, which releases its capability so every window
+//! flushes and the run ends.
+
+use crate::error::ConnectorError;
+use crate::time::Record;
+
+/// Which share of a source a worker reads: worker `index` of `count`, across all processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// This worker's global index, from 0 to `count - 1`.
+    pub index: usize,
+    /// The number of workers in the whole run.
+    pub count: usize,
+}
+
+/// What a poll of a reader found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Records were appended (possibly zero); poll again soon.
+    Ready,
+    /// Nothing available right now; the engine may advance the watermark by wall clock.
+    Idle,
+    /// The reader is finished: it will never produce another record.
+    Done,
+}
+
+/// A record that could not be read, with where it was and why. The run goes on without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    /// Where the record was: a file and line, a partition and offset.
+    pub location: String,
+    /// Why it was rejected.
+    pub message: String,
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// A source of records of type `T`, shared by every worker of a run.
+pub trait Source<T>: Send + Sync + 'static {
+    /// A one-line description for graphs and summaries (e.g. `nexmark(events=1000000)`).
+    fn describe(&self) -> String;
+
+    /// Opens this worker's share of the source. Called once per worker.
+    fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError>;
+
+    /// How many records all partitions together will produce, when known (for progress bars).
+    fn expected_records(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// One worker's reader of a source.
+pub trait SourceReader<T> {
+    /// Appends at most `max` records, each with its event time, to `out`. Records that cannot be read are appended to
+    /// `rejected` instead (they are counted and reported; the run goes on). An `Err` is a failure
+    /// of the whole reader (an unreadable file, a lost connection).
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record<T>>,
+        max: usize,
+        rejected: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError>;
+}
