@@ -1,0 +1,421 @@
+//! The Nexmark benchmark's event generator as a source, over the [`nexmark`](::nexmark) crate.
+//!
+//! Generation is deterministic: the base time is a fixed constant (not the wall clock, as the
+//! `nexmark` crate's default is) and every event is a pure function of its global index, so a
+//! run with N workers produces exactly the events of a run with one.
+
+use ::nexmark::EventGenerator;
+use eddy_engine::{ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader};
+use serde::{Deserialize, Serialize};
+
+pub use ::nexmark::event::{Auction, Bid, Event, Person};
+
+/// The default base time: 2023-11-14T22:13:20Z, in milliseconds since the Unix epoch.
+pub const DEFAULT_BASE_TIME: u64 = 1_700_000_000_000;
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NexmarkConfig {
+    /// How many events all workers together generate.
+    pub events: u64,
+    /// Event time of the first event, in ms since the Unix epoch (default [`DEFAULT_BASE_TIME`]).
+    pub base_time: u64,
+    /// The event-time rate: events per second of event time (default 10 000). Zero is taken as 1.
+    pub events_per_second: usize,
+}
+
+impl Default for NexmarkConfig {
+    fn default() -> Self {
+        NexmarkConfig {
+            events: 1_000_000,
+            base_time: DEFAULT_BASE_TIME,
+            events_per_second: 10_000,
+        }
+    }
+}
+
+impl NexmarkConfig {
+    /// A default configuration generating `events` events.
+    pub fn with_events(events: u64) -> Self {
+        NexmarkConfig {
+            events,
+            ..Default::default()
+        }
+    }
+
+    /// The `nexmark` crate's configuration: its defaults, with our fixed base time and rate.
+    pub fn generator_config(&self) -> ::nexmark::config::NexmarkConfig {
+        let rate = self.events_per_second.max(1);
+        ::nexmark::config::NexmarkConfig {
+            base_time: self.base_time,
+            first_rate: rate,
+            next_rate: rate,
+            ..Default::default()
+        }
+    }
+
+    /// How many events worker `partition.index` of `partition.count` generates: the global
+    /// indices `index, index + count, ...` below [`Self::events`].
+    pub fn share(&self, partition: Partition) -> u64 {
+        let (index, count) = (partition.index as u64, partition.count as u64);
+        if count == 0 || index >= self.events {
+            return 0;
+        }
+        (self.events - index).div_ceil(count)
+    }
+
+    fn generator(&self, partition: Partition) -> EventGenerator {
+        EventGenerator::new(self.generator_config())
+            .with_offset(partition.index as u64)
+            .with_step(partition.count.max(1) as u64)
+    }
+}
+
+/// The event time of an event: the `date_time` of its variant (ms since the Unix epoch).
+pub fn event_time(e: &Event) -> u64 {
+    match e {
+        Event::Person(p) => p.date_time,
+        Event::Auction(a) => a.date_time,
+        Event::Bid(b) => b.date_time,
+    }
+}
+
+/// A source of Nexmark events. Worker `index` of `count` generates the events of global index
+/// `index, index + count, index + 2 * count, ...`, so any number of workers together produce
+/// exactly [`NexmarkConfig::events`] events, the same ones.
+#[derive(Clone, Debug)]
+pub struct NexmarkSource {
+    config: NexmarkConfig,
+}
+
+impl NexmarkSource {
+    /// A source generating what `config` says.
+    pub fn new(config: NexmarkConfig) -> Self {
+        NexmarkSource { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NexmarkConfig {
+        &self.config
+    }
+}
+
+impl Source<Event> for NexmarkSource {
+    fn describe(&self) -> String {
+        format!("nexmark(events={})", self.config.events)
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<Event>>, ConnectorError> {
+        if partition.index >= partition.count {
+            return Err(ConnectorError::user(format!(
+                "nexmark source: worker {} of {} does not exist; the worker count must be at least 1",
+                partition.index, partition.count
+            )));
+        }
+        Ok(Box::new(NexmarkReader {
+            generator: self.config.generator(partition),
+            remaining: self.config.share(partition),
+        }))
+    }
+
+    fn expected_records(&self) -> Option<u64> {
+        Some(self.config.events)
+    }
+}
+
+/// One worker's share of the generator.
+struct NexmarkReader {
+    generator: EventGenerator,
+    remaining: u64,
+}
+
+impl NexmarkReader {
+    fn fill(&mut self, out: &mut Vec<Record<Event>>, max: usize) -> usize {
+        let n = self.remaining.min(max as u64) as usize;
+        out.reserve(n);
+        out.extend(
+            self.generator
+                .by_ref()
+                .take(n)
+                .map(|e| (event_time(&e), e)),
+        );
+        self.remaining -= n as u64;
+        n
+    }
+}
+
+impl SourceReader<Event> for NexmarkReader {
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record<Event>>,
+        max: usize,
+        _rejected: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError> {
+        if self.remaining == 0 {
+            return Ok(ReadStatus::Done);
+        }
+        self.fill(out, max);
+        Ok(ReadStatus::Ready)
+    }
+}
+
+/// Generates one worker's share in memory (for benchmarks and tests), in generation order.
+/// An impossible partition (`index >= count`) gets nothing.
+pub fn generate(config: &NexmarkConfig, partition: Partition) -> Vec<Record<Event>> {
+    if partition.index >= partition.count {
+        return Vec::new();
+    }
+    let mut reader = NexmarkReader {
+        generator: config.generator(partition),
+        remaining: config.share(partition),
+    };
+    let mut out = Vec::new();
+    reader.fill(&mut out, usize::MAX);
+    out
+}
+
+/// Generates every event in memory: [`generate`] for partition 0 of 1.
+pub fn generate_all(config: &NexmarkConfig) -> Vec<Record<Event>> {
+    generate(config, Partition { index: 0, count: 1 })
+}
+
+fn ms(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// A person as a flat row, for export (Parquet, JSON). Times are ms since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRow {
+    /// Person id.
+    pub id: u64,
+    /// Full name.
+    pub name: String,
+    /// Email address.
+    pub email_address: String,
+    /// Credit card number.
+    pub credit_card: String,
+    /// City.
+    pub city: String,
+    /// US state.
+    pub state: String,
+    /// When the person registered (ms).
+    pub date_time: i64,
+    /// Padding.
+    pub extra: String,
+}
+
+impl PersonRow {
+    /// The fields holding ms timestamps (for [`crate::ParquetSink::timestamp_ms`]).
+    pub const TIMESTAMP_FIELDS: &'static [&'static str] = &["date_time"];
+}
+
+impl From<&Person> for PersonRow {
+    fn from(p: &Person) -> Self {
+        PersonRow {
+            id: p.id as u64,
+            name: p.name.clone(),
+            email_address: p.email_address.clone(),
+            credit_card: p.credit_card.clone(),
+            city: p.city.clone(),
+            state: p.state.clone(),
+            date_time: ms(p.date_time),
+            extra: p.extra.clone(),
+        }
+    }
+}
+
+/// An auction as a flat row, for export (Parquet, JSON). Times are ms since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuctionRow {
+    /// Auction id.
+    pub id: u64,
+    /// Item name.
+    pub item_name: String,
+    /// Item description.
+    pub description: String,
+    /// Initial bid.
+    pub initial_bid: u64,
+    /// Reserve price.
+    pub reserve: u64,
+    /// When the auction opened (ms).
+    pub date_time: i64,
+    /// When the auction closes (ms).
+    pub expires: i64,
+    /// The seller's person id.
+    pub seller: u64,
+    /// Category id.
+    pub category: u64,
+    /// Padding.
+    pub extra: String,
+}
+
+impl AuctionRow {
+    /// The fields holding ms timestamps (for [`crate::ParquetSink::timestamp_ms`]).
+    pub const TIMESTAMP_FIELDS: &'static [&'static str] = &["date_time", "expires"];
+}
+
+impl From<&Auction> for AuctionRow {
+    fn from(a: &Auction) -> Self {
+        AuctionRow {
+            id: a.id as u64,
+            item_name: a.item_name.clone(),
+            description: a.description.clone(),
+            initial_bid: a.initial_bid as u64,
+            reserve: a.reserve as u64,
+            date_time: ms(a.date_time),
+            expires: ms(a.expires),
+            seller: a.seller as u64,
+            category: a.category as u64,
+            extra: a.extra.clone(),
+        }
+    }
+}
+
+/// A bid as a flat row, for export (Parquet, JSON). Times are ms since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidRow {
+    /// The auction's id.
+    pub auction: u64,
+    /// The bidder's person id.
+    pub bidder: u64,
+    /// Price bid.
+    pub price: u64,
+    /// Channel the bid came through.
+    pub channel: String,
+    /// URL of the bid.
+    pub url: String,
+    /// When the bid was made (ms).
+    pub date_time: i64,
+    /// Padding.
+    pub extra: String,
+}
+
+impl BidRow {
+    /// The fields holding ms timestamps (for [`crate::ParquetSink::timestamp_ms`]).
+    pub const TIMESTAMP_FIELDS: &'static [&'static str] = &["date_time"];
+}
+
+impl From<&Bid> for BidRow {
+    fn from(b: &Bid) -> Self {
+        BidRow {
+            auction: b.auction as u64,
+            bidder: b.bidder as u64,
+            price: b.price as u64,
+            channel: b.channel.clone(),
+            url: b.url.clone(),
+            date_time: ms(b.date_time),
+            extra: b.extra.clone(),
+        }
+    }
+}
+
+/// Events split by kind into export rows, keeping their order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NexmarkTables {
+    /// The people.
+    pub persons: Vec<PersonRow>,
+    /// The auctions.
+    pub auctions: Vec<AuctionRow>,
+    /// The bids.
+    pub bids: Vec<BidRow>,
+}
+
+impl NexmarkTables {
+    /// Splits `events` into their three tables.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut tables = NexmarkTables::default();
+        for e in events {
+            match e {
+                Event::Person(p) => tables.persons.push(p.into()),
+                Event::Auction(a) => tables.auctions.push(a.into()),
+                Event::Bid(b) => tables.bids.push(b.into()),
+            }
+        }
+        tables
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(records: &[Record<Event>]) -> Vec<(u64, String)> {
+        let mut keys: Vec<_> = records
+            .iter()
+            .map(|(t, e)| (*t, format!("{e:?}")))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn three_workers_generate_the_same_events_as_one() {
+        let config = NexmarkConfig::with_events(1_000);
+        let one = generate_all(&config);
+        assert_eq!(one.len(), 1_000);
+        let mut three = Vec::new();
+        for index in 0..3 {
+            three.extend(generate(&config, Partition { index, count: 3 }));
+        }
+        assert_eq!(three.len(), 1_000);
+        assert_eq!(key(&one), key(&three));
+    }
+
+    #[test]
+    fn shares_cover_the_events_exactly() {
+        let config = NexmarkConfig::with_events(10);
+        let shares: Vec<u64> = (0..4)
+            .map(|index| config.share(Partition { index, count: 4 }))
+            .collect();
+        assert_eq!(shares, vec![3, 3, 2, 2]);
+        let config = NexmarkConfig::with_events(2);
+        assert_eq!(config.share(Partition { index: 3, count: 4 }), 0);
+    }
+
+    #[test]
+    fn base_time_is_fixed_and_runs_repeat() {
+        let config = NexmarkConfig::with_events(100);
+        let a = generate_all(&config);
+        let b = generate_all(&config);
+        assert_eq!(a, b);
+        assert_eq!(event_time(&a[0].1), DEFAULT_BASE_TIME);
+        assert_eq!(a[0].0, DEFAULT_BASE_TIME);
+        assert!(a.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn source_reads_in_batches_then_finishes() {
+        let source = NexmarkSource::new(NexmarkConfig::with_events(25));
+        assert_eq!(source.expected_records(), Some(25));
+        assert_eq!(source.describe(), "nexmark(events=25)");
+        let mut total = Vec::new();
+        for index in 0..2 {
+            let mut reader = source.open(Partition { index, count: 2 }).unwrap();
+            let mut rejected = Vec::new();
+            loop {
+                let mut out = Vec::new();
+                let status = reader.poll(&mut out, 5, &mut rejected).unwrap();
+                assert!(out.len() <= 5);
+                total.extend(out);
+                if status == ReadStatus::Done {
+                    break;
+                }
+            }
+            assert!(rejected.is_empty());
+        }
+        assert_eq!(key(&total), key(&generate_all(source.config())));
+        assert!(source.open(Partition { index: 0, count: 0 }).is_err());
+    }
+
+    #[test]
+    fn tables_split_events_by_kind() {
+        let events = generate_all(&NexmarkConfig::with_events(500));
+        let tables = NexmarkTables::from_events(events.iter().map(|(_, e)| e));
+        assert_eq!(
+            tables.persons.len() + tables.auctions.len() + tables.bids.len(),
+            500
+        );
+        assert!(!tables.persons.is_empty() && !tables.auctions.is_empty());
+        assert_eq!(tables.persons[0].date_time, DEFAULT_BASE_TIME as i64);
+    }
+}

@@ -1,0 +1,187 @@
+//! In-memory replay of prepared records, for tests and benchmarks.
+//!
+//! Records are moved out of the source, never cloned: each partition can be read once.
+
+use std::sync::{Mutex, PoisonError};
+
+use eddy_engine::{ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader};
+
+/// A source that replays records held in memory, moving them out as it goes.
+///
+/// Worker `w` of `count` reads partitions `w, w + count, w + 2 * count, ...` in turn: with as
+/// many workers as partitions each reads its own; extra workers read nothing. Each partition is
+/// handed out once; opening the same partition again gives an empty reader.
+#[derive(Debug)]
+pub struct ReplaySource<T> {
+    partitions: Mutex<Vec<Option<Vec<Record<T>>>>>,
+    total: u64,
+}
+
+impl<T> ReplaySource<T> {
+    /// Replays `partitions`; partition `i` is read by worker `i` (see the type's docs).
+    pub fn new(partitions: Vec<Vec<Record<T>>>) -> Self {
+        let total = partitions.iter().map(|p| p.len() as u64).sum();
+        ReplaySource {
+            partitions: Mutex::new(partitions.into_iter().map(Some).collect()),
+            total,
+        }
+    }
+
+    /// Deals `records` round-robin into `workers` partitions (record `i` to partition
+    /// `i % workers`), keeping their order within each partition. Zero workers is taken as one.
+    pub fn round_robin(records: Vec<Record<T>>, workers: usize) -> Self {
+        let workers = workers.max(1);
+        let mut partitions: Vec<Vec<Record<T>>> = (0..workers)
+            .map(|_| Vec::with_capacity(records.len() / workers + 1))
+            .collect();
+        for (i, record) in records.into_iter().enumerate() {
+            partitions[i % workers].push(record);
+        }
+        Self::new(partitions)
+    }
+
+    /// How many records all partitions held at construction.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+impl<T: Send + 'static> Source<T> for ReplaySource<T> {
+    fn describe(&self) -> String {
+        let partitions = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        format!("replay(partitions={partitions}, records={})", self.total)
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let mut partitions = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut mine = Vec::new();
+        if partition.count > 0 {
+            let mut i = partition.index;
+            while i < partitions.len() {
+                if let Some(records) = partitions[i].take() {
+                    mine.push(records);
+                }
+                i += partition.count;
+            }
+        }
+        Ok(Box::new(ReplayReader {
+            pending: mine.into_iter(),
+            current: Vec::new().into_iter(),
+        }))
+    }
+
+    fn expected_records(&self) -> Option<u64> {
+        Some(self.total)
+    }
+}
+
+/// One worker's partitions, read front to back in O(1) per record.
+struct ReplayReader<T> {
+    pending: std::vec::IntoIter<Vec<Record<T>>>,
+    current: std::vec::IntoIter<Record<T>>,
+}
+
+impl<T> SourceReader<T> for ReplayReader<T> {
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record<T>>,
+        max: usize,
+        _rejected: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError> {
+        let mut appended = 0;
+        while appended < max {
+            if self.current.len() == 0 {
+                match self.pending.next() {
+                    Some(next) => {
+                        self.current = next.into_iter();
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let n = self.current.len().min(max - appended);
+            out.extend(self.current.by_ref().take(n));
+            appended += n;
+        }
+        if appended == 0 && self.current.len() == 0 && self.pending.len() == 0 {
+            Ok(ReadStatus::Done)
+        } else {
+            Ok(ReadStatus::Ready)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all<T: Send + 'static>(source: &ReplaySource<T>, index: usize, count: usize) -> Vec<Record<T>> {
+        let mut reader = source.open(Partition { index, count }).unwrap();
+        let mut out = Vec::new();
+        let mut rejected = Vec::new();
+        while reader.poll(&mut out, 3, &mut rejected).unwrap() != ReadStatus::Done {}
+        assert!(rejected.is_empty());
+        out
+    }
+
+    /// A type that cannot be cloned: replay must move records.
+    #[derive(Debug, PartialEq)]
+    struct NoClone(u32);
+
+    #[test]
+    fn partitions_are_moved_once() {
+        let source = ReplaySource::new(vec![
+            vec![(1, NoClone(1)), (2, NoClone(2))],
+            vec![(3, NoClone(3))],
+        ]);
+        assert_eq!(source.expected_records(), Some(3));
+        assert_eq!(read_all(&source, 0, 2), vec![(1, NoClone(1)), (2, NoClone(2))]);
+        assert_eq!(read_all(&source, 1, 2), vec![(3, NoClone(3))]);
+        assert!(read_all(&source, 0, 2).is_empty(), "a partition is taken once");
+    }
+
+    #[test]
+    fn fewer_workers_read_several_partitions_and_extra_workers_nothing() {
+        let parts = |n: u64| (0..n).map(|i| vec![(i, i), (i, i + 100)]).collect::<Vec<_>>();
+        let source = ReplaySource::new(parts(3));
+        let got: Vec<u64> = read_all(&source, 0, 2).into_iter().map(|r| r.1).collect();
+        assert_eq!(got, vec![0, 100, 2, 102]);
+        let got: Vec<u64> = read_all(&source, 1, 2).into_iter().map(|r| r.1).collect();
+        assert_eq!(got, vec![1, 101]);
+
+        let source = ReplaySource::new(parts(2));
+        assert!(read_all(&source, 3, 4).is_empty());
+        assert_eq!(read_all(&source, 1, 4).len(), 2);
+    }
+
+    #[test]
+    fn round_robin_deals_records_in_order() {
+        let records: Vec<Record<u64>> = (0..10).map(|i| (i, i)).collect();
+        let source = ReplaySource::round_robin(records, 3);
+        assert_eq!(source.total(), 10);
+        let got: Vec<u64> = read_all(&source, 1, 3).into_iter().map(|r| r.1).collect();
+        assert_eq!(got, vec![1, 4, 7]);
+        let got: Vec<u64> = read_all(&source, 0, 3).into_iter().map(|r| r.1).collect();
+        assert_eq!(got, vec![0, 3, 6, 9]);
+    }
+
+    #[test]
+    fn poll_respects_max() {
+        let source = ReplaySource::new(vec![(0..10).map(|i| (i, i)).collect::<Vec<Record<u64>>>()]);
+        let mut reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        let mut out = Vec::new();
+        let mut rejected = Vec::new();
+        assert_eq!(reader.poll(&mut out, 4, &mut rejected).unwrap(), ReadStatus::Ready);
+        assert_eq!(out.len(), 4);
+        assert_eq!(reader.poll(&mut out, 100, &mut rejected).unwrap(), ReadStatus::Ready);
+        assert_eq!(out.len(), 10);
+        assert_eq!(reader.poll(&mut out, 100, &mut rejected).unwrap(), ReadStatus::Done);
+    }
+}

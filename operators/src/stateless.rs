@@ -1,0 +1,129 @@
+//! Stateless operators: `map`, `filter`, `flat_map`.
+//!
+//! - **Input**: any stream of records. **Output**: records derived one by one; each output
+//!   record keeps the event time and the timestamp (watermark) of the record it came from.
+//! - **State**: none. **Emits**: at once, in the same batch; no waiting for the watermark.
+//! - **Late records**: not a notion here; they pass through and windows downstream decide.
+//! - **Checkpoint**: holds nothing.
+//!
+//! Records are moved, never cloned: `filter` keeps the batch it received and drops rejected
+//! records in place.
+
+use eddy_engine::timely::dataflow::channels::pact::Pipeline as Local;
+use eddy_engine::timely::dataflow::operators::generic::Operator;
+use eddy_engine::{Data, Stream};
+
+/// `map`, `filter` and `flat_map` on pipeline streams.
+pub trait Stateless<T: Data> {
+    /// Transforms each record.
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(s: eddy_engine::Stream<u64>) -> eddy_engine::Stream<u64> {
+    /// s.map("double", |x| x * 2)
+    /// # }
+    /// ```
+    fn map<U: Data, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        F: Fn(T) -> U + Clone + Send + Sync + 'static;
+
+    /// Keeps the records for which `keep` is true.
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(s: eddy_engine::Stream<u64>) -> eddy_engine::Stream<u64> {
+    /// s.filter("even", |x| x % 2 == 0)
+    /// # }
+    /// ```
+    fn filter<F>(self, name: &str, keep: F) -> Stream<T>
+    where
+        F: Fn(&T) -> bool + Clone + Send + Sync + 'static;
+
+    /// Transforms each record into any number of records (all with its event time).
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(s: eddy_engine::Stream<String>) -> eddy_engine::Stream<String> {
+    /// s.flat_map("words", |line: String| line.split(' ').map(String::from).collect::<Vec<_>>())
+    /// # }
+    /// ```
+    fn flat_map<U: Data, I, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Clone + Send + Sync + 'static;
+}
+
+impl<T: Data> Stateless<T> for Stream<T> {
+    fn map<U: Data, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        F: Fn(T) -> U + Clone + Send + Sync + 'static,
+    {
+        map_stage(self, name, "map", f)
+    }
+
+    fn filter<F>(self, name: &str, keep: F) -> Stream<T>
+    where
+        F: Fn(&T) -> bool + Clone + Send + Sync + 'static,
+    {
+        self.stage(name, "filter", String::new(), move |input, stage| {
+            let keep = keep.clone();
+            let name = stage.name().to_string();
+            input.unary(Local, &name, move |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        stage.metrics().add_in(data.len());
+                        data.retain(|(_, x)| keep(x));
+                        stage.metrics().add_out(data.len());
+                        if !data.is_empty() {
+                            output.session(&cap).give_container(data);
+                        }
+                    });
+                }
+            })
+        })
+    }
+
+    fn flat_map<U: Data, I, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Clone + Send + Sync + 'static,
+    {
+        self.stage(name, "flat_map", String::new(), move |input, stage| {
+            let f = f.clone();
+            let name = stage.name().to_string();
+            input.unary(Local, &name, move |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        stage.metrics().add_in(data.len());
+                        let mut out: Vec<_> = data.drain(..).flat_map(|(t, x)| f(x).into_iter().map(move |y| (t, y))).collect();
+                        stage.metrics().add_out(out.len());
+                        if !out.is_empty() {
+                            output.session(&cap).give_container(&mut out);
+                        }
+                    });
+                }
+            })
+        })
+    }
+}
+
+/// A stage that transforms each record with `f`; `kind` names it in graphs (`map`, `key_by`).
+pub(crate) fn map_stage<T: Data, U: Data, F>(stream: Stream<T>, name: &str, kind: &str, f: F) -> Stream<U>
+where
+    F: Fn(T) -> U + Clone + Send + Sync + 'static,
+{
+    stream.stage(name, kind, String::new(), move |input, stage| {
+        let f = f.clone();
+        let name = stage.name().to_string();
+        input.unary(Local, &name, move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    stage.metrics().add_in(data.len());
+                    stage.metrics().add_out(data.len());
+                    let mut mapped: Vec<_> = data.drain(..).map(|(t, x)| (t, f(x))).collect();
+                    output.session(&cap).give_container(&mut mapped);
+                });
+            }
+        })
+    })
+}

@@ -1,0 +1,368 @@
+//! Tumbling and hopping event-time windows, keyed or global.
+//!
+//! - **Input**: a [`Keyed`] stream of `(key, value)` (keyed windows; pairs are exchanged between
+//!   workers by the key's hash) or any stream (global windows, [`GlobalWindow::window_all`]).
+//! - **Windows**: `[start, end)` in event time, aligned to the epoch: tumbling windows of `size`
+//!   start at multiples of `size`; hopping windows of `size` start every `slide`, so a record
+//!   belongs to `size / slide` windows.
+//! - **Output**: one [`WindowResult`] per key and window with at least one record: the key, the
+//!   window's start and end, and the aggregate's result. Its event time is `end - 1` (the
+//!   window's last instant), so windows downstream place it in the right window.
+//! - **When it emits**: once, when the input frontier (the watermark) reaches the window's end;
+//!   results are stamped `end - 1`.
+//! - **State**: records are first stashed by timestamp; when the frontier passes a timestamp,
+//!   its records are folded into per-pane accumulators (a pane is `gcd(size, slide)` long, so a
+//!   record is added once however many windows it belongs to; a window merges its panes when it
+//!   fires). Panes are kept in an index ordered by time, so firing and eviction touch only the
+//!   windows that are due. So state at frontier `W` is exactly the fold of the records stamped
+//!   before `W`.
+//! - **Late records**: a window `[s, e)` takes a record stamped `t` if and only if `t < e`. A
+//!   record none of whose windows is still open is late: counted, and written to the side output
+//!   under [`LatePolicy::SideOutput`](eddy_engine::LatePolicy). A record some of whose windows
+//!   are still open goes into those.
+//! - **Checkpoint** (with the exactly-once issue): the panes and the stash at frontier `W`.
+//!
+//! Global windows aggregate in two steps: every worker folds its own records into partial
+//! accumulators, which one worker merges and finishes when the watermark passes.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use eddy_engine::timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline as Local};
+use eddy_engine::timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use eddy_engine::timely::dataflow::operators::Capability;
+use eddy_engine::timely::container::CapacityContainerBuilder;
+use eddy_engine::{Data, Record, Records, StageContext, Stream};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Aggregate;
+use crate::keyed::{route, Key, Keyed};
+
+/// The shape of a window: tumbling or hopping, in event-time milliseconds, aligned to epoch 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    size: u64,
+    slide: u64,
+}
+
+impl WindowSpec {
+    /// Back-to-back windows of `size_ms`.
+    pub fn tumbling(size_ms: u64) -> Self {
+        WindowSpec { size: size_ms.max(1), slide: size_ms.max(1) }
+    }
+
+    /// Windows of `size_ms` starting every `slide_ms` (`slide_ms <= size_ms`; a larger slide is
+    /// clamped to the size).
+    pub fn hopping(size_ms: u64, slide_ms: u64) -> Self {
+        let size = size_ms.max(1);
+        WindowSpec { size, slide: slide_ms.clamp(1, size) }
+    }
+
+    /// The window length in ms.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// How often a window starts, in ms.
+    pub fn slide(&self) -> u64 {
+        self.slide
+    }
+
+    fn pane(&self) -> u64 {
+        gcd(self.size, self.slide)
+    }
+
+    fn describe(&self) -> String {
+        if self.size == self.slide {
+            format!("tumbling {} ms", self.size)
+        } else {
+            format!("hopping {} ms every {} ms", self.size, self.slide)
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The result of one key in one window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowResult<K, V> {
+    /// The key (`()` for global windows).
+    pub key: K,
+    /// The window's start (ms, inclusive).
+    pub start: u64,
+    /// The window's end (ms, exclusive).
+    pub end: u64,
+    /// The aggregate's result.
+    pub value: V,
+}
+
+impl<K: Key, V: Data> Keyed<K, V> {
+    /// Aggregates each key's values per window; emits once per key and window when the
+    /// watermark passes the window's end.
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(bids: eddy_engine::Stream<(u64, u64)>) -> eddy_engine::Stream<WindowResult<u64, u64>> {
+    /// // bids per auction in 10 s windows starting every 2 s
+    /// bids.key_by("by_auction", |b: &(u64, u64)| b.0)
+    ///     .window("bid_counts", WindowSpec::hopping(10_000, 2_000), Count)
+    /// # }
+    /// ```
+    pub fn window<A: Aggregate<V>>(self, name: &str, spec: WindowSpec, agg: A) -> Stream<WindowResult<K, A::Out>> {
+        self.stream.stage(name, "window", spec.describe(), move |input, stage| {
+            let exchange = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
+            let a = agg.clone();
+            fold_windows(input, exchange, stage, spec, agg.clone(), true, move |acc| a.finish(acc))
+        })
+    }
+}
+
+/// Windows over a whole stream, not per key.
+pub trait GlobalWindow<T: Data> {
+    /// Aggregates all values per window (two steps: partial accumulators on every worker, merged
+    /// on one); emits once per window when the watermark passes its end.
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(prices: eddy_engine::Stream<u64>) -> eddy_engine::Stream<WindowResult<(), Option<u64>>> {
+    /// prices.window_all("max_price", WindowSpec::tumbling(10_000), Max(|p: &u64| *p))
+    /// # }
+    /// ```
+    fn window_all<A: Aggregate<T>>(self, name: &str, spec: WindowSpec, agg: A) -> Stream<WindowResult<(), A::Out>>;
+}
+
+impl<T: Data> GlobalWindow<T> for Stream<T> {
+    fn window_all<A: Aggregate<T>>(self, name: &str, spec: WindowSpec, agg: A) -> Stream<WindowResult<(), A::Out>> {
+        self.stage(name, "window", format!("{}, global", spec.describe()), move |input, stage| {
+            let local = input.unary(Local, &format!("{}-key", stage.name()), |_, _| {
+                |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut keyed: Vec<_> = data.drain(..).map(|(t, v)| (t, ((), v))).collect();
+                        output.session(&cap).give_container(&mut keyed);
+                    })
+                }
+            });
+            let partials = fold_windows(local, Local, stage.clone(), spec, agg.clone(), false, |acc| acc);
+            merge_partials(partials, stage, agg.clone())
+        })
+    }
+}
+
+/// Per-pane accumulators of one worker, in an index ordered by pane start.
+struct Panes<K, Acc> {
+    spec: WindowSpec,
+    pane: u64,
+    panes: BTreeMap<u64, FxHashMap<K, Acc>>,
+    /// The start of the earliest window not yet fired.
+    next_start: u64,
+}
+
+impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
+    fn new(spec: WindowSpec) -> Self {
+        Panes { spec, pane: spec.pane(), panes: BTreeMap::new(), next_start: 0 }
+    }
+
+    /// The end of the last window an event time belongs to.
+    fn last_end(&self, event_time: u64) -> u64 {
+        event_time / self.spec.slide * self.spec.slide + self.spec.size
+    }
+
+    /// The earliest window still to fire, if any pane holds data.
+    fn next_window(&self) -> Option<(u64, u64)> {
+        let pane = *self.panes.keys().next()?;
+        let (size, slide) = (self.spec.size, self.spec.slide);
+        let first_containing = if pane >= size { ((pane - size) / slide + 1) * slide } else { 0 };
+        let start = first_containing.max(self.next_start);
+        Some((start, start + size))
+    }
+
+    fn add<V, A: Aggregate<V, Acc = Acc>>(&mut self, agg: &A, event_time: u64, key: K, value: V) {
+        let pane = event_time / self.pane * self.pane;
+        let accs = self.panes.entry(pane).or_default();
+        agg.add(accs.entry(key).or_insert_with(|| agg.create()), value);
+    }
+
+    /// Fires window `[start, end)`, handing each key's accumulator to `emit`, and evicts panes
+    /// no later window needs.
+    fn fire<V, A: Aggregate<V, Acc = Acc>>(&mut self, agg: &A, start: u64, end: u64, mut emit: impl FnMut(K, Acc)) {
+        if self.pane == self.spec.size {
+            if let Some(accs) = self.panes.remove(&start) {
+                accs.into_iter().for_each(|(k, acc)| emit(k, acc));
+            }
+        } else {
+            let mut merged: FxHashMap<K, Acc> = FxHashMap::default();
+            for accs in self.panes.range(start..end).map(|(_, accs)| accs) {
+                for (k, acc) in accs {
+                    match merged.get_mut(k) {
+                        Some(m) => agg.merge(m, acc.clone()),
+                        None => {
+                            merged.insert(k.clone(), acc.clone());
+                        }
+                    }
+                }
+            }
+            merged.into_iter().for_each(|(k, acc)| emit(k, acc));
+        }
+        self.next_start = start + self.spec.slide;
+        while let Some(entry) = self.panes.first_entry() {
+            if *entry.key() >= self.next_start {
+                break;
+            }
+            entry.remove();
+        }
+    }
+}
+
+type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
+
+/// The window operator: stash by timestamp, fold what the frontier has passed, fire what is due.
+/// `count_out` is false for the partial step of a global window, whose merge step counts.
+#[allow(clippy::too_many_arguments)]
+fn fold_windows<'s, K, V, A, O, P>(
+    input: Records<'s, (K, V)>,
+    pact: P,
+    stage: StageContext,
+    spec: WindowSpec,
+    agg: A,
+    count_out: bool,
+    finish: impl Fn(A::Acc) -> O + 'static,
+) -> Records<'s, WindowResult<K, O>>
+where
+    K: Key,
+    V: Data,
+    A: Aggregate<V>,
+    O: Data,
+    P: ParallelizationContract<u64, Vec<Record<(K, V)>>>,
+{
+    let name = stage.name().to_string();
+    input.unary_frontier(pact, &name, move |_, _| {
+        let count_metrics = stage.clone();
+        let count = move |n: usize| {
+            if count_out {
+                count_metrics.metrics().add_out(n);
+            }
+        };
+        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Record<(K, V)>>)> = BTreeMap::new();
+        let mut panes: Panes<K, A::Acc> = Panes::new(spec);
+        let mut window_cap: Option<Capability<u64>> = None;
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                stage.metrics().add_in(data.len());
+                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else { return };
+                match stash.entry(t) {
+                    Entry::Vacant(v) => {
+                        v.insert((held, std::mem::take(data)));
+                    }
+                    Entry::Occupied(mut o) => o.get_mut().1.append(data),
+                }
+            });
+            let limit = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
+            while let Some(entry) = stash.first_entry() {
+                let t = *entry.key();
+                if t >= limit {
+                    break;
+                }
+                let (cap, records) = entry.remove();
+                fire_due(&mut panes, &mut window_cap, output, &agg, &finish, t, &count);
+                for (event_time, (key, value)) in records {
+                    let last_end = panes.last_end(event_time);
+                    if last_end <= t {
+                        stage.late(&(&key, &value), event_time, t, last_end);
+                    } else {
+                        panes.add(&agg, event_time, key, value);
+                    }
+                }
+                if let Some((_, end)) = panes.next_window() {
+                    if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
+                        window_cap = Some(cap.delayed(&(end - 1)));
+                    }
+                }
+            }
+            fire_due(&mut panes, &mut window_cap, output, &agg, &finish, limit, &count);
+            match panes.next_window() {
+                Some((_, end)) => {
+                    if let Some(c) = window_cap.as_mut() {
+                        c.downgrade(&(end - 1));
+                    }
+                }
+                None => window_cap = None,
+            }
+        }
+    })
+}
+
+/// Fires every window whose end is at or below `limit`, in order of end.
+#[allow(clippy::too_many_arguments)]
+fn fire_due<K: Key, V, A: Aggregate<V>, O: Data>(
+    panes: &mut Panes<K, A::Acc>,
+    window_cap: &mut Option<Capability<u64>>,
+    output: &mut Out<'_, WindowResult<K, O>>,
+    agg: &A,
+    finish: &impl Fn(A::Acc) -> O,
+    limit: u64,
+    count: &impl Fn(usize),
+) {
+    while let Some((start, end)) = panes.next_window() {
+        if end > limit {
+            break;
+        }
+        let cap = window_cap.as_mut().expect("a pending window holds a capability; this is a bug in Eddy");
+        cap.downgrade(&(end - 1));
+        let mut session = output.session(cap);
+        let mut emitted = 0;
+        panes.fire(agg, start, end, |key, acc| {
+            emitted += 1;
+            session.give((end - 1, WindowResult { key, start, end, value: finish(acc) }));
+        });
+        count(emitted);
+    }
+}
+
+/// Merges the partial accumulators of every worker, on one worker, per key and window, once the
+/// frontier passes their timestamp (all partials of a window are stamped `end - 1`).
+fn merge_partials<'s, K: Key, V, A: Aggregate<V>>(
+    partials: Records<'s, WindowResult<K, A::Acc>>,
+    stage: StageContext,
+    agg: A,
+) -> Records<'s, WindowResult<K, A::Out>> {
+    let name = format!("{}-merge", stage.name());
+    let to_one = Exchange::new(|_: &Record<WindowResult<K, A::Acc>>| 0);
+    partials.unary_frontier(to_one, &name, move |_, _| {
+        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Record<WindowResult<K, A::Acc>>>)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else { return };
+                stash.entry(t).or_insert_with(|| (held, Vec::new())).1.append(data);
+            });
+            let limit = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
+            while let Some(entry) = stash.first_entry() {
+                if *entry.key() >= limit {
+                    break;
+                }
+                let (cap, partials) = entry.remove();
+                let mut merged: FxHashMap<(K, u64, u64), (u64, A::Acc)> = FxHashMap::default();
+                for (event_time, r) in partials {
+                    match merged.entry((r.key, r.start, r.end)) {
+                        std::collections::hash_map::Entry::Occupied(mut o) => agg.merge(&mut o.get_mut().1, r.value),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert((event_time, r.value));
+                        }
+                    }
+                }
+                stage.metrics().add_out(merged.len());
+                let mut session = output.session(&cap);
+                for ((key, start, end), (event_time, acc)) in merged {
+                    session.give((event_time, WindowResult { key, start, end, value: agg.finish(acc) }));
+                }
+            }
+        }
+    })
+}
