@@ -1,1 +1,94 @@
-fn main() {}
+//! `eddy-benches`: time Nexmark queries through the engine and hand-written loops, side by side.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use eddy_benches::runner::{engine, hand_loop, report};
+use eddy_connectors::nexmark::NexmarkConfig;
+use eddy_queries::nexmark::Query;
+
+/// Times each query from the in-memory replay source to the counting sink, at each worker
+/// count, beside a hand-written loop; prints a Markdown report and optionally writes it.
+#[derive(Parser)]
+#[command(name = "eddy-benches")]
+struct Args {
+    /// Events per run.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Queries to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "q0,q1,q2,q5,q7")]
+    queries: Vec<Query>,
+    /// Worker counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Records per source batch.
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    /// Write the report here (e.g. docs/benchmarks.md) as well as to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let config = NexmarkConfig::with_events(args.events);
+    let mut measurements = Vec::new();
+    for &query in &args.queries {
+        let hand = hand_loop(query, &config);
+        eprintln!(
+            "{query} hand loop: {:.2} M events/s",
+            hand.events_per_second() / 1e6
+        );
+        for &workers in &args.workers {
+            let m = engine(query, &config, workers, args.batch_size)?;
+            eprintln!(
+                "{query} {workers} workers: {:.2} M events/s",
+                m.events_per_second() / 1e6
+            );
+            if m.rows != hand.rows {
+                bail!(
+                    "{query}: the pipeline wrote {} rows but the hand loop {}: a bug",
+                    m.rows,
+                    hand.rows
+                );
+            }
+            measurements.push(m);
+        }
+        measurements.push(hand);
+    }
+    measurements.sort_by_key(|m| (m.query, m.workers));
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = command.replacen(
+        &std::env::args().next().unwrap_or_default(),
+        "cargo run --release -p eddy-benches --",
+        1,
+    );
+    let machine = machine();
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let md = report(&measurements, &command, &machine, &date);
+    println!("{md}");
+    if let Some(path) = args.out {
+        std::fs::write(&path, &md)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}

@@ -1,1 +1,36 @@
-//! placeholder
+//! # eddy-connectors
+//!
+//! Eddy's sources and sinks, implementing the engine's [`Source`](eddy_engine::Source) and
+//! [`Sink`](eddy_engine::Sink) traits.
+//!
+//! ## Modules
+//!
+//! - [`nexmark`]: the Nexmark benchmark's event generator as a deterministic, partitioned
+//!   source ([`NexmarkSource`]), in-memory generation, and flat rows for export.
+//! - [`replay`]: [`ReplaySource`], which replays records held in memory (moving, never
+//!   cloning them), for tests and benchmarks.
+//! - [`jsonl`]: [`JsonLinesSource`] and [`JsonLinesSink`], one JSON object per line.
+//! - [`parquet`]: [`ParquetSink`], one Parquet file per worker with a schema derived from the row
+//!   type, and [`write_parquet`] for a single file.
+//! - [`table`]: [`TableSink`], a pretty table of (a sample of) the results on stdout.
+//! - [`count`]: [`CountSink`], which counts rows and discards them, for benchmarks.
+//!
+//! File sinks write under a temporary name (`.{name}.tmp`) and rename the file into place when
+//! the writer finishes, so a reader never sees half a file; a writer dropped unfinished removes
+//! its temporary file.
+
+pub mod count;
+pub mod jsonl;
+pub mod nexmark;
+pub mod parquet;
+pub mod replay;
+pub mod table;
+
+mod staged;
+
+pub use crate::count::CountSink;
+pub use crate::jsonl::{JsonLinesSink, JsonLinesSource};
+pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
+pub use crate::parquet::{write_parquet, ParquetSink};
+pub use crate::replay::ReplaySource;
+pub use crate::table::TableSink;

@@ -1,11 +1,13 @@
-//! The Nexmark benchmark's event generator as a source, over the [`nexmark`](::nexmark) crate.
+//! The Nexmark benchmark's event generator as a source, over the `nexmark` crate.
 //!
 //! Generation is deterministic: the base time is a fixed constant (not the wall clock, as the
 //! `nexmark` crate's default is) and every event is a pure function of its global index, so a
 //! run with N workers produces exactly the events of a run with one.
 
 use ::nexmark::EventGenerator;
-use eddy_engine::{ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader};
+use eddy_engine::{
+    ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
+};
 use serde::{Deserialize, Serialize};
 
 pub use ::nexmark::event::{Auction, Bid, Event, Person};
@@ -133,12 +135,7 @@ impl NexmarkReader {
     fn fill(&mut self, out: &mut Vec<Record<Event>>, max: usize) -> usize {
         let n = self.remaining.min(max as u64) as usize;
         out.reserve(n);
-        out.extend(
-            self.generator
-                .by_ref()
-                .take(n)
-                .map(|e| (event_time(&e), e)),
-        );
+        out.extend(self.generator.by_ref().take(n).map(|e| (event_time(&e), e)));
         self.remaining -= n as u64;
         n
     }

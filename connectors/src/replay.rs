@@ -4,7 +4,9 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use eddy_engine::{ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader};
+use eddy_engine::{
+    ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
+};
 
 /// A source that replays records held in memory, moving them out as it goes.
 ///
@@ -97,7 +99,7 @@ impl<T> SourceReader<T> for ReplayReader<T> {
     ) -> Result<ReadStatus, ConnectorError> {
         let mut appended = 0;
         while appended < max {
-            if self.current.len() == 0 {
+            if self.current.as_slice().is_empty() {
                 match self.pending.next() {
                     Some(next) => {
                         self.current = next.into_iter();
@@ -110,7 +112,8 @@ impl<T> SourceReader<T> for ReplayReader<T> {
             out.extend(self.current.by_ref().take(n));
             appended += n;
         }
-        if appended == 0 && self.current.len() == 0 && self.pending.len() == 0 {
+        if appended == 0 && self.current.as_slice().is_empty() && self.pending.as_slice().is_empty()
+        {
             Ok(ReadStatus::Done)
         } else {
             Ok(ReadStatus::Ready)
@@ -122,7 +125,11 @@ impl<T> SourceReader<T> for ReplayReader<T> {
 mod tests {
     use super::*;
 
-    fn read_all<T: Send + 'static>(source: &ReplaySource<T>, index: usize, count: usize) -> Vec<Record<T>> {
+    fn read_all<T: Send + 'static>(
+        source: &ReplaySource<T>,
+        index: usize,
+        count: usize,
+    ) -> Vec<Record<T>> {
         let mut reader = source.open(Partition { index, count }).unwrap();
         let mut out = Vec::new();
         let mut rejected = Vec::new();
@@ -142,14 +149,24 @@ mod tests {
             vec![(3, NoClone(3))],
         ]);
         assert_eq!(source.expected_records(), Some(3));
-        assert_eq!(read_all(&source, 0, 2), vec![(1, NoClone(1)), (2, NoClone(2))]);
+        assert_eq!(
+            read_all(&source, 0, 2),
+            vec![(1, NoClone(1)), (2, NoClone(2))]
+        );
         assert_eq!(read_all(&source, 1, 2), vec![(3, NoClone(3))]);
-        assert!(read_all(&source, 0, 2).is_empty(), "a partition is taken once");
+        assert!(
+            read_all(&source, 0, 2).is_empty(),
+            "a partition is taken once"
+        );
     }
 
     #[test]
     fn fewer_workers_read_several_partitions_and_extra_workers_nothing() {
-        let parts = |n: u64| (0..n).map(|i| vec![(i, i), (i, i + 100)]).collect::<Vec<_>>();
+        let parts = |n: u64| {
+            (0..n)
+                .map(|i| vec![(i, i), (i, i + 100)])
+                .collect::<Vec<_>>()
+        };
         let source = ReplaySource::new(parts(3));
         let got: Vec<u64> = read_all(&source, 0, 2).into_iter().map(|r| r.1).collect();
         assert_eq!(got, vec![0, 100, 2, 102]);
@@ -178,10 +195,19 @@ mod tests {
         let mut reader = source.open(Partition { index: 0, count: 1 }).unwrap();
         let mut out = Vec::new();
         let mut rejected = Vec::new();
-        assert_eq!(reader.poll(&mut out, 4, &mut rejected).unwrap(), ReadStatus::Ready);
+        assert_eq!(
+            reader.poll(&mut out, 4, &mut rejected).unwrap(),
+            ReadStatus::Ready
+        );
         assert_eq!(out.len(), 4);
-        assert_eq!(reader.poll(&mut out, 100, &mut rejected).unwrap(), ReadStatus::Ready);
+        assert_eq!(
+            reader.poll(&mut out, 100, &mut rejected).unwrap(),
+            ReadStatus::Ready
+        );
         assert_eq!(out.len(), 10);
-        assert_eq!(reader.poll(&mut out, 100, &mut rejected).unwrap(), ReadStatus::Done);
+        assert_eq!(
+            reader.poll(&mut out, 100, &mut rejected).unwrap(),
+            ReadStatus::Done
+        );
     }
 }

@@ -207,14 +207,14 @@ impl RunHandle {
     /// Records the sources of this process have emitted so far, and how many they will emit in
     /// all when known.
     pub fn progress(&self) -> (u64, Option<u64>) {
-        let read = self
-            .metrics
-            .snapshot()
-            .iter()
-            .filter(|s| s.kind == "source")
-            .map(|s| s.records_out)
-            .sum();
-        (read, self.expected_records)
+        (sources_read(&self.metrics), self.expected_records)
+    }
+
+    /// A function that reads how many records the sources of this process have emitted, for a
+    /// progress display on another thread.
+    pub fn progress_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let metrics = Arc::clone(&self.metrics);
+        move || sources_read(&metrics)
     }
 
     /// Waits for the workers to finish and returns the run's summary, or its first failure.
@@ -260,6 +260,15 @@ impl RunHandle {
             rejected_examples: self.metrics.rejected_examples(),
         })
     }
+}
+
+fn sources_read(metrics: &RunMetrics) -> u64 {
+    metrics
+        .snapshot()
+        .iter()
+        .filter(|s| s.kind == "source")
+        .map(|s| s.records_out)
+        .sum()
 }
 
 /// What a run did, in this process.

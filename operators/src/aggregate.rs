@@ -216,14 +216,20 @@ pub struct MaxBy<V, N, F> {
 
 impl<V, N, F: Clone> Clone for MaxBy<V, N, F> {
     fn clone(&self) -> Self {
-        MaxBy { by: self.by.clone(), _types: PhantomData }
+        MaxBy {
+            by: self.by.clone(),
+            _types: PhantomData,
+        }
     }
 }
 
 impl<V, N, F: Fn(&V) -> N> MaxBy<V, N, F> {
     /// The values with the largest `by(value)`.
     pub fn new(by: F) -> Self {
-        MaxBy { by, _types: PhantomData }
+        MaxBy {
+            by,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -241,7 +247,10 @@ where
     }
     #[inline]
     fn add(&self, acc: &mut Vec<V>, value: V) {
-        match acc.first().map(|best| (self.by)(&value).partial_cmp(&(self.by)(best))) {
+        match acc
+            .first()
+            .map(|best| (self.by)(&value).partial_cmp(&(self.by)(best)))
+        {
             None => acc.push(value),
             Some(Some(std::cmp::Ordering::Greater)) => {
                 acc.clear();
@@ -281,10 +290,22 @@ mod tests {
         let mut parts = fold(&Sum(|v: &u64| *v), a.iter().copied());
         Sum(|v: &u64| *v).merge(&mut parts, fold(&Sum(|v: &u64| *v), b.iter().copied()));
         assert_eq!(whole, parts);
-        assert_eq!(Min(|v: &u64| *v).finish(fold(&Min(|v: &u64| *v), values)), Some(1));
-        assert_eq!(Max(|v: &u64| *v).finish(fold(&Max(|v: &u64| *v), values)), Some(9));
-        assert_eq!(Avg(|v: &u64| *v).finish(fold(&Avg(|v: &u64| *v), values)), 27.0 / 5.0);
-        assert_eq!(<Count as Aggregate<u64>>::finish(&Count, fold(&Count, values)), 5);
+        assert_eq!(
+            Min(|v: &u64| *v).finish(fold(&Min(|v: &u64| *v), values)),
+            Some(1)
+        );
+        assert_eq!(
+            Max(|v: &u64| *v).finish(fold(&Max(|v: &u64| *v), values)),
+            Some(9)
+        );
+        assert_eq!(
+            Avg(|v: &u64| *v).finish(fold(&Avg(|v: &u64| *v), values)),
+            27.0 / 5.0
+        );
+        assert_eq!(
+            <Count as Aggregate<u64>>::finish(&Count, fold(&Count, values)),
+            5
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ impl<T: Data> KeyBy<T> for Stream<T> {
     where
         F: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
-        Keyed { stream: map_stage(self, name, "key_by", move |x| (key(&x), x)) }
+        Keyed {
+            stream: map_stage(self, name, "key_by", move |x| (key(&x), x)),
+        }
     }
 }
 

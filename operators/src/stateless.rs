@@ -95,7 +95,10 @@ impl<T: Data> Stateless<T> for Stream<T> {
                 move |input, output| {
                     input.for_each(|cap, data| {
                         stage.metrics().add_in(data.len());
-                        let mut out: Vec<_> = data.drain(..).flat_map(|(t, x)| f(x).into_iter().map(move |y| (t, y))).collect();
+                        let mut out: Vec<_> = data
+                            .drain(..)
+                            .flat_map(|(t, x)| f(x).into_iter().map(move |y| (t, y)))
+                            .collect();
                         stage.metrics().add_out(out.len());
                         if !out.is_empty() {
                             output.session(&cap).give_container(&mut out);
@@ -108,7 +111,12 @@ impl<T: Data> Stateless<T> for Stream<T> {
 }
 
 /// A stage that transforms each record with `f`; `kind` names it in graphs (`map`, `key_by`).
-pub(crate) fn map_stage<T: Data, U: Data, F>(stream: Stream<T>, name: &str, kind: &str, f: F) -> Stream<U>
+pub(crate) fn map_stage<T: Data, U: Data, F>(
+    stream: Stream<T>,
+    name: &str,
+    kind: &str,
+    f: F,
+) -> Stream<U>
 where
     F: Fn(T) -> U + Clone + Send + Sync + 'static,
 {

@@ -29,10 +29,12 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
-use eddy_engine::timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline as Local};
+use eddy_engine::timely::container::CapacityContainerBuilder;
+use eddy_engine::timely::dataflow::channels::pact::{
+    Exchange, ParallelizationContract, Pipeline as Local,
+};
 use eddy_engine::timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use eddy_engine::timely::dataflow::operators::Capability;
-use eddy_engine::timely::container::CapacityContainerBuilder;
 use eddy_engine::{Data, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -50,14 +52,20 @@ pub struct WindowSpec {
 impl WindowSpec {
     /// Back-to-back windows of `size_ms`.
     pub fn tumbling(size_ms: u64) -> Self {
-        WindowSpec { size: size_ms.max(1), slide: size_ms.max(1) }
+        WindowSpec {
+            size: size_ms.max(1),
+            slide: size_ms.max(1),
+        }
     }
 
     /// Windows of `size_ms` starting every `slide_ms` (`slide_ms <= size_ms`; a larger slide is
     /// clamped to the size).
     pub fn hopping(size_ms: u64, slide_ms: u64) -> Self {
         let size = size_ms.max(1);
-        WindowSpec { size, slide: slide_ms.clamp(1, size) }
+        WindowSpec {
+            size,
+            slide: slide_ms.clamp(1, size),
+        }
     }
 
     /// The window length in ms.
@@ -116,12 +124,26 @@ impl<K: Key, V: Data> Keyed<K, V> {
     ///     .window("bid_counts", WindowSpec::hopping(10_000, 2_000), Count)
     /// # }
     /// ```
-    pub fn window<A: Aggregate<V>>(self, name: &str, spec: WindowSpec, agg: A) -> Stream<WindowResult<K, A::Out>> {
-        self.stream.stage(name, "window", spec.describe(), move |input, stage| {
-            let exchange = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
-            let a = agg.clone();
-            fold_windows(input, exchange, stage, spec, agg.clone(), true, move |acc| a.finish(acc))
-        })
+    pub fn window<A: Aggregate<V>>(
+        self,
+        name: &str,
+        spec: WindowSpec,
+        agg: A,
+    ) -> Stream<WindowResult<K, A::Out>> {
+        self.stream
+            .stage(name, "window", spec.describe(), move |input, stage| {
+                let exchange = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
+                let a = agg.clone();
+                fold_windows(
+                    input,
+                    exchange,
+                    stage,
+                    spec,
+                    agg.clone(),
+                    true,
+                    move |acc| a.finish(acc),
+                )
+            })
     }
 }
 
@@ -136,23 +158,47 @@ pub trait GlobalWindow<T: Data> {
     /// prices.window_all("max_price", WindowSpec::tumbling(10_000), Max(|p: &u64| *p))
     /// # }
     /// ```
-    fn window_all<A: Aggregate<T>>(self, name: &str, spec: WindowSpec, agg: A) -> Stream<WindowResult<(), A::Out>>;
+    fn window_all<A: Aggregate<T>>(
+        self,
+        name: &str,
+        spec: WindowSpec,
+        agg: A,
+    ) -> Stream<WindowResult<(), A::Out>>;
 }
 
 impl<T: Data> GlobalWindow<T> for Stream<T> {
-    fn window_all<A: Aggregate<T>>(self, name: &str, spec: WindowSpec, agg: A) -> Stream<WindowResult<(), A::Out>> {
-        self.stage(name, "window", format!("{}, global", spec.describe()), move |input, stage| {
-            let local = input.unary(Local, &format!("{}-key", stage.name()), |_, _| {
-                |input, output| {
-                    input.for_each(|cap, data| {
-                        let mut keyed: Vec<_> = data.drain(..).map(|(t, v)| (t, ((), v))).collect();
-                        output.session(&cap).give_container(&mut keyed);
-                    })
-                }
-            });
-            let partials = fold_windows(local, Local, stage.clone(), spec, agg.clone(), false, |acc| acc);
-            merge_partials(partials, stage, agg.clone())
-        })
+    fn window_all<A: Aggregate<T>>(
+        self,
+        name: &str,
+        spec: WindowSpec,
+        agg: A,
+    ) -> Stream<WindowResult<(), A::Out>> {
+        self.stage(
+            name,
+            "window",
+            format!("{}, global", spec.describe()),
+            move |input, stage| {
+                let local = input.unary(Local, &format!("{}-key", stage.name()), |_, _| {
+                    |input, output| {
+                        input.for_each(|cap, data| {
+                            let mut keyed: Vec<_> =
+                                data.drain(..).map(|(t, v)| (t, ((), v))).collect();
+                            output.session(&cap).give_container(&mut keyed);
+                        })
+                    }
+                });
+                let partials = fold_windows(
+                    local,
+                    Local,
+                    stage.clone(),
+                    spec,
+                    agg.clone(),
+                    false,
+                    |acc| acc,
+                );
+                merge_partials(partials, stage, agg.clone())
+            },
+        )
     }
 }
 
@@ -167,7 +213,12 @@ struct Panes<K, Acc> {
 
 impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
     fn new(spec: WindowSpec) -> Self {
-        Panes { spec, pane: spec.pane(), panes: BTreeMap::new(), next_start: 0 }
+        Panes {
+            spec,
+            pane: spec.pane(),
+            panes: BTreeMap::new(),
+            next_start: 0,
+        }
     }
 
     /// The end of the last window an event time belongs to.
@@ -179,7 +230,11 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
     fn next_window(&self) -> Option<(u64, u64)> {
         let pane = *self.panes.keys().next()?;
         let (size, slide) = (self.spec.size, self.spec.slide);
-        let first_containing = if pane >= size { ((pane - size) / slide + 1) * slide } else { 0 };
+        let first_containing = if pane >= size {
+            ((pane - size) / slide + 1) * slide
+        } else {
+            0
+        };
         let start = first_containing.max(self.next_start);
         Some((start, start + size))
     }
@@ -192,7 +247,13 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
 
     /// Fires window `[start, end)`, handing each key's accumulator to `emit`, and evicts panes
     /// no later window needs.
-    fn fire<V, A: Aggregate<V, Acc = Acc>>(&mut self, agg: &A, start: u64, end: u64, mut emit: impl FnMut(K, Acc)) {
+    fn fire<V, A: Aggregate<V, Acc = Acc>>(
+        &mut self,
+        agg: &A,
+        start: u64,
+        end: u64,
+        mut emit: impl FnMut(K, Acc),
+    ) {
         if self.pane == self.spec.size {
             if let Some(accs) = self.panes.remove(&start) {
                 accs.into_iter().for_each(|(k, acc)| emit(k, acc));
@@ -256,7 +317,9 @@ where
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 stage.metrics().add_in(data.len());
-                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else { return };
+                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else {
+                    return;
+                };
                 match stash.entry(t) {
                     Entry::Vacant(v) => {
                         v.insert((held, std::mem::take(data)));
@@ -264,14 +327,27 @@ where
                     Entry::Occupied(mut o) => o.get_mut().1.append(data),
                 }
             });
-            let limit = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
+            let limit = frontier
+                .frontier()
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or(u64::MAX);
             while let Some(entry) = stash.first_entry() {
                 let t = *entry.key();
                 if t >= limit {
                     break;
                 }
                 let (cap, records) = entry.remove();
-                fire_due(&mut panes, &mut window_cap, output, &agg, &finish, t, &count);
+                fire_due(
+                    &mut panes,
+                    &mut window_cap,
+                    output,
+                    &agg,
+                    &finish,
+                    t,
+                    &count,
+                );
                 for (event_time, (key, value)) in records {
                     let last_end = panes.last_end(event_time);
                     if last_end <= t {
@@ -286,7 +362,15 @@ where
                     }
                 }
             }
-            fire_due(&mut panes, &mut window_cap, output, &agg, &finish, limit, &count);
+            fire_due(
+                &mut panes,
+                &mut window_cap,
+                output,
+                &agg,
+                &finish,
+                limit,
+                &count,
+            );
             match panes.next_window() {
                 Some((_, end)) => {
                     if let Some(c) = window_cap.as_mut() {
@@ -314,13 +398,23 @@ fn fire_due<K: Key, V, A: Aggregate<V>, O: Data>(
         if end > limit {
             break;
         }
-        let cap = window_cap.as_mut().expect("a pending window holds a capability; this is a bug in Eddy");
+        let cap = window_cap
+            .as_mut()
+            .expect("a pending window holds a capability; this is a bug in Eddy");
         cap.downgrade(&(end - 1));
         let mut session = output.session(cap);
         let mut emitted = 0;
         panes.fire(agg, start, end, |key, acc| {
             emitted += 1;
-            session.give((end - 1, WindowResult { key, start, end, value: finish(acc) }));
+            session.give((
+                end - 1,
+                WindowResult {
+                    key,
+                    start,
+                    end,
+                    value: finish(acc),
+                },
+            ));
         });
         count(emitted);
     }
@@ -336,13 +430,25 @@ fn merge_partials<'s, K: Key, V, A: Aggregate<V>>(
     let name = format!("{}-merge", stage.name());
     let to_one = Exchange::new(|_: &Record<WindowResult<K, A::Acc>>| 0);
     partials.unary_frontier(to_one, &name, move |_, _| {
-        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Record<WindowResult<K, A::Acc>>>)> = BTreeMap::new();
+        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Record<WindowResult<K, A::Acc>>>)> =
+            BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
-                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else { return };
-                stash.entry(t).or_insert_with(|| (held, Vec::new())).1.append(data);
+                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else {
+                    return;
+                };
+                stash
+                    .entry(t)
+                    .or_insert_with(|| (held, Vec::new()))
+                    .1
+                    .append(data);
             });
-            let limit = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
+            let limit = frontier
+                .frontier()
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or(u64::MAX);
             while let Some(entry) = stash.first_entry() {
                 if *entry.key() >= limit {
                     break;
@@ -351,7 +457,9 @@ fn merge_partials<'s, K: Key, V, A: Aggregate<V>>(
                 let mut merged: FxHashMap<(K, u64, u64), (u64, A::Acc)> = FxHashMap::default();
                 for (event_time, r) in partials {
                     match merged.entry((r.key, r.start, r.end)) {
-                        std::collections::hash_map::Entry::Occupied(mut o) => agg.merge(&mut o.get_mut().1, r.value),
+                        std::collections::hash_map::Entry::Occupied(mut o) => {
+                            agg.merge(&mut o.get_mut().1, r.value)
+                        }
                         std::collections::hash_map::Entry::Vacant(v) => {
                             v.insert((event_time, r.value));
                         }
@@ -360,7 +468,15 @@ fn merge_partials<'s, K: Key, V, A: Aggregate<V>>(
                 stage.metrics().add_out(merged.len());
                 let mut session = output.session(&cap);
                 for ((key, start, end), (event_time, acc)) in merged {
-                    session.give((event_time, WindowResult { key, start, end, value: agg.finish(acc) }));
+                    session.give((
+                        event_time,
+                        WindowResult {
+                            key,
+                            start,
+                            end,
+                            value: agg.finish(acc),
+                        },
+                    ));
                 }
             }
         }

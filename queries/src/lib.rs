@@ -1,1 +1,15 @@
-//! placeholder
+//! # eddy-queries
+//!
+//! Nexmark queries and example pipelines written with Eddy's public API, the plain batch
+//! references they are tested against, and the `eddy` binary.
+//!
+//! - [`nexmark`]: the queries (q0, q1, q2, q5, q7), their output rows, and [`nexmark::Query`]
+//!   to pick one by name.
+//! - [`reference`]: obviously-correct batch computations of the same queries over a `Vec` of
+//!   events, for tests.
+//! - [`output`]: the sinks a query's results can go to (Parquet, JSON lines, a table, a
+//!   counter).
+
+pub mod nexmark;
+pub mod output;
+pub mod reference;

@@ -1,1 +1,253 @@
-fn main() {}
+//! `eddy`: run the built-in pipelines (Nexmark queries) and generate their input.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eddy_connectors::nexmark::{
+    generate, AuctionRow, BidRow, NexmarkConfig, NexmarkTables, PersonRow,
+};
+use eddy_connectors::write_parquet;
+use eddy_engine::{Cluster, Partition, RunSummary, Runtime};
+use eddy_queries::nexmark::Query;
+use eddy_queries::output::Output;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Eddy: a stream-processing dataflow engine.
+#[derive(Parser)]
+#[command(name = "eddy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The Nexmark benchmark: run a query, or generate its events.
+    Nexmark {
+        #[command(subcommand)]
+        command: NexmarkCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NexmarkCommand {
+    /// Run a query on the built-in generator and write its results.
+    Run(RunArgs),
+    /// Write the generator's events as person.parquet, auction.parquet and bid.parquet.
+    Generate(GenerateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Parquet files, one per worker.
+    Parquet,
+    /// JSON-lines files, one per worker.
+    Jsonl,
+    /// A table of the first rows on stdout (no files).
+    Table,
+    /// Count the rows and discard them (no files).
+    Count,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The query: q0, q1, q2, q5 or q7.
+    query: Query,
+    /// How many events to generate, over all workers and processes.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Worker threads in this process.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Processes in the run (each runs this command with its own --process).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index, from 0 to --processes - 1.
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// A file with one host:port per process, in process order
+    /// (default: localhost:2101, localhost:2102, ...).
+    #[arg(long)]
+    hosts: Option<PathBuf>,
+    /// The output directory (created if missing); required for parquet and jsonl.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = Format::Parquet)]
+    format: Format,
+    /// Rows per Parquet row group.
+    #[arg(long, default_value_t = 65_536)]
+    row_group_size: usize,
+    /// Records a source emits per batch.
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    /// Event-time rate of the generator: events per second of event time.
+    #[arg(long, default_value_t = 10_000)]
+    rate: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// How many events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// The output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Event-time rate of the generator: events per second of event time.
+    #[arg(long, default_value_t = 10_000)]
+    rate: usize,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Nexmark { command } => match command {
+            NexmarkCommand::Run(args) => report(run(args)),
+            NexmarkCommand::Generate(args) => report(generate_files(args)),
+        },
+    }
+}
+
+fn report(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn output(args: &RunArgs) -> Result<Output> {
+    let dir = || {
+        args.out
+            .clone()
+            .context("--out DIR is required for --format parquet and jsonl")
+    };
+    Ok(match args.format {
+        Format::Parquet => Output::Parquet {
+            dir: dir()?,
+            row_group_size: args.row_group_size.max(1),
+        },
+        Format::Jsonl => Output::JsonLines { dir: dir()? },
+        Format::Table => Output::Table,
+        Format::Count => Output::Count,
+    })
+}
+
+fn runtime(args: &RunArgs) -> Result<Runtime> {
+    let runtime = Runtime::new(args.workers);
+    if args.processes <= 1 && args.hosts.is_none() {
+        return Ok(runtime);
+    }
+    let cluster = match &args.hosts {
+        Some(path) => Cluster::from_hosts_file(args.process, path)?,
+        None => Cluster {
+            process: args.process,
+            hosts: (0..args.processes)
+                .map(|i| format!("localhost:{}", 2101 + i))
+                .collect(),
+        },
+    };
+    if cluster.hosts.len() != args.processes {
+        bail!(
+            "--processes is {} but the hosts file names {} processes: give one host:port line per process",
+            args.processes,
+            cluster.hosts.len()
+        );
+    }
+    Ok(runtime.cluster(cluster))
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let output = output(&args)?;
+    let runtime = runtime(&args)?;
+    let config = NexmarkConfig {
+        events: args.events,
+        events_per_second: args.rate,
+        ..Default::default()
+    };
+    let pipeline = args.query.pipeline(config, &output);
+    pipeline.batch_size(args.batch_size);
+    let handle = runtime.start(&pipeline)?;
+    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(handle.progress().1.unwrap_or(0));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
+            )
+            .expect("the template is valid"),
+        );
+        bar
+    });
+    let summary = match bar {
+        Some(bar) => {
+            let ticker = {
+                let bar = bar.clone();
+                let progress = handle.progress_reader();
+                std::thread::spawn(move || {
+                    while !bar.is_finished() {
+                        bar.set_position(progress());
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                })
+            };
+            let summary = handle.join();
+            bar.finish_and_clear();
+            let _ = ticker.join();
+            summary?
+        }
+        None => handle.join()?,
+    };
+    print_summary(&summary);
+    Ok(())
+}
+
+fn print_summary(summary: &RunSummary) {
+    println!("{summary}");
+    for file in summary.files().iter().take(8) {
+        println!("wrote {}", file.display());
+    }
+    if summary.files().len() > 8 {
+        println!("... and {} more files", summary.files().len() - 8);
+    }
+}
+
+fn generate_files(args: GenerateArgs) -> Result<()> {
+    let config = NexmarkConfig {
+        events: args.events,
+        events_per_second: args.rate,
+        ..Default::default()
+    };
+    let events = generate(&config, Partition { index: 0, count: 1 });
+    let tables = NexmarkTables::from_events(events.iter().map(|(_, e)| e));
+    let out = &args.out;
+    let persons = write_parquet(
+        &out.join("person.parquet"),
+        &tables.persons,
+        PersonRow::TIMESTAMP_FIELDS,
+    )?;
+    let auctions = write_parquet(
+        &out.join("auction.parquet"),
+        &tables.auctions,
+        AuctionRow::TIMESTAMP_FIELDS,
+    )?;
+    let bids = write_parquet(
+        &out.join("bid.parquet"),
+        &tables.bids,
+        BidRow::TIMESTAMP_FIELDS,
+    )?;
+    println!(
+        "wrote {} events to {}: {persons} people, {auctions} auctions, {bids} bids",
+        events.len(),
+        out.display()
+    );
+    Ok(())
+}

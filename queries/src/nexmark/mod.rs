@@ -1,0 +1,97 @@
+//! Nexmark queries on Eddy.
+//!
+//! Each query reads the stream of Nexmark events (people, auctions, bids) and writes rows. The
+//! window sizes are the standard ones (q5: 10 s windows every 2 s; q7: 10 s tumbling), aligned
+//! to epoch 0, so results compare with other engines'.
+
+mod hot_items;
+mod max_bid;
+mod passthrough;
+
+use std::fmt;
+use std::str::FromStr;
+
+use eddy_connectors::nexmark::{Bid, Event, NexmarkConfig, NexmarkSource};
+use eddy_engine::{Pipeline, Stream, WatermarkConfig};
+use eddy_operators::prelude::*;
+
+pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
+pub use max_bid::{q7, Q7Row, Q7_WINDOW};
+pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+
+use crate::output::Output;
+
+/// The queries `eddy nexmark run` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Query {
+    /// Pass-through: every bid.
+    Q0,
+    /// Currency conversion: every bid's price × 0.908.
+    Q1,
+    /// Selection: bids whose auction id is a multiple of 123.
+    Q2,
+    /// Hot items: the auctions with the most bids in each 10 s window (every 2 s).
+    Q5,
+    /// Highest bid: the bids with the highest price in each 10 s tumbling window.
+    Q7,
+}
+
+impl Query {
+    /// Every query, in order.
+    pub const ALL: [Query; 5] = [Query::Q0, Query::Q1, Query::Q2, Query::Q5, Query::Q7];
+
+    /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
+    pub fn build(self, events: Stream<Event>, output: &Output) {
+        match self {
+            Query::Q0 => output.attach(q0(events), "sink", Q0Row::TIMESTAMP_FIELDS),
+            Query::Q1 => output.attach(q1(events), "sink", Q1Row::TIMESTAMP_FIELDS),
+            Query::Q2 => output.attach(q2(events), "sink", &[]),
+            Query::Q5 => output.attach(q5(events), "sink", Q5Row::TIMESTAMP_FIELDS),
+            Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
+        }
+    }
+
+    /// A pipeline running this query on the built-in generator.
+    pub fn pipeline(self, config: NexmarkConfig, output: &Output) -> Pipeline {
+        let pipeline = Pipeline::new(self.to_string());
+        let events = pipeline.source(
+            "nexmark",
+            NexmarkSource::new(config),
+            WatermarkConfig::default(),
+        );
+        self.build(events, output);
+        pipeline
+    }
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", format!("{self:?}").to_lowercase())
+    }
+}
+
+impl FromStr for Query {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Query::ALL
+            .into_iter()
+            .find(|q| q.to_string() == s.to_lowercase())
+            .ok_or_else(|| {
+                let known: Vec<String> = Query::ALL.iter().map(Query::to_string).collect();
+                format!("unknown query '{s}': the queries are {}", known.join(", "))
+            })
+    }
+}
+
+/// The bids among the events (the first stage of every query here).
+fn bids(events: Stream<Event>) -> Stream<Bid> {
+    events.flat_map("bids", |e| match e {
+        Event::Bid(b) => Some(b),
+        _ => None,
+    })
+}
+
+/// A Nexmark time (ms, unsigned) as a signed ms timestamp for Parquet.
+fn ms(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,115 @@
+//! Obviously-correct batch versions of the queries: the same events in a `Vec`, sorted,
+//! grouped and scanned, with no streaming, no watermarks and no workers. Tests compare the
+//! pipelines' output with these.
+
+use std::collections::BTreeMap;
+
+use eddy_connectors::nexmark::{Bid, Event};
+
+use crate::nexmark::{
+    Q0Row, Q1Row, Q2Row, Q5Row, Q7Row, EUROS_PER_DOLLAR, Q2_MODULUS, Q5_SLIDE, Q5_WINDOW, Q7_WINDOW,
+};
+
+fn bids(events: &[Event]) -> impl Iterator<Item = &Bid> {
+    events.iter().filter_map(|e| match e {
+        Event::Bid(b) => Some(b),
+        _ => None,
+    })
+}
+
+/// q0: every bid.
+pub fn q0(events: &[Event]) -> Vec<Q0Row> {
+    bids(events).map(Q0Row::from).collect()
+}
+
+/// q1: every bid with its price × 0.908.
+pub fn q1(events: &[Event]) -> Vec<Q1Row> {
+    bids(events)
+        .map(|b| Q1Row {
+            auction: b.auction as u64,
+            bidder: b.bidder as u64,
+            price: b.price as f64 * EUROS_PER_DOLLAR,
+            date_time: b.date_time as i64,
+            extra: b.extra.clone(),
+        })
+        .collect()
+}
+
+/// q2: bids on auctions whose id is a multiple of 123.
+pub fn q2(events: &[Event]) -> Vec<Q2Row> {
+    bids(events)
+        .filter(|b| b.auction as u64 % Q2_MODULUS == 0)
+        .map(|b| Q2Row {
+            auction: b.auction as u64,
+            price: b.price as u64,
+        })
+        .collect()
+}
+
+/// q5: for every window `[s, s + 10 s)` with `s` a multiple of 2 s, count each auction's bids
+/// and keep the auctions with the maximum count.
+pub fn q5(events: &[Event]) -> Vec<Q5Row> {
+    let mut counts: BTreeMap<(u64, u64), u64> = BTreeMap::new(); // (window start, auction)
+    for b in bids(events) {
+        let t = b.date_time;
+        let mut start = t / Q5_SLIDE * Q5_SLIDE;
+        loop {
+            if start + Q5_WINDOW > t {
+                *counts.entry((start, b.auction as u64)).or_default() += 1;
+            }
+            if start < Q5_SLIDE {
+                break;
+            }
+            start -= Q5_SLIDE;
+            if start + Q5_WINDOW <= t {
+                break;
+            }
+        }
+    }
+    let mut max: BTreeMap<u64, u64> = BTreeMap::new();
+    for (&(start, _), &n) in &counts {
+        let m = max.entry(start).or_default();
+        *m = (*m).max(n);
+    }
+    counts
+        .into_iter()
+        .filter(|((start, _), n)| max[start] == *n)
+        .map(|((start, auction), num)| Q5Row {
+            auction,
+            num,
+            window_start: start as i64,
+            window_end: (start + Q5_WINDOW) as i64,
+        })
+        .collect()
+}
+
+/// q7: for every 10 s tumbling window, the bids with the window's highest price.
+pub fn q7(events: &[Event]) -> Vec<Q7Row> {
+    let mut by_window: BTreeMap<u64, Vec<&Bid>> = BTreeMap::new();
+    for b in bids(events) {
+        by_window
+            .entry(b.date_time / Q7_WINDOW * Q7_WINDOW)
+            .or_default()
+            .push(b);
+    }
+    let mut rows = Vec::new();
+    for (start, window) in by_window {
+        let highest = window
+            .iter()
+            .map(|b| b.price)
+            .max()
+            .expect("windows here are never empty");
+        for b in window.into_iter().filter(|b| b.price == highest) {
+            rows.push(Q7Row {
+                auction: b.auction as u64,
+                price: b.price as u64,
+                bidder: b.bidder as u64,
+                date_time: b.date_time as i64,
+                extra: b.extra.clone(),
+                window_start: start as i64,
+                window_end: (start + Q7_WINDOW) as i64,
+            });
+        }
+    }
+    rows
+}
