@@ -107,7 +107,24 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let rendered = error.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see `eddy --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
         Command::Nexmark { command } => match command {
             NexmarkCommand::Run(args) => report(run(args)),
             NexmarkCommand::Generate(args) => report(generate_files(args)),

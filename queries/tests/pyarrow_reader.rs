@@ -1,0 +1,155 @@
+//! The Parquet the `eddy` binary writes, read back by pyarrow (installed by `.ci/run` from pip):
+//! schema and row count. Set `EDDY_SKIP_PYARROW=1` to skip where pyarrow cannot be installed.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn eddy(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "eddy {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn pyarrow(path: &Path) -> Option<Value> {
+    if std::env::var_os("EDDY_SKIP_PYARROW").is_some() {
+        eprintln!("EDDY_SKIP_PYARROW is set: not reading back with pyarrow");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read {} (is pyarrow installed? `pip install pyarrow`): {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The number on the summary line `| name | value |`.
+fn summary_value(summary: &str, name: &str) -> u64 {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with(&format!("| {name} ")))
+        .unwrap();
+    line.split('|').nth(2).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn query_results_read_back_with_pyarrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q7");
+    let summary = eddy(&[
+        "nexmark",
+        "run",
+        "q7",
+        "--events",
+        "50000",
+        "--rate",
+        "1000",
+        "--workers",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let rows = summary_value(&summary, "output rows");
+    assert!(rows > 0);
+    let Some(found) = pyarrow(&out) else { return };
+    assert_eq!(found["rows"].as_u64().unwrap(), rows);
+    assert_eq!(
+        found["files"].as_array().unwrap().len(),
+        2,
+        "one file per worker"
+    );
+    let schema = &found["schema"];
+    assert_eq!(schema["auction"], "uint64");
+    assert_eq!(schema["price"], "uint64");
+    assert_eq!(schema["extra"], "string");
+    assert_eq!(schema["date_time"], "timestamp[ms]");
+    assert_eq!(schema["window_start"], "timestamp[ms]");
+    assert_eq!(schema["window_end"], "timestamp[ms]");
+}
+
+#[test]
+fn generated_events_read_back_with_pyarrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = eddy(&[
+        "nexmark",
+        "generate",
+        "--events",
+        "10000",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(printed.contains("10000 events"), "{printed}");
+    let mut total = 0;
+    for (file, fields) in [
+        (
+            "person.parquet",
+            &[
+                "id",
+                "name",
+                "email_address",
+                "credit_card",
+                "city",
+                "state",
+                "date_time",
+                "extra",
+            ][..],
+        ),
+        (
+            "auction.parquet",
+            &[
+                "id",
+                "item_name",
+                "description",
+                "initial_bid",
+                "reserve",
+                "date_time",
+                "expires",
+                "seller",
+                "category",
+                "extra",
+            ][..],
+        ),
+        (
+            "bid.parquet",
+            &[
+                "auction",
+                "bidder",
+                "price",
+                "channel",
+                "url",
+                "date_time",
+                "extra",
+            ][..],
+        ),
+    ] {
+        let Some(found) = pyarrow(&dir.path().join(file)) else {
+            return;
+        };
+        let schema = found["schema"].as_object().unwrap();
+        let names: Vec<&str> = schema.keys().map(String::as_str).collect();
+        let mut expected: Vec<&str> = fields.to_vec();
+        expected.sort();
+        let mut names_sorted = names.clone();
+        names_sorted.sort();
+        assert_eq!(names_sorted, expected, "{file}");
+        assert_eq!(schema["date_time"], "timestamp[ms]", "{file}");
+        total += found["rows"].as_u64().unwrap();
+    }
+    assert_eq!(total, 10_000, "every event is in exactly one file");
+}
