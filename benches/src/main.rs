@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Result};
 use clap::Parser;
 use eddy_benches::runner::{engine, hand_loop, report};

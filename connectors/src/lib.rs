@@ -7,7 +7,7 @@
 //!
 //! - [`nexmark`]: the Nexmark benchmark's event generator as a deterministic, partitioned
 //!   source ([`NexmarkSource`]), in-memory generation, and flat rows for export.
-//! - [`replay`]: [`ReplaySource`], which replays records held in memory (moving, never
+//! - [`replay`]: [`ReplaySource`] and [`PreparedSource`], which replay records held in memory (moving, never
 //!   cloning them), for tests and benchmarks.
 //! - [`jsonl`]: [`JsonLinesSource`] and [`JsonLinesSink`], one JSON object per line.
 //! - [`parquet`]: [`ParquetSink`], one Parquet file per worker with a schema derived from the row
@@ -32,5 +32,5 @@ pub use crate::count::CountSink;
 pub use crate::jsonl::{JsonLinesSink, JsonLinesSource};
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
 pub use crate::parquet::{write_parquet, ParquetSink};
-pub use crate::replay::ReplaySource;
+pub use crate::replay::{PreparedSource, ReplaySource};
 pub use crate::table::TableSink;

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -122,6 +122,9 @@ impl Runtime {
         let batch_size = pipeline.batch_size_value();
         let (m, f) = (Arc::clone(&metrics), Arc::clone(&failures));
         let started = Instant::now();
+        let built = Arc::new(Barrier::new(self.workers));
+        let ready_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let ready = Arc::clone(&ready_at);
         let guards =
             timely::execute(config, move |worker| {
                 let partition = Partition {
@@ -151,6 +154,10 @@ impl Runtime {
                         build(&mut ctx);
                     }
                 });
+                // Every local worker has built its dataflow and opened its sources: processing starts.
+                if built.wait().is_leader() {
+                    *ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                }
                 while worker.has_dataflows() {
                     worker.step_or_park(Some(Duration::from_millis(10)));
                 }
@@ -176,6 +183,7 @@ impl Runtime {
             metrics,
             failures,
             started,
+            ready_at,
             pipeline: pipeline.name(),
             workers: self.workers,
             processes: processes as usize,
@@ -197,6 +205,7 @@ pub struct RunHandle {
     metrics: Arc<RunMetrics>,
     failures: Failures,
     started: Instant,
+    ready_at: Arc<Mutex<Option<Instant>>>,
     pipeline: String,
     workers: usize,
     processes: usize,
@@ -238,6 +247,8 @@ impl RunHandle {
             }
         }
         let wall = self.started.elapsed();
+        let ready_at = *self.ready_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let processing = ready_at.map_or(wall, |at| at.elapsed());
         if let Some(panic) = panics.into_iter().next() {
             return Err(EngineError::WorkerPanicked(panic));
         }
@@ -254,6 +265,7 @@ impl RunHandle {
             workers: self.workers,
             processes: self.processes,
             wall,
+            processing,
             stages: self.metrics.snapshot(),
             sinks,
             latency: self.metrics.latency(),
@@ -282,6 +294,9 @@ pub struct RunSummary {
     pub processes: usize,
     /// Wall-clock time from start to the last worker's end.
     pub wall: Duration,
+    /// Wall-clock time from the moment every local worker had built its dataflow and opened its
+    /// sources to the last worker's end: the time spent processing.
+    pub processing: Duration,
     /// Every stage's counters.
     pub stages: Vec<StageSnapshot>,
     /// Every sink's report (rows and files), by stage name.
