@@ -37,7 +37,7 @@ pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
             _ => None,
         }),
         Query::Q2 => count_rows(events, |e| match e {
-            Event::Bid(b) if b.auction % 123 == 0 => Some(Q2Row {
+            Event::Bid(b) if (b.auction as u64).is_multiple_of(123) => Some(Q2Row {
                 auction: b.auction as u64,
                 price: b.price as u64,
             }),

@@ -34,7 +34,8 @@ use eddy_engine::timely::dataflow::channels::pact::{
     Exchange, ParallelizationContract, Pipeline as Local,
 };
 use eddy_engine::timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
-use eddy_engine::timely::dataflow::operators::Capability;
+use eddy_engine::timely::dataflow::operators::{Capability, InputCapability};
+use eddy_engine::timely::progress::frontier::MutableAntichain;
 use eddy_engine::{Data, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -282,6 +283,55 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
     }
 }
 
+/// Records waiting for the frontier to pass their timestamp, with a capability per timestamp.
+struct Stash<X> {
+    by_time: BTreeMap<u64, (Capability<u64>, Vec<Record<X>>)>,
+}
+
+impl<X> Default for Stash<X> {
+    fn default() -> Self {
+        Stash {
+            by_time: BTreeMap::new(),
+        }
+    }
+}
+
+impl<X> Stash<X> {
+    /// Takes a received batch (moving its records) under its timestamp.
+    fn absorb(&mut self, cap: &InputCapability<u64>, data: &mut Vec<Record<X>>) {
+        let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else {
+            return;
+        };
+        match self.by_time.entry(t) {
+            Entry::Vacant(v) => {
+                v.insert((held, std::mem::take(data)));
+            }
+            Entry::Occupied(mut o) => o.get_mut().1.append(data),
+        }
+    }
+
+    /// The earliest stashed timestamp below `limit` (the frontier), with its capability and
+    /// records, in timestamp order.
+    fn pop_passed(&mut self, limit: u64) -> Option<(u64, Capability<u64>, Vec<Record<X>>)> {
+        let entry = self.by_time.first_entry()?;
+        let t = *entry.key();
+        (t < limit).then(|| {
+            let (cap, records) = entry.remove();
+            (t, cap, records)
+        })
+    }
+}
+
+/// The frontier as one time (timestamps are totally ordered); `u64::MAX` once it is empty.
+fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
+    frontier
+        .frontier()
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or(u64::MAX)
+}
+
 type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
 
 /// The window operator: stash by timestamp, fold what the frontier has passed, fire what is due.
@@ -311,34 +361,16 @@ where
                 count_metrics.metrics().add_out(n);
             }
         };
-        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Record<(K, V)>>)> = BTreeMap::new();
+        let mut stash: Stash<(K, V)> = Stash::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 stage.metrics().add_in(data.len());
-                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else {
-                    return;
-                };
-                match stash.entry(t) {
-                    Entry::Vacant(v) => {
-                        v.insert((held, std::mem::take(data)));
-                    }
-                    Entry::Occupied(mut o) => o.get_mut().1.append(data),
-                }
+                stash.absorb(&cap, data);
             });
-            let limit = frontier
-                .frontier()
-                .iter()
-                .min()
-                .copied()
-                .unwrap_or(u64::MAX);
-            while let Some(entry) = stash.first_entry() {
-                let t = *entry.key();
-                if t >= limit {
-                    break;
-                }
-                let (cap, records) = entry.remove();
+            let limit = frontier_time(frontier);
+            while let Some((t, cap, records)) = stash.pop_passed(limit) {
                 fire_due(
                     &mut panes,
                     &mut window_cap,
@@ -430,30 +462,11 @@ fn merge_partials<'s, K: Key, V, A: Aggregate<V>>(
     let name = format!("{}-merge", stage.name());
     let to_one = Exchange::new(|_: &Record<WindowResult<K, A::Acc>>| 0);
     partials.unary_frontier(to_one, &name, move |_, _| {
-        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Record<WindowResult<K, A::Acc>>>)> =
-            BTreeMap::new();
+        let mut stash: Stash<WindowResult<K, A::Acc>> = Stash::default();
         move |(input, frontier), output| {
-            input.for_each(|cap, data| {
-                let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else {
-                    return;
-                };
-                stash
-                    .entry(t)
-                    .or_insert_with(|| (held, Vec::new()))
-                    .1
-                    .append(data);
-            });
-            let limit = frontier
-                .frontier()
-                .iter()
-                .min()
-                .copied()
-                .unwrap_or(u64::MAX);
-            while let Some(entry) = stash.first_entry() {
-                if *entry.key() >= limit {
-                    break;
-                }
-                let (cap, partials) = entry.remove();
+            input.for_each(|cap, data| stash.absorb(&cap, data));
+            let limit = frontier_time(frontier);
+            while let Some((_, cap, partials)) = stash.pop_passed(limit) {
                 let mut merged: FxHashMap<(K, u64, u64), (u64, A::Acc)> = FxHashMap::default();
                 for (event_time, r) in partials {
                     match merged.entry((r.key, r.start, r.end)) {

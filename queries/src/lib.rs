@@ -13,3 +13,8 @@
 pub mod nexmark;
 pub mod output;
 pub mod reference;
+
+/// The README's example, compiled and run as a doc test.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

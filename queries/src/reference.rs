@@ -38,7 +38,7 @@ pub fn q1(events: &[Event]) -> Vec<Q1Row> {
 /// q2: bids on auctions whose id is a multiple of 123.
 pub fn q2(events: &[Event]) -> Vec<Q2Row> {
     bids(events)
-        .filter(|b| b.auction as u64 % Q2_MODULUS == 0)
+        .filter(|b| (b.auction as u64).is_multiple_of(Q2_MODULUS))
         .map(|b| Q2Row {
             auction: b.auction as u64,
             price: b.price as u64,

@@ -18,8 +18,11 @@ const DISORDER: u64 = 500;
 const SIZE: u64 = 1_000;
 const SLIDE: u64 = 250;
 
+/// A test event: (event time, (key, value)).
+type Event = Record<(u64, u64)>;
+
 /// Dense in-order events: (event time, (key, value)).
-fn in_order(n: u64) -> Vec<Record<(u64, u64)>> {
+fn in_order(n: u64) -> Vec<Event> {
     let mut rng = StdRng::seed_from_u64(7);
     (0..n)
         .map(|i| {
@@ -33,7 +36,7 @@ fn in_order(n: u64) -> Vec<Record<(u64, u64)>> {
 
 /// The same events, each moved by less than `DISORDER` ms of event time: sort by a jittered
 /// time, which never puts an event after one more than `DISORDER` later than it.
-fn shuffled(events: &[Record<(u64, u64)>]) -> Vec<Record<(u64, u64)>> {
+fn shuffled(events: &[Event]) -> Vec<Event> {
     let mut rng = StdRng::seed_from_u64(11);
     let mut keyed: Vec<_> = events
         .iter()
@@ -44,7 +47,7 @@ fn shuffled(events: &[Record<(u64, u64)>]) -> Vec<Record<(u64, u64)>> {
 }
 
 /// The reference: sum of values per key per hopping window, from a plain scan.
-fn reference(events: &[Record<(u64, u64)>]) -> Vec<WindowResult<u64, u64>> {
+fn reference(events: &[Event]) -> Vec<WindowResult<u64, u64>> {
     let mut sums: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     for &(t, (key, value)) in events {
         let mut start = t / SLIDE * SLIDE;
@@ -67,7 +70,7 @@ fn reference(events: &[Record<(u64, u64)>]) -> Vec<WindowResult<u64, u64>> {
 }
 
 fn run(
-    events: Vec<Record<(u64, u64)>>,
+    events: Vec<Event>,
     workers: usize,
     late: LatePolicy,
 ) -> (Vec<WindowResult<u64, u64>>, eddy_engine::RunSummary) {
@@ -123,7 +126,7 @@ fn out_of_order_within_disorder_equals_in_order() {
 
 /// Shuffled events plus `count` records far behind the watermark, each placed after enough
 /// records that every worker's watermark is past all of its windows.
-fn with_late_records(count: usize) -> (Vec<Record<(u64, u64)>>, Vec<Record<(u64, u64)>>) {
+fn with_late_records(count: usize) -> (Vec<Event>, Vec<Event>) {
     let mut events = shuffled(&in_order(20_000));
     let mut late = Vec::new();
     for i in 0..count {

@@ -16,6 +16,9 @@ use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
 use indicatif::{ProgressBar, ProgressStyle};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Eddy: a stream-processing dataflow engine.
 #[derive(Parser)]
 #[command(name = "eddy", version, about)]
@@ -247,17 +250,17 @@ fn generate_files(args: GenerateArgs) -> Result<()> {
     let tables = NexmarkTables::from_events(events.iter().map(|(_, e)| e));
     let out = &args.out;
     let persons = write_parquet(
-        &out.join("person.parquet"),
+        out.join("person.parquet"),
         &tables.persons,
         PersonRow::TIMESTAMP_FIELDS,
     )?;
     let auctions = write_parquet(
-        &out.join("auction.parquet"),
+        out.join("auction.parquet"),
         &tables.auctions,
         AuctionRow::TIMESTAMP_FIELDS,
     )?;
     let bids = write_parquet(
-        &out.join("bid.parquet"),
+        out.join("bid.parquet"),
         &tables.bids,
         BidRow::TIMESTAMP_FIELDS,
     )?;

@@ -78,7 +78,7 @@ pub const Q2_MODULUS: u64 = 123;
 /// q2: bids on auctions whose id is a multiple of 123.
 pub fn q2(events: Stream<Event>) -> Stream<Q2Row> {
     events.flat_map("q2", |e| match e {
-        Event::Bid(b) if b.auction as u64 % Q2_MODULUS == 0 => Some(Q2Row {
+        Event::Bid(b) if (b.auction as u64).is_multiple_of(Q2_MODULUS) => Some(Q2Row {
             auction: b.auction as u64,
             price: b.price as u64,
         }),

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs Eddy's tests: every crate's unit, integration and doc tests, then a tiny smoke run of the
+# benchmark runner (timings are not checked; it checks the engine and the hand loops agree).
+# The Parquet read-back tests use pyarrow; it is installed from PyPI if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import pyarrow' 2>/dev/null; then
+  echo "installing pyarrow (to read Parquet back in the tests)"
+  python3 -m pip install --quiet --disable-pip-version-check pyarrow
+fi
+
+cargo test --workspace
+cargo run -p eddy-benches -- --events 20000 --workers 1,2 > /dev/null
+echo "benchmark smoke run: ok"
