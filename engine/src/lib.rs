@@ -10,7 +10,7 @@
 //! as a [`Record`]: `(event_time, data)`. A record's *timely timestamp* is not its event time: it
 //! is the watermark of the source at the moment the record was emitted. A source holds one
 //! capability at its watermark — the largest event time it has seen minus the allowed disorder,
-//! advanced by wall clock after an idle timeout ([`WatermarkTracker`]) — and downgrades it as
+//! following the wall clock once idle for an idle timeout ([`WatermarkTracker`]) — and downgrades it as
 //! the watermark rises. So the input frontier of every operator *is* the pipeline's watermark,
 //! computed by timely's progress tracking across all sources, workers and processes.
 //!
@@ -47,7 +47,7 @@ pub use pipeline::{Data, Pipeline, Records, StageContext, StageInfo, Stream};
 pub use runtime::{Cluster, RunHandle, RunSummary, Runtime};
 pub use sink::{Sink, SinkReport, SinkWriter};
 pub use source::{Partition, ReadStatus, RecordError, Source, SourceReader};
-pub use time::{EventTime, Record, WatermarkConfig, WatermarkTracker};
+pub use time::{wall_clock_ms, EventTime, Record, WatermarkConfig, WatermarkTracker};
 
 /// Re-export of timely, so operator crates build on the same version as the engine.
 pub use timely;

@@ -15,7 +15,7 @@ use crate::metrics::new_histogram;
 use crate::pipeline::{Records, StageContext};
 use crate::sink::{Sink, SinkReport};
 use crate::source::{ReadStatus, Source};
-use crate::time::{WatermarkConfig, WatermarkTracker};
+use crate::time::{wall_clock_ms, WatermarkConfig, WatermarkTracker};
 
 /// How long an idle source waits before it polls again.
 const IDLE_POLL: Duration = Duration::from_millis(5);
@@ -76,7 +76,7 @@ pub(crate) fn source<'s, T: 'static>(
             match status {
                 Ok(ReadStatus::Ready) => activator.activate(),
                 Ok(ReadStatus::Idle) => {
-                    let watermark = tracker.on_idle(Instant::now());
+                    let watermark = tracker.on_idle(Instant::now(), wall_clock_ms());
                     if watermark > *cap.time() {
                         cap.downgrade(&watermark);
                     }

@@ -41,13 +41,13 @@ impl WatermarkConfig {
 }
 
 /// Computes a source's watermark: the largest event time seen minus the allowed disorder,
-/// advanced by wall clock once the source has been idle for the idle timeout. Never decreases.
+/// following the wall clock once the source has been idle for the idle timeout. Never decreases.
 #[derive(Debug, Clone)]
 pub struct WatermarkTracker {
     config: WatermarkConfig,
     max_seen: Option<EventTime>,
     watermark: EventTime,
-    idle: Option<(Instant, EventTime)>,
+    idle: Option<Instant>,
 }
 
 impl WatermarkTracker {
@@ -84,21 +84,29 @@ impl WatermarkTracker {
         self.watermark
     }
 
-    /// No data this time: once idle for the idle timeout, the watermark advances by the wall
-    /// clock time elapsed since the source went idle. Returns the watermark.
-    pub fn on_idle(&mut self, now: Instant) -> EventTime {
+    /// No data this time. Once the source has been idle for the idle timeout, its watermark
+    /// follows the wall clock, `wall_clock_ms − max_disorder` (it never goes back), so a quiet
+    /// partition stops holding back the pipeline's watermark. Records it reads later are stamped
+    /// with that watermark, and are late for windows that have closed meanwhile. Returns the
+    /// watermark.
+    pub fn on_idle(&mut self, now: Instant, wall_clock_ms: u64) -> EventTime {
         let Some(timeout) = self.config.idle_timeout else {
             return self.watermark;
         };
-        let (since, base) = *self.idle.get_or_insert((now, self.watermark));
-        let idle_for = now.saturating_duration_since(since);
-        if idle_for >= timeout {
-            self.watermark = self
-                .watermark
-                .max(base.saturating_add(idle_for.as_millis() as u64));
+        let since = *self.idle.get_or_insert(now);
+        if now.saturating_duration_since(since) >= timeout {
+            let disorder = self.config.max_disorder.as_millis() as u64;
+            self.watermark = self.watermark.max(wall_clock_ms.saturating_sub(disorder));
         }
         self.watermark
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -117,23 +125,33 @@ mod tests {
     }
 
     #[test]
-    fn idle_source_advances_by_wall_clock_after_timeout() {
+    fn idle_source_follows_the_wall_clock_after_timeout() {
         let config = WatermarkConfig {
-            max_disorder: Duration::ZERO,
+            max_disorder: Duration::from_millis(10),
             idle_timeout: Some(Duration::from_millis(50)),
         };
         let mut w = WatermarkTracker::new(config);
         w.observe(1_000);
         w.on_data();
         let start = Instant::now();
-        assert_eq!(w.on_idle(start), 1_000);
-        assert_eq!(w.on_idle(start + Duration::from_millis(20)), 1_000);
-        assert_eq!(w.on_idle(start + Duration::from_millis(80)), 1_080);
-        w.observe(1_050);
+        let later = |ms| start + Duration::from_millis(ms);
+        assert_eq!(w.on_idle(start, 5_000), 990);
+        assert_eq!(w.on_idle(later(20), 5_020), 990, "not idle long enough");
+        assert_eq!(
+            w.on_idle(later(80), 5_080),
+            5_070,
+            "wall clock minus disorder"
+        );
+        w.observe(2_000);
         assert_eq!(
             w.on_data(),
-            1_080,
+            5_070,
             "data behind an idle advance does not move it back"
+        );
+        assert_eq!(
+            w.on_idle(later(90), 5_090),
+            5_070,
+            "data restarts the timeout"
         );
     }
 }

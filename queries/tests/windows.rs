@@ -5,11 +5,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{assert_same_rows, Collect};
 use eddy_connectors::{JsonLinesSink, ReplaySource};
-use eddy_engine::{LatePolicy, LateRecord, Pipeline, Record, Runtime, WatermarkConfig};
+use eddy_engine::{
+    ConnectorError, LatePolicy, LateRecord, Partition, Pipeline, ReadStatus, Record, RecordError,
+    Runtime, Source, SourceReader, WatermarkConfig,
+};
 use eddy_operators::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -187,4 +192,99 @@ fn late_records_go_to_the_side_output() {
         assert!(r.lateness_ms > 0 && r.watermark > r.event_time);
         assert_eq!(r.record, "[99,[99,1000000]]");
     }
+}
+
+/// A source whose partition 0 replays `events` and whose other partitions stay quiet (`Idle`)
+/// until `done` says the results have all arrived, or a deadline passes.
+struct OneBusyPartition {
+    events: ReplaySource<(u64, u64)>,
+    done: Arc<dyn Fn() -> bool + Send + Sync>,
+    gave_up: Arc<AtomicBool>,
+}
+
+struct Quiet {
+    done: Arc<dyn Fn() -> bool + Send + Sync>,
+    deadline: Instant,
+    gave_up: Arc<AtomicBool>,
+}
+
+impl Source<(u64, u64)> for OneBusyPartition {
+    fn describe(&self) -> String {
+        "one busy partition".into()
+    }
+    fn open(
+        &self,
+        partition: Partition,
+    ) -> Result<Box<dyn SourceReader<(u64, u64)>>, ConnectorError> {
+        if partition.index == 0 {
+            return self.events.open(Partition { index: 0, count: 1 });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        Ok(Box::new(Quiet {
+            done: Arc::clone(&self.done),
+            deadline,
+            gave_up: Arc::clone(&self.gave_up),
+        }))
+    }
+}
+
+impl SourceReader<(u64, u64)> for Quiet {
+    fn poll(
+        &mut self,
+        _: &mut Vec<Event>,
+        _: usize,
+        _: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError> {
+        if (self.done)() {
+            return Ok(ReadStatus::Done);
+        }
+        if Instant::now() > self.deadline {
+            self.gave_up.store(true, Ordering::SeqCst);
+            return Ok(ReadStatus::Done);
+        }
+        Ok(ReadStatus::Idle)
+    }
+}
+
+#[test]
+fn an_idle_partition_does_not_stall_windows() {
+    // Events of the last minute of wall-clock time, all on worker 0; worker 1's partition is
+    // idle and, after the idle timeout, follows the wall clock, so every window can fire.
+    let now = eddy_engine::wall_clock_ms();
+    let events: Vec<Event> = in_order(20_000)
+        .into_iter()
+        .map(|(t, x)| (t - 1_000_000 + now - 70_000, x))
+        .collect();
+    let expected = reference(&events);
+    let (sink, rows) = Collect::new();
+    let seen = Arc::clone(&rows);
+    let want = expected.len();
+    let gave_up = Arc::new(AtomicBool::new(false));
+    let source = OneBusyPartition {
+        events: ReplaySource::new(vec![events]),
+        done: Arc::new(move || seen.lock().unwrap().len() >= want),
+        gave_up: Arc::clone(&gave_up),
+    };
+    let watermarks = WatermarkConfig {
+        max_disorder: Duration::from_millis(DISORDER),
+        idle_timeout: Some(Duration::from_millis(50)),
+    };
+    let pipeline = Pipeline::new("idle-test");
+    pipeline
+        .source("events", source, watermarks)
+        .key_by("by_key", |e: &(u64, u64)| e.0)
+        .window(
+            "sums",
+            WindowSpec::hopping(SIZE, SLIDE),
+            Sum(|e: &(u64, u64)| e.1),
+        )
+        .sink("collect", sink);
+    let summary = Runtime::new(2).run(&pipeline).unwrap();
+    assert!(
+        !gave_up.load(Ordering::SeqCst),
+        "the windows waited for the idle partition to finish"
+    );
+    assert_eq!(summary.late(), 0);
+    let got: Vec<_> = rows.lock().unwrap().drain(..).map(|(_, r)| r).collect();
+    assert_same_rows("with an idle partition", got, expected);
 }
