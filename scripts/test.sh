@@ -11,5 +11,5 @@ if ! python3 -c 'import pyarrow' 2>/dev/null; then
 fi
 
 cargo test --workspace
-cargo run -p eddy-benches -- --events 20000 --workers 1,2 > /dev/null
+cargo run -p eddy-benches -- --events 20000 --workers 1,2 --repeat 1 > /dev/null
 echo "benchmark smoke run: ok"

@@ -7,7 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use eddy_benches::runner::{engine, hand_loop, report};
+use eddy_benches::runner::{engine, hand_loop, report, Measurement};
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_queries::nexmark::Query;
 
@@ -28,6 +28,9 @@ struct Args {
     /// Records per source batch.
     #[arg(long, default_value_t = 4096)]
     batch_size: usize,
+    /// Runs of each measurement; the report keeps the median (by wall time).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Write the report here (e.g. docs/benchmarks.md) as well as to stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -38,13 +41,15 @@ fn main() -> Result<()> {
     let config = NexmarkConfig::with_events(args.events);
     let mut measurements = Vec::new();
     for &query in &args.queries {
-        let hand = hand_loop(query, &config);
+        let hand = median(args.repeat, || anyhow::Ok(hand_loop(query, &config)))?;
         eprintln!(
             "{query} hand loop: {:.2} M events/s",
             hand.events_per_second() / 1e6
         );
         for &workers in &args.workers {
-            let m = engine(query, &config, workers, args.batch_size)?;
+            let m = median(args.repeat, || {
+                engine(query, &config, workers, args.batch_size)
+            })?;
             eprintln!(
                 "{query} {workers} workers: {:.2} M events/s",
                 m.events_per_second() / 1e6
@@ -81,6 +86,19 @@ fn main() -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Runs `measure` `repeat` times (at least once) and keeps the run with the median wall time.
+fn median<E: Into<anyhow::Error>>(
+    repeat: usize,
+    mut measure: impl FnMut() -> Result<Measurement, E>,
+) -> Result<Measurement> {
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        runs.push(measure().map_err(Into::into)?);
+    }
+    runs.sort_by_key(|m| m.wall);
+    Ok(runs.swap_remove(runs.len() / 2))
 }
 
 fn machine() -> String {

@@ -137,7 +137,8 @@ pub fn report(measurements: &[Measurement], command: &str, machine: &str, date: 
          results go to the counting sink; the time runs from the moment every worker is ready to \
          the end. The hand loop is the same query as a plain Rust loop over the same events, \
          measured in the same run: the ratio is engine ÷ hand loop in events/s per core. Peak \
-         RSS includes the pre-generated input. Both use mimalloc as the allocator.\n"
+         RSS includes the pre-generated input. Both use mimalloc as the allocator. Each figure \
+         is the median of `--repeat` runs; this machine is shared, so expect ±20% between runs.\n"
     );
     let _ = writeln!(
         md,

@@ -1,7 +1,7 @@
 //! Tumbling and hopping event-time windows, keyed or global.
 //!
-//! - **Input**: a [`Keyed`] stream of `(key, value)` (keyed windows; pairs are exchanged between
-//!   workers by the key's hash) or any stream (global windows, [`GlobalWindow::window_all`]).
+//! - **Input**: a [`Keyed`] stream of `(key, value)` (keyed windows) or any stream (global
+//!   windows, [`GlobalWindow::window_all`]).
 //! - **Windows**: `[start, end)` in event time, aligned to the epoch: tumbling windows of `size`
 //!   start at multiples of `size`; hopping windows of `size` start every `slide`, so a record
 //!   belongs to `size / slide` windows.
@@ -20,19 +20,20 @@
 //!   record none of whose windows is still open is late: counted, and written to the side output
 //!   under [`LatePolicy::SideOutput`](eddy_engine::LatePolicy). A record some of whose windows
 //!   are still open goes into those.
-//! - **Checkpoint** (with the exactly-once issue): the panes and the stash at frontier `W`.
+//! - **Checkpoint** (with the exactly-once issue): the panes and both phases' stashes at
+//!   frontier `W`.
 //!
-//! Global windows aggregate in two steps: every worker folds its own records into partial
-//! accumulators, which one worker merges and finishes when the watermark passes.
+//! Windows aggregate in two phases: every worker folds its own records into partial
+//! accumulators per key and window (a combiner: hot keys and the exchange between workers cost
+//! little), and when a window fires its partials go to the worker the key routes to, which
+//! merges and finishes them. A global window is a window keyed by `()`: one worker merges.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use eddy_engine::timely::container::CapacityContainerBuilder;
-use eddy_engine::timely::dataflow::channels::pact::{
-    Exchange, ParallelizationContract, Pipeline as Local,
-};
+use eddy_engine::timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use eddy_engine::timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use eddy_engine::timely::dataflow::operators::{Capability, InputCapability};
 use eddy_engine::timely::progress::frontier::MutableAntichain;
@@ -133,17 +134,7 @@ impl<K: Key, V: Data> Keyed<K, V> {
     ) -> Stream<WindowResult<K, A::Out>> {
         self.stream
             .stage(name, "window", spec.describe(), move |input, stage| {
-                let exchange = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
-                let a = agg.clone();
-                fold_windows(
-                    input,
-                    exchange,
-                    stage,
-                    spec,
-                    agg.clone(),
-                    true,
-                    move |acc| a.finish(acc),
-                )
+                two_phase(input, stage, spec, agg.clone())
             })
     }
 }
@@ -188,16 +179,7 @@ impl<T: Data> GlobalWindow<T> for Stream<T> {
                         })
                     }
                 });
-                let partials = fold_windows(
-                    local,
-                    Local,
-                    stage.clone(),
-                    spec,
-                    agg.clone(),
-                    false,
-                    |acc| acc,
-                );
-                merge_partials(partials, stage, agg.clone())
+                two_phase(local, stage, spec, agg.clone())
             },
         )
     }
@@ -210,6 +192,8 @@ struct Panes<K, Acc> {
     panes: BTreeMap<u64, FxHashMap<K, Acc>>,
     /// The start of the earliest window not yet fired.
     next_start: u64,
+    /// How many keys the largest pane so far held: new panes start with room for as many.
+    keys_hint: usize,
 }
 
 impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
@@ -219,6 +203,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
             pane: spec.pane(),
             panes: BTreeMap::new(),
             next_start: 0,
+            keys_hint: 0,
         }
     }
 
@@ -240,10 +225,46 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
         Some((start, start + size))
     }
 
-    fn add<V, A: Aggregate<V, Acc = Acc>>(&mut self, agg: &A, event_time: u64, key: K, value: V) {
-        let pane = event_time / self.pane * self.pane;
-        let accs = self.panes.entry(pane).or_default();
-        agg.add(accs.entry(key).or_insert_with(|| agg.create()), value);
+    /// Folds the records stamped `t` into their panes; hands each late record (none of whose
+    /// windows is open) to `late` with the end of its last window. Consecutive records of one
+    /// pane (the common case: sources read roughly in order) share one lookup of the pane.
+    fn fold<V, A: Aggregate<V, Acc = Acc>>(
+        &mut self,
+        agg: &A,
+        t: u64,
+        records: Vec<Record<(K, V)>>,
+        mut late: impl FnMut(&K, &V, u64, u64),
+    ) {
+        let mut open: Option<(u64, FxHashMap<K, Acc>)> = None;
+        for (event_time, (key, value)) in records {
+            let last_end = self.last_end(event_time);
+            if last_end <= t {
+                late(&key, &value, event_time, last_end);
+                continue;
+            }
+            let pane = event_time / self.pane * self.pane;
+            let accs = match &mut open {
+                Some((p, accs)) if *p == pane => accs,
+                _ => {
+                    if let Some((p, accs)) = open.take() {
+                        self.put(p, accs);
+                    }
+                    let accs = self.panes.remove(&pane).unwrap_or_else(|| {
+                        FxHashMap::with_capacity_and_hasher(self.keys_hint, Default::default())
+                    });
+                    &mut open.insert((pane, accs)).1
+                }
+            };
+            agg.add(accs.entry(key).or_insert_with(|| agg.create()), value);
+        }
+        if let Some((p, accs)) = open {
+            self.put(p, accs);
+        }
+    }
+
+    fn put(&mut self, pane: u64, accs: FxHashMap<K, Acc>) {
+        self.keys_hint = self.keys_hint.max(accs.len());
+        self.panes.insert(pane, accs);
     }
 
     /// Fires window `[start, end)`, handing each key's accumulator to `emit`, and evicts panes
@@ -334,33 +355,29 @@ fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
 
 type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
 
-/// The window operator: stash by timestamp, fold what the frontier has passed, fire what is due.
-/// `count_out` is false for the partial step of a global window, whose merge step counts.
-#[allow(clippy::too_many_arguments)]
-fn fold_windows<'s, K, V, A, O, P>(
+/// Both phases of a window: every worker folds its own records into partial accumulators per
+/// key and window (a combiner, so skewed keys and the exchange cost little), then the partials
+/// are exchanged by key, merged and finished.
+fn two_phase<'s, K: Key, V: Data, A: Aggregate<V>>(
     input: Records<'s, (K, V)>,
-    pact: P,
     stage: StageContext,
     spec: WindowSpec,
     agg: A,
-    count_out: bool,
-    finish: impl Fn(A::Acc) -> O + 'static,
-) -> Records<'s, WindowResult<K, O>>
-where
-    K: Key,
-    V: Data,
-    A: Aggregate<V>,
-    O: Data,
-    P: ParallelizationContract<u64, Vec<Record<(K, V)>>>,
-{
+) -> Records<'s, WindowResult<K, A::Out>> {
+    let partials = fold_windows(input, stage.clone(), spec, agg.clone());
+    merge_partials(partials, stage, agg)
+}
+
+/// The window operator, on each worker's own records: stash by timestamp, fold what the
+/// frontier has passed, fire what is due as partial accumulators.
+fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
+    input: Records<'s, (K, V)>,
+    stage: StageContext,
+    spec: WindowSpec,
+    agg: A,
+) -> Records<'s, WindowResult<K, A::Acc>> {
     let name = stage.name().to_string();
-    input.unary_frontier(pact, &name, move |_, _| {
-        let count_metrics = stage.clone();
-        let count = move |n: usize| {
-            if count_out {
-                count_metrics.metrics().add_out(n);
-            }
-        };
+    input.unary_frontier(Local, &name, move |_, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
@@ -371,38 +388,17 @@ where
             });
             let limit = frontier_time(frontier);
             while let Some((t, cap, records)) = stash.pop_passed(limit) {
-                fire_due(
-                    &mut panes,
-                    &mut window_cap,
-                    output,
-                    &agg,
-                    &finish,
-                    t,
-                    &count,
-                );
-                for (event_time, (key, value)) in records {
-                    let last_end = panes.last_end(event_time);
-                    if last_end <= t {
-                        stage.late(&(&key, &value), event_time, t, last_end);
-                    } else {
-                        panes.add(&agg, event_time, key, value);
-                    }
-                }
+                fire_due(&mut panes, &mut window_cap, output, &agg, t);
+                panes.fold(&agg, t, records, |key, value, event_time, last_end| {
+                    stage.late(&(key, value), event_time, t, last_end)
+                });
                 if let Some((_, end)) = panes.next_window() {
                     if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
                         window_cap = Some(cap.delayed(&(end - 1)));
                     }
                 }
             }
-            fire_due(
-                &mut panes,
-                &mut window_cap,
-                output,
-                &agg,
-                &finish,
-                limit,
-                &count,
-            );
+            fire_due(&mut panes, &mut window_cap, output, &agg, limit);
             match panes.next_window() {
                 Some((_, end)) => {
                     if let Some(c) = window_cap.as_mut() {
@@ -416,15 +412,12 @@ where
 }
 
 /// Fires every window whose end is at or below `limit`, in order of end.
-#[allow(clippy::too_many_arguments)]
-fn fire_due<K: Key, V, A: Aggregate<V>, O: Data>(
+fn fire_due<K: Key, V, A: Aggregate<V>>(
     panes: &mut Panes<K, A::Acc>,
     window_cap: &mut Option<Capability<u64>>,
-    output: &mut Out<'_, WindowResult<K, O>>,
+    output: &mut Out<'_, WindowResult<K, A::Acc>>,
     agg: &A,
-    finish: &impl Fn(A::Acc) -> O,
     limit: u64,
-    count: &impl Fn(usize),
 ) {
     while let Some((start, end)) = panes.next_window() {
         if end > limit {
@@ -435,33 +428,31 @@ fn fire_due<K: Key, V, A: Aggregate<V>, O: Data>(
             .expect("a pending window holds a capability; this is a bug in Eddy");
         cap.downgrade(&(end - 1));
         let mut session = output.session(cap);
-        let mut emitted = 0;
         panes.fire(agg, start, end, |key, acc| {
-            emitted += 1;
             session.give((
                 end - 1,
                 WindowResult {
                     key,
                     start,
                     end,
-                    value: finish(acc),
+                    value: acc,
                 },
             ));
         });
-        count(emitted);
     }
 }
 
-/// Merges the partial accumulators of every worker, on one worker, per key and window, once the
-/// frontier passes their timestamp (all partials of a window are stamped `end - 1`).
+/// Merges the partial accumulators of every worker per key and window, on the worker the key
+/// routes to, once the frontier passes their timestamp (all partials of a window are stamped
+/// `end - 1`), and finishes them.
 fn merge_partials<'s, K: Key, V, A: Aggregate<V>>(
     partials: Records<'s, WindowResult<K, A::Acc>>,
     stage: StageContext,
     agg: A,
 ) -> Records<'s, WindowResult<K, A::Out>> {
     let name = format!("{}-merge", stage.name());
-    let to_one = Exchange::new(|_: &Record<WindowResult<K, A::Acc>>| 0);
-    partials.unary_frontier(to_one, &name, move |_, _| {
+    let by_key = Exchange::new(|r: &Record<WindowResult<K, A::Acc>>| route(&r.1.key));
+    partials.unary_frontier(by_key, &name, move |_, _| {
         let mut stash: Stash<WindowResult<K, A::Acc>> = Stash::default();
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
