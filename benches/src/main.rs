@@ -7,7 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use eddy_benches::runner::{engine, hand_loop, report, Measurement};
+use eddy_benches::runner::{engine, hand_loop, report, Measurement, ANALYSIS_MARKER};
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_queries::nexmark::Query;
 
@@ -82,7 +82,11 @@ fn main() -> Result<()> {
     let md = report(&measurements, &command, &machine, &date);
     println!("{md}");
     if let Some(path) = args.out {
-        std::fs::write(&path, &md)?;
+        let previous = std::fs::read_to_string(&path).unwrap_or_default();
+        let analysis = previous
+            .find(ANALYSIS_MARKER)
+            .map_or(String::new(), |at| previous[at..].to_string());
+        std::fs::write(&path, format!("{md}\n{analysis}"))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -175,5 +175,51 @@ pub fn report(measurements: &[Measurement], command: &str, machine: &str, date: 
             )),
         );
     }
+    md.push_str(&targets(measurements));
     md
 }
+
+/// The engine-core issue's targets, checked against the measurements (1 worker unless said).
+fn targets(measurements: &[Measurement]) -> String {
+    let find = |q: Query, w: usize| measurements.iter().find(|m| m.query == q && m.workers == w);
+    let mut md = String::from("\n## Targets\n\n| target | measured | met |\n|---|---|---|\n");
+    let mut row = |target: String, measured: Option<f64>, goal: f64, unit: &str| {
+        let (value, met) = match measured {
+            Some(v) => (
+                format!("{v:.2}{unit}"),
+                if v >= goal { "yes" } else { "**no**" },
+            ),
+            None => ("not measured".to_string(), "—"),
+        };
+        let _ = writeln!(md, "| {target} | {value} | {met} |");
+    };
+    for (q, goal) in [
+        (Query::Q0, 10.0),
+        (Query::Q1, 10.0),
+        (Query::Q2, 10.0),
+        (Query::Q7, 6.0),
+        (Query::Q5, 3.0),
+    ] {
+        let bids = find(q, 1).map(|m| m.bids_per_second() / 1e6);
+        row(
+            format!("{q}, 1 worker: ≥ {goal} M bids/s"),
+            bids,
+            goal,
+            " M",
+        );
+    }
+    let scaling = find(Query::Q5, 1)
+        .zip(find(Query::Q5, 2))
+        .map(|(one, two)| two.events_per_second() / one.events_per_second());
+    row(
+        "q5, 2 workers: ≥ 1.7× one worker".to_string(),
+        scaling,
+        1.7,
+        "×",
+    );
+    md
+}
+
+/// Where a report ends and the hand-written analysis (kept when the report is regenerated)
+/// begins.
+pub const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the report is regenerated -->";
