@@ -121,53 +121,46 @@ fn pick<N: PartialOrd, const KEEP_MAX: bool>(acc: &mut Option<N>, n: N) {
     }
 }
 
-/// The smallest number read from the values (`None` for an empty window, which never fires).
-#[derive(Clone, Debug)]
-pub struct Min<F>(pub F);
+/// An aggregate keeping the extreme number read from the values (`None` for an empty window,
+/// which never fires): `Min` keeps the smallest, `Max` the largest.
+macro_rules! extreme {
+    ($(#[$doc:meta])* $name:ident, keep_max = $keep_max:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name<F>(pub F);
 
-impl<V, N: Number, F: Fn(&V) -> N + Clone + Send + Sync + 'static> Aggregate<V> for Min<F> {
-    type Acc = Option<N>;
-    type Out = Option<N>;
-    fn create(&self) -> Option<N> {
-        None
-    }
-    #[inline]
-    fn add(&self, acc: &mut Option<N>, value: V) {
-        pick::<N, false>(acc, (self.0)(&value));
-    }
-    fn merge(&self, acc: &mut Option<N>, other: Option<N>) {
-        if let Some(n) = other {
-            pick::<N, false>(acc, n);
+        impl<V, N: Number, F: Fn(&V) -> N + Clone + Send + Sync + 'static> Aggregate<V> for $name<F> {
+            type Acc = Option<N>;
+            type Out = Option<N>;
+            fn create(&self) -> Option<N> {
+                None
+            }
+            #[inline]
+            fn add(&self, acc: &mut Option<N>, value: V) {
+                pick::<N, $keep_max>(acc, (self.0)(&value));
+            }
+            fn merge(&self, acc: &mut Option<N>, other: Option<N>) {
+                if let Some(n) = other {
+                    pick::<N, $keep_max>(acc, n);
+                }
+            }
+            fn finish(&self, acc: Option<N>) -> Option<N> {
+                acc
+            }
         }
-    }
-    fn finish(&self, acc: Option<N>) -> Option<N> {
-        acc
-    }
+    };
 }
 
-/// The largest number read from the values.
-#[derive(Clone, Debug)]
-pub struct Max<F>(pub F);
-
-impl<V, N: Number, F: Fn(&V) -> N + Clone + Send + Sync + 'static> Aggregate<V> for Max<F> {
-    type Acc = Option<N>;
-    type Out = Option<N>;
-    fn create(&self) -> Option<N> {
-        None
-    }
-    #[inline]
-    fn add(&self, acc: &mut Option<N>, value: V) {
-        pick::<N, true>(acc, (self.0)(&value));
-    }
-    fn merge(&self, acc: &mut Option<N>, other: Option<N>) {
-        if let Some(n) = other {
-            pick::<N, true>(acc, n);
-        }
-    }
-    fn finish(&self, acc: Option<N>) -> Option<N> {
-        acc
-    }
-}
+extreme!(
+    /// The smallest number read from the values.
+    Min,
+    keep_max = false
+);
+extreme!(
+    /// The largest number read from the values.
+    Max,
+    keep_max = true
+);
 
 /// The mean of a number read from the values.
 #[derive(Clone, Debug)]

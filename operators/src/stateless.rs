@@ -11,7 +11,7 @@
 
 use eddy_engine::timely::dataflow::channels::pact::Pipeline as Local;
 use eddy_engine::timely::dataflow::operators::generic::Operator;
-use eddy_engine::{Data, Stream};
+use eddy_engine::{Data, Record, Stream};
 
 /// `map`, `filter` and `flat_map` on pipeline streams.
 pub trait Stateless<T: Data> {
@@ -65,21 +65,9 @@ impl<T: Data> Stateless<T> for Stream<T> {
     where
         F: Fn(&T) -> bool + Clone + Send + Sync + 'static,
     {
-        self.stage(name, "filter", String::new(), move |input, stage| {
-            let keep = keep.clone();
-            let name = stage.name().to_string();
-            input.unary(Local, &name, move |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        stage.metrics().add_in(data.len());
-                        data.retain(|(_, x)| keep(x));
-                        stage.metrics().add_out(data.len());
-                        if !data.is_empty() {
-                            output.session(&cap).give_container(data);
-                        }
-                    });
-                }
-            })
+        batch_stage(self, name, "filter", move |batch| {
+            batch.retain(|(_, x)| keep(x));
+            std::mem::take(batch)
         })
     }
 
@@ -88,24 +76,11 @@ impl<T: Data> Stateless<T> for Stream<T> {
         I: IntoIterator<Item = U>,
         F: Fn(T) -> I + Clone + Send + Sync + 'static,
     {
-        self.stage(name, "flat_map", String::new(), move |input, stage| {
-            let f = f.clone();
-            let name = stage.name().to_string();
-            input.unary(Local, &name, move |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        stage.metrics().add_in(data.len());
-                        let mut out: Vec<_> = data
-                            .drain(..)
-                            .flat_map(|(t, x)| f(x).into_iter().map(move |y| (t, y)))
-                            .collect();
-                        stage.metrics().add_out(out.len());
-                        if !out.is_empty() {
-                            output.session(&cap).give_container(&mut out);
-                        }
-                    });
-                }
-            })
+        batch_stage(self, name, "flat_map", move |batch| {
+            batch
+                .drain(..)
+                .flat_map(|(t, x)| f(x).into_iter().map(move |y| (t, y)))
+                .collect()
         })
     }
 }
@@ -120,6 +95,17 @@ pub(crate) fn map_stage<T: Data, U: Data, F>(
 where
     F: Fn(T) -> U + Clone + Send + Sync + 'static,
 {
+    batch_stage(stream, name, kind, move |batch| {
+        batch.drain(..).map(|(t, x)| (t, f(x))).collect()
+    })
+}
+
+/// A stateless stage: `f` turns each received batch into the batch to send, at the same
+/// timestamp; records in and out are counted per batch.
+fn batch_stage<T: Data, U: Data, F>(stream: Stream<T>, name: &str, kind: &str, f: F) -> Stream<U>
+where
+    F: Fn(&mut Vec<Record<T>>) -> Vec<Record<U>> + Clone + Send + Sync + 'static,
+{
     stream.stage(name, kind, String::new(), move |input, stage| {
         let f = f.clone();
         let name = stage.name().to_string();
@@ -127,9 +113,11 @@ where
             move |input, output| {
                 input.for_each(|cap, data| {
                     stage.metrics().add_in(data.len());
-                    stage.metrics().add_out(data.len());
-                    let mut mapped: Vec<_> = data.drain(..).map(|(t, x)| (t, f(x))).collect();
-                    output.session(&cap).give_container(&mut mapped);
+                    let mut out = f(data);
+                    stage.metrics().add_out(out.len());
+                    if !out.is_empty() {
+                        output.session(&cap).give_container(&mut out);
+                    }
                 });
             }
         })

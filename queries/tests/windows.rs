@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{assert_same_rows, Collect};
@@ -74,20 +74,22 @@ fn reference(events: &[Event]) -> Vec<WindowResult<u64, u64>> {
         .collect()
 }
 
-fn run(
-    events: Vec<Event>,
+/// What the collecting sink gathered.
+type Collected = Arc<Mutex<Vec<Record<WindowResult<u64, u64>>>>>;
+
+/// The pipeline under test: per-key sums in hopping windows, collected. Returns the collected
+/// results (checking each one's event time is its window's end − 1) and the run's summary.
+fn run_sums(
+    source: impl Source<(u64, u64)>,
+    watermarks: WatermarkConfig,
     workers: usize,
     late: LatePolicy,
+    (sink, rows): (Collect<WindowResult<u64, u64>>, Collected),
 ) -> (Vec<WindowResult<u64, u64>>, eddy_engine::RunSummary) {
     let pipeline = Pipeline::new("window-test");
     pipeline.late_policy(late).batch_size(64);
-    let (sink, rows) = Collect::new();
     pipeline
-        .source(
-            "events",
-            ReplaySource::round_robin(events, workers),
-            WatermarkConfig::bounded(Duration::from_millis(DISORDER)),
-        )
+        .source("events", source, watermarks)
         .key_by("by_key", |e: &(u64, u64)| e.0)
         .window(
             "sums",
@@ -101,6 +103,16 @@ fn run(
         assert_eq!(*t, r.end - 1, "a window result's event time is its end - 1");
     }
     (rows.into_iter().map(|(_, r)| r).collect(), summary)
+}
+
+fn run(
+    events: Vec<Event>,
+    workers: usize,
+    late: LatePolicy,
+) -> (Vec<WindowResult<u64, u64>>, eddy_engine::RunSummary) {
+    let watermarks = WatermarkConfig::bounded(Duration::from_millis(DISORDER));
+    let source = ReplaySource::round_robin(events, workers);
+    run_sums(source, watermarks, workers, late, Collect::new())
 }
 
 #[test]
@@ -256,10 +268,11 @@ fn an_idle_partition_does_not_stall_windows() {
         .map(|(t, x)| (t - 1_000_000 + now - 70_000, x))
         .collect();
     let expected = reference(&events);
-    let (sink, rows) = Collect::new();
-    let seen = Arc::clone(&rows);
-    let want = expected.len();
     let gave_up = Arc::new(AtomicBool::new(false));
+    // Worker 1's partition stays quiet until every result has reached the sink: they can only
+    // get there if its watermark, once idle, follows the wall clock past the windows' ends.
+    let (sink, rows) = Collect::new();
+    let (seen, want) = (Arc::clone(&rows), expected.len());
     let source = OneBusyPartition {
         events: ReplaySource::new(vec![events]),
         done: Arc::new(move || seen.lock().unwrap().len() >= want),
@@ -269,22 +282,11 @@ fn an_idle_partition_does_not_stall_windows() {
         max_disorder: Duration::from_millis(DISORDER),
         idle_timeout: Some(Duration::from_millis(50)),
     };
-    let pipeline = Pipeline::new("idle-test");
-    pipeline
-        .source("events", source, watermarks)
-        .key_by("by_key", |e: &(u64, u64)| e.0)
-        .window(
-            "sums",
-            WindowSpec::hopping(SIZE, SLIDE),
-            Sum(|e: &(u64, u64)| e.1),
-        )
-        .sink("collect", sink);
-    let summary = Runtime::new(2).run(&pipeline).unwrap();
+    let (got, summary) = run_sums(source, watermarks, 2, LatePolicy::Drop, (sink, rows));
     assert!(
         !gave_up.load(Ordering::SeqCst),
         "the windows waited for the idle partition to finish"
     );
     assert_eq!(summary.late(), 0);
-    let got: Vec<_> = rows.lock().unwrap().drain(..).map(|(_, r)| r).collect();
     assert_same_rows("with an idle partition", got, expected);
 }
