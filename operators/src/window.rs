@@ -10,23 +10,24 @@
 //!   window's last instant), so windows downstream place it in the right window.
 //! - **When it emits**: once, when the input frontier (the watermark) reaches the window's end;
 //!   results are stamped `end - 1`.
-//! - **State**: records are first stashed by timestamp; when the frontier passes a timestamp,
-//!   its records are folded into per-pane accumulators (a pane is `gcd(size, slide)` long, so a
-//!   record is added once however many windows it belongs to; a window merges its panes when it
-//!   fires). Panes are kept in an index ordered by time, so firing and eviction touch only the
-//!   windows that are due. So state at frontier `W` is exactly the fold of the records stamped
-//!   before `W`.
+//! - **State**: two phases. Phase 1, on every worker, folds each received batch into one
+//!   partial accumulator per key and *pane* (a pane is `gcd(size, slide)` long, so a record is
+//!   added once however many windows it belongs to) and sends the partials, exchanged by key,
+//!   at the batch's timestamp; it keeps nothing between batches. Phase 2, on the worker the key
+//!   routes to, stashes partials by timestamp and, when the frontier passes a timestamp, merges
+//!   them into per-pane accumulators kept in an index ordered by time; a window merges its panes
+//!   when it fires, and firing and eviction touch only the windows that are due. So state at
+//!   frontier `W` is exactly the fold of the records stamped before `W`.
 //! - **Late records**: a window `[s, e)` takes a record stamped `t` if and only if `t < e`. A
 //!   record none of whose windows is still open is late: counted, and written to the side output
 //!   under [`LatePolicy::SideOutput`](eddy_engine::LatePolicy). A record some of whose windows
 //!   are still open goes into those.
-//! - **Checkpoint** (with the exactly-once issue): the panes and both phases' stashes at
-//!   frontier `W`.
+//! - **Checkpoint** (with the exactly-once issue): phase 2's panes and stash at frontier `W`
+//!   (phase 1 holds nothing).
 //!
-//! Windows aggregate in two phases: every worker folds its own records into partial
-//! accumulators per key and window (a combiner: hot keys and the exchange between workers cost
-//! little), and when a window fires its partials go to the worker the key routes to, which
-//! merges and finishes them. A global window is a window keyed by `()`: one worker merges.
+//! Phase 1 is a combiner: a hot key costs one partial per batch, and only partials cross
+//! between workers. Phase 2 splits the work of firing windows between workers by key. A global
+//! window is a window keyed by `()`: phase 2 runs on one worker.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -82,6 +83,11 @@ impl WindowSpec {
 
     fn pane(&self) -> u64 {
         gcd(self.size, self.slide)
+    }
+
+    /// The end of the last window an event time belongs to.
+    fn last_end(&self, event_time: u64) -> u64 {
+        event_time / self.slide * self.slide + self.size
     }
 
     fn describe(&self) -> String {
@@ -207,11 +213,6 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
         }
     }
 
-    /// The end of the last window an event time belongs to.
-    fn last_end(&self, event_time: u64) -> u64 {
-        event_time / self.spec.slide * self.spec.slide + self.spec.size
-    }
-
     /// The earliest window still to fire, if any pane holds data.
     fn next_window(&self) -> Option<(u64, u64)> {
         let pane = *self.panes.keys().next()?;
@@ -225,24 +226,11 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
         Some((start, start + size))
     }
 
-    /// Folds the records stamped `t` into their panes; hands each late record (none of whose
-    /// windows is open) to `late` with the end of its last window. Consecutive records of one
-    /// pane (the common case: sources read roughly in order) share one lookup of the pane.
-    fn fold<V, A: Aggregate<V, Acc = Acc>>(
-        &mut self,
-        agg: &A,
-        t: u64,
-        records: Vec<Record<(K, V)>>,
-        mut late: impl FnMut(&K, &V, u64, u64),
-    ) {
+    /// Merges partial accumulators `(pane start, (key, acc))` into their panes. Consecutive
+    /// partials of one pane (the common case) share one lookup of the pane.
+    fn merge<V, A: Aggregate<V, Acc = Acc>>(&mut self, agg: &A, partials: Vec<Record<(K, Acc)>>) {
         let mut open: Option<(u64, FxHashMap<K, Acc>)> = None;
-        for (event_time, (key, value)) in records {
-            let last_end = self.last_end(event_time);
-            if last_end <= t {
-                late(&key, &value, event_time, last_end);
-                continue;
-            }
-            let pane = event_time / self.pane * self.pane;
+        for (pane, (key, partial)) in partials {
             let accs = match &mut open {
                 Some((p, accs)) if *p == pane => accs,
                 _ => {
@@ -255,7 +243,12 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
                     &mut open.insert((pane, accs)).1
                 }
             };
-            agg.add(accs.entry(key).or_insert_with(|| agg.create()), value);
+            match accs.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => agg.merge(o.into_mut(), partial),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(partial);
+                }
+            }
         }
         if let Some((p, accs)) = open {
             self.put(p, accs);
@@ -355,50 +348,87 @@ fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
 
 type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
 
-/// Both phases of a window: every worker folds its own records into partial accumulators per
-/// key and window (a combiner, so skewed keys and the exchange cost little), then the partials
-/// are exchanged by key, merged and finished.
+/// Both phases of a window: [`combine`] on every worker, then [`fold_windows`] on the worker each
+/// key routes to.
 fn two_phase<'s, K: Key, V: Data, A: Aggregate<V>>(
     input: Records<'s, (K, V)>,
     stage: StageContext,
     spec: WindowSpec,
     agg: A,
 ) -> Records<'s, WindowResult<K, A::Out>> {
-    let partials = fold_windows(input, stage.clone(), spec, agg.clone());
-    merge_partials(partials, stage, agg)
+    let partials = combine(input, stage.clone(), spec, agg.clone());
+    fold_windows(partials, stage, spec, agg)
 }
 
-/// The window operator, on each worker's own records: stash by timestamp, fold what the
-/// frontier has passed, fire what is due as partial accumulators.
-fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
+/// Phase 1, on every worker, per received batch: drops (and reports) late records, and folds the
+/// others into one partial accumulator per key and pane, sent at the batch's timestamp with the
+/// pane's start as event time. Holds nothing between batches. Lateness depends only on a
+/// record's event time and timestamp, so it is decided exactly here.
+fn combine<'s, K: Key, V: Data, A: Aggregate<V>>(
     input: Records<'s, (K, V)>,
     stage: StageContext,
     spec: WindowSpec,
     agg: A,
-) -> Records<'s, WindowResult<K, A::Acc>> {
+) -> Records<'s, (K, A::Acc)> {
+    let name = format!("{}-combine", stage.name());
+    let pane = spec.pane();
+    input.unary(Local, &name, move |_, _| {
+        let mut combined: FxHashMap<(K, u64), A::Acc> = FxHashMap::default();
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let Some(&t) = cap.least() else { return };
+                stage.metrics().add_in(data.len());
+                for (event_time, (key, value)) in data.drain(..) {
+                    let last_end = spec.last_end(event_time);
+                    if last_end <= t {
+                        stage.late(&(&key, &value), event_time, t, last_end);
+                        continue;
+                    }
+                    let acc = combined
+                        .entry((key, event_time / pane * pane))
+                        .or_insert_with(|| agg.create());
+                    agg.add(acc, value);
+                }
+                if !combined.is_empty() {
+                    let mut partials: Vec<_> = combined
+                        .drain()
+                        .map(|((key, p), acc)| (p, (key, acc)))
+                        .collect();
+                    output.session(&cap).give_container(&mut partials);
+                }
+            });
+        }
+    })
+}
+
+/// Phase 2, on the worker each key routes to: stash partials by timestamp; once the frontier
+/// passes a timestamp, fire the windows ending at or before it, then merge its partials into
+/// their panes; fire every window the frontier has reached.
+fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
+    partials: Records<'s, (K, A::Acc)>,
+    stage: StageContext,
+    spec: WindowSpec,
+    agg: A,
+) -> Records<'s, WindowResult<K, A::Out>> {
     let name = stage.name().to_string();
-    input.unary_frontier(Local, &name, move |_, _| {
-        let mut stash: Stash<(K, V)> = Stash::default();
+    let by_key = Exchange::new(|r: &Record<(K, A::Acc)>| route(&r.1 .0));
+    partials.unary_frontier(by_key, &name, move |_, _| {
+        let mut stash: Stash<(K, A::Acc)> = Stash::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
         move |(input, frontier), output| {
-            input.for_each(|cap, data| {
-                stage.metrics().add_in(data.len());
-                stash.absorb(&cap, data);
-            });
+            input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
-            while let Some((t, cap, records)) = stash.pop_passed(limit) {
-                fire_due(&mut panes, &mut window_cap, output, &agg, t);
-                panes.fold(&agg, t, records, |key, value, event_time, last_end| {
-                    stage.late(&(key, value), event_time, t, last_end)
-                });
+            while let Some((t, cap, partials)) = stash.pop_passed(limit) {
+                fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t);
+                panes.merge(&agg, partials);
                 if let Some((_, end)) = panes.next_window() {
                     if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
                         window_cap = Some(cap.delayed(&(end - 1)));
                     }
                 }
             }
-            fire_due(&mut panes, &mut window_cap, output, &agg, limit);
+            fire_due(&mut panes, &mut window_cap, output, &stage, &agg, limit);
             match panes.next_window() {
                 Some((_, end)) => {
                     if let Some(c) = window_cap.as_mut() {
@@ -411,11 +441,12 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
     })
 }
 
-/// Fires every window whose end is at or below `limit`, in order of end.
+/// Fires every window whose end is at or below `limit`, in order of end, stamped `end - 1`.
 fn fire_due<K: Key, V, A: Aggregate<V>>(
     panes: &mut Panes<K, A::Acc>,
     window_cap: &mut Option<Capability<u64>>,
-    output: &mut Out<'_, WindowResult<K, A::Acc>>,
+    output: &mut Out<'_, WindowResult<K, A::Out>>,
+    stage: &StageContext,
     agg: &A,
     limit: u64,
 ) {
@@ -428,61 +459,19 @@ fn fire_due<K: Key, V, A: Aggregate<V>>(
             .expect("a pending window holds a capability; this is a bug in Eddy");
         cap.downgrade(&(end - 1));
         let mut session = output.session(cap);
+        let mut emitted = 0;
         panes.fire(agg, start, end, |key, acc| {
+            emitted += 1;
             session.give((
                 end - 1,
                 WindowResult {
                     key,
                     start,
                     end,
-                    value: acc,
+                    value: agg.finish(acc),
                 },
             ));
         });
+        stage.metrics().add_out(emitted);
     }
-}
-
-/// Merges the partial accumulators of every worker per key and window, on the worker the key
-/// routes to, once the frontier passes their timestamp (all partials of a window are stamped
-/// `end - 1`), and finishes them.
-fn merge_partials<'s, K: Key, V, A: Aggregate<V>>(
-    partials: Records<'s, WindowResult<K, A::Acc>>,
-    stage: StageContext,
-    agg: A,
-) -> Records<'s, WindowResult<K, A::Out>> {
-    let name = format!("{}-merge", stage.name());
-    let by_key = Exchange::new(|r: &Record<WindowResult<K, A::Acc>>| route(&r.1.key));
-    partials.unary_frontier(by_key, &name, move |_, _| {
-        let mut stash: Stash<WindowResult<K, A::Acc>> = Stash::default();
-        move |(input, frontier), output| {
-            input.for_each(|cap, data| stash.absorb(&cap, data));
-            let limit = frontier_time(frontier);
-            while let Some((_, cap, partials)) = stash.pop_passed(limit) {
-                let mut merged: FxHashMap<(K, u64, u64), (u64, A::Acc)> = FxHashMap::default();
-                for (event_time, r) in partials {
-                    match merged.entry((r.key, r.start, r.end)) {
-                        std::collections::hash_map::Entry::Occupied(mut o) => {
-                            agg.merge(&mut o.get_mut().1, r.value)
-                        }
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert((event_time, r.value));
-                        }
-                    }
-                }
-                stage.metrics().add_out(merged.len());
-                let mut session = output.session(&cap);
-                for ((key, start, end), (event_time, acc)) in merged {
-                    session.give((
-                        event_time,
-                        WindowResult {
-                            key,
-                            start,
-                            end,
-                            value: agg.finish(acc),
-                        },
-                    ));
-                }
-            }
-        }
-    })
 }
