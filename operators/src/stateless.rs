@@ -77,10 +77,15 @@ impl<T: Data> Stateless<T> for Stream<T> {
         F: Fn(T) -> I + Clone + Send + Sync + 'static,
     {
         batch_stage(self, name, "flat_map", move |batch| {
-            batch
-                .drain(..)
-                .flat_map(|(t, x)| f(x).into_iter().map(move |y| (t, y)))
-                .collect()
+            // Most flat_maps emit at most one record per input: room for as many avoids
+            // regrowing the batch (a `flat_map` iterator's size hint is unbounded).
+            let mut out = Vec::with_capacity(batch.len());
+            out.extend(
+                batch
+                    .drain(..)
+                    .flat_map(|(t, x)| f(x).into_iter().map(move |y| (t, y))),
+            );
+            out
         })
     }
 }

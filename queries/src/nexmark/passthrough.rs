@@ -5,27 +5,32 @@
 //!   `price × 0.908`.
 //! - q2 (selection) emits the auction and price of the bids whose auction id is a multiple of
 //!   123.
+//!
+//! Each is one stage from events to rows: picking the bids and shaping the row in one pass.
 
 use eddy_connectors::nexmark::{BidRow, Event};
 use eddy_engine::Stream;
 use eddy_operators::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{bids, ms};
+use super::ms;
 
 /// A q0 row: the bid.
 pub type Q0Row = BidRow;
 
 /// q0: every bid.
 pub fn q0(events: Stream<Event>) -> Stream<Q0Row> {
-    bids(events).map("q0", |b| BidRow {
-        auction: b.auction as u64,
-        bidder: b.bidder as u64,
-        price: b.price as u64,
-        channel: b.channel,
-        url: b.url,
-        date_time: ms(b.date_time),
-        extra: b.extra,
+    events.flat_map("q0", |e| match e {
+        Event::Bid(b) => Some(BidRow {
+            auction: b.auction as u64,
+            bidder: b.bidder as u64,
+            price: b.price as u64,
+            channel: b.channel,
+            url: b.url,
+            date_time: ms(b.date_time),
+            extra: b.extra,
+        }),
+        _ => None,
     })
 }
 
@@ -54,12 +59,15 @@ pub const EUROS_PER_DOLLAR: f64 = 0.908;
 
 /// q1: every bid, price converted to euros.
 pub fn q1(events: Stream<Event>) -> Stream<Q1Row> {
-    bids(events).map("q1", |b| Q1Row {
-        auction: b.auction as u64,
-        bidder: b.bidder as u64,
-        price: b.price as f64 * EUROS_PER_DOLLAR,
-        date_time: ms(b.date_time),
-        extra: b.extra,
+    events.flat_map("q1", |e| match e {
+        Event::Bid(b) => Some(Q1Row {
+            auction: b.auction as u64,
+            bidder: b.bidder as u64,
+            price: b.price as f64 * EUROS_PER_DOLLAR,
+            date_time: ms(b.date_time),
+            extra: b.extra,
+        }),
+        _ => None,
     })
 }
 
