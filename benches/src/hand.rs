@@ -15,15 +15,7 @@ use rustc_hash::FxHashMap;
 pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
     match query {
         Query::Q0 => count_rows(events, |e| match e {
-            Event::Bid(b) => Some(BidRow {
-                auction: b.auction as u64,
-                bidder: b.bidder as u64,
-                price: b.price as u64,
-                channel: b.channel,
-                url: b.url,
-                date_time: b.date_time as i64,
-                extra: b.extra,
-            }),
+            Event::Bid(b) => Some(BidRow::from(b)),
             _ => None,
         }),
         Query::Q1 => count_rows(events, |e| match e {

@@ -176,7 +176,8 @@ pub fn generate_all(config: &NexmarkConfig) -> Vec<Record<Event>> {
     generate(config, Partition { index: 0, count: 1 })
 }
 
-fn ms(t: u64) -> i64 {
+/// A Nexmark time (ms since the Unix epoch, unsigned) as the signed ms of an Arrow timestamp.
+pub fn timestamp_ms(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
 
@@ -215,7 +216,7 @@ impl From<&Person> for PersonRow {
             credit_card: p.credit_card.clone(),
             city: p.city.clone(),
             state: p.state.clone(),
-            date_time: ms(p.date_time),
+            date_time: timestamp_ms(p.date_time),
             extra: p.extra.clone(),
         }
     }
@@ -259,8 +260,8 @@ impl From<&Auction> for AuctionRow {
             description: a.description.clone(),
             initial_bid: a.initial_bid as u64,
             reserve: a.reserve as u64,
-            date_time: ms(a.date_time),
-            expires: ms(a.expires),
+            date_time: timestamp_ms(a.date_time),
+            expires: timestamp_ms(a.expires),
             seller: a.seller as u64,
             category: a.category as u64,
             extra: a.extra.clone(),
@@ -292,17 +293,24 @@ impl BidRow {
     pub const TIMESTAMP_FIELDS: &'static [&'static str] = &["date_time"];
 }
 
-impl From<&Bid> for BidRow {
-    fn from(b: &Bid) -> Self {
+impl From<Bid> for BidRow {
+    /// Moves the bid's strings into the row.
+    fn from(b: Bid) -> Self {
         BidRow {
             auction: b.auction as u64,
             bidder: b.bidder as u64,
             price: b.price as u64,
-            channel: b.channel.clone(),
-            url: b.url.clone(),
-            date_time: ms(b.date_time),
-            extra: b.extra.clone(),
+            channel: b.channel,
+            url: b.url,
+            date_time: timestamp_ms(b.date_time),
+            extra: b.extra,
         }
+    }
+}
+
+impl From<&Bid> for BidRow {
+    fn from(b: &Bid) -> Self {
+        BidRow::from(b.clone())
     }
 }
 

@@ -10,7 +10,7 @@ use eddy_engine::Stream;
 use eddy_operators::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::ms;
+use eddy_connectors::nexmark::timestamp_ms as ms;
 
 /// q5's window length (ms).
 pub const Q5_WINDOW: u64 = 10_000;

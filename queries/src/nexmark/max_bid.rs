@@ -6,7 +6,8 @@ use eddy_engine::Stream;
 use eddy_operators::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{bids, ms};
+use super::bids;
+use eddy_connectors::nexmark::timestamp_ms as ms;
 
 /// q7's window length (ms).
 pub const Q7_WINDOW: u64 = 10_000;

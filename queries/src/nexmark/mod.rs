@@ -90,8 +90,3 @@ fn bids(events: Stream<Event>) -> Stream<Bid> {
         _ => None,
     })
 }
-
-/// A Nexmark time (ms, unsigned) as a signed ms timestamp for Parquet.
-fn ms(t: u64) -> i64 {
-    i64::try_from(t).unwrap_or(i64::MAX)
-}

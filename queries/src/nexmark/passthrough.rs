@@ -13,7 +13,7 @@ use eddy_engine::Stream;
 use eddy_operators::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::ms;
+use eddy_connectors::nexmark::timestamp_ms as ms;
 
 /// A q0 row: the bid.
 pub type Q0Row = BidRow;
@@ -21,15 +21,7 @@ pub type Q0Row = BidRow;
 /// q0: every bid.
 pub fn q0(events: Stream<Event>) -> Stream<Q0Row> {
     events.flat_map("q0", |e| match e {
-        Event::Bid(b) => Some(BidRow {
-            auction: b.auction as u64,
-            bidder: b.bidder as u64,
-            price: b.price as u64,
-            channel: b.channel,
-            url: b.url,
-            date_time: ms(b.date_time),
-            extra: b.extra,
-        }),
+        Event::Bid(b) => Some(BidRow::from(b)),
         _ => None,
     })
 }
