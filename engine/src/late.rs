@@ -19,12 +19,38 @@ pub enum LatePolicy {
     Drop,
     /// Count late records and write each, with its stage and lateness, to this sink.
     SideOutput(Arc<dyn Sink<LateRecord>>),
+    /// For updating operators: keep results open for `allowed_lateness_ms` after the watermark
+    /// passes them; a record that arrives within that time updates its result with a
+    /// correction (a retraction of the old row and the new row). Records later than that, and
+    /// late records at operators that emit final results, are dropped and counted.
+    Correct {
+        /// How long after the watermark passes a result it can still be corrected (ms).
+        allowed_lateness_ms: u64,
+    },
 }
 
 impl LatePolicy {
     /// Route late records to `sink` (a dead-letter sink).
     pub fn side_output(sink: impl Sink<LateRecord>) -> Self {
         LatePolicy::SideOutput(Arc::new(sink))
+    }
+
+    /// Correct updating results for records up to `allowed_lateness_ms` late.
+    pub fn correct(allowed_lateness_ms: u64) -> Self {
+        LatePolicy::Correct {
+            allowed_lateness_ms,
+        }
+    }
+
+    /// How long updating operators keep results open for corrections (0 unless
+    /// [`LatePolicy::Correct`]).
+    pub fn allowed_lateness_ms(&self) -> u64 {
+        match self {
+            LatePolicy::Correct {
+                allowed_lateness_ms,
+            } => *allowed_lateness_ms,
+            _ => 0,
+        }
     }
 }
 
@@ -33,6 +59,9 @@ impl fmt::Debug for LatePolicy {
         match self {
             LatePolicy::Drop => f.write_str("drop"),
             LatePolicy::SideOutput(sink) => write!(f, "side-output to {}", sink.describe()),
+            LatePolicy::Correct {
+                allowed_lateness_ms,
+            } => write!(f, "correct within {allowed_lateness_ms} ms"),
         }
     }
 }
@@ -56,14 +85,19 @@ pub struct LateRecord {
 #[derive(Clone, Default)]
 pub(crate) struct LateOutput {
     writer: Option<Rc<RefCell<Box<dyn SinkWriter<LateRecord>>>>>,
+    pub(crate) allowed_lateness_ms: u64,
 }
 
 impl LateOutput {
     pub(crate) fn open(policy: &LatePolicy, partition: Partition) -> Result<Self, ConnectorError> {
         Ok(match policy {
-            LatePolicy::Drop => LateOutput { writer: None },
+            LatePolicy::Drop | LatePolicy::Correct { .. } => LateOutput {
+                writer: None,
+                allowed_lateness_ms: policy.allowed_lateness_ms(),
+            },
             LatePolicy::SideOutput(sink) => LateOutput {
                 writer: Some(Rc::new(RefCell::new(sink.open(partition)?))),
+                allowed_lateness_ms: 0,
             },
         })
     }

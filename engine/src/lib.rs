@@ -29,20 +29,23 @@
 //! - [`metrics`]: per-stage counters and the end-to-end latency histogram.
 //! - [`error`]: the engine's error types.
 
+pub mod change;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod testing;
 pub mod time;
 
 mod late;
 mod operators;
 
+pub use change::Change;
 pub use error::{ConnectorError, EngineError, Fault};
 pub use late::{LatePolicy, LateRecord};
-pub use metrics::{StageMetrics, StageSnapshot};
+pub use metrics::{StageMetrics, StageSnapshot, StateGauge};
 pub use pipeline::{Data, Pipeline, Records, StageContext, StageInfo, Stream};
 pub use runtime::{Cluster, RunHandle, RunSummary, Runtime};
 pub use sink::{Sink, SinkReport, SinkWriter};

@@ -5,7 +5,7 @@
 //! records at the result's timestamp (its watermark) to the moment the result reached a sink.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ pub struct StageMetrics {
     records_out: AtomicU64,
     late: AtomicU64,
     rejected: AtomicU64,
+    state: AtomicI64,
 }
 
 impl StageMetrics {
@@ -45,6 +46,19 @@ impl StageMetrics {
         self.rejected.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Changes the number of entries (keys, open windows, buffered records) the stage holds in
+    /// state, summed over the workers of this process. Operators usually go through a
+    /// [`StateGauge`].
+    #[inline]
+    pub fn add_state(&self, delta: i64) {
+        self.state.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// The number of entries the stage holds in state now, in this process.
+    pub fn state(&self) -> u64 {
+        self.state.load(Ordering::Relaxed).max(0) as u64
+    }
+
     fn snapshot(&self, name: &str, kind: &str) -> StageSnapshot {
         StageSnapshot {
             name: name.to_string(),
@@ -53,6 +67,7 @@ impl StageMetrics {
             records_out: self.records_out.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            state: self.state(),
         }
     }
 }
@@ -72,6 +87,41 @@ pub struct StageSnapshot {
     pub late: u64,
     /// Records a source could not read (malformed).
     pub rejected: u64,
+    /// Entries held in state when the snapshot was taken (0 once a bounded run has ended).
+    pub state: u64,
+}
+
+/// One operator instance's share of its stage's state gauge: it reports the size of its state
+/// and the gauge applies the change. Dropping it withdraws its share.
+#[derive(Debug)]
+pub struct StateGauge {
+    metrics: Arc<StageMetrics>,
+    current: usize,
+}
+
+impl StateGauge {
+    /// A gauge share starting at zero.
+    pub fn new(metrics: Arc<StageMetrics>) -> Self {
+        StateGauge {
+            metrics,
+            current: 0,
+        }
+    }
+
+    /// Reports that this operator instance now holds `entries` entries in state.
+    #[inline]
+    pub fn set(&mut self, entries: usize) {
+        if entries != self.current {
+            self.metrics.add_state(entries as i64 - self.current as i64);
+            self.current = entries;
+        }
+    }
+}
+
+impl Drop for StateGauge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 /// The metrics of one run in this process.

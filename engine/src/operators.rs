@@ -1,5 +1,5 @@
 //! The engine's own timely operators: the source driver that turns watermarks into timestamps,
-//! and the sink driver.
+//! the sink driver, and the fork that lets one stream feed several stages.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -7,9 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::Pipeline as Local;
+use timely::dataflow::channels::pullers::Counter as PullCounter;
+use timely::dataflow::channels::pushers::{Counter as PushCounter, Tee, TeeHelper};
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::builder_raw::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::source as timely_source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Scope;
+use timely::progress::{Source as Port, Timestamp};
 
 use crate::metrics::new_histogram;
 use crate::pipeline::{Records, StageContext};
@@ -68,15 +73,24 @@ pub(crate) fn source<'s, T: 'static>(
                     last_noted = Some(*cap.time());
                 }
                 output.session(&*cap).give_container(&mut polled);
-                let watermark = tracker.on_data();
+                let watermark = r.watermark().unwrap_or_else(|| tracker.on_data());
                 if watermark > *cap.time() {
                     cap.downgrade(&watermark);
                 }
             }
             match status {
-                Ok(ReadStatus::Ready) => activator.activate(),
+                Ok(ReadStatus::Ready) => {
+                    if let Some(watermark) = r.watermark() {
+                        if watermark > *cap.time() {
+                            cap.downgrade(&watermark);
+                        }
+                    }
+                    activator.activate()
+                }
                 Ok(ReadStatus::Idle) => {
-                    let watermark = tracker.on_idle(Instant::now(), wall_clock_ms());
+                    let watermark = r
+                        .watermark()
+                        .unwrap_or_else(|| tracker.on_idle(Instant::now(), wall_clock_ms()));
                     if watermark > *cap.time() {
                         cap.downgrade(&watermark);
                     }
@@ -90,6 +104,46 @@ pub(crate) fn source<'s, T: 'static>(
             }
         }
     })
+}
+
+/// Where a forked stream comes from on one worker: the fork's output port and the registry its
+/// readers attach to. Both are free of the scope's lifetime, so a worker can keep them while
+/// it builds the rest of the dataflow.
+pub(crate) type ForkPoint<T> = (Port, TeeHelper<u64, Vec<crate::time::Record<T>>>);
+
+/// Passes `input` through unchanged to any number of readers. Each reader attached to the
+/// returned registry receives every batch (cloned for all but the last reader); progress flows
+/// as through any operator. Built like timely's `probe`, with a registry the caller keeps.
+pub(crate) fn fork<T: Clone + 'static>(input: Records<'_, T>) -> ForkPoint<T> {
+    let mut builder = OperatorBuilder::new("Fork".to_owned(), input.scope());
+    let mut puller = PullCounter::new(builder.new_input(input, Local));
+    // The builder's own output stream is replaced by a registry this function hands back.
+    let (_unused, stream) = builder.new_output::<Vec<crate::time::Record<T>>>();
+    let port = *stream.name();
+    let (tee, registry) = Tee::new();
+    let mut output = PushCounter::new(tee);
+    let mut started = false;
+    builder.build(move |progress| {
+        if !started {
+            // Operators start holding a capability at the minimum time; a fork needs none.
+            progress.internals[0].update(u64::minimum(), -1);
+            started = true;
+        }
+        while let Some(message) = puller.next() {
+            Message::push_at(&mut message.data, message.stamp.clone(), &mut output);
+        }
+        timely::communication::Push::done(&mut output);
+        puller
+            .consumed()
+            .borrow_mut()
+            .drain_into(&mut progress.consumeds[0]);
+        output
+            .produced()
+            .borrow_mut()
+            .drain_into(&mut progress.produceds[0]);
+        false
+    });
+    (port, registry)
 }
 
 /// Hands every batch to the worker's sink writer, records latency, and finishes the writer when

@@ -5,7 +5,9 @@
 //! stream its input recipe builds. The [`Runtime`](crate::Runtime) runs the recipes of every
 //! sink on every worker. Stage names are unique: they key metrics now and checkpoint state later.
 //!
-//! A [`Stream`] is consumed by the stage that reads it, so every stage has exactly one consumer.
+//! A [`Stream`] is consumed by the stage that reads it. To feed several stages from one stream,
+//! clone it: on every worker the stream is then built once and passed through a fork, and each
+//! reader receives every batch.
 //!
 //! ```
 //! use eddy_engine::{Pipeline, WatermarkConfig};
@@ -28,7 +30,9 @@
 //! # drop(numbers);
 //! ```
 
+use std::any::Any;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,7 +43,7 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::error::{ConnectorError, EngineError};
 use crate::late::{LateOutput, LatePolicy, LateRecord};
-use crate::metrics::{RunMetrics, StageMetrics};
+use crate::metrics::{RunMetrics, StageMetrics, StateGauge};
 use crate::operators;
 use crate::sink::{Sink, SinkReport};
 use crate::source::{Partition, Source};
@@ -55,6 +59,8 @@ pub type Records<'s, T> = StreamVec<'s, u64, Record<T>>;
 
 /// Builds a stage's stream on one worker.
 type Recipe<T> = Arc<dyn for<'s> Fn(&mut Ctx<'s>) -> Records<'s, T> + Send + Sync>;
+/// A stream's recipe, shared by the clones of the stream so that cloning can turn it into a fork.
+type RecipeCell<T> = Arc<Mutex<(Recipe<T>, bool)>>;
 /// Builds a sink (and, through its input, everything upstream) on one worker.
 type SinkRecipe = Arc<dyn for<'s> Fn(&mut Ctx<'s>) + Send + Sync>;
 
@@ -173,7 +179,7 @@ impl Pipeline {
         Stream {
             graph: Arc::clone(&self.graph),
             index,
-            build,
+            build: cell(build),
         }
     }
 
@@ -284,7 +290,47 @@ impl fmt::Display for Pipeline {
 pub struct Stream<T> {
     graph: Arc<Mutex<Graph>>,
     index: usize,
-    build: Recipe<T>,
+    build: RecipeCell<T>,
+}
+
+impl<T: Data + Clone> Clone for Stream<T> {
+    /// Another reader of the same stream. On every worker the stream is built once and passed
+    /// through a fork; each reader receives every batch (records are cloned for all readers but
+    /// the last).
+    fn clone(&self) -> Self {
+        let mut cell = self.build.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cell.1 {
+            let inner = Arc::clone(&cell.0);
+            let index = self.index;
+            cell.0 = recipe(move |ctx: &mut Ctx<'_>| {
+                if let Some(point) = ctx.forks.get(&index) {
+                    let (port, registry) = point
+                        .downcast_ref::<operators::ForkPoint<T>>()
+                        .expect("a stage index names one stream type");
+                    return timely::dataflow::Stream::new(*port, registry.clone(), ctx.scope);
+                }
+                let (port, registry) = operators::fork(inner(ctx));
+                ctx.forks.insert(index, Box::new((port, registry.clone())));
+                timely::dataflow::Stream::new(port, registry, ctx.scope)
+            });
+            cell.1 = true;
+        }
+        Stream {
+            graph: Arc::clone(&self.graph),
+            index: self.index,
+            build: Arc::clone(&self.build),
+        }
+    }
+}
+
+fn cell<T>(build: Recipe<T>) -> RecipeCell<T> {
+    Arc::new(Mutex::new((build, false)))
+}
+
+/// Builds the stream a cell describes, on one worker.
+fn build_from<'s, T>(cell: &RecipeCell<T>, ctx: &mut Ctx<'s>) -> Records<'s, T> {
+    let build = Arc::clone(&cell.lock().unwrap_or_else(PoisonError::into_inner).0);
+    build(ctx)
 }
 
 impl<T: Data> Stream<T> {
@@ -305,14 +351,63 @@ impl<T: Data> Stream<T> {
             .add_stage(name, kind, detail, vec![self.index]);
         let upstream = self.build;
         let build = recipe(move |ctx: &mut Ctx<'_>| {
-            let input = upstream(ctx);
+            let input = build_from(&upstream, ctx);
             build(input, ctx.stage_context(index))
         });
         Stream {
             graph: self.graph,
             index,
-            build,
+            build: cell(build),
         }
+    }
+
+    /// Adds a stage that reads this stream and `other`: the hook two-input operators (joins,
+    /// co-processing) are built on. `build` receives both timely streams, this one first.
+    pub fn stage2<B, U, F>(
+        self,
+        other: Stream<B>,
+        name: &str,
+        kind: &str,
+        detail: String,
+        build: F,
+    ) -> Stream<U>
+    where
+        B: Data,
+        U: Data,
+        F: for<'s> Fn(Records<'s, T>, Records<'s, B>, StageContext) -> Records<'s, U>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let index = self
+            .graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add_stage(name, kind, detail, vec![self.index, other.index]);
+        let (left, right) = (self.build, other.build);
+        let build = recipe(move |ctx: &mut Ctx<'_>| {
+            let a = build_from(&left, ctx);
+            let b = build_from(&right, ctx);
+            build(a, b, ctx.stage_context(index))
+        });
+        Stream {
+            graph: self.graph,
+            index,
+            build: cell(build),
+        }
+    }
+
+    /// Merges this stream and `other` (of the same type) into one, in a stage named `name`.
+    pub fn union(self, other: Stream<T>, name: &str) -> Stream<T> {
+        use timely::dataflow::operators::{Concat, Inspect};
+        self.stage2(other, name, "union", String::new(), |a, b, stage| {
+            a.concat(b).inspect_core(move |event| {
+                if let Ok((_, batch)) = event {
+                    stage.metrics().add_in(batch.len());
+                    stage.metrics().add_out(batch.len());
+                }
+            })
+        })
     }
 
     /// Ends this stream in a sink.
@@ -322,7 +417,7 @@ impl<T: Data> Stream<T> {
         let sink: Arc<dyn Sink<T>> = Arc::new(sink);
         let upstream = self.build;
         graph.sinks.push(Arc::new(move |ctx: &mut Ctx<'_>| {
-            let input = upstream(ctx);
+            let input = build_from(&upstream, ctx);
             let stage = ctx.stage_context(index);
             operators::sink(input, stage, Arc::clone(&sink), Rc::clone(&ctx.reports));
         }));
@@ -352,6 +447,8 @@ pub(crate) struct Ctx<'s> {
     pub(crate) failures: Failures,
     pub(crate) batch_size: usize,
     pub(crate) reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
+    /// The forks built so far on this worker, by stage index ([`operators::ForkPoint`]).
+    pub(crate) forks: HashMap<usize, Box<dyn Any>>,
 }
 
 impl Ctx<'_> {
@@ -419,6 +516,17 @@ impl StageContext {
         if let Err(error) = self.late.write(late) {
             self.fail(error);
         }
+    }
+
+    /// How long an updating operator keeps results open for corrections after the watermark has
+    /// passed them (ms): the pipeline's [`LatePolicy::Correct`], else 0.
+    pub fn allowed_lateness_ms(&self) -> u64 {
+        self.late.allowed_lateness_ms
+    }
+
+    /// A share of this stage's state gauge for one operator instance.
+    pub fn state_gauge(&self) -> StateGauge {
+        StateGauge::new(Arc::clone(&self.metrics))
     }
 
     /// Reports a connector failure of this stage; the run ends with it as its error.

@@ -149,6 +149,7 @@ impl Runtime {
                         failures: Arc::clone(&f),
                         batch_size,
                         reports: Rc::clone(&reports),
+                        forks: Default::default(),
                     };
                     for build in &sinks {
                         build(&mut ctx);
@@ -385,14 +386,14 @@ impl fmt::Display for RunSummary {
         writeln!(f, "+----------------------+----------------------+")?;
         writeln!(
             f,
-            "{:<24} {:<8} {:>12} {:>12} {:>8} {:>8}",
-            "stage", "kind", "in", "out", "late", "rejected"
+            "{:<24} {:<8} {:>12} {:>12} {:>8} {:>8} {:>10}",
+            "stage", "kind", "in", "out", "late", "rejected", "state"
         )?;
         for s in &self.stages {
             writeln!(
                 f,
-                "{:<24} {:<8} {:>12} {:>12} {:>8} {:>8}",
-                s.name, s.kind, s.records_in, s.records_out, s.late, s.rejected
+                "{:<24} {:<8} {:>12} {:>12} {:>8} {:>8} {:>10}",
+                s.name, s.kind, s.records_in, s.records_out, s.late, s.rejected, s.state
             )?;
         }
         for example in &self.rejected_examples {

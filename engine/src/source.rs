@@ -69,4 +69,11 @@ pub trait SourceReader<T> {
         max: usize,
         rejected: &mut Vec<RecordError>,
     ) -> Result<ReadStatus, ConnectorError>;
+
+    /// The watermark this reader declares, when it knows one (a scripted test source, a broker
+    /// that carries watermarks). When `Some`, it replaces the watermark the engine derives from
+    /// event times; it must never decrease.
+    fn watermark(&self) -> Option<u64> {
+        None
+    }
 }
