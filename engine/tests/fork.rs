@@ -4,7 +4,9 @@ use eddy_engine::testing::{CollectSink, Script};
 use eddy_engine::timely::dataflow::operators::vec::{Filter, Map};
 use eddy_engine::{Pipeline, Runtime, WatermarkConfig};
 
-fn run(workers: usize) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+type Rows = Vec<(u64, u64)>;
+
+fn run(workers: usize) -> (Rows, Rows) {
     let pipeline = Pipeline::new("fork");
     let records: Vec<(u64, u64)> = (0..1000).map(|i| (i * 3, i)).collect();
     let numbers = pipeline.source(
