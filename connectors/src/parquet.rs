@@ -15,7 +15,7 @@ use ::parquet::arrow::ArrowWriter;
 use ::parquet::basic::Compression;
 use ::parquet::file::properties::WriterProperties;
 use arrow_schema::{DataType, Field, FieldRef, Schema, TimeUnit};
-use eddy_engine::{ConnectorError, Partition, Record, Sink, SinkReport, SinkWriter};
+use eddy_engine::{Change, ConnectorError, Partition, Record, Sink, SinkReport, SinkWriter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_arrow::schema::{SchemaLike, TracingOptions};
@@ -232,17 +232,52 @@ pub struct ParquetSink<T> {
     prefix: String,
     row_group_size: usize,
     timestamp_ms: Vec<String>,
+    fields: FieldsOf,
     _marker: PhantomData<fn(T)>,
 }
 
-impl<T> ParquetSink<T> {
+/// Derives a sink's Arrow fields from its timestamp field names.
+type FieldsOf = fn(&[String]) -> Result<Vec<FieldRef>, ConnectorError>;
+
+impl<T: Serialize + DeserializeOwned> ParquetSink<T> {
     /// Writes into `dir` (created if missing), naming files `{prefix}-{worker:05}.parquet`.
     pub fn new(dir: impl Into<PathBuf>, prefix: &str) -> Self {
+        Self::with_fields(dir.into(), prefix, arrow_fields::<T>)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ParquetSink<Change<T>> {
+    /// Writes an updating result as its change log: the row's columns, then `diff` (an `i64`,
+    /// +1 for an added row, -1 for a retracted one).
+    pub fn changes(dir: impl Into<PathBuf>, prefix: &str) -> Self {
+        Self::with_fields(dir.into(), prefix, change_fields::<T>)
+    }
+}
+
+/// The fields of `T` followed by `diff: Int64`.
+fn change_fields<T: Serialize + DeserializeOwned>(
+    timestamp_ms: &[String],
+) -> Result<Vec<FieldRef>, ConnectorError> {
+    let mut fields = arrow_fields::<T>(timestamp_ms)?;
+    if fields.iter().any(|f| f.name() == "diff") {
+        return Err(ConnectorError::user(format!(
+            "{} has a field named 'diff', which the change log needs for its multiplicity; \
+             rename the field",
+            std::any::type_name::<T>()
+        )));
+    }
+    fields.push(Arc::new(Field::new("diff", DataType::Int64, false)));
+    Ok(fields)
+}
+
+impl<T> ParquetSink<T> {
+    fn with_fields(dir: PathBuf, prefix: &str, fields: FieldsOf) -> Self {
         ParquetSink {
-            dir: dir.into(),
+            dir,
             prefix: prefix.to_string(),
             row_group_size: DEFAULT_ROW_GROUP_SIZE,
             timestamp_ms: Vec::new(),
+            fields,
             _marker: PhantomData,
         }
     }
@@ -265,14 +300,14 @@ impl<T> ParquetSink<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> ParquetSink<T> {
+impl<T> ParquetSink<T> {
     /// The Arrow schema the files will have; an error says why `T` cannot be written.
     pub fn schema(&self) -> Result<Vec<FieldRef>, ConnectorError> {
-        arrow_fields::<T>(&self.timestamp_ms)
+        (self.fields)(&self.timestamp_ms)
     }
 }
 
-impl<T: Serialize + DeserializeOwned + 'static> Sink<T> for ParquetSink<T> {
+impl<T: Serialize + 'static> Sink<T> for ParquetSink<T> {
     fn describe(&self) -> String {
         format!("parquet({}/{}-*.parquet)", self.dir.display(), self.prefix)
     }
@@ -474,6 +509,50 @@ mod tests {
             .flat_map(|b| serde_arrow::from_record_batch::<Vec<Row>>(b).unwrap())
             .collect();
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn change_log_gets_a_diff_column_after_the_row_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink =
+            ParquetSink::<Change<Row>>::changes(dir.path(), "log").timestamp_ms(&["date_time"]);
+        let mut writer = sink.open(Partition { index: 0, count: 1 }).unwrap();
+        let rows = rows(3);
+        let mut batch: Vec<_> = vec![
+            (1, Change::insert(rows[0].clone())),
+            (2, Change::retract(rows[0].clone())),
+            (2, Change::insert(rows[1].clone())),
+        ];
+        writer.write(&mut batch).unwrap();
+        let report = writer.finish().unwrap();
+        let (schema, batches, _) = read_back(&report.files[0]);
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["name", "count", "date_time", "delta", "diff"]);
+        let diffs: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let col = b.column(b.schema().index_of("diff").unwrap()).clone();
+                col.as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(diffs, [1, -1, 1]);
+        let back: Vec<Change<Row>> = batches
+            .iter()
+            .flat_map(|b| serde_arrow::from_record_batch::<Vec<Change<Row>>>(b).unwrap())
+            .collect();
+        assert_eq!(back, batch_rows(&rows));
+    }
+
+    fn batch_rows(rows: &[Row]) -> Vec<Change<Row>> {
+        vec![
+            Change::insert(rows[0].clone()),
+            Change::retract(rows[0].clone()),
+            Change::insert(rows[1].clone()),
+        ]
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! A sink printing the results as a table on stdout, for interactive runs.
 
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use eddy_engine::{ConnectorError, Partition, Record, Sink, SinkReport, SinkWriter};
+use eddy_engine::{Change, ConnectorError, Partition, Record, Sink, SinkReport, SinkWriter};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
@@ -24,9 +24,13 @@ const MAX_CELL_WIDTH: usize = 60;
 /// gathered, and the last of them to finish prints at most [`Self::max_rows`] rows — the first
 /// ones in the order of their JSON text, so the output is stable — then
 /// `... and N more rows`. With several processes, each prints its own workers' rows.
+///
+/// For an updating result ([`TableSink::changes`]) the table shows the result as it stands at
+/// the end: each row's diffs are summed and rows whose sum is zero are left out.
 #[derive(Debug)]
 pub struct TableSink<T> {
     max_rows: usize,
+    updating: bool,
     shared: Arc<Mutex<Gathered>>,
     _marker: PhantomData<fn(T)>,
 }
@@ -35,6 +39,7 @@ impl<T> Default for TableSink<T> {
     fn default() -> Self {
         TableSink {
             max_rows: DEFAULT_MAX_ROWS,
+            updating: false,
             shared: Arc::default(),
             _marker: PhantomData,
         }
@@ -54,6 +59,17 @@ impl<T> TableSink<T> {
     }
 }
 
+impl<T> TableSink<Change<T>> {
+    /// A sink showing the latest value of an updating result: the rows its change log leaves
+    /// standing.
+    pub fn changes() -> Self {
+        TableSink {
+            updating: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// What the writers of this process have gathered.
 #[derive(Debug, Default)]
 struct Gathered {
@@ -65,6 +81,8 @@ struct Gathered {
     total: u64,
     /// The smallest rows by JSON text, at most `max_rows` of them.
     sample: BinaryHeap<String>,
+    /// For an updating result: the summed diff of every row (by JSON text, without `diff`).
+    counts: BTreeMap<String, i64>,
 }
 
 fn lock(shared: &Mutex<Gathered>) -> MutexGuard<'_, Gathered> {
@@ -93,6 +111,8 @@ impl<T: Serialize + 'static> Sink<T> for TableSink<T> {
             max_rows: self.max_rows,
             rows: 0,
             sample: BinaryHeap::new(),
+            counts: self.updating.then(BTreeMap::new),
+            updating: self.updating,
             finished: false,
             _marker: PhantomData,
         }))
@@ -104,21 +124,40 @@ struct TableWriter<T> {
     max_rows: usize,
     rows: u64,
     sample: BinaryHeap<String>,
+    counts: Option<BTreeMap<String, i64>>,
+    updating: bool,
     finished: bool,
     _marker: PhantomData<fn(T)>,
+}
+
+/// Splits a change's JSON into the row's text (without `diff`) and the diff.
+fn split_change(mut change: Value) -> Option<(String, i64)> {
+    let diff = change.as_object_mut()?.remove("diff")?.as_i64()?;
+    Some((change.to_string(), diff))
 }
 
 impl<T: Serialize> SinkWriter<T> for TableWriter<T> {
     fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
         for (_, row) in batch.iter() {
-            let text = serde_json::to_string(row).map_err(|e| {
+            let value = serde_json::to_value(row).map_err(|e| {
                 ConnectorError::user(format!(
                     "a {} cannot be shown in a table: {e}",
                     std::any::type_name::<T>()
                 ))
                 .caused_by(e)
             })?;
-            keep_smallest(&mut self.sample, text, self.max_rows);
+            match self.counts.as_mut() {
+                Some(counts) => {
+                    let (text, diff) = split_change(value).ok_or_else(|| {
+                        ConnectorError::user(format!(
+                            "a {} is not a change row (a struct with a 'diff' field)",
+                            std::any::type_name::<T>()
+                        ))
+                    })?;
+                    *counts.entry(text).or_insert(0) += diff;
+                }
+                None => keep_smallest(&mut self.sample, value.to_string(), self.max_rows),
+            }
         }
         self.rows += batch.len() as u64;
         batch.clear();
@@ -140,11 +179,17 @@ impl<T: Serialize> SinkWriter<T> for TableWriter<T> {
             for text in std::mem::take(&mut self.sample) {
                 keep_smallest(&mut gathered.sample, text, self.max_rows);
             }
+            for (text, diff) in self.counts.take().into_iter().flatten() {
+                *gathered.counts.entry(text).or_insert(0) += diff;
+            }
             gathered.open = gathered.open.saturating_sub(1);
             if gathered.open > 0 {
                 None
             } else {
-                let done = std::mem::take(&mut *gathered);
+                let mut done = std::mem::take(&mut *gathered);
+                if self.updating {
+                    done.stand(self.max_rows);
+                }
                 (!done.failed).then_some(done)
             }
         };
@@ -157,6 +202,19 @@ impl<T: Serialize> SinkWriter<T> for TableWriter<T> {
                 .map_err(|e| ConnectorError::external("could not print the table to stdout", e))?;
         }
         Ok(report)
+    }
+}
+
+impl Gathered {
+    /// Replaces the change log by the rows it leaves standing: the sample and the total.
+    fn stand(&mut self, max_rows: usize) {
+        self.total = 0;
+        for (text, count) in std::mem::take(&mut self.counts) {
+            for _ in 0..count.max(0) {
+                self.total += 1;
+                keep_smallest(&mut self.sample, text.clone(), max_rows);
+            }
+        }
     }
 }
 
@@ -358,5 +416,33 @@ mod tests {
         let gathered = lock(&sink.shared);
         assert_eq!(gathered.open, 0, "the last writer printed and reset");
         assert_eq!(gathered.total, 0);
+    }
+
+    #[test]
+    fn an_updating_table_shows_the_rows_the_change_log_leaves_standing() {
+        #[derive(Serialize)]
+        struct N {
+            n: u64,
+        }
+        let sink = TableSink::<Change<N>>::changes().max_rows(10);
+        let mut a = sink.open(Partition { index: 0, count: 2 }).unwrap();
+        let b = sink.open(Partition { index: 1, count: 2 }).unwrap();
+        let mut log = vec![
+            (0, Change::insert(N { n: 1 })),
+            (0, Change::insert(N { n: 2 })),
+            (1, Change::retract(N { n: 1 })),
+            (1, Change::insert(N { n: 3 })),
+            (2, Change::insert(N { n: 3 })),
+        ];
+        a.write(&mut log).unwrap();
+        a.finish().unwrap();
+        let mut gathered = std::mem::take(&mut *lock(&sink.shared));
+        gathered.stand(10);
+        assert_eq!(gathered.total, 3);
+        assert_eq!(
+            gathered.sample.into_sorted_vec(),
+            vec![r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":3}"#]
+        );
+        drop(b);
     }
 }

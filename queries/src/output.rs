@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use eddy_connectors::{CountSink, JsonLinesSink, ParquetSink, TableSink};
-use eddy_engine::{Data, Stream};
+use eddy_engine::{Change, Data, Stream};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A sink for query results.
@@ -51,6 +52,30 @@ impl Output {
             ),
             Output::JsonLines { dir } => stream.sink(name, JsonLinesSink::new(dir, PART_PREFIX)),
             Output::Table => stream.sink(name, TableSink::new()),
+            Output::Count => stream.sink(name, CountSink::new()),
+        }
+    }
+
+    /// Attaches this sink to an updating result: Parquet and JSON lines get the change log with
+    /// a `diff` column (+1 added, -1 retracted); the table shows the rows standing at the end.
+    pub fn attach_changes<T: Data + Serialize + DeserializeOwned>(
+        &self,
+        stream: Stream<Change<T>>,
+        name: &str,
+        timestamp_fields: &[&str],
+    ) {
+        match self {
+            Output::Parquet {
+                dir,
+                row_group_size,
+            } => stream.sink(
+                name,
+                ParquetSink::changes(dir, PART_PREFIX)
+                    .row_group_size(*row_group_size)
+                    .timestamp_ms(timestamp_fields),
+            ),
+            Output::JsonLines { dir } => stream.sink(name, JsonLinesSink::new(dir, PART_PREFIX)),
+            Output::Table => stream.sink(name, TableSink::changes()),
             Output::Count => stream.sink(name, CountSink::new()),
         }
     }
