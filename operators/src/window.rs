@@ -86,11 +86,11 @@ impl WindowSpec {
     }
 
     /// The end of the last window an event time belongs to.
-    fn last_end(&self, event_time: u64) -> u64 {
+    pub(crate) fn last_end(&self, event_time: u64) -> u64 {
         event_time / self.slide * self.slide + self.size
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.size == self.slide {
             format!("tumbling {} ms", self.size)
         } else {
@@ -298,8 +298,8 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
 }
 
 /// Records waiting for the frontier to pass their timestamp, with a capability per timestamp.
-struct Stash<X> {
-    by_time: BTreeMap<u64, (Capability<u64>, Vec<Record<X>>)>,
+pub(crate) struct Stash<X> {
+    pub(crate) by_time: BTreeMap<u64, (Capability<u64>, Vec<Record<X>>)>,
 }
 
 impl<X> Default for Stash<X> {
@@ -312,7 +312,7 @@ impl<X> Default for Stash<X> {
 
 impl<X> Stash<X> {
     /// Takes a received batch (moving its records) under its timestamp.
-    fn absorb(&mut self, cap: &InputCapability<u64>, data: &mut Vec<Record<X>>) {
+    pub(crate) fn absorb(&mut self, cap: &InputCapability<u64>, data: &mut Vec<Record<X>>) {
         let (Some(&t), Some(held)) = (cap.least(), cap.retain_least(0)) else {
             return;
         };
@@ -326,7 +326,7 @@ impl<X> Stash<X> {
 
     /// The earliest stashed timestamp below `limit` (the frontier), with its capability and
     /// records, in timestamp order.
-    fn pop_passed(&mut self, limit: u64) -> Option<(u64, Capability<u64>, Vec<Record<X>>)> {
+    pub(crate) fn pop_passed(&mut self, limit: u64) -> Option<(u64, Capability<u64>, Vec<Record<X>>)> {
         let entry = self.by_time.first_entry()?;
         let t = *entry.key();
         (t < limit).then(|| {
@@ -337,7 +337,7 @@ impl<X> Stash<X> {
 }
 
 /// The frontier as one time (timestamps are totally ordered); `u64::MAX` once it is empty.
-fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
+pub(crate) fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
     frontier
         .frontier()
         .iter()
@@ -346,7 +346,7 @@ fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
+pub(crate) type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
 
 /// Both phases of a window: [`combine`] on every worker, then [`fold_windows`] on the worker each
 /// key routes to.
