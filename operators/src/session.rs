@@ -66,10 +66,12 @@ impl<K: Key, V: Data> Keyed<K, V> {
         agg: A,
     ) -> Stream<WindowResult<K, A::Out>> {
         let gap = gap_ms.max(1);
-        self.stream
-            .stage(name, "session_window", format!("gap {gap} ms"), move |input, stage| {
-                sessions(input, stage, gap, agg.clone())
-            })
+        self.stream.stage(
+            name,
+            "session_window",
+            format!("gap {gap} ms"),
+            move |input, stage| sessions(input, stage, gap, agg.clone()),
+        )
     }
 }
 

@@ -225,7 +225,11 @@ fn check(what: &str, steps: &[Step], op: Op, batch: usize) {
     for workers in [1, 2, 4] {
         let (rows, summary) = run(steps, op, workers, batch);
         assert_eq!(rows, expected, "{what}, {op:?}, {workers} workers");
-        assert_eq!(summary.late(), late, "{what}, {op:?}, {workers} workers: late");
+        assert_eq!(
+            summary.late(),
+            late,
+            "{what}, {op:?}, {workers} workers: late"
+        );
         let windows = stage(&summary, "windows");
         assert_eq!(windows.late, late);
         assert_eq!(windows.records_out, expected.len() as u64);
@@ -265,12 +269,7 @@ fn sessions_equal_the_model_on_random_input() {
         let gap = [5, 20, 60][seed as usize % 3];
         let steps = random_steps(&mut rng, 20);
         let batch = rng.gen_range(1..16);
-        check(
-            &format!("seed {seed}"),
-            &steps,
-            Op::Sessions { gap },
-            batch,
-        );
+        check(&format!("seed {seed}"), &steps, Op::Sessions { gap }, batch);
     }
 }
 
@@ -337,10 +336,10 @@ fn records_into_an_emitted_session_are_late() {
         Step::Record(0, (1, 1)),
         Step::Record(120, (2, 2)),
         Step::Watermark(150),
-        Step::Record(90, (1, 3)),  // e + gap = 190 > 150, but [0, 100) was emitted: late
-        Step::Record(30, (1, 4)),  // 30 + 100 <= 150: late
+        Step::Record(90, (1, 3)), // e + gap = 190 > 150, but [0, 100) was emitted: late
+        Step::Record(30, (1, 4)), // 30 + 100 <= 150: late
         Step::Record(100, (1, 5)), // after the emitted session: a new one
-        Step::Record(60, (2, 6)),  // 160 > 150, key 2's session is open: merges
+        Step::Record(60, (2, 6)), // 160 > 150, key 2's session is open: merges
     ];
     let expected = vec![
         row(1, 0, 100, &[1]),
@@ -365,7 +364,10 @@ fn count_windows_order_ties_by_value_and_drop_the_partial_window() {
         Step::Record(12, (1, 2)),
     ];
     let (expected, late) = count_model(&steps, 2);
-    assert_eq!(expected, vec![row(1, 5, 11, &[3, 9]), row(1, 10, 11, &[5, 7])]);
+    assert_eq!(
+        expected,
+        vec![row(1, 5, 11, &[3, 9]), row(1, 10, 11, &[5, 7])]
+    );
     assert_eq!(late, 1);
     check("ties", &steps, Op::Counts { n: 2 }, 1);
 }
