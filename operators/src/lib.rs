@@ -9,13 +9,18 @@
 //!   records between workers by the key's hash.
 //! - [`window`]: tumbling and hopping event-time windows, keyed or global, emitted once when the
 //!   watermark passes the window's end.
+//! - [`session`]: session windows per key (closed after a gap of event-time inactivity,
+//!   merging sessions a record bridges), emitted once when the watermark passes their end.
+//! - [`count_window`]: every `n` records of a key, in event-time order, make one window.
 //! - [`aggregate`]: the [`Aggregate`] trait (create, add, merge, finish) and `Count`, `Sum`,
 //!   `Min`, `Max`, `Avg`, `MaxBy`.
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
 pub mod aggregate;
+pub mod count_window;
 pub mod keyed;
+pub mod session;
 pub mod stateless;
 pub mod window;
 

@@ -113,3 +113,30 @@ pub fn q7(events: &[Event]) -> Vec<Q7Row> {
     }
     rows
 }
+
+/// q11: per bidder, the bid times sorted and cut where two consecutive bids are 10 s or more
+/// apart; a row per run with its count, first bid time and last bid time + 10 s.
+pub fn q11(events: &[Event]) -> Vec<crate::nexmark::Q11Row> {
+    use crate::nexmark::{Q11Row, Q11_GAP};
+    let mut times: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for b in bids(events) {
+        times.entry(b.bidder as u64).or_default().push(b.date_time);
+    }
+    let mut rows = Vec::new();
+    for (bidder, mut ts) in times {
+        ts.sort();
+        let mut start = 0;
+        for i in 1..=ts.len() {
+            if i == ts.len() || ts[i] - ts[i - 1] >= Q11_GAP {
+                rows.push(Q11Row {
+                    bidder,
+                    bid_count: (i - start) as u64,
+                    window_start: ts[start] as i64,
+                    window_end: (ts[i - 1] + Q11_GAP) as i64,
+                });
+                start = i;
+            }
+        }
+    }
+    rows
+}

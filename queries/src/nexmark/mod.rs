@@ -1,12 +1,13 @@
 //! Nexmark queries on Eddy.
 //!
 //! Each query reads the stream of Nexmark events (people, auctions, bids) and writes rows. The
-//! window sizes are the standard ones (q5: 10 s windows every 2 s; q7: 10 s tumbling), aligned
-//! to epoch 0, so results compare with other engines'.
+//! window sizes are the standard ones (q5: 10 s windows every 2 s; q7: 10 s tumbling; q11:
+//! sessions with a 10 s gap), aligned to epoch 0, so results compare with other engines'.
 
 mod hot_items;
 mod max_bid;
 mod passthrough;
+mod user_sessions;
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use eddy_operators::prelude::*;
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+pub use user_sessions::{q11, Q11Row, Q11_GAP};
 
 use crate::output::Output;
 
@@ -34,11 +36,20 @@ pub enum Query {
     Q5,
     /// Highest bid: the bids with the highest price in each 10 s tumbling window.
     Q7,
+    /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
+    Q11,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 5] = [Query::Q0, Query::Q1, Query::Q2, Query::Q5, Query::Q7];
+    pub const ALL: [Query; 6] = [
+        Query::Q0,
+        Query::Q1,
+        Query::Q2,
+        Query::Q5,
+        Query::Q7,
+        Query::Q11,
+    ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
     pub fn build(self, events: Stream<Event>, output: &Output) {
@@ -48,6 +59,7 @@ impl Query {
             Query::Q2 => output.attach(q2(events), "sink", &[]),
             Query::Q5 => output.attach(q5(events), "sink", Q5Row::TIMESTAMP_FIELDS),
             Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
+            Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
         }
     }
 
