@@ -176,14 +176,15 @@ pub(crate) trait JoinState<K, A, B> {
     /// The join's output rows.
     type Out: Data;
 
-    /// Takes a batch of left records stamped `t`: reports the late ones through `stage`, keeps
+    /// Takes a batch of left records stamped `t`: hands the late ones to `late` (with their
+    /// event time and the end of the last window they belonged to, or their event time), keeps
     /// the others, and pushes results complete at once to `now` (event times at or after `t`).
     fn left(
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, A)>>,
-        stage: &StageContext,
         now: &mut Vec<Record<Self::Out>>,
+        late: impl FnMut(&K, &A, u64, u64),
     );
 
     /// [`Self::left`] for the right input.
@@ -191,8 +192,8 @@ pub(crate) trait JoinState<K, A, B> {
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, B)>>,
-        stage: &StageContext,
         now: &mut Vec<Record<Self::Out>>,
+        late: impl FnMut(&K, &B, u64, u64),
     );
 
     /// Given the left and right input frontiers (`u64::MAX` once an input has ended): pushes
@@ -235,14 +236,34 @@ where
             left.for_each(|cap, batch| {
                 let Some(&t) = cap.least() else { return };
                 stage.metrics().add_in(batch.len());
-                state.left(t, batch, &stage, &mut results);
-                after_batch(&cap, t, state.next_due(), &mut held, &mut results, output, &stage);
+                state.left(t, batch, &mut results, |key, a, time, end| {
+                    stage.late(&(key, a), time, t, end)
+                });
+                after_batch(
+                    &cap,
+                    t,
+                    state.next_due(),
+                    &mut held,
+                    &mut results,
+                    output,
+                    &stage,
+                );
             });
             right.for_each(|cap, batch| {
                 let Some(&t) = cap.least() else { return };
                 stage.metrics().add_in(batch.len());
-                state.right(t, batch, &stage, &mut results);
-                after_batch(&cap, t, state.next_due(), &mut held, &mut results, output, &stage);
+                state.right(t, batch, &mut results, |key, b, time, end| {
+                    stage.late(&(key, b), time, t, end)
+                });
+                after_batch(
+                    &cap,
+                    t,
+                    state.next_due(),
+                    &mut held,
+                    &mut results,
+                    output,
+                    &stage,
+                );
             });
             let (left_at, right_at) = (frontier_time(left_frontier), frontier_time(right_frontier));
             state.advance(left_at, right_at, &mut results);
@@ -329,19 +350,19 @@ impl<K: Key, A: Clone, B: Clone> WindowJoin<K, A, B> {
     }
 
     /// Puts each record of a batch stamped `t` into its windows still open (end > `t`), on the
-    /// side `side` picks; reports the records with none.
-    fn absorb<V: Clone + Serialize>(
+    /// side `side` picks; hands the records with none to `late`.
+    fn absorb<V: Clone>(
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, V)>>,
-        stage: &StageContext,
+        mut late: impl FnMut(&K, &V, u64, u64),
         side: fn(&mut (Vec<A>, Vec<B>)) -> &mut Vec<V>,
     ) {
         let (size, slide) = (self.spec.size(), self.spec.slide());
         for (time, (key, value)) in batch.drain(..) {
             let last_end = self.spec.last_end(time);
             if last_end <= t {
-                stage.late(&(&key, &value), time, t, last_end);
+                late(&key, &value, time, last_end);
                 continue;
             }
             // Window starts from the last one containing `time` down to the first whose end
@@ -372,20 +393,20 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for WindowJoin
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, A)>>,
-        stage: &StageContext,
         _now: &mut Vec<Record<Self::Out>>,
+        late: impl FnMut(&K, &A, u64, u64),
     ) {
-        self.absorb(t, batch, stage, |e| &mut e.0);
+        self.absorb(t, batch, late, |e| &mut e.0);
     }
 
     fn right(
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, B)>>,
-        stage: &StageContext,
         _now: &mut Vec<Record<Self::Out>>,
+        late: impl FnMut(&K, &B, u64, u64),
     ) {
-        self.absorb(t, batch, stage, |e| &mut e.1);
+        self.absorb(t, batch, late, |e| &mut e.1);
     }
 
     fn advance(&mut self, left: u64, right: u64, out: &mut Vec<Record<Self::Out>>) {
@@ -523,12 +544,12 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, A)>>,
-        stage: &StageContext,
         now: &mut Vec<Record<Self::Out>>,
+        mut late: impl FnMut(&K, &A, u64, u64),
     ) {
         for (time, (key, a)) in batch.drain(..) {
             if time < t {
-                stage.late(&(&key, &a), time, t, time);
+                late(&key, &a, time, time);
                 continue;
             }
             let (from, to) = (
@@ -546,12 +567,12 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, B)>>,
-        stage: &StageContext,
         now: &mut Vec<Record<Self::Out>>,
+        mut late: impl FnMut(&K, &B, u64, u64),
     ) {
         for (time, (key, b)) in batch.drain(..) {
             if time < t {
-                stage.late(&(&key, &b), time, t, time);
+                late(&key, &b, time, time);
                 continue;
             }
             let (from, to) = (
@@ -611,12 +632,12 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, A)>>,
-        stage: &StageContext,
         _now: &mut Vec<Record<Self::Out>>,
+        mut late: impl FnMut(&K, &A, u64, u64),
     ) {
         for (time, (key, a)) in batch.drain(..) {
             if time < t {
-                stage.late(&(&key, &a), time, t, time);
+                late(&key, &a, time, time);
                 continue;
             }
             self.waiting.entry(time).or_default().push((key, a));
@@ -628,13 +649,13 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
         &mut self,
         t: u64,
         batch: &mut Vec<Record<(K, B)>>,
-        stage: &StageContext,
         _now: &mut Vec<Record<Self::Out>>,
+        mut late: impl FnMut(&K, &B, u64, u64),
     ) {
         use std::collections::btree_map::Entry;
         for (time, (key, b)) in batch.drain(..) {
             if time < t {
-                stage.late(&(&key, &b), time, t, time);
+                late(&key, &b, time, time);
                 continue;
             }
             match self.versions.entry(key.clone()).or_default().entry(time) {
@@ -702,5 +723,83 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
 
     fn entries(&self) -> usize {
         self.waiting_len + self.versions_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The peak of each join's state over a long run, which the stage's gauge (a current value)
+    //! cannot show: the joins' states driven directly, as the operator drives them, through many
+    //! windows with the watermark close behind.
+
+    use super::*;
+
+    const KEYS: u64 = 20;
+    /// Records per key, side and step.
+    const PER_KEY: u64 = 3;
+    const STEP: u64 = 100;
+    const STEPS: u64 = 1_000;
+
+    /// Feeds `state` `STEPS` steps of `STEP` ms: in step `i`, `PER_KEY` records per key and side
+    /// with event times in `[i * STEP, (i + 1) * STEP)`, stamped `i * STEP`, then both frontiers
+    /// at `(i + 1) * STEP`. Returns the peak of the state's entries and the output count; checks
+    /// that the state is empty once both inputs have ended.
+    fn run<S: JoinState<u64, u64, u64>>(mut state: S) -> (usize, usize) {
+        let (mut peak, mut emitted) = (0, 0);
+        let mut out = Vec::new();
+        let no_late = |_: &u64, _: &u64, _: u64, _: u64| panic!("no record here is late");
+        for i in 0..STEPS {
+            let t = i * STEP;
+            let batch = || -> Vec<Record<(u64, u64)>> {
+                (0..KEYS * PER_KEY)
+                    .map(|n| (t + n * STEP / (KEYS * PER_KEY), (n % KEYS, n)))
+                    .collect()
+            };
+            state.left(t, &mut batch(), &mut out, no_late);
+            state.right(t, &mut batch(), &mut out, no_late);
+            peak = peak.max(state.entries());
+            state.advance(t + STEP, t + STEP, &mut out);
+            emitted += out.len();
+            out.clear();
+        }
+        state.advance(u64::MAX, u64::MAX, &mut out);
+        assert_eq!(state.entries(), 0, "state left after both inputs ended");
+        assert_eq!(state.next_due(), None);
+        (peak, emitted + out.len())
+    }
+
+    #[test]
+    fn window_join_holds_at_most_the_open_windows() {
+        // Tumbling: a step's records are one window's.
+        let (peak, emitted) = run(WindowJoin::new(WindowSpec::tumbling(STEP)));
+        assert_eq!(peak as u64, 2 * KEYS * PER_KEY);
+        assert_eq!(emitted as u64, STEPS * KEYS * PER_KEY * PER_KEY);
+        // Hopping, 4 windows per record: each record in its windows still open, and only the
+        // records of the windows still open (those within `size` of the frontier, and the step
+        // just absorbed) are held.
+        let spec = WindowSpec::hopping(2 * STEP, STEP / 2);
+        let (peak, _) = run(WindowJoin::new(spec));
+        let steps_held = (spec.size() + STEP) / STEP;
+        assert!(
+            peak as u64 <= 4 * steps_held * 2 * KEYS * PER_KEY,
+            "peak {peak}"
+        );
+    }
+
+    #[test]
+    fn interval_join_holds_only_what_may_still_match() {
+        // A record is kept while the other frontier is at most `reach` past it: at most the
+        // records of the current step and of the one before.
+        let (peak, emitted) = run(IntervalJoin::new(STEP / 2, STEP / 4));
+        assert!(peak as u64 <= 2 * 2 * KEYS * PER_KEY, "peak {peak}");
+        assert!(emitted > 0);
+    }
+
+    #[test]
+    fn asof_join_holds_one_version_per_key_and_the_waiting_records() {
+        let (peak, emitted) = run(AsOfJoin::new());
+        // After a step: one version per key at or before the horizon, plus the step's records.
+        assert!(peak as u64 <= KEYS + 2 * KEYS * PER_KEY, "peak {peak}");
+        assert_eq!(emitted as u64, STEPS * KEYS * PER_KEY);
     }
 }
