@@ -6,6 +6,7 @@
 
 mod hot_items;
 mod max_bid;
+mod new_users;
 mod passthrough;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use eddy_operators::prelude::*;
 
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
+pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
 
 use crate::output::Output;
@@ -34,11 +36,20 @@ pub enum Query {
     Q5,
     /// Highest bid: the bids with the highest price in each 10 s tumbling window.
     Q7,
+    /// New users: people who registered and created an auction in the same 10 s window.
+    Q8,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 5] = [Query::Q0, Query::Q1, Query::Q2, Query::Q5, Query::Q7];
+    pub const ALL: [Query; 6] = [
+        Query::Q0,
+        Query::Q1,
+        Query::Q2,
+        Query::Q5,
+        Query::Q7,
+        Query::Q8,
+    ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
     pub fn build(self, events: Stream<Event>, output: &Output) {
@@ -48,6 +59,7 @@ impl Query {
             Query::Q2 => output.attach(q2(events), "sink", &[]),
             Query::Q5 => output.attach(q5(events), "sink", Q5Row::TIMESTAMP_FIELDS),
             Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
+            Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
         }
     }
 
