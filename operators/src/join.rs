@@ -333,10 +333,13 @@ fn release<T: Data>(
     }
 }
 
+/// One key's records in one window: the left ones and the right ones.
+type Pair<A, B> = (Vec<A>, Vec<B>);
+
 /// The windowed join's state: per open window (by start), per key, the records of each side.
 struct WindowJoin<K, A, B> {
     spec: WindowSpec,
-    windows: BTreeMap<u64, FxHashMap<K, (Vec<A>, Vec<B>)>>,
+    windows: BTreeMap<u64, FxHashMap<K, Pair<A, B>>>,
     entries: usize,
 }
 
@@ -356,7 +359,7 @@ impl<K: Key, A: Clone, B: Clone> WindowJoin<K, A, B> {
         t: u64,
         batch: &mut Vec<Record<(K, V)>>,
         mut late: impl FnMut(&K, &V, u64, u64),
-        side: fn(&mut (Vec<A>, Vec<B>)) -> &mut Vec<V>,
+        side: fn(&mut Pair<A, B>) -> &mut Vec<V>,
     ) {
         let (size, slide) = (self.spec.size(), self.spec.slide());
         for (time, (key, value)) in batch.drain(..) {
