@@ -6,12 +6,14 @@
 //! - **Output**, **state** and **when it emits**, per join:
 //!   - [`Keyed::window_join`]: one [`WindowJoined`] per pair of a left and a right record with
 //!     equal keys whose event times lie in the same tumbling or hopping window `[start, end)`.
-//!     State: the records of each window still open, per key (a record is held once per window
-//!     it belongs to). Emits a window's pairs once both input frontiers reach `end`, with event
+//!     State: per window still open and key, the records of both sides (a record is held once
+//!     per open window it belongs to; a record some of whose windows have closed joins only in
+//!     the open ones). Emits a window's pairs once both input frontiers reach `end`, with event
 //!     time `end - 1` (the window's last instant, as [`window`](crate::window) does).
 //!   - [`Keyed::interval_join`]: `(key, a, b)` for every pair with equal keys and
-//!     `b.time ∈ [a.time − lower, a.time + upper]`. Emits a pair as soon as its second record
-//!     arrives, with event time `max(a.time, b.time)` (never behind the watermark, see below).
+//!     `b.time ∈ [a.time − lower, a.time + upper]`. Emits a pair at once when its second record
+//!     arrives (without waiting for the watermark), under that record's timestamp, with event
+//!     time `max(a.time, b.time)` (never behind that timestamp, see late records below).
 //!     State: the records that may still meet a future record: a left record is dropped once
 //!     the right frontier passes `a.time + upper`, a right record once the left frontier passes
 //!     `b.time + lower`.
@@ -21,7 +23,8 @@
 //!     frontier passes `a.time` (so every right record at or before it has arrived), with event
 //!     time `a.time`. State: the left records waiting for that, and per key the right versions
 //!     a future left record may still need: at or before the horizon (the lesser of the left
-//!     frontier and the earliest waiting left record), only the latest version is kept.
+//!     frontier and the earliest waiting left record), only the latest version is kept, so
+//!     the right state is about one version per key; all of it goes once both inputs end.
 //! - **Late records**: lateness depends only on a record's event time and its timestamp (the
 //!   watermark it arrived at), never on how far the other input or other workers have got, so
 //!   the output is the same whatever the worker count and batching.
@@ -35,10 +38,11 @@
 //!
 //!   Late records are counted and, under
 //!   [`LatePolicy::SideOutput`](eddy_engine::LatePolicy), written to the side output.
-//! - **Checkpoint** (with the exactly-once issue): the state above at frontier `W`, plus the
-//!   capability each join holds for its earliest pending result.
+//! - **Checkpoint** (with the exactly-once issue): the state above once every record stamped
+//!   before `W` has been absorbed and the frontiers stand at `W`, plus the capability held for
+//!   the earliest pending result.
 //!
-//! The three joins share one driver ([`drive`]): it exchanges both inputs, hands every batch to
+//! The three joins share one driver (`drive`): it exchanges both inputs, hands every batch to
 //! the join's state at once (no stash: a record is matched as it arrives), and releases pending
 //! results as the frontiers advance.
 
