@@ -14,17 +14,21 @@
 //! - [`count_window`]: every `n` records of a key, in event-time order, make one window.
 //! - [`aggregate`]: the [`Aggregate`] trait (create, add, merge, finish) and `Count`, `Sum`,
 //!   `Min`, `Max`, `Avg`, `MaxBy`.
+//! - [`join`]: joins of two keyed streams with final results: windowed equi-join, interval
+//!   join, as-of join.
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
 pub mod aggregate;
 pub mod count_window;
+pub mod join;
 pub mod keyed;
 pub mod session;
 pub mod stateless;
 pub mod window;
 
 pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
+pub use join::WindowJoined;
 pub use keyed::{KeyBy, Keyed};
 pub use stateless::Stateless;
 pub use window::{GlobalWindow, WindowResult, WindowSpec};
@@ -32,6 +36,7 @@ pub use window::{GlobalWindow, WindowResult, WindowSpec};
 /// The extension traits and types a pipeline author needs.
 pub mod prelude {
     pub use crate::aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
+    pub use crate::join::WindowJoined;
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::stateless::Stateless;
     pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};

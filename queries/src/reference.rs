@@ -139,4 +139,31 @@ pub fn q11(events: &[Event]) -> Vec<crate::nexmark::Q11Row> {
         }
     }
     rows
+/// q8: for every person, the 10 s tumbling window of their registration, when they created an
+/// auction in that window; one row per person and window.
+pub fn q8(events: &[Event]) -> Vec<crate::nexmark::Q8Row> {
+    use crate::nexmark::{Q8Row, Q8_WINDOW};
+    use std::collections::BTreeSet;
+
+    // (seller, window start) of every auction
+    let mut sellers: BTreeSet<(u64, u64)> = BTreeSet::new();
+    for e in events {
+        if let Event::Auction(a) = e {
+            sellers.insert((a.seller as u64, a.date_time / Q8_WINDOW * Q8_WINDOW));
+        }
+    }
+    let mut rows: BTreeSet<Q8Row> = BTreeSet::new();
+    for e in events {
+        if let Event::Person(p) = e {
+            let start = p.date_time / Q8_WINDOW * Q8_WINDOW;
+            if sellers.contains(&(p.id as u64, start)) {
+                rows.insert(Q8Row {
+                    id: p.id as u64,
+                    name: p.name.clone(),
+                    starttime: start as i64,
+                });
+            }
+        }
+    }
+    rows.into_iter().collect()
 }

@@ -6,6 +6,7 @@
 
 mod hot_items;
 mod max_bid;
+mod new_users;
 mod passthrough;
 mod user_sessions;
 
@@ -18,6 +19,7 @@ use eddy_operators::prelude::*;
 
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
+pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
 pub use user_sessions::{q11, Q11Row, Q11_GAP};
 
@@ -38,6 +40,8 @@ pub enum Query {
     Q7,
     /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
     Q11,
+    /// New users: people who registered and created an auction in the same 10 s window.
+    Q8,
 }
 
 impl Query {
@@ -49,6 +53,7 @@ impl Query {
         Query::Q5,
         Query::Q7,
         Query::Q11,
+        Query::Q8,
     ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
@@ -60,6 +65,7 @@ impl Query {
             Query::Q5 => output.attach(q5(events), "sink", Q5Row::TIMESTAMP_FIELDS),
             Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
+            Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
         }
     }
 
