@@ -11,17 +11,21 @@
 //!   watermark passes the window's end.
 //! - [`aggregate`]: the [`Aggregate`] trait (create, add, merge, finish) and `Count`, `Sum`,
 //!   `Min`, `Max`, `Avg`, `MaxBy`.
+//! - [`updating`]: updating-mode joins (inner, left and full outer, optionally with a TTL) and
+//!   aggregates (per key, per window with corrections), emitting change logs.
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
 pub mod aggregate;
 pub mod keyed;
 pub mod stateless;
+pub mod updating;
 pub mod window;
 
 pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
 pub use keyed::{KeyBy, Keyed};
 pub use stateless::Stateless;
+pub use updating::{Aggregated, JoinKind, Joined};
 pub use window::{GlobalWindow, WindowResult, WindowSpec};
 
 /// The extension traits and types a pipeline author needs.
@@ -29,5 +33,6 @@ pub mod prelude {
     pub use crate::aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::stateless::Stateless;
+    pub use crate::updating::{Aggregated, JoinKind, Joined};
     pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};
 }
