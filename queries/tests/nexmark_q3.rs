@@ -1,0 +1,52 @@
+//! q3 (local item suggestion, an updating join) against its batch reference, over generated
+//! events at 1 and 2 workers: the change log, summed, is the reference's rows.
+
+use eddy_connectors::nexmark::{generate_all, NexmarkConfig, NexmarkSource};
+use eddy_engine::change::consolidate;
+use eddy_engine::testing::CollectSink;
+use eddy_engine::{Pipeline, Runtime, WatermarkConfig};
+use eddy_queries::nexmark::{q3, Q3Row};
+use eddy_queries::reference;
+
+const EVENTS: u64 = 60_000;
+
+fn config() -> NexmarkConfig {
+    NexmarkConfig {
+        events: EVENTS,
+        events_per_second: 1_000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn q3_local_item_suggestion() {
+    let events: Vec<_> = generate_all(&config())
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let expected = reference::q3(&events);
+    assert!(
+        expected.len() > 50,
+        "the reference has {} rows: the test would prove little",
+        expected.len()
+    );
+    for workers in [1, 2] {
+        let pipeline = Pipeline::new("q3");
+        let out = CollectSink::new();
+        let events = pipeline.source(
+            "nexmark",
+            NexmarkSource::new(config()),
+            WatermarkConfig::default(),
+        );
+        q3(events).sink("sink", out.clone());
+        let summary = Runtime::new(workers).run(&pipeline).unwrap();
+        assert_eq!(summary.events(), EVENTS);
+        let log = out.rows();
+        assert!(
+            log.iter().all(|(_, c)| c.diff > 0),
+            "an inner join of growing inputs only adds rows"
+        );
+        let rows: Vec<Q3Row> = consolidate(log.into_iter().map(|(_, c)| c)).unwrap();
+        assert_eq!(rows, expected, "{workers} workers");
+    }
+}
