@@ -25,7 +25,7 @@ pub mod window;
 pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
 pub use keyed::{KeyBy, Keyed};
 pub use stateless::Stateless;
-pub use updating::{Aggregated, JoinKind, Joined};
+pub use updating::{Aggregated, JoinKind, Joined, OuterJoined};
 pub use window::{GlobalWindow, WindowResult, WindowSpec};
 
 /// The extension traits and types a pipeline author needs.
@@ -33,6 +33,6 @@ pub mod prelude {
     pub use crate::aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::stateless::Stateless;
-    pub use crate::updating::{Aggregated, JoinKind, Joined};
+    pub use crate::updating::{Aggregated, JoinKind, Joined, OuterJoined};
     pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};
 }

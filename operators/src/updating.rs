@@ -108,6 +108,9 @@ pub struct Joined<K, L, R> {
     pub right: R,
 }
 
+/// A row of an outer join (either side may be missing; an inner join gives both).
+pub type OuterJoined<K, A, B> = Joined<K, Option<A>, Option<B>>;
+
 /// The running aggregate of one key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Aggregated<K, V> {
@@ -143,7 +146,7 @@ where
         name: &str,
         other: Keyed<K, B>,
         kind: JoinKind,
-    ) -> Stream<Change<Joined<K, Option<A>, Option<B>>>> {
+    ) -> Stream<Change<OuterJoined<K, A, B>>> {
         self.join_stage(name, other, kind, None)
     }
 
@@ -156,7 +159,7 @@ where
         other: Keyed<K, B>,
         kind: JoinKind,
         ttl_ms: u64,
-    ) -> Stream<Change<Joined<K, Option<A>, Option<B>>>> {
+    ) -> Stream<Change<OuterJoined<K, A, B>>> {
         self.join_stage(name, other, kind, Some(ttl_ms))
     }
 
@@ -192,7 +195,7 @@ where
         other: Keyed<K, B>,
         kind: JoinKind,
         ttl_ms: Option<u64>,
-    ) -> Stream<Change<Joined<K, Option<A>, Option<B>>>> {
+    ) -> Stream<Change<OuterJoined<K, A, B>>> {
         let detail = match ttl_ms {
             Some(ttl) => format!("updating {}, ttl {ttl} ms", kind.describe()),
             None => format!("updating {}", kind.describe()),
@@ -287,7 +290,7 @@ pub fn join_records<'s, K, A, B>(
     stage: StageContext,
     kind: JoinKind,
     ttl_ms: Option<u64>,
-) -> Records<'s, Change<Joined<K, Option<A>, Option<B>>>>
+) -> Records<'s, Change<OuterJoined<K, A, B>>>
 where
     K: Key + Ord + Debug,
     A: Row,
@@ -420,7 +423,7 @@ where
     let by_row = Exchange::new(move |u: &(D, u64, isize)| route(&u.0));
     let stream: StreamVec<'s, u64, (D, u64, isize)> = updates.inner;
     stream.unary_frontier(by_row, &name, move |_, _| {
-        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)> = BTreeMap::new();
+        let mut stash: Held<D> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 for (row, time, diff) in data.drain(..) {
@@ -460,6 +463,12 @@ where
     })
 }
 
+/// Updates waiting for the frontier, by time, with a capability for their time.
+type Held<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
+
+/// Running aggregates by window start (0 without windows), then key.
+type Slots<K, Acc, Out> = BTreeMap<u64, FxHashMap<K, Slot<Acc, Out>>>;
+
 /// One key's (and window's) running aggregate.
 struct Slot<Acc, Out> {
     acc: Acc,
@@ -493,7 +502,7 @@ where
     let allowed = stage.allowed_lateness_ms();
     input.unary_frontier(by_key, &name, move |_, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
-        let mut slots: BTreeMap<u64, FxHashMap<K, Slot<G::Acc, G::Out>>> = BTreeMap::new();
+        let mut slots: Slots<K, G::Acc, G::Out> = BTreeMap::new();
         let mut slot_count = 0usize;
         let mut gauge = stage.state_gauge();
         move |(input, frontier), output| {
