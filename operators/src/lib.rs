@@ -16,6 +16,8 @@
 //!   `Min`, `Max`, `Avg`, `MaxBy`.
 //! - [`join`]: joins of two keyed streams with final results: windowed equi-join, interval
 //!   join, as-of join.
+//! - [`updating`]: updating-mode joins (inner, left and full outer, optionally with a TTL) and
+//!   aggregates (per key, per window with corrections), emitting change logs.
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
@@ -25,12 +27,14 @@ pub mod join;
 pub mod keyed;
 pub mod session;
 pub mod stateless;
+pub mod updating;
 pub mod window;
 
 pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
 pub use join::WindowJoined;
 pub use keyed::{KeyBy, Keyed};
 pub use stateless::Stateless;
+pub use updating::{Aggregated, JoinKind, Joined, OuterJoined};
 pub use window::{GlobalWindow, WindowResult, WindowSpec};
 
 /// The extension traits and types a pipeline author needs.
@@ -39,5 +43,6 @@ pub mod prelude {
     pub use crate::join::WindowJoined;
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::stateless::Stateless;
+    pub use crate::updating::{Aggregated, JoinKind, Joined, OuterJoined};
     pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};
 }

@@ -161,9 +161,34 @@ pub fn q8(events: &[Event]) -> Vec<crate::nexmark::Q8Row> {
                     id: p.id as u64,
                     name: p.name.clone(),
                     starttime: start as i64,
+/// q3: every (auction in category 10, its seller) pair whose seller lives in OR, ID or CA:
+/// the people by id, then one look-up per auction.
+pub fn q3(events: &[Event]) -> Vec<crate::nexmark::Q3Row> {
+    use crate::nexmark::{q3_state, Q3Row, Q3_CATEGORY};
+    let mut people: BTreeMap<usize, Vec<&eddy_connectors::nexmark::Person>> = BTreeMap::new();
+    for e in events {
+        if let Event::Person(p) = e {
+            people.entry(p.id).or_default().push(p);
+        }
+    }
+    let mut rows = Vec::new();
+    for e in events {
+        let Event::Auction(a) = e else { continue };
+        if a.category != Q3_CATEGORY {
+            continue;
+        }
+        for p in people.get(&a.seller).into_iter().flatten() {
+            if q3_state(&p.state) {
+                rows.push(Q3Row {
+                    name: p.name.clone(),
+                    city: p.city.clone(),
+                    state: p.state.clone(),
+                    id: a.id as u64,
                 });
             }
         }
     }
     rows.into_iter().collect()
+    rows.sort();
+    rows
 }

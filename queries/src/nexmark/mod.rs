@@ -5,6 +5,7 @@
 //! sessions with a 10 s gap), aligned to epoch 0, so results compare with other engines'.
 
 mod hot_items;
+mod local_item_suggestion;
 mod max_bid;
 mod new_users;
 mod passthrough;
@@ -18,6 +19,7 @@ use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
+pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
@@ -34,6 +36,9 @@ pub enum Query {
     Q1,
     /// Selection: bids whose auction id is a multiple of 123.
     Q2,
+    /// Local item suggestion: sellers in OR, ID or CA with their auctions in category 10
+    /// (an updating join).
+    Q3,
     /// Hot items: the auctions with the most bids in each 10 s window (every 2 s).
     Q5,
     /// Highest bid: the bids with the highest price in each 10 s tumbling window.
@@ -54,6 +59,9 @@ impl Query {
         Query::Q7,
         Query::Q11,
         Query::Q8,
+        Query::Q3,
+        Query::Q5,
+        Query::Q7,
     ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
@@ -62,6 +70,7 @@ impl Query {
             Query::Q0 => output.attach(q0(events), "sink", Q0Row::TIMESTAMP_FIELDS),
             Query::Q1 => output.attach(q1(events), "sink", Q1Row::TIMESTAMP_FIELDS),
             Query::Q2 => output.attach(q2(events), "sink", &[]),
+            Query::Q3 => output.attach_changes(q3(events), "sink", Q3Row::TIMESTAMP_FIELDS),
             Query::Q5 => output.attach(q5(events), "sink", Q5Row::TIMESTAMP_FIELDS),
             Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
