@@ -11,16 +11,20 @@
 //!   watermark passes the window's end.
 //! - [`aggregate`]: the [`Aggregate`] trait (create, add, merge, finish) and `Count`, `Sum`,
 //!   `Min`, `Max`, `Avg`, `MaxBy`.
+//! - [`process`]: keyed process functions — user code per key with typed state and event-time
+//!   timers, called in event-time order once the watermark passes.
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
 pub mod aggregate;
 pub mod keyed;
+pub mod process;
 pub mod stateless;
 pub mod window;
 
 pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
 pub use keyed::{KeyBy, Keyed};
+pub use process::{KeyedProcess, ProcessContext};
 pub use stateless::Stateless;
 pub use window::{GlobalWindow, WindowResult, WindowSpec};
 
@@ -28,6 +32,7 @@ pub use window::{GlobalWindow, WindowResult, WindowSpec};
 pub mod prelude {
     pub use crate::aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
     pub use crate::keyed::{KeyBy, Keyed};
+    pub use crate::process::{KeyedProcess, ProcessContext};
     pub use crate::stateless::Stateless;
     pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};
 }
