@@ -30,7 +30,8 @@
 //! - **State**: per worker, the keys whose state differs from `State::default()` (a state equal
 //!   to the default is removed, so a function that clears its keys' state keeps bounded state),
 //!   the pending timers, and the records waiting for their step. The stage's state gauge counts
-//!   all three.
+//!   keys with state plus pending timers; the waiting records are input in flight (as much as
+//!   the sources run ahead of the watermark), not counted.
 //! - **Checkpoint** (with the exactly-once issue): at frontier `W`, the states, the timers
 //!   (all at times `≥ W`) and the waiting records (event times `≥ W`).
 //!
@@ -171,10 +172,12 @@ impl<K: Key, V: Data + Ord> Keyed<K, V> {
     /// [`KeyedProcess::on_timer`] when the watermark passes a timer (see [the module
     /// docs](crate::process) for the exact order).
     pub fn process<P: KeyedProcess<K, V>>(self, name: &str, f: P) -> Stream<P::Out> {
-        self.stream
-            .stage(name, "process", "keyed process".into(), move |input, stage| {
-                process_records(input, stage, f.clone())
-            })
+        self.stream.stage(
+            name,
+            "process",
+            "keyed process".into(),
+            move |input, stage| process_records(input, stage, f.clone()),
+        )
     }
 }
 
@@ -203,7 +206,10 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                         continue;
                     }
                     earliest = earliest.min(event_time);
-                    keys.records.entry(event_time).or_default().push((key, value));
+                    keys.records
+                        .entry(event_time)
+                        .or_default()
+                        .push((key, value));
                     keys.waiting += 1;
                 }
                 if earliest != u64::MAX && held.as_ref().is_none_or(|h| *h.time() > earliest) {
@@ -227,7 +233,7 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                 }
                 None => held = None,
             }
-            gauge.set(keys.states.len() + keys.timer_count + keys.waiting);
+            gauge.set(keys.states.len() + keys.timer_count);
         }
     })
 }
