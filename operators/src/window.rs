@@ -326,10 +326,7 @@ impl<X> Stash<X> {
 
     /// The earliest stashed timestamp below `limit` (the frontier), with its capability and
     /// records, in timestamp order.
-    pub(crate) fn pop_passed(
-        &mut self,
-        limit: u64,
-    ) -> Option<(u64, Capability<u64>, Vec<Record<X>>)> {
+    pub(crate) fn pop_passed(&mut self, limit: u64) -> Option<(u64, Capability<u64>, Vec<Record<X>>)> {
         let entry = self.by_time.first_entry()?;
         let t = *entry.key();
         (t < limit).then(|| {
@@ -349,8 +346,7 @@ pub(crate) fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-pub(crate) type Out<'a, T> =
-    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
+pub(crate) type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
 
 /// Both phases of a window: [`combine`] on every worker, then [`fold_windows`] on the worker each
 /// key routes to.
