@@ -4,9 +4,12 @@
 //! window sizes are the standard ones (q5: 10 s windows every 2 s; q7: 10 s tumbling), aligned
 //! to epoch 0, so results compare with other engines'.
 
+mod avg_price_category;
+mod avg_selling_price;
 mod hot_items;
 mod max_bid;
 mod passthrough;
+mod winning_bids;
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,9 +18,12 @@ use eddy_connectors::nexmark::{Bid, Event, NexmarkConfig, NexmarkSource};
 use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 
+pub use avg_price_category::{q4, Q4Row};
+pub use avg_selling_price::{q6, Q6Row, Q6_LAST};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+pub use winning_bids::{q9, Q9Row};
 
 use crate::output::Output;
 
@@ -30,15 +36,30 @@ pub enum Query {
     Q1,
     /// Selection: bids whose auction id is a multiple of 123.
     Q2,
+    /// Average closing price per category (updating): the closing price is the winning bid's.
+    Q4,
     /// Hot items: the auctions with the most bids in each 10 s window (every 2 s).
     Q5,
+    /// Average selling price of each seller's last 10 closed auctions (updating).
+    Q6,
     /// Highest bid: the bids with the highest price in each 10 s tumbling window.
     Q7,
+    /// Winning bids: each auction with its highest bid, when it closes.
+    Q9,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 5] = [Query::Q0, Query::Q1, Query::Q2, Query::Q5, Query::Q7];
+    pub const ALL: [Query; 8] = [
+        Query::Q0,
+        Query::Q1,
+        Query::Q2,
+        Query::Q4,
+        Query::Q5,
+        Query::Q6,
+        Query::Q7,
+        Query::Q9,
+    ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
     pub fn build(self, events: Stream<Event>, output: &Output) {
@@ -46,8 +67,11 @@ impl Query {
             Query::Q0 => output.attach(q0(events), "sink", Q0Row::TIMESTAMP_FIELDS),
             Query::Q1 => output.attach(q1(events), "sink", Q1Row::TIMESTAMP_FIELDS),
             Query::Q2 => output.attach(q2(events), "sink", &[]),
+            Query::Q4 => output.attach_changes(q4(events), "sink", Q4Row::TIMESTAMP_FIELDS),
             Query::Q5 => output.attach(q5(events), "sink", Q5Row::TIMESTAMP_FIELDS),
+            Query::Q6 => output.attach_changes(q6(events), "sink", Q6Row::TIMESTAMP_FIELDS),
             Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
+            Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
         }
     }
 
