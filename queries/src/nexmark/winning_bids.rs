@@ -58,7 +58,8 @@ pub struct Q9Row {
 
 impl Q9Row {
     /// Fields holding ms timestamps.
-    pub const TIMESTAMP_FIELDS: &'static [&'static str] = &["date_time", "expires", "bid_date_time"];
+    pub const TIMESTAMP_FIELDS: &'static [&'static str] =
+        &["date_time", "expires", "bid_date_time"];
 }
 
 /// The auction fields the winning-bid queries use. `id` first: closed auctions of one instant
