@@ -69,13 +69,19 @@ fn q9_winning_bids_match_the_reference() {
     }
 }
 
-fn check_changes<T: Ord + Clone + std::fmt::Debug + Send + serde::Serialize>(
+fn check_changes<T>(
     name: &str,
     query: fn(Stream<Event>) -> Stream<Change<T>>,
     expected: Vec<T>,
     least_rows: usize,
 ) where
-    T: serde::de::DeserializeOwned + 'static,
+    T: Ord
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + 'static,
 {
     let expected = sorted(expected);
     assert!(
