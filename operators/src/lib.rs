@@ -18,6 +18,8 @@
 //!   join, as-of join.
 //! - [`updating`]: updating-mode joins (inner, left and full outer, optionally with a TTL) and
 //!   aggregates (per key, per window with corrections), emitting change logs.
+//! - [`process`]: keyed process functions — user code per key with typed state and event-time
+//!   timers, called in event-time order once the watermark passes.
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
@@ -26,6 +28,7 @@ pub mod count_window;
 pub mod join;
 pub mod keyed;
 pub mod session;
+pub mod process;
 pub mod stateless;
 pub mod updating;
 pub mod window;
@@ -33,6 +36,7 @@ pub mod window;
 pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
 pub use join::WindowJoined;
 pub use keyed::{KeyBy, Keyed};
+pub use process::{KeyedProcess, ProcessContext};
 pub use stateless::Stateless;
 pub use updating::{Aggregated, JoinKind, Joined, OuterJoined};
 pub use window::{GlobalWindow, WindowResult, WindowSpec};
@@ -42,6 +46,7 @@ pub mod prelude {
     pub use crate::aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
     pub use crate::join::WindowJoined;
     pub use crate::keyed::{KeyBy, Keyed};
+    pub use crate::process::{KeyedProcess, ProcessContext};
     pub use crate::stateless::Stateless;
     pub use crate::updating::{Aggregated, JoinKind, Joined, OuterJoined};
     pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};

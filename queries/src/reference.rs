@@ -191,4 +191,104 @@ pub fn q3(events: &[Event]) -> Vec<crate::nexmark::Q3Row> {
     rows.into_iter().collect()
     rows.sort();
     rows
+// q4, q6 and q9: winning bids.
+
+use crate::nexmark::{Q4Row, Q6Row, Q9Row, Q6_LAST};
+use eddy_connectors::nexmark::Auction;
+
+/// Each auction with its winning bid: the bids on it made within `[date_time, expires]`, the
+/// highest price winning, then the earliest, then the lowest bidder, then the smallest `extra`.
+/// Auctions without such a bid are left out. Bids are indexed by auction first.
+fn winners(events: &[Event]) -> Vec<(&Auction, &Bid)> {
+    let mut bids_of: std::collections::HashMap<usize, Vec<&Bid>> = Default::default();
+    for b in bids(events) {
+        bids_of.entry(b.auction).or_default().push(b);
+    }
+    let mut winners = Vec::new();
+    for e in events {
+        let Event::Auction(a) = e else { continue };
+        let lifetime = a.date_time..=a.expires;
+        let best = bids_of
+            .get(&a.id)
+            .into_iter()
+            .flatten()
+            .filter(|b| lifetime.contains(&b.date_time))
+            .min_by(|x, y| {
+                (std::cmp::Reverse(x.price), x.date_time, x.bidder, &x.extra).cmp(&(
+                    std::cmp::Reverse(y.price),
+                    y.date_time,
+                    y.bidder,
+                    &y.extra,
+                ))
+            });
+        if let Some(b) = best {
+            winners.push((a, *b));
+        }
+    }
+    winners
+}
+
+/// q9: every auction with a bid in its lifetime, with its winning bid.
+pub fn q9(events: &[Event]) -> Vec<Q9Row> {
+    winners(events)
+        .into_iter()
+        .map(|(a, b)| Q9Row {
+            id: a.id as u64,
+            item_name: a.item_name.clone(),
+            description: a.description.clone(),
+            initial_bid: a.initial_bid as u64,
+            reserve: a.reserve as u64,
+            date_time: a.date_time as i64,
+            expires: a.expires as i64,
+            seller: a.seller as u64,
+            category: a.category as u64,
+            extra: a.extra.clone(),
+            auction: b.auction as u64,
+            bidder: b.bidder as u64,
+            price: b.price as u64,
+            bid_date_time: b.date_time as i64,
+            bid_extra: b.extra.clone(),
+        })
+        .collect()
+}
+
+/// q4: per category, the integer average of its auctions' winning prices.
+pub fn q4(events: &[Event]) -> Vec<Q4Row> {
+    let mut prices: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (a, b) in winners(events) {
+        prices
+            .entry(a.category as u64)
+            .or_default()
+            .push(b.price as u64);
+    }
+    prices
+        .into_iter()
+        .map(|(category, p)| Q4Row {
+            category,
+            avg_price: p.iter().sum::<u64>() / p.len() as u64,
+        })
+        .collect()
+}
+
+/// q6: per seller, the integer average of the winning prices of its last [`Q6_LAST`] auctions
+/// in order of expiry, then id.
+pub fn q6(events: &[Event]) -> Vec<Q6Row> {
+    let mut closed: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new(); // (expires, id, price)
+    for (a, b) in winners(events) {
+        closed
+            .entry(a.seller as u64)
+            .or_default()
+            .push((a.expires, a.id as u64, b.price as u64));
+    }
+    closed
+        .into_iter()
+        .map(|(seller, mut auctions)| {
+            auctions.sort();
+            let last = &auctions[auctions.len().saturating_sub(Q6_LAST)..];
+            Q6Row {
+                seller,
+                avg_price: last.iter().map(|x| x.2).sum::<u64>() / last.len() as u64,
+            }
+        })
+        .collect()
 }

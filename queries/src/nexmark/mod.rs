@@ -4,12 +4,15 @@
 //! window sizes are the standard ones (q5: 10 s windows every 2 s; q7: 10 s tumbling; q11:
 //! sessions with a 10 s gap), aligned to epoch 0, so results compare with other engines'.
 
+mod avg_price_category;
+mod avg_selling_price;
 mod hot_items;
 mod local_item_suggestion;
 mod max_bid;
 mod new_users;
 mod passthrough;
 mod user_sessions;
+mod winning_bids;
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,12 +21,15 @@ use eddy_connectors::nexmark::{Bid, Event, NexmarkConfig, NexmarkSource};
 use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 
+pub use avg_price_category::{q4, Q4Row};
+pub use avg_selling_price::{q6, Q6Row, Q6_LAST};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
 pub use user_sessions::{q11, Q11Row, Q11_GAP};
+pub use winning_bids::{q9, Q9Row};
 
 use crate::output::Output;
 
@@ -39,14 +45,20 @@ pub enum Query {
     /// Local item suggestion: sellers in OR, ID or CA with their auctions in category 10
     /// (an updating join).
     Q3,
+    /// Average closing price per category (updating): the closing price is the winning bid's.
+    Q4,
     /// Hot items: the auctions with the most bids in each 10 s window (every 2 s).
     Q5,
+    /// Average selling price of each seller's last 10 closed auctions (updating).
+    Q6,
     /// Highest bid: the bids with the highest price in each 10 s tumbling window.
     Q7,
     /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
     Q11,
     /// New users: people who registered and created an auction in the same 10 s window.
     Q8,
+    /// Winning bids: each auction with its highest bid, when it closes.
+    Q9,
 }
 
 impl Query {
@@ -62,6 +74,15 @@ impl Query {
         Query::Q3,
         Query::Q5,
         Query::Q7,
+    pub const ALL: [Query; 8] = [
+        Query::Q0,
+        Query::Q1,
+        Query::Q2,
+        Query::Q4,
+        Query::Q5,
+        Query::Q6,
+        Query::Q7,
+        Query::Q9,
     ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
@@ -71,10 +92,13 @@ impl Query {
             Query::Q1 => output.attach(q1(events), "sink", Q1Row::TIMESTAMP_FIELDS),
             Query::Q2 => output.attach(q2(events), "sink", &[]),
             Query::Q3 => output.attach_changes(q3(events), "sink", Q3Row::TIMESTAMP_FIELDS),
+            Query::Q4 => output.attach_changes(q4(events), "sink", Q4Row::TIMESTAMP_FIELDS),
             Query::Q5 => output.attach(q5(events), "sink", Q5Row::TIMESTAMP_FIELDS),
+            Query::Q6 => output.attach_changes(q6(events), "sink", Q6Row::TIMESTAMP_FIELDS),
             Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
             Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
+            Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
         }
     }
 
