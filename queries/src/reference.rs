@@ -2,12 +2,14 @@
 //! grouped and scanned, with no streaming, no watermarks and no workers. Tests compare the
 //! pipelines' output with these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use eddy_connectors::nexmark::{Bid, Event};
+use eddy_connectors::nexmark::{Auction, Bid, Event};
 
 use crate::nexmark::{
-    Q0Row, Q1Row, Q2Row, Q5Row, Q7Row, EUROS_PER_DOLLAR, Q2_MODULUS, Q5_SLIDE, Q5_WINDOW, Q7_WINDOW,
+    q3_state, Q0Row, Q11Row, Q1Row, Q2Row, Q3Row, Q4Row, Q5Row, Q6Row, Q7Row, Q8Row, Q9Row,
+    EUROS_PER_DOLLAR, Q11_GAP, Q2_MODULUS, Q3_CATEGORY, Q5_SLIDE, Q5_WINDOW, Q6_LAST, Q7_WINDOW,
+    Q8_WINDOW,
 };
 
 fn bids(events: &[Event]) -> impl Iterator<Item = &Bid> {
@@ -116,8 +118,7 @@ pub fn q7(events: &[Event]) -> Vec<Q7Row> {
 
 /// q11: per bidder, the bid times sorted and cut where two consecutive bids are 10 s or more
 /// apart; a row per run with its count, first bid time and last bid time + 10 s.
-pub fn q11(events: &[Event]) -> Vec<crate::nexmark::Q11Row> {
-    use crate::nexmark::{Q11Row, Q11_GAP};
+pub fn q11(events: &[Event]) -> Vec<Q11Row> {
     let mut times: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for b in bids(events) {
         times.entry(b.bidder as u64).or_default().push(b.date_time);
@@ -139,12 +140,11 @@ pub fn q11(events: &[Event]) -> Vec<crate::nexmark::Q11Row> {
         }
     }
     rows
+}
+
 /// q8: for every person, the 10 s tumbling window of their registration, when they created an
 /// auction in that window; one row per person and window.
-pub fn q8(events: &[Event]) -> Vec<crate::nexmark::Q8Row> {
-    use crate::nexmark::{Q8Row, Q8_WINDOW};
-    use std::collections::BTreeSet;
-
+pub fn q8(events: &[Event]) -> Vec<Q8Row> {
     // (seller, window start) of every auction
     let mut sellers: BTreeSet<(u64, u64)> = BTreeSet::new();
     for e in events {
@@ -161,10 +161,16 @@ pub fn q8(events: &[Event]) -> Vec<crate::nexmark::Q8Row> {
                     id: p.id as u64,
                     name: p.name.clone(),
                     starttime: start as i64,
+                });
+            }
+        }
+    }
+    rows.into_iter().collect()
+}
+
 /// q3: every (auction in category 10, its seller) pair whose seller lives in OR, ID or CA:
 /// the people by id, then one look-up per auction.
-pub fn q3(events: &[Event]) -> Vec<crate::nexmark::Q3Row> {
-    use crate::nexmark::{q3_state, Q3Row, Q3_CATEGORY};
+pub fn q3(events: &[Event]) -> Vec<Q3Row> {
     let mut people: BTreeMap<usize, Vec<&eddy_connectors::nexmark::Person>> = BTreeMap::new();
     for e in events {
         if let Event::Person(p) = e {
@@ -188,13 +194,11 @@ pub fn q3(events: &[Event]) -> Vec<crate::nexmark::Q3Row> {
             }
         }
     }
-    rows.into_iter().collect()
     rows.sort();
     rows
-// q4, q6 and q9: winning bids.
+}
 
-use crate::nexmark::{Q4Row, Q6Row, Q9Row, Q6_LAST};
-use eddy_connectors::nexmark::Auction;
+// q4, q6 and q9: winning bids.
 
 /// Each auction with its winning bid: the bids on it made within `[date_time, expires]`, the
 /// highest price winning, then the earliest, then the lowest bidder, then the smallest `extra`.
