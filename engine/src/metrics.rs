@@ -19,6 +19,7 @@ pub struct StageMetrics {
     late: AtomicU64,
     rejected: AtomicU64,
     state: AtomicI64,
+    state_peak: AtomicI64,
 }
 
 impl StageMetrics {
@@ -51,7 +52,10 @@ impl StageMetrics {
     /// [`StateGauge`].
     #[inline]
     pub fn add_state(&self, delta: i64) {
-        self.state.fetch_add(delta, Ordering::Relaxed);
+        let now = self.state.fetch_add(delta, Ordering::Relaxed) + delta;
+        if delta > 0 {
+            self.state_peak.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// The number of entries the stage holds in state now, in this process.
@@ -68,6 +72,7 @@ impl StageMetrics {
             late: self.late.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             state: self.state(),
+            state_peak: self.state_peak.load(Ordering::Relaxed).max(0) as u64,
         }
     }
 }
@@ -89,6 +94,9 @@ pub struct StageSnapshot {
     pub rejected: u64,
     /// Entries held in state when the snapshot was taken (0 once a bounded run has ended).
     pub state: u64,
+    /// The most entries the stage held in state at any moment so far (summed over the workers
+    /// of this process): what a test of bounded state checks.
+    pub state_peak: u64,
 }
 
 /// One operator instance's share of its stage's state gauge: it reports the size of its state

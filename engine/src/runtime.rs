@@ -220,6 +220,11 @@ impl RunHandle {
         (sources_read(&self.metrics), self.expected_records)
     }
 
+    /// Every stage's counters now, while the run goes on (state gauges included).
+    pub fn stages(&self) -> Vec<StageSnapshot> {
+        self.metrics.snapshot()
+    }
+
     /// A function that reads how many records the sources of this process have emitted, for a
     /// progress display on another thread.
     pub fn progress_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {

@@ -467,6 +467,15 @@ fn many_sessions_are_emitted_by_the_watermark_and_state_returns_to_zero() {
             "sessions waited for the end of the input"
         );
         assert_eq!(rows, expected, "{workers} workers");
-        assert_eq!(stage(&summary, "windows").state, 0);
+        let windows = stage(&summary, "windows");
+        assert_eq!(windows.state, 0);
+        // 200 keys: open sessions and remembered ends stay near the key count, far below the
+        // number of sessions the run goes through
+        eprintln!("session peak {}", windows.state_peak);
+        assert!(
+            windows.state_peak > 0 && windows.state_peak <= 2 * 200,
+            "{workers} workers: peak state {} for 200 keys",
+            windows.state_peak
+        );
     }
 }
