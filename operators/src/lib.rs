@@ -10,7 +10,7 @@
 //! - [`window`]: tumbling and hopping event-time windows, keyed or global, emitted once when the
 //!   watermark passes the window's end.
 //! - [`aggregate`]: the [`Aggregate`] trait (create, add, merge, finish) and `Count`, `Sum`,
-//!   `Min`, `Max`, `Avg`, `MaxBy`.
+//!   `Min`, `Max`, `Avg`, `MaxBy`, `MinBy`, `ArgMax`, `ArgMin`, `CountDistinct`, `TopN`.
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
@@ -19,14 +19,19 @@ pub mod keyed;
 pub mod stateless;
 pub mod window;
 
-pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
+pub use aggregate::{
+    Aggregate, ArgBy, ArgMax, ArgMin, Avg, Count, CountDistinct, ExtremeBy, Max, MaxBy, Min, MinBy,
+    Sum, TopN,
+};
 pub use keyed::{KeyBy, Keyed};
 pub use stateless::Stateless;
 pub use window::{GlobalWindow, WindowResult, WindowSpec};
 
 /// The extension traits and types a pipeline author needs.
 pub mod prelude {
-    pub use crate::aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
+    pub use crate::aggregate::{
+        Aggregate, ArgMax, ArgMin, Avg, Count, CountDistinct, Max, MaxBy, Min, MinBy, Sum, TopN,
+    };
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::stateless::Stateless;
     pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};
