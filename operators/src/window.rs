@@ -17,7 +17,9 @@
 //!   routes to, stashes partials by timestamp and, when the frontier passes a timestamp, merges
 //!   them into per-pane accumulators kept in an index ordered by time; a window merges its panes
 //!   when it fires, and firing and eviction touch only the windows that are due. So state at
-//!   frontier `W` is exactly the fold of the records stamped before `W`.
+//!   frontier `W` is exactly the fold of the records stamped before `W`. The stage's state gauge
+//!   counts the pane accumulators held (one per key and pane); it returns to 0 once the
+//!   watermark has passed every window.
 //! - **Late records**: a window `[s, e)` takes a record stamped `t` if and only if `t < e`. A
 //!   record none of whose windows is still open is late: counted, and written to the side output
 //!   under [`LatePolicy::SideOutput`](eddy_engine::LatePolicy). A record some of whose windows
@@ -196,8 +198,11 @@ struct Panes<K, Acc> {
     spec: WindowSpec,
     pane: u64,
     panes: BTreeMap<u64, FxHashMap<K, Acc>>,
-    /// The start of the earliest window not yet fired.
+    /// The start of the earliest window not yet fired or closed: every window starting before
+    /// it has fired, or ended at or before the frontier while this worker held none of its panes.
     next_start: u64,
+    /// How many accumulators (key and pane) the panes hold: the stage's state gauge.
+    accs: usize,
     /// How many keys the largest pane so far held: new panes start with room for as many.
     keys_hint: usize,
 }
@@ -209,7 +214,36 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
             pane: spec.pane(),
             panes: BTreeMap::new(),
             next_start: 0,
+            accs: 0,
             keys_hint: 0,
+        }
+    }
+
+    /// Closes every window ending at or before `frontier`: the earliest window still to fire
+    /// starts no earlier than the first window ending after `frontier`. Windows that held panes
+    /// of this worker have fired by then; this also covers those that held none, so a partial
+    /// that arrives after an idle stretch goes only into windows still open. Without it, such a
+    /// partial would reopen a window that ended while this worker held nothing.
+    fn close_until(&mut self, frontier: u64) {
+        let (size, slide) = (self.spec.size, self.spec.slide);
+        let first_open = if frontier >= size {
+            ((frontier - size) / slide).saturating_add(1).saturating_mul(slide)
+        } else {
+            0
+        };
+        if first_open > self.next_start {
+            self.next_start = first_open;
+            self.evict();
+        }
+    }
+
+    /// Drops panes before `next_start`: no window still to fire contains them.
+    fn evict(&mut self) {
+        while let Some(entry) = self.panes.first_entry() {
+            if *entry.key() >= self.next_start {
+                break;
+            }
+            self.accs -= entry.remove().len();
         }
     }
 
@@ -247,6 +281,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
                 std::collections::hash_map::Entry::Occupied(o) => agg.merge(o.into_mut(), partial),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(partial);
+                    self.accs += 1;
                 }
             }
         }
@@ -271,6 +306,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
     ) {
         if self.pane == self.spec.size {
             if let Some(accs) = self.panes.remove(&start) {
+                self.accs -= accs.len();
                 accs.into_iter().for_each(|(k, acc)| emit(k, acc));
             }
         } else {
@@ -288,12 +324,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
             merged.into_iter().for_each(|(k, acc)| emit(k, acc));
         }
         self.next_start = start + self.spec.slide;
-        while let Some(entry) = self.panes.first_entry() {
-            if *entry.key() >= self.next_start {
-                break;
-            }
-            entry.remove();
-        }
+        self.evict();
     }
 }
 
@@ -350,7 +381,7 @@ pub(crate) type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuil
 
 /// Both phases of a window: [`combine`] on every worker, then [`fold_windows`] on the worker each
 /// key routes to.
-fn two_phase<'s, K: Key, V: Data, A: Aggregate<V>>(
+pub(crate) fn two_phase<'s, K: Key, V: Data, A: Aggregate<V>>(
     input: Records<'s, (K, V)>,
     stage: StageContext,
     spec: WindowSpec,
@@ -402,8 +433,10 @@ fn combine<'s, K: Key, V: Data, A: Aggregate<V>>(
 }
 
 /// Phase 2, on the worker each key routes to: stash partials by timestamp; once the frontier
-/// passes a timestamp, fire the windows ending at or before it, then merge its partials into
-/// their panes; fire every window the frontier has reached.
+/// passes a timestamp `t`, fire the windows ending at or before `t`, close those this worker
+/// held nothing of ([`Panes::close_until`]), then merge its partials into their panes; fire
+/// every window the frontier has reached. Reports the pane accumulators held on the stage's
+/// state gauge.
 fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
     partials: Records<'s, (K, A::Acc)>,
     stage: StageContext,
@@ -416,11 +449,13 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
         let mut stash: Stash<(K, A::Acc)> = Stash::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
+        let mut gauge = stage.state_gauge();
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
             while let Some((t, cap, partials)) = stash.pop_passed(limit) {
                 fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t);
+                panes.close_until(t);
                 panes.merge(&agg, partials);
                 if let Some((_, end)) = panes.next_window() {
                     if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
@@ -437,6 +472,7 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
                 }
                 None => window_cap = None,
             }
+            gauge.set(panes.accs);
         }
     })
 }
