@@ -8,13 +8,16 @@
 //! - [`keyed`]: `key_by` — pairs each record with its key; the next stateful stage exchanges
 //!   records between workers by the key's hash.
 //! - [`window`]: tumbling and hopping event-time windows, keyed or global, emitted once when the
-//!   watermark passes the window's end.
+//!   watermark passes the window's end; `top_n_per_window`, the `n` best keys of each window.
 //! - [`aggregate`]: the [`Aggregate`] trait (create, add, merge, finish) and `Count`, `Sum`,
 //!   `Min`, `Max`, `Avg`, `MaxBy`, `MinBy`, `ArgMax`, `ArgMin`, `CountDistinct`, `TopN`.
+//! - [`dedup`]: `dedup_window` (first record per key per window) and `dedup_ttl` (drop repeats
+//!   of a key within a time-to-live in event time).
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
 pub mod aggregate;
+pub mod dedup;
 pub mod keyed;
 pub mod stateless;
 pub mod window;
@@ -25,7 +28,7 @@ pub use aggregate::{
 };
 pub use keyed::{KeyBy, Keyed};
 pub use stateless::Stateless;
-pub use window::{GlobalWindow, WindowResult, WindowSpec};
+pub use window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
 
 /// The extension traits and types a pipeline author needs.
 pub mod prelude {
@@ -34,5 +37,5 @@ pub mod prelude {
     };
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::stateless::Stateless;
-    pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};
+    pub use crate::window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
 }

@@ -30,7 +30,11 @@
 //! Phase 1 is a combiner: a hot key costs one partial per batch, and only partials cross
 //! between workers. Phase 2 splits the work of firing windows between workers by key. A global
 //! window is a window keyed by `()`: phase 2 runs on one worker.
+//!
+//! [`TopNPerWindow::top_n_per_window`] is a second stage after a keyed window: the `n` best keys
+//! of each window (two-stage aggregation: per-key partials, then a global step per window).
 
+use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -44,7 +48,7 @@ use eddy_engine::{Data, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{rank_insert, total_cmp, Aggregate};
 use crate::keyed::{route, Key, Keyed};
 
 /// The shape of a window: tumbling or hopping, in event-time milliseconds, aligned to epoch 0.
@@ -510,4 +514,152 @@ fn fire_due<K: Key, V, A: Aggregate<V>>(
         });
         stage.metrics().add_out(emitted);
     }
+}
+
+/// Top-N across keys per window: the second, global step of a two-stage aggregation.
+///
+/// - **Input**: window results (`WindowResult<K, V>`), typically a keyed window's per-key
+///   results. **Output**: for each window (`start`, `end`), the `n` results with the highest
+///   `score`, unchanged, event time `end - 1`.
+/// - **Ranking and ties**: score descending (compared by [`total_cmp`]), then key ascending;
+///   the first `n` are kept. A keyed window emits one result per key and window, so the ranking
+///   is total and the output the same at any worker count.
+/// - **State and steps**: step 1, on every worker, keeps the `n` best of each window within each
+///   received batch (nothing between batches) and sends them, exchanged by window; step 2, on
+///   the worker the window routes to, merges them into the window's `n` best and emits them when
+///   the watermark reaches the window's end. The state gauge counts the results held; it
+///   returns to 0 once the watermark has passed every window.
+/// - **Late results**: a result stamped at or after its window's end is late (its window may
+///   have been emitted): counted, or written to the side output. A window stage's results are
+///   stamped `end - 1`, so they are never late.
+/// - **Checkpoint**: step 2's ranked lists and stash at frontier `W`.
+pub trait TopNPerWindow<K, V> {
+    /// Keeps the `n` results of each window with the highest `score`.
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(bids: eddy_engine::Stream<(u64, u64)>) -> eddy_engine::Stream<WindowResult<u64, u64>> {
+    /// // the 3 auctions with the most bids in each 10 s window
+    /// bids.key_by("by_auction", |b: &(u64, u64)| b.0)
+    ///     .window("bid_counts", WindowSpec::tumbling(10_000), Count)
+    ///     .top_n_per_window("top_auctions", 3, |r: &WindowResult<u64, u64>| r.value)
+    /// # }
+    /// ```
+    fn top_n_per_window<N, F>(self, name: &str, n: usize, score: F) -> Stream<WindowResult<K, V>>
+    where
+        N: PartialOrd + 'static,
+        F: Fn(&WindowResult<K, V>) -> N + Clone + Send + Sync + 'static;
+}
+
+impl<K: Key + Ord, V: Data + Clone> TopNPerWindow<K, V> for Stream<WindowResult<K, V>> {
+    fn top_n_per_window<N, F>(self, name: &str, n: usize, score: F) -> Stream<WindowResult<K, V>>
+    where
+        N: PartialOrd + 'static,
+        F: Fn(&WindowResult<K, V>) -> N + Clone + Send + Sync + 'static,
+    {
+        self.stage(name, "top_n", format!("top {n} per window"), move |input, stage| {
+            let score = score.clone();
+            let rank = move |a: &WindowResult<K, V>, b: &WindowResult<K, V>| {
+                total_cmp(&score(b), &score(a)).then_with(|| a.key.cmp(&b.key))
+            };
+            let local = top_n_local(input, stage.clone(), n, rank.clone());
+            top_n_global(local, stage, n, rank)
+        })
+    }
+}
+
+/// Step 1 of [`TopNPerWindow`]: per received batch, the `n` best results of each window.
+fn top_n_local<'s, K: Key, V: Data + Clone>(
+    input: Records<'s, WindowResult<K, V>>,
+    stage: StageContext,
+    n: usize,
+    rank: impl Fn(&WindowResult<K, V>, &WindowResult<K, V>) -> Ordering + 'static,
+) -> Records<'s, WindowResult<K, V>> {
+    let name = format!("{}-local", stage.name());
+    input.unary(Local, &name, move |_, _| {
+        let mut best: FxHashMap<(u64, u64), Vec<WindowResult<K, V>>> = FxHashMap::default();
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let Some(&t) = cap.least() else { return };
+                stage.metrics().add_in(data.len());
+                for (event_time, result) in data.drain(..) {
+                    if result.end <= t {
+                        stage.late(&result, event_time, t, result.end);
+                        continue;
+                    }
+                    let list = best.entry((result.start, result.end)).or_default();
+                    rank_insert(list, n, result, &rank);
+                }
+                let mut kept: Vec<_> = best
+                    .drain()
+                    .flat_map(|(_, list)| list)
+                    .map(|r| (r.end - 1, r))
+                    .collect();
+                if !kept.is_empty() {
+                    output.session(&cap).give_container(&mut kept);
+                }
+            });
+        }
+    })
+}
+
+/// Step 2 of [`TopNPerWindow`], on the worker each window routes to: merges the steps 1' lists
+/// per window and emits a window's `n` best once the frontier reaches its end.
+fn top_n_global<'s, K: Key, V: Data + Clone>(
+    local: Records<'s, WindowResult<K, V>>,
+    stage: StageContext,
+    n: usize,
+    rank: impl Fn(&WindowResult<K, V>, &WindowResult<K, V>) -> Ordering + 'static,
+) -> Records<'s, WindowResult<K, V>> {
+    let name = stage.name().to_string();
+    let by_window = Exchange::new(|r: &Record<WindowResult<K, V>>| route(&(r.1.start, r.1.end)));
+    local.unary_frontier(by_window, &name, move |_, _| {
+        let mut stash: Stash<WindowResult<K, V>> = Stash::default();
+        // Per window, by (end, start): its best results so far.
+        let mut windows: BTreeMap<(u64, u64), Vec<WindowResult<K, V>>> = BTreeMap::new();
+        let mut held = 0usize;
+        let mut window_cap: Option<Capability<u64>> = None;
+        let mut gauge = stage.state_gauge();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| stash.absorb(&cap, data));
+            let limit = frontier_time(frontier);
+            while let Some((_, cap, results)) = stash.pop_passed(limit) {
+                for (_, result) in results {
+                    let end = result.end;
+                    if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
+                        window_cap = Some(cap.delayed(&(end - 1)));
+                    }
+                    let list = windows.entry((end, result.start)).or_default();
+                    held -= list.len();
+                    rank_insert(list, n, result, &rank);
+                    held += list.len();
+                }
+            }
+            while let Some(entry) = windows.first_entry() {
+                let end = entry.key().0;
+                if end > limit {
+                    break;
+                }
+                let list = entry.remove();
+                held -= list.len();
+                let cap = window_cap
+                    .as_mut()
+                    .expect("a pending window holds a capability; this is a bug in Eddy");
+                cap.downgrade(&(end - 1));
+                stage.metrics().add_out(list.len());
+                output
+                    .session(cap)
+                    .give_iterator(list.into_iter().map(|r| (end - 1, r)));
+            }
+            match windows.first_key_value() {
+                Some(((end, _), _)) => {
+                    if let Some(c) = window_cap.as_mut() {
+                        c.downgrade(&(end - 1));
+                    }
+                }
+                None => window_cap = None,
+            }
+            gauge.set(held);
+        }
+    })
 }
