@@ -714,7 +714,10 @@ mod tests {
 
     #[test]
     fn float_scores_rank_nan_last() {
-        let agg = TopN::new(2, |v: &(u64, u64)| if v.0 == 0 { f64::NAN } else { v.1 as f64 });
+        let agg = TopN::new(
+            2,
+            |v: &(u64, u64)| if v.0 == 0 { f64::NAN } else { v.1 as f64 },
+        );
         assert_eq!(
             agg.finish(fold(&agg, [(0, 100), (1, 1), (2, 2)])),
             vec![(2, 2), (1, 1)]

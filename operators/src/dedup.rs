@@ -244,3 +244,33 @@ impl<K: Key, V: Ord> TtlState<K, V> {
         self.waiting_len + self.last.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_state_forgets_keys_once_the_watermark_passes_their_ttl() {
+        let ttl = 100;
+        let mut state = TtlState::<u64, u64>::new(ttl);
+        let mut passed = 0;
+        for i in 0..10_000u64 {
+            // 1000 keys, each seen every 1000 ms: more than the ttl apart, so every record passes
+            state.wait(i, i % 1_000, 0);
+            while let Some((_, records)) = state.decide_next(i + 1) {
+                passed += records.len();
+            }
+            state.expire(i + 1);
+            // only keys seen within the last ttl are remembered
+            assert!(
+                state.size() <= ttl as usize,
+                "{} entries at {i}",
+                state.size()
+            );
+        }
+        assert_eq!(passed, 10_000);
+        state.expire(u64::MAX);
+        assert_eq!(state.size(), 0);
+        assert!(state.expiry.is_empty());
+    }
+}

@@ -231,7 +231,9 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
     fn close_until(&mut self, frontier: u64) {
         let (size, slide) = (self.spec.size, self.spec.slide);
         let first_open = if frontier >= size {
-            ((frontier - size) / slide).saturating_add(1).saturating_mul(slide)
+            ((frontier - size) / slide)
+                .saturating_add(1)
+                .saturating_mul(slide)
         } else {
             0
         };
@@ -361,7 +363,10 @@ impl<X> Stash<X> {
 
     /// The earliest stashed timestamp below `limit` (the frontier), with its capability and
     /// records, in timestamp order.
-    pub(crate) fn pop_passed(&mut self, limit: u64) -> Option<(u64, Capability<u64>, Vec<Record<X>>)> {
+    pub(crate) fn pop_passed(
+        &mut self,
+        limit: u64,
+    ) -> Option<(u64, Capability<u64>, Vec<Record<X>>)> {
         let entry = self.by_time.first_entry()?;
         let t = *entry.key();
         (t < limit).then(|| {
@@ -381,7 +386,8 @@ pub(crate) fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-pub(crate) type Out<'a, T> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
+pub(crate) type Out<'a, T> =
+    OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<Record<T>>>>;
 
 /// Both phases of a window: [`combine`] on every worker, then [`fold_windows`] on the worker each
 /// key routes to.
@@ -557,14 +563,19 @@ impl<K: Key + Ord, V: Data + Clone> TopNPerWindow<K, V> for Stream<WindowResult<
         N: PartialOrd + 'static,
         F: Fn(&WindowResult<K, V>) -> N + Clone + Send + Sync + 'static,
     {
-        self.stage(name, "top_n", format!("top {n} per window"), move |input, stage| {
-            let score = score.clone();
-            let rank = move |a: &WindowResult<K, V>, b: &WindowResult<K, V>| {
-                total_cmp(&score(b), &score(a)).then_with(|| a.key.cmp(&b.key))
-            };
-            let local = top_n_local(input, stage.clone(), n, rank.clone());
-            top_n_global(local, stage, n, rank)
-        })
+        self.stage(
+            name,
+            "top_n",
+            format!("top {n} per window"),
+            move |input, stage| {
+                let score = score.clone();
+                let rank = move |a: &WindowResult<K, V>, b: &WindowResult<K, V>| {
+                    total_cmp(&score(b), &score(a)).then_with(|| a.key.cmp(&b.key))
+                };
+                let local = top_n_local(input, stage.clone(), n, rank.clone());
+                top_n_global(local, stage, n, rank)
+            },
+        )
     }
 }
 
@@ -662,4 +673,62 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
             gauge.set(held);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Count;
+
+    /// Drives `Panes` as phase 2 does: before merging partials stamped `t`, fire due windows and
+    /// close the rest up to `t`. Returns what fired.
+    fn step(
+        panes: &mut Panes<u64, u64>,
+        t: u64,
+        partials: Vec<Record<(u64, u64)>>,
+    ) -> Vec<(u64, u64, u64, u64)> {
+        let mut fired = Vec::new();
+        while let Some((start, end)) = panes.next_window() {
+            if end > t {
+                break;
+            }
+            panes.fire::<u64, Count>(&Count, start, end, |k, n| fired.push((k, start, end, n)));
+        }
+        panes.close_until(t);
+        panes.merge::<u64, Count>(&Count, partials);
+        fired
+    }
+
+    #[test]
+    fn panes_hold_only_open_windows() {
+        let spec = WindowSpec::hopping(100, 25);
+        let mut panes: Panes<u64, u64> = Panes::new(spec);
+        let mut fired = 0;
+        for i in 0..2_000u64 {
+            let t = i * 10;
+            // ten keys, one partial each, in the pane of time t + 5
+            let partials = (0..10).map(|k| ((t + 5) / 25 * 25, (k, 1))).collect();
+            fired += step(&mut panes, t, partials).len();
+            // open windows span at most size + slide of event time: 5 panes of 10 keys
+            assert!(panes.accs <= 50, "{} accumulators at {t}", panes.accs);
+            assert_eq!(
+                panes.accs,
+                panes.panes.values().map(|p| p.len()).sum::<usize>()
+            );
+        }
+        fired += step(&mut panes, u64::MAX, Vec::new()).len();
+        assert_eq!(panes.accs, 0);
+        assert!(panes.panes.is_empty());
+        // every key in every window from [0, 100) on
+        assert_eq!(fired, 10 * (20_005 / 25));
+    }
+
+    #[test]
+    fn close_until_skips_windows_a_worker_held_nothing_of() {
+        let mut panes: Panes<u64, u64> = Panes::new(WindowSpec::hopping(10, 5));
+        assert!(step(&mut panes, 16, vec![(10, (1, 1))]).is_empty());
+        assert_eq!(panes.next_window(), Some((10, 20)));
+        let fired = step(&mut panes, u64::MAX, Vec::new());
+        assert_eq!(fired, vec![(1, 10, 20, 1)]);
+    }
 }

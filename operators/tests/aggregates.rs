@@ -10,7 +10,7 @@ use std::fmt::Debug;
 
 use common::{random_case, random_spec, stage, window_starts, Arrival, Ev, SEEDS, WORKERS};
 use eddy_engine::testing::{CollectSink, Script};
-use eddy_engine::{Pipeline, Runtime, RunSummary, Stream, WatermarkConfig};
+use eddy_engine::{Pipeline, RunSummary, Runtime, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 use eddy_operators::WindowSpec;
 
@@ -233,7 +233,11 @@ fn check_case(seed: u64, workers: usize) -> u64 {
         .into_iter()
         .map(|(start, values)| (((), start), values))
         .collect();
-    assert_results(&label("count"), &count, results(&groups, spec, |v| v.len() as u64));
+    assert_results(
+        &label("count"),
+        &count,
+        results(&groups, spec, |v| v.len() as u64),
+    );
     assert_results(&label("max_by"), &max_by, results(&groups, spec, max_by_a));
     assert_results(&label("min_by"), &min_by, results(&groups, spec, min_by_a));
     assert_results(
@@ -254,9 +258,17 @@ fn check_case(seed: u64, workers: usize) -> u64 {
         }),
     );
     assert_results(&label("top"), &top, results(&groups, spec, top_by_a));
-    assert_results(&label("spread"), &spread_out, results(&groups, spec, spread));
+    assert_results(
+        &label("spread"),
+        &spread_out,
+        results(&groups, spec, spread),
+    );
     assert_results(&label("g_top"), &g_top, results(&globals, spec, top_by_a));
-    assert_results(&label("g_max_by"), &g_max_by, results(&globals, spec, max_by_a));
+    assert_results(
+        &label("g_max_by"),
+        &g_max_by,
+        results(&globals, spec, max_by_a),
+    );
     assert_results(&label("top_keys"), &top_keys, model_top_keys(&groups, spec));
     check_late_and_state(&summary, late, &label("summary"));
     late
@@ -346,7 +358,12 @@ fn top_n_ties_at_the_boundary_are_deterministic() {
             Script::new().records(records),
             WatermarkConfig::default(),
         );
-        let top = global(&events, "top", WindowSpec::tumbling(10), TopN::new(2, |e: &Ev| e.1));
+        let top = global(
+            &events,
+            "top",
+            WindowSpec::tumbling(10),
+            TopN::new(2, |e: &Ev| e.1),
+        );
         let keys = CollectSink::new();
         events
             .key_by("by_key", |e: &Ev| e.0)

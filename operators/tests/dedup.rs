@@ -121,7 +121,10 @@ fn dedup_equals_the_model_on_random_input() {
             }
         }
     }
-    assert!(late_window > 50 && late_ttl > 50, "the input has late records");
+    assert!(
+        late_window > 50 && late_ttl > 50,
+        "the input has late records"
+    );
 }
 
 /// The rule at its edges: a repeat exactly `ttl` after the last passed record passes; one just
