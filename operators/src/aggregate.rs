@@ -244,7 +244,7 @@ pub(crate) fn rank_insert<T>(
 }
 
 /// Sorts tied values ascending, for [`ExtremeBy::sorted`].
-fn sort_values<V: Ord>(values: &mut Vec<V>) {
+fn sort_values<V: Ord>(values: &mut [V]) {
     values.sort();
 }
 
@@ -274,7 +274,7 @@ fn sort_values<V: Ord>(values: &mut Vec<V>) {
 /// ```
 pub struct ExtremeBy<V, N, F, const MAX: bool> {
     by: F,
-    sort: Option<fn(&mut Vec<V>)>,
+    sort: Option<fn(&mut [V])>,
     _types: PhantomData<fn(&V) -> N>,
 }
 
