@@ -8,12 +8,14 @@
 //! - [`keyed`]: `key_by` — pairs each record with its key; the next stateful stage exchanges
 //!   records between workers by the key's hash.
 //! - [`window`]: tumbling and hopping event-time windows, keyed or global, emitted once when the
-//!   watermark passes the window's end.
+//!   watermark passes the window's end; `top_n_per_window`, the `n` best keys of each window.
 //! - [`session`]: session windows per key (closed after a gap of event-time inactivity,
 //!   merging sessions a record bridges), emitted once when the watermark passes their end.
 //! - [`count_window`]: every `n` records of a key, in event-time order, make one window.
 //! - [`aggregate`]: the [`Aggregate`] trait (create, add, merge, finish) and `Count`, `Sum`,
-//!   `Min`, `Max`, `Avg`, `MaxBy`.
+//!   `Min`, `Max`, `Avg`, `MaxBy`, `MinBy`, `ArgMax`, `ArgMin`, `CountDistinct`, `TopN`.
+//! - [`dedup`]: `dedup_window` (first record per key per window) and `dedup_ttl` (drop repeats
+//!   of a key within a time-to-live in event time).
 //! - [`join`]: joins of two keyed streams with final results: windowed equi-join, interval
 //!   join, as-of join.
 //! - [`updating`]: updating-mode joins (inner, left and full outer, optionally with a TTL) and
@@ -25,6 +27,7 @@
 
 pub mod aggregate;
 pub mod count_window;
+pub mod dedup;
 pub mod join;
 pub mod keyed;
 pub mod process;
@@ -33,21 +36,26 @@ pub mod stateless;
 pub mod updating;
 pub mod window;
 
-pub use aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
+pub use aggregate::{
+    Aggregate, ArgBy, ArgMax, ArgMin, Avg, Count, CountDistinct, ExtremeBy, Max, MaxBy, Min, MinBy,
+    Sum, TopN,
+};
 pub use join::WindowJoined;
 pub use keyed::{KeyBy, Keyed};
 pub use process::{KeyedProcess, ProcessContext};
 pub use stateless::Stateless;
 pub use updating::{Aggregated, JoinKind, Joined, OuterJoined};
-pub use window::{GlobalWindow, WindowResult, WindowSpec};
+pub use window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
 
 /// The extension traits and types a pipeline author needs.
 pub mod prelude {
-    pub use crate::aggregate::{Aggregate, Avg, Count, Max, MaxBy, Min, Sum};
+    pub use crate::aggregate::{
+        Aggregate, ArgMax, ArgMin, Avg, Count, CountDistinct, Max, MaxBy, Min, MinBy, Sum, TopN,
+    };
     pub use crate::join::WindowJoined;
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::process::{KeyedProcess, ProcessContext};
     pub use crate::stateless::Stateless;
     pub use crate::updating::{Aggregated, JoinKind, Joined, OuterJoined};
-    pub use crate::window::{GlobalWindow, WindowResult, WindowSpec};
+    pub use crate::window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
 }

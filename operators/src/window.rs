@@ -17,7 +17,9 @@
 //!   routes to, stashes partials by timestamp and, when the frontier passes a timestamp, merges
 //!   them into per-pane accumulators kept in an index ordered by time; a window merges its panes
 //!   when it fires, and firing and eviction touch only the windows that are due. So state at
-//!   frontier `W` is exactly the fold of the records stamped before `W`.
+//!   frontier `W` is exactly the fold of the records stamped before `W`. The stage's state gauge
+//!   counts the pane accumulators held (one per key and pane); it returns to 0 once the
+//!   watermark has passed every window.
 //! - **Late records**: a window `[s, e)` takes a record stamped `t` if and only if `t < e`. A
 //!   record none of whose windows is still open is late: counted, and written to the side output
 //!   under [`LatePolicy::SideOutput`](eddy_engine::LatePolicy). A record some of whose windows
@@ -28,7 +30,11 @@
 //! Phase 1 is a combiner: a hot key costs one partial per batch, and only partials cross
 //! between workers. Phase 2 splits the work of firing windows between workers by key. A global
 //! window is a window keyed by `()`: phase 2 runs on one worker.
+//!
+//! [`TopNPerWindow::top_n_per_window`] is a second stage after a keyed window: the `n` best keys
+//! of each window (two-stage aggregation: per-key partials, then a global step per window).
 
+use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -42,7 +48,7 @@ use eddy_engine::{Data, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{rank_insert, total_cmp, Aggregate};
 use crate::keyed::{route, Key, Keyed};
 
 /// The shape of a window: tumbling or hopping, in event-time milliseconds, aligned to epoch 0.
@@ -196,8 +202,11 @@ struct Panes<K, Acc> {
     spec: WindowSpec,
     pane: u64,
     panes: BTreeMap<u64, FxHashMap<K, Acc>>,
-    /// The start of the earliest window not yet fired.
+    /// The start of the earliest window not yet fired or closed: every window starting before
+    /// it has fired, or ended at or before the frontier while this worker held none of its panes.
     next_start: u64,
+    /// How many accumulators (key and pane) the panes hold: the stage's state gauge.
+    accs: usize,
     /// How many keys the largest pane so far held: new panes start with room for as many.
     keys_hint: usize,
 }
@@ -209,7 +218,38 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
             pane: spec.pane(),
             panes: BTreeMap::new(),
             next_start: 0,
+            accs: 0,
             keys_hint: 0,
+        }
+    }
+
+    /// Closes every window ending at or before `frontier`: the earliest window still to fire
+    /// starts no earlier than the first window ending after `frontier`. Windows that held panes
+    /// of this worker have fired by then; this also covers those that held none, so a partial
+    /// that arrives after an idle stretch goes only into windows still open. Without it, such a
+    /// partial would reopen a window that ended while this worker held nothing.
+    fn close_until(&mut self, frontier: u64) {
+        let (size, slide) = (self.spec.size, self.spec.slide);
+        let first_open = if frontier >= size {
+            ((frontier - size) / slide)
+                .saturating_add(1)
+                .saturating_mul(slide)
+        } else {
+            0
+        };
+        if first_open > self.next_start {
+            self.next_start = first_open;
+            self.evict();
+        }
+    }
+
+    /// Drops panes before `next_start`: no window still to fire contains them.
+    fn evict(&mut self) {
+        while let Some(entry) = self.panes.first_entry() {
+            if *entry.key() >= self.next_start {
+                break;
+            }
+            self.accs -= entry.remove().len();
         }
     }
 
@@ -247,6 +287,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
                 std::collections::hash_map::Entry::Occupied(o) => agg.merge(o.into_mut(), partial),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(partial);
+                    self.accs += 1;
                 }
             }
         }
@@ -271,6 +312,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
     ) {
         if self.pane == self.spec.size {
             if let Some(accs) = self.panes.remove(&start) {
+                self.accs -= accs.len();
                 accs.into_iter().for_each(|(k, acc)| emit(k, acc));
             }
         } else {
@@ -288,12 +330,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
             merged.into_iter().for_each(|(k, acc)| emit(k, acc));
         }
         self.next_start = start + self.spec.slide;
-        while let Some(entry) = self.panes.first_entry() {
-            if *entry.key() >= self.next_start {
-                break;
-            }
-            entry.remove();
-        }
+        self.evict();
     }
 }
 
@@ -354,7 +391,7 @@ pub(crate) type Out<'a, T> =
 
 /// Both phases of a window: [`combine`] on every worker, then [`fold_windows`] on the worker each
 /// key routes to.
-fn two_phase<'s, K: Key, V: Data, A: Aggregate<V>>(
+pub(crate) fn two_phase<'s, K: Key, V: Data, A: Aggregate<V>>(
     input: Records<'s, (K, V)>,
     stage: StageContext,
     spec: WindowSpec,
@@ -406,8 +443,10 @@ fn combine<'s, K: Key, V: Data, A: Aggregate<V>>(
 }
 
 /// Phase 2, on the worker each key routes to: stash partials by timestamp; once the frontier
-/// passes a timestamp, fire the windows ending at or before it, then merge its partials into
-/// their panes; fire every window the frontier has reached.
+/// passes a timestamp `t`, fire the windows ending at or before `t`, close those this worker
+/// held nothing of ([`Panes::close_until`]), then merge its partials into their panes; fire
+/// every window the frontier has reached. Reports the pane accumulators held on the stage's
+/// state gauge.
 fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
     partials: Records<'s, (K, A::Acc)>,
     stage: StageContext,
@@ -420,11 +459,13 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
         let mut stash: Stash<(K, A::Acc)> = Stash::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
+        let mut gauge = stage.state_gauge();
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
             while let Some((t, cap, partials)) = stash.pop_passed(limit) {
                 fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t);
+                panes.close_until(t);
                 panes.merge(&agg, partials);
                 if let Some((_, end)) = panes.next_window() {
                     if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
@@ -441,6 +482,7 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
                 }
                 None => window_cap = None,
             }
+            gauge.set(panes.accs);
         }
     })
 }
@@ -477,5 +519,216 @@ fn fire_due<K: Key, V, A: Aggregate<V>>(
             ));
         });
         stage.metrics().add_out(emitted);
+    }
+}
+
+/// Top-N across keys per window: the second, global step of a two-stage aggregation.
+///
+/// - **Input**: window results (`WindowResult<K, V>`), typically a keyed window's per-key
+///   results. **Output**: for each window (`start`, `end`), the `n` results with the highest
+///   `score`, unchanged, event time `end - 1`.
+/// - **Ranking and ties**: score descending (compared by [`total_cmp`]), then key ascending;
+///   the first `n` are kept. A keyed window emits one result per key and window, so the ranking
+///   is total and the output the same at any worker count.
+/// - **State and steps**: step 1, on every worker, keeps the `n` best of each window within each
+///   received batch (nothing between batches) and sends them, exchanged by window; step 2, on
+///   the worker the window routes to, merges them into the window's `n` best and emits them when
+///   the watermark reaches the window's end. The state gauge counts the results held; it
+///   returns to 0 once the watermark has passed every window.
+/// - **Late results**: a result stamped at or after its window's end is late (its window may
+///   have been emitted): counted, or written to the side output. A window stage's results are
+///   stamped `end - 1`, so they are never late.
+/// - **Checkpoint**: step 2's ranked lists and stash at frontier `W`.
+pub trait TopNPerWindow<K, V> {
+    /// Keeps the `n` results of each window with the highest `score`.
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(bids: eddy_engine::Stream<(u64, u64)>) -> eddy_engine::Stream<WindowResult<u64, u64>> {
+    /// // the 3 auctions with the most bids in each 10 s window
+    /// bids.key_by("by_auction", |b: &(u64, u64)| b.0)
+    ///     .window("bid_counts", WindowSpec::tumbling(10_000), Count)
+    ///     .top_n_per_window("top_auctions", 3, |r: &WindowResult<u64, u64>| r.value)
+    /// # }
+    /// ```
+    fn top_n_per_window<N, F>(self, name: &str, n: usize, score: F) -> Stream<WindowResult<K, V>>
+    where
+        N: PartialOrd + 'static,
+        F: Fn(&WindowResult<K, V>) -> N + Clone + Send + Sync + 'static;
+}
+
+impl<K: Key + Ord, V: Data + Clone> TopNPerWindow<K, V> for Stream<WindowResult<K, V>> {
+    fn top_n_per_window<N, F>(self, name: &str, n: usize, score: F) -> Stream<WindowResult<K, V>>
+    where
+        N: PartialOrd + 'static,
+        F: Fn(&WindowResult<K, V>) -> N + Clone + Send + Sync + 'static,
+    {
+        self.stage(
+            name,
+            "top_n",
+            format!("top {n} per window"),
+            move |input, stage| {
+                let score = score.clone();
+                let rank = move |a: &WindowResult<K, V>, b: &WindowResult<K, V>| {
+                    total_cmp(&score(b), &score(a)).then_with(|| a.key.cmp(&b.key))
+                };
+                let local = top_n_local(input, stage.clone(), n, rank.clone());
+                top_n_global(local, stage, n, rank)
+            },
+        )
+    }
+}
+
+/// Step 1 of [`TopNPerWindow`]: per received batch, the `n` best results of each window.
+fn top_n_local<'s, K: Key, V: Data + Clone>(
+    input: Records<'s, WindowResult<K, V>>,
+    stage: StageContext,
+    n: usize,
+    rank: impl Fn(&WindowResult<K, V>, &WindowResult<K, V>) -> Ordering + 'static,
+) -> Records<'s, WindowResult<K, V>> {
+    let name = format!("{}-local", stage.name());
+    input.unary(Local, &name, move |_, _| {
+        let mut best: FxHashMap<(u64, u64), Vec<WindowResult<K, V>>> = FxHashMap::default();
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let Some(&t) = cap.least() else { return };
+                stage.metrics().add_in(data.len());
+                for (event_time, result) in data.drain(..) {
+                    if result.end <= t {
+                        stage.late(&result, event_time, t, result.end);
+                        continue;
+                    }
+                    let list = best.entry((result.start, result.end)).or_default();
+                    rank_insert(list, n, result, &rank);
+                }
+                let mut kept: Vec<_> = best
+                    .drain()
+                    .flat_map(|(_, list)| list)
+                    .map(|r| (r.end - 1, r))
+                    .collect();
+                if !kept.is_empty() {
+                    output.session(&cap).give_container(&mut kept);
+                }
+            });
+        }
+    })
+}
+
+/// Step 2 of [`TopNPerWindow`], on the worker each window routes to: merges the steps 1' lists
+/// per window and emits a window's `n` best once the frontier reaches its end.
+fn top_n_global<'s, K: Key, V: Data + Clone>(
+    local: Records<'s, WindowResult<K, V>>,
+    stage: StageContext,
+    n: usize,
+    rank: impl Fn(&WindowResult<K, V>, &WindowResult<K, V>) -> Ordering + 'static,
+) -> Records<'s, WindowResult<K, V>> {
+    let name = stage.name().to_string();
+    let by_window = Exchange::new(|r: &Record<WindowResult<K, V>>| route(&(r.1.start, r.1.end)));
+    local.unary_frontier(by_window, &name, move |_, _| {
+        let mut stash: Stash<WindowResult<K, V>> = Stash::default();
+        // Per window, by (end, start): its best results so far.
+        let mut windows: BTreeMap<(u64, u64), Vec<WindowResult<K, V>>> = BTreeMap::new();
+        let mut held = 0usize;
+        let mut window_cap: Option<Capability<u64>> = None;
+        let mut gauge = stage.state_gauge();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| stash.absorb(&cap, data));
+            let limit = frontier_time(frontier);
+            while let Some((_, cap, results)) = stash.pop_passed(limit) {
+                for (_, result) in results {
+                    let end = result.end;
+                    if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
+                        window_cap = Some(cap.delayed(&(end - 1)));
+                    }
+                    let list = windows.entry((end, result.start)).or_default();
+                    held -= list.len();
+                    rank_insert(list, n, result, &rank);
+                    held += list.len();
+                }
+            }
+            while let Some(entry) = windows.first_entry() {
+                let end = entry.key().0;
+                if end > limit {
+                    break;
+                }
+                let list = entry.remove();
+                held -= list.len();
+                let cap = window_cap
+                    .as_mut()
+                    .expect("a pending window holds a capability; this is a bug in Eddy");
+                cap.downgrade(&(end - 1));
+                stage.metrics().add_out(list.len());
+                output
+                    .session(cap)
+                    .give_iterator(list.into_iter().map(|r| (end - 1, r)));
+            }
+            match windows.first_key_value() {
+                Some(((end, _), _)) => {
+                    if let Some(c) = window_cap.as_mut() {
+                        c.downgrade(&(end - 1));
+                    }
+                }
+                None => window_cap = None,
+            }
+            gauge.set(held);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Count;
+
+    /// Drives `Panes` as phase 2 does: before merging partials stamped `t`, fire due windows and
+    /// close the rest up to `t`. Returns what fired.
+    fn step(
+        panes: &mut Panes<u64, u64>,
+        t: u64,
+        partials: Vec<Record<(u64, u64)>>,
+    ) -> Vec<(u64, u64, u64, u64)> {
+        let mut fired = Vec::new();
+        while let Some((start, end)) = panes.next_window() {
+            if end > t {
+                break;
+            }
+            panes.fire::<u64, Count>(&Count, start, end, |k, n| fired.push((k, start, end, n)));
+        }
+        panes.close_until(t);
+        panes.merge::<u64, Count>(&Count, partials);
+        fired
+    }
+
+    #[test]
+    fn panes_hold_only_open_windows() {
+        let spec = WindowSpec::hopping(100, 25);
+        let mut panes: Panes<u64, u64> = Panes::new(spec);
+        let mut fired = 0;
+        for i in 0..2_000u64 {
+            let t = i * 10;
+            // ten keys, one partial each, in the pane of time t + 5
+            let partials = (0..10).map(|k| ((t + 5) / 25 * 25, (k, 1))).collect();
+            fired += step(&mut panes, t, partials).len();
+            // open windows span at most size + slide of event time: 5 panes of 10 keys
+            assert!(panes.accs <= 50, "{} accumulators at {t}", panes.accs);
+            assert_eq!(
+                panes.accs,
+                panes.panes.values().map(|p| p.len()).sum::<usize>()
+            );
+        }
+        fired += step(&mut panes, u64::MAX, Vec::new()).len();
+        assert_eq!(panes.accs, 0);
+        assert!(panes.panes.is_empty());
+        // every key in every window from [0, 100) on
+        assert_eq!(fired, 10 * (20_005 / 25));
+    }
+
+    #[test]
+    fn close_until_skips_windows_a_worker_held_nothing_of() {
+        let mut panes: Panes<u64, u64> = Panes::new(WindowSpec::hopping(10, 5));
+        assert!(step(&mut panes, 16, vec![(10, (1, 1))]).is_empty());
+        assert_eq!(panes.next_window(), Some((10, 20)));
+        let fired = step(&mut panes, u64::MAX, Vec::new());
+        assert_eq!(fired, vec![(1, 10, 20, 1)]);
     }
 }
