@@ -470,10 +470,10 @@ fn many_sessions_are_emitted_by_the_watermark_and_state_returns_to_zero() {
         let windows = stage(&summary, "windows");
         assert_eq!(windows.state, 0);
         // 200 keys: open sessions and remembered ends stay near the key count, far below the
-        // number of sessions the run goes through
-        eprintln!("session peak {}", windows.state_peak);
+        // number of sessions the run goes through (checked at one worker: with several, one
+        // worker's source may run ahead of the others' watermarks, and what it read waits)
         assert!(
-            windows.state_peak > 0 && windows.state_peak <= 2 * 200,
+            windows.state_peak > 0 && (workers > 1 || windows.state_peak <= 2 * 200),
             "{workers} workers: peak state {} for 200 keys",
             windows.state_peak
         );
