@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use eddy_connectors::nexmark::{generate_all, NexmarkConfig};
+use eddy_queries::reference;
 use serde_json::Value;
 
 fn eddy(args: &[&str]) -> String {
@@ -20,6 +22,15 @@ fn eddy(args: &[&str]) -> String {
 }
 
 fn pyarrow(path: &Path) -> Option<Value> {
+    read_with_pyarrow(path, false)
+}
+
+/// As [`pyarrow`], with every row under `"data"`.
+fn pyarrow_rows(path: &Path) -> Option<Value> {
+    read_with_pyarrow(path, true)
+}
+
+fn read_with_pyarrow(path: &Path, rows: bool) -> Option<Value> {
     if std::env::var_os("EDDY_SKIP_PYARROW").is_some() {
         eprintln!("EDDY_SKIP_PYARROW is set: not reading back with pyarrow");
         return None;
@@ -27,6 +38,7 @@ fn pyarrow(path: &Path) -> Option<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
     let out = Command::new("python3")
         .arg(script)
+        .args(rows.then_some("--rows"))
         .arg(path)
         .output()
         .expect("python3 runs");
@@ -152,4 +164,69 @@ fn generated_events_read_back_with_pyarrow() {
         total += found["rows"].as_u64().unwrap();
     }
     assert_eq!(total, 10_000, "every event is in exactly one file");
+}
+
+/// An updating query's change log in Parquet: the row's columns then `diff` (int64), and the
+/// diffs, summed per row by pyarrow's reading, leave exactly the batch reference's rows.
+#[test]
+fn a_change_log_reads_back_with_pyarrow_and_sums_to_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q4");
+    let summary = eddy(&[
+        "nexmark",
+        "run",
+        "q4",
+        "--events",
+        "50000",
+        "--rate",
+        "1000",
+        "--workers",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let Some(found) = pyarrow_rows(&out) else {
+        return;
+    };
+    assert_eq!(
+        found["rows"].as_u64().unwrap(),
+        summary_value(&summary, "output rows")
+    );
+    let schema = &found["schema"];
+    assert_eq!(schema["category"], "uint64");
+    assert_eq!(schema["avg_price"], "uint64");
+    assert_eq!(schema["diff"], "int64");
+    let mut standing: std::collections::BTreeMap<(u64, u64), i64> = Default::default();
+    let mut retractions = 0;
+    for row in found["data"].as_array().unwrap() {
+        let diff = row["diff"].as_i64().unwrap();
+        retractions += usize::from(diff < 0);
+        *standing
+            .entry((
+                row["category"].as_u64().unwrap(),
+                row["avg_price"].as_u64().unwrap(),
+            ))
+            .or_default() += diff;
+    }
+    assert!(retractions > 0, "averages change as auctions close");
+    let got: Vec<(u64, u64)> = standing
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(row, n)| {
+            assert_eq!(n, 1, "{row:?} stands {n} times");
+            row
+        })
+        .collect();
+    let config = NexmarkConfig {
+        events: 50_000,
+        events_per_second: 1_000,
+        ..Default::default()
+    };
+    let events: Vec<_> = generate_all(&config).into_iter().map(|(_, e)| e).collect();
+    let mut expected: Vec<(u64, u64)> = reference::q4(&events)
+        .into_iter()
+        .map(|r| (r.category, r.avg_price))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
 }

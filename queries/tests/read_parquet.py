@@ -1,8 +1,9 @@
 """Reads Parquet files with pyarrow, a reader independent of Eddy, and prints what it found.
 
-Usage: python3 read_parquet.py FILE_OR_DIR...
-Prints one JSON object: {"rows": N, "schema": {field: type}, "files": [...]}. Fails if the
-files do not share one schema or a temporary file is present.
+Usage: python3 read_parquet.py [--rows] FILE_OR_DIR...
+Prints one JSON object: {"rows": N, "schema": {field: type}, "files": [...]}, and with --rows
+also "data": every row as an object. Fails if the files do not share one schema or a temporary
+file is present.
 """
 import json
 import os
@@ -24,8 +25,11 @@ def files(paths):
 
 
 def main():
-    rows, schema, seen = 0, None, []
-    for path in files(sys.argv[1:]):
+    args = sys.argv[1:]
+    with_rows = "--rows" in args
+    args = [a for a in args if a != "--rows"]
+    rows, schema, seen, data = 0, None, [], []
+    for path in files(args):
         table = pq.read_table(path)
         fields = {f.name: str(f.type) for f in table.schema}
         if schema is not None and fields != schema:
@@ -33,7 +37,12 @@ def main():
         schema = fields
         rows += table.num_rows
         seen.append(os.path.basename(path))
-    print(json.dumps({"rows": rows, "schema": schema, "files": seen}))
+        if with_rows:
+            data.extend(table.to_pylist())
+    found = {"rows": rows, "schema": schema, "files": seen}
+    if with_rows:
+        found["data"] = data
+    print(json.dumps(found, default=str))
 
 
 if __name__ == "__main__":
