@@ -544,6 +544,34 @@ fn keep_from(frontier: u64, reach: u64) -> u64 {
     }
 }
 
+/// One side's batch in the interval join, stamped `t`: each on-time record meets the other
+/// side's records of its key with event times in `[time − back, time + ahead]` (`reach` is
+/// `(back, ahead)`), each pair made by `pair` with event time the later of the two, and is then
+/// kept for the records still to come; a record with event time below `t` is late.
+#[allow(clippy::too_many_arguments)]
+fn probe_and_keep<K: Key, X, Y, O>(
+    t: u64,
+    batch: &mut Vec<Record<(K, X)>>,
+    own: &mut Side<K, X>,
+    other: &Side<K, Y>,
+    (back, ahead): (u64, u64),
+    pair: impl Fn(&K, &X, &Y) -> O,
+    now: &mut Vec<Record<O>>,
+    mut late: impl FnMut(&K, &X, u64, u64),
+) {
+    for (time, (key, x)) in batch.drain(..) {
+        if time < t {
+            late(&key, &x, time, time);
+            continue;
+        }
+        let (from, to) = (time.saturating_sub(back), time.saturating_add(ahead));
+        for (y_time, y) in other.range(&key, from, to) {
+            now.push((time.max(y_time), pair(&key, &x, y)));
+        }
+        own.insert(key, time, x);
+    }
+}
+
 impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJoin<K, A, B> {
     type Out = (K, A, B);
 
@@ -552,22 +580,20 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
         t: u64,
         batch: &mut Vec<Record<(K, A)>>,
         now: &mut Vec<Record<Self::Out>>,
-        mut late: impl FnMut(&K, &A, u64, u64),
+        late: impl FnMut(&K, &A, u64, u64),
     ) {
-        for (time, (key, a)) in batch.drain(..) {
-            if time < t {
-                late(&key, &a, time, time);
-                continue;
-            }
-            let (from, to) = (
-                time.saturating_sub(self.lower),
-                time.saturating_add(self.upper),
-            );
-            for (b_time, b) in self.rights.range(&key, from, to) {
-                now.push((time.max(b_time), (key.clone(), a.clone(), b.clone())));
-            }
-            self.lefts.insert(key, time, a);
-        }
+        let reach = (self.lower, self.upper);
+        let pair = |key: &K, a: &A, b: &B| (key.clone(), a.clone(), b.clone());
+        probe_and_keep(
+            t,
+            batch,
+            &mut self.lefts,
+            &self.rights,
+            reach,
+            pair,
+            now,
+            late,
+        );
     }
 
     fn right(
@@ -575,22 +601,20 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
         t: u64,
         batch: &mut Vec<Record<(K, B)>>,
         now: &mut Vec<Record<Self::Out>>,
-        mut late: impl FnMut(&K, &B, u64, u64),
+        late: impl FnMut(&K, &B, u64, u64),
     ) {
-        for (time, (key, b)) in batch.drain(..) {
-            if time < t {
-                late(&key, &b, time, time);
-                continue;
-            }
-            let (from, to) = (
-                time.saturating_sub(self.upper),
-                time.saturating_add(self.lower),
-            );
-            for (a_time, a) in self.lefts.range(&key, from, to) {
-                now.push((time.max(a_time), (key.clone(), a.clone(), b.clone())));
-            }
-            self.rights.insert(key, time, b);
-        }
+        let reach = (self.upper, self.lower);
+        let pair = |key: &K, b: &B, a: &A| (key.clone(), a.clone(), b.clone());
+        probe_and_keep(
+            t,
+            batch,
+            &mut self.rights,
+            &self.lefts,
+            reach,
+            pair,
+            now,
+            late,
+        );
     }
 
     fn advance(&mut self, left: u64, right: u64, _out: &mut Vec<Record<Self::Out>>) {
