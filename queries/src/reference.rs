@@ -12,6 +12,9 @@ use crate::nexmark::{
     Q8_WINDOW,
 };
 
+mod stateless_udf;
+pub use stateless_udf::*;
+
 fn bids(events: &[Event]) -> impl Iterator<Item = &Bid> {
     events.iter().filter_map(|e| match e {
         Event::Bid(b) => Some(b),

@@ -4,13 +4,16 @@
 //! window sizes are the standard ones (q5: 10 s windows every 2 s; q7: 10 s tumbling; q11:
 //! sessions with a 10 s gap), aligned to epoch 0, so results compare with other engines'.
 
+mod add_channel_id;
 mod avg_price_category;
 mod avg_selling_price;
+mod calculation;
 mod hot_items;
 mod local_item_suggestion;
 mod max_bid;
 mod new_users;
 mod passthrough;
+mod url_directories;
 mod user_sessions;
 mod winning_bids;
 
@@ -21,13 +24,18 @@ use eddy_connectors::nexmark::{Bid, Event, NexmarkConfig, NexmarkSource};
 use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 
+pub use add_channel_id::{channel_id, q21, url_channel_id, Q21Row, Q21_KNOWN_CHANNELS};
 pub use avg_price_category::{q4, Q4Row};
 pub use avg_selling_price::{q6, Q6Row, Q6_LAST};
+pub use calculation::{
+    count_char, q14, q14_price_in_range, BidTimeType, Q14Row, Q14_MAX_EUROS, Q14_MIN_EUROS,
+};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+pub use url_directories::{q22, Q22Row};
 pub use user_sessions::{q11, Q11Row, Q11_GAP};
 pub use winning_bids::{q9, Q9Row};
 
@@ -59,11 +67,18 @@ pub enum Query {
     Q9,
     /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
     Q11,
+    /// Calculation: bids priced 1–50 M euros with their time of day and a user function's
+    /// count of `c`s in `extra`.
+    Q14,
+    /// Add channel id: bids with their channel's id, from the channel's name or the URL.
+    Q21,
+    /// URL directories: bids with the first three directories of their URL.
+    Q22,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 11] = [
+    pub const ALL: [Query; 14] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -75,6 +90,9 @@ impl Query {
         Query::Q8,
         Query::Q9,
         Query::Q11,
+        Query::Q14,
+        Query::Q21,
+        Query::Q22,
     ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
@@ -91,6 +109,9 @@ impl Query {
             Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
             Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
+            Query::Q14 => output.attach(q14(events), "sink", Q14Row::TIMESTAMP_FIELDS),
+            Query::Q21 => output.attach(q21(events), "sink", &[]),
+            Query::Q22 => output.attach(q22(events), "sink", &[]),
         }
     }
 
