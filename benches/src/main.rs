@@ -44,7 +44,12 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let config = NexmarkConfig::with_events(args.events);
     let mut measurements = Vec::new();
-    for &query in &args.queries {
+    let queries = if args.queries.is_empty() {
+        Query::ALL.to_vec()
+    } else {
+        args.queries.clone()
+    };
+    for &query in &queries {
         let hand = median(args.repeat, || anyhow::Ok(hand_loop(query, &config)))?;
         eprintln!(
             "{query} hand loop: {:.2} M events/s",
