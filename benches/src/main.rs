@@ -19,12 +19,8 @@ struct Args {
     /// Events per run.
     #[arg(long, default_value_t = 10_000_000)]
     events: u64,
-    /// Queries to run, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "q0,q1,q2,q3,q4,q5,q6,q7,q8,q9,q11"
-    )]
+    /// Queries to run, comma-separated (default: every query).
+    #[arg(long, value_delimiter = ',')]
     queries: Vec<Query>,
     /// Worker counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
