@@ -4,8 +4,12 @@
 //! window sizes are the standard ones (q5: 10 s windows every 2 s; q7: 10 s tumbling; q11:
 //! sessions with a 10 s gap), aligned to epoch 0, so results compare with other engines'.
 
+mod auction_statistics;
 mod avg_price_category;
 mod avg_selling_price;
+mod bidding_statistics;
+mod channel_statistics;
+mod daily_stats;
 mod hot_items;
 mod local_item_suggestion;
 mod max_bid;
@@ -21,8 +25,15 @@ use eddy_connectors::nexmark::{Bid, Event, NexmarkConfig, NexmarkSource};
 use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 
+pub use auction_statistics::{q17, Q17Row};
 pub use avg_price_category::{q4, Q4Row};
 pub use avg_selling_price::{q6, Q6Row, Q6_LAST};
+pub use bidding_statistics::{q15, Q15Row};
+pub use channel_statistics::{q16, Q16Row};
+pub use daily_stats::{
+    price_rank, utc_date, utc_hour_minute, BidCounters, DailyAcc, DailyStats, DayStats, DAY_MS,
+    RANK2_MIN_PRICE, RANK3_MIN_PRICE,
+};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
@@ -59,11 +70,18 @@ pub enum Query {
     Q9,
     /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
     Q11,
+    /// Bidding statistics: per UTC day, bids, distinct bidders and distinct auctions per price
+    /// rank.
+    Q15,
+    /// Channel statistics: q15's counters per channel and UTC day, with the latest minute.
+    Q16,
+    /// Auction statistics: per auction and UTC day, bids per price rank and price statistics.
+    Q17,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 11] = [
+    pub const ALL: [Query; 14] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -75,6 +93,9 @@ impl Query {
         Query::Q8,
         Query::Q9,
         Query::Q11,
+        Query::Q15,
+        Query::Q16,
+        Query::Q17,
     ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
@@ -91,6 +112,9 @@ impl Query {
             Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
             Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
+            Query::Q15 => output.attach(q15(events), "sink", Q15Row::TIMESTAMP_FIELDS),
+            Query::Q16 => output.attach(q16(events), "sink", Q16Row::TIMESTAMP_FIELDS),
+            Query::Q17 => output.attach(q17(events), "sink", Q17Row::TIMESTAMP_FIELDS),
         }
     }
 
