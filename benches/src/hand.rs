@@ -3,6 +3,8 @@
 //! produced, so the optimizer cannot drop the work, and so the runner can check they agree
 //! with the pipeline.
 
+mod daily_stats;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hint::black_box;
 
@@ -43,6 +45,9 @@ pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
         Query::Q8 => q8(events),
         Query::Q9 => q9(events),
         Query::Q11 => q11(events),
+        Query::Q15 => daily_stats::q15(events),
+        Query::Q16 => daily_stats::q16(events),
+        Query::Q17 => daily_stats::q17(events),
     }
 }
 

@@ -138,7 +138,10 @@ fn q17_auction_statistics() {
     // some auctions are bid on both sides of midnight
     let both: Vec<&Q17Row> = rows
         .iter()
-        .filter(|r| rows.iter().any(|s| s.auction == r.auction && s.day != r.day))
+        .filter(|r| {
+            rows.iter()
+                .any(|s| s.auction == r.auction && s.day != r.day)
+        })
         .collect();
     assert!(!both.is_empty(), "no auction spans midnight");
 }

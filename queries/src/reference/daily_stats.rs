@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use eddy_connectors::nexmark::{Bid, Event};
 
 use super::bids;
-use crate::nexmark::{
-    utc_date, utc_hour_minute, BidCounters, Q15Row, Q16Row, Q17Row, DAY_MS,
-};
+use crate::nexmark::{utc_date, utc_hour_minute, BidCounters, Q15Row, Q16Row, Q17Row, DAY_MS};
 
 /// A price filter of the SQL.
 type Filter = fn(usize) -> bool;
