@@ -156,11 +156,10 @@ fn count_ranks(values: &HashMap<u64, u8>) -> (u64, [u64; 3]) {
 }
 
 /// The aggregate of q15, q16 and q17 over one key's bids in a window: counters per price rank,
-/// price statistics and the latest bid's time, and, when made [`with_distinct`]
-/// (`DailyStats::with_distinct`), the exact distinct bidders and auctions per rank (a set of
-/// each, with the ranks seen, so memory grows with the distinct values per key and day).
-///
-/// [`with_distinct`]: DailyStats::with_distinct
+/// price statistics and the latest bid's time, and, when made with
+/// [`DailyStats::with_distinct`], the exact distinct bidders and auctions per rank (a map of
+/// each distinct value to the ranks it was seen at, so memory grows with the distinct values
+/// per key and day).
 #[derive(Clone, Copy, Debug)]
 pub struct DailyStats {
     distinct: bool,
