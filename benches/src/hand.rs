@@ -3,6 +3,7 @@
 //! produced, so the optimizer cannot drop the work, and so the runner can check they agree
 //! with the pipeline.
 
+mod daily_stats;
 mod stateless_udf;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -46,6 +47,9 @@ pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
         Query::Q9 => q9(events),
         Query::Q11 => q11(events),
         Query::Q14 => stateless_udf::q14(events),
+        Query::Q15 => daily_stats::q15(events),
+        Query::Q16 => daily_stats::q16(events),
+        Query::Q17 => daily_stats::q17(events),
         Query::Q21 => stateless_udf::q21(events),
         Query::Q22 => stateless_udf::q22(events),
     }

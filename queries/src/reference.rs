@@ -4,6 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod daily_stats;
+pub use daily_stats::*;
+
 use eddy_connectors::nexmark::{Auction, Bid, Event};
 
 use crate::nexmark::{

@@ -5,9 +5,13 @@
 //! sessions with a 10 s gap), aligned to epoch 0, so results compare with other engines'.
 
 mod add_channel_id;
+mod auction_statistics;
 mod avg_price_category;
 mod avg_selling_price;
+mod bidding_statistics;
 mod calculation;
+mod channel_statistics;
+mod daily_stats;
 mod hot_items;
 mod local_item_suggestion;
 mod max_bid;
@@ -25,10 +29,17 @@ use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 
 pub use add_channel_id::{channel_id, q21, url_channel_id, Q21Row, Q21_KNOWN_CHANNELS};
+pub use auction_statistics::{q17, Q17Row};
 pub use avg_price_category::{q4, Q4Row};
 pub use avg_selling_price::{q6, Q6Row, Q6_LAST};
+pub use bidding_statistics::{q15, Q15Row};
 pub use calculation::{
     count_char, q14, q14_price_in_range, BidTimeType, Q14Row, Q14_MAX_EUROS, Q14_MIN_EUROS,
+};
+pub use channel_statistics::{q16, Q16Row};
+pub use daily_stats::{
+    price_rank, utc_date, utc_hour_minute, BidCounters, DailyAcc, DailyStats, DayStats, DAY_MS,
+    RANK2_MIN_PRICE, RANK3_MIN_PRICE,
 };
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
@@ -70,6 +81,13 @@ pub enum Query {
     /// Calculation: bids priced 1–50 M euros with their time of day and a user function's
     /// count of `c`s in `extra`.
     Q14,
+    /// Bidding statistics: per UTC day, bids, distinct bidders and distinct auctions per price
+    /// rank.
+    Q15,
+    /// Channel statistics: q15's counters per channel and UTC day, with the latest minute.
+    Q16,
+    /// Auction statistics: per auction and UTC day, bids per price rank and price statistics.
+    Q17,
     /// Add channel id: bids with their channel's id, from the channel's name or the URL.
     Q21,
     /// URL directories: bids with the first three directories of their URL.
@@ -78,7 +96,7 @@ pub enum Query {
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 14] = [
+    pub const ALL: [Query; 17] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -91,6 +109,9 @@ impl Query {
         Query::Q9,
         Query::Q11,
         Query::Q14,
+        Query::Q15,
+        Query::Q16,
+        Query::Q17,
         Query::Q21,
         Query::Q22,
     ];
@@ -110,6 +131,9 @@ impl Query {
             Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
             Query::Q14 => output.attach(q14(events), "sink", Q14Row::TIMESTAMP_FIELDS),
+            Query::Q15 => output.attach(q15(events), "sink", Q15Row::TIMESTAMP_FIELDS),
+            Query::Q16 => output.attach(q16(events), "sink", Q16Row::TIMESTAMP_FIELDS),
+            Query::Q17 => output.attach(q17(events), "sink", Q17Row::TIMESTAMP_FIELDS),
             Query::Q21 => output.attach(q21(events), "sink", &[]),
             Query::Q22 => output.attach(q22(events), "sink", &[]),
         }
