@@ -6,11 +6,14 @@
 
 mod avg_price_category;
 mod avg_selling_price;
+mod expand_bid;
 mod hot_items;
+mod last_bid;
 mod local_item_suggestion;
 mod max_bid;
 mod new_users;
 mod passthrough;
+mod top_bids;
 mod user_sessions;
 mod winning_bids;
 
@@ -23,11 +26,14 @@ use eddy_operators::prelude::*;
 
 pub use avg_price_category::{q4, Q4Row};
 pub use avg_selling_price::{q6, Q6Row, Q6_LAST};
+pub use expand_bid::{q20, Q20Row, Q20_CATEGORY};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
+pub use last_bid::{q18, Q18Row};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+pub use top_bids::{q19, q19_score, Q19Row, Q19_TOP};
 pub use user_sessions::{q11, Q11Row, Q11_GAP};
 pub use winning_bids::{q9, Q9Row};
 
@@ -59,11 +65,17 @@ pub enum Query {
     Q9,
     /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
     Q11,
+    /// Last bid: each bidder's last bid on each auction (updating).
+    Q18,
+    /// Auction top-10 price: each auction's 10 highest bids with their rank (updating).
+    Q19,
+    /// Expand bid: every bid on a category-10 auction, with the auction's columns.
+    Q20,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 11] = [
+    pub const ALL: [Query; 14] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -75,6 +87,9 @@ impl Query {
         Query::Q8,
         Query::Q9,
         Query::Q11,
+        Query::Q18,
+        Query::Q19,
+        Query::Q20,
     ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
@@ -91,6 +106,9 @@ impl Query {
             Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
             Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
+            Query::Q18 => output.attach_changes(q18(events), "sink", Q18Row::TIMESTAMP_FIELDS),
+            Query::Q19 => output.attach_changes(q19(events), "sink", Q19Row::TIMESTAMP_FIELDS),
+            Query::Q20 => output.attach(q20(events), "sink", Q20Row::TIMESTAMP_FIELDS),
         }
     }
 
