@@ -3,6 +3,8 @@
 //! produced, so the optimizer cannot drop the work, and so the runner can check they agree
 //! with the pipeline.
 
+mod latest_and_top;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hint::black_box;
 
@@ -43,6 +45,9 @@ pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
         Query::Q8 => q8(events),
         Query::Q9 => q9(events),
         Query::Q11 => q11(events),
+        Query::Q18 => latest_and_top::q18(events),
+        Query::Q19 => latest_and_top::q19(events),
+        Query::Q20 => latest_and_top::q20(events),
     }
 }
 

@@ -65,7 +65,12 @@ impl<K: Key, V: Data + Ord + Clone> Keyed<K, V> {
     /// bids.top_n_updating("top_bids", 3, |b: &(u64, u64)| b.0)
     /// # }
     /// ```
-    pub fn top_n_updating<N, F>(self, name: &str, n: usize, score: F) -> Stream<Change<Ranked<K, V>>>
+    pub fn top_n_updating<N, F>(
+        self,
+        name: &str,
+        n: usize,
+        score: F,
+    ) -> Stream<Change<Ranked<K, V>>>
     where
         N: PartialOrd + 'static,
         F: Fn(&V) -> N + Clone + Send + Sync + 'static,
@@ -133,10 +138,14 @@ where
         ranking: &mut Ranking<V>,
         ctx: &mut ProcessContext<Self::Out>,
     ) {
-        let cmp = |a: &V, b: &V| total_cmp(&(self.score)(b), &(self.score)(a)).then_with(|| a.cmp(b));
+        let cmp =
+            |a: &V, b: &V| total_cmp(&(self.score)(b), &(self.score)(a)).then_with(|| a.cmp(b));
         let enters = self.n > 0
             && (ranking.best.len() < self.n
-                || ranking.best.last().is_some_and(|last| cmp(&value, last).is_lt()));
+                || ranking
+                    .best
+                    .last()
+                    .is_some_and(|last| cmp(&value, last).is_lt()));
         if !enters {
             return;
         }

@@ -13,6 +13,9 @@ use eddy_engine::testing::{CollectSink, Script};
 use eddy_engine::{Change, Pipeline, Record, Runtime, WatermarkConfig};
 use eddy_operators::prelude::*;
 
+/// One change of the operator's output.
+type RankChange = Change<Ranked<u64, Ev>>;
+
 /// The score the tests rank by: the event's middle field (0..4, so ties are common).
 fn score(e: &Ev) -> u64 {
     e.1
@@ -30,7 +33,7 @@ fn best(values: &[Ev], n: usize) -> Vec<Ev> {
 /// The change log the operator must emit: for each event time `t` of an on-time record, per
 /// key, the ranking over the records with event time `< t` against the ranking over those
 /// `≤ t`, rank by rank (retracting what changed, inserting the new); and the late count.
-fn model(arrivals: &[Arrival], n: usize) -> (Vec<Record<Change<Ranked<u64, Ev>>>>, u64) {
+fn model(arrivals: &[Arrival], n: usize) -> (Vec<Record<RankChange>>, u64) {
     let late = arrivals.iter().filter(|a| a.t < a.stamp).count() as u64;
     let on_time: Vec<&Arrival> = arrivals.iter().filter(|a| a.t >= a.stamp).collect();
     let times: BTreeSet<u64> = on_time.iter().map(|a| a.t).collect();
@@ -170,5 +173,9 @@ fn top_1_keeps_the_best_per_key_and_drops_late_records() {
         latest.insert(c.key, c.value);
     }
     assert_eq!(latest, BTreeMap::from([(1, (1, 1)), (2, (2, 0))]));
-    assert_eq!(stage(&summary, "latest").late, 1, "the record at 3 < 6 is late");
+    assert_eq!(
+        stage(&summary, "latest").late,
+        1,
+        "the record at 3 < 6 is late"
+    );
 }

@@ -44,6 +44,7 @@ fn an_unknown_query_lists_the_queries() {
         &["nexmark", "run", "q99", "--out", "x"],
         "q0, q1, q2, q3, q4, q5, q6, q7, q8, q9, q11",
     );
+    assert_one_line_error(&["nexmark", "run", "q99", "--out", "x"], "q18, q19, q20");
 }
 
 #[test]

@@ -58,7 +58,7 @@ enum Format {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The query: q0, q1, q2, q3, q4, q5, q6, q7, q8, q9 or q11.
+    /// The query: q0, q1, q2, q3, q4, q5, q6, q7, q8, q9, q11, q18, q19 or q20.
     query: Query,
     /// How many events to generate, over all workers and processes.
     #[arg(long, default_value_t = 1_000_000)]
