@@ -4,6 +4,7 @@
 //! with the pipeline.
 
 mod daily_stats;
+mod latest_and_top;
 mod stateless_udf;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -50,6 +51,9 @@ pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
         Query::Q15 => daily_stats::q15(events),
         Query::Q16 => daily_stats::q16(events),
         Query::Q17 => daily_stats::q17(events),
+        Query::Q18 => latest_and_top::q18(events),
+        Query::Q19 => latest_and_top::q19(events),
+        Query::Q20 => latest_and_top::q20(events),
         Query::Q21 => stateless_udf::q21(events),
         Query::Q22 => stateless_udf::q22(events),
     }

@@ -22,6 +22,8 @@
 //!   aggregates (per key, per window with corrections), emitting change logs.
 //! - [`process`]: keyed process functions — user code per key with typed state and event-time
 //!   timers, called in event-time order once the watermark passes.
+//! - [`top_n`]: `top_n_updating`, each key's `n` best records with their ranks, as a change
+//!   log (the latest record per key with `n = 1` and a time as the score).
 //!
 //! Bring the extension traits into scope with `use eddy_operators::prelude::*;`.
 
@@ -33,6 +35,7 @@ pub mod keyed;
 pub mod process;
 pub mod session;
 pub mod stateless;
+pub mod top_n;
 pub mod updating;
 pub mod window;
 
@@ -44,6 +47,7 @@ pub use join::WindowJoined;
 pub use keyed::{KeyBy, Keyed};
 pub use process::{KeyedProcess, ProcessContext};
 pub use stateless::Stateless;
+pub use top_n::Ranked;
 pub use updating::{Aggregated, JoinKind, Joined, OuterJoined};
 pub use window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
 
@@ -56,6 +60,7 @@ pub mod prelude {
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::process::{KeyedProcess, ProcessContext};
     pub use crate::stateless::Stateless;
+    pub use crate::top_n::Ranked;
     pub use crate::updating::{Aggregated, JoinKind, Joined, OuterJoined};
     pub use crate::window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
 }

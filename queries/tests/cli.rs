@@ -42,7 +42,7 @@ fn a_wrong_flag_is_one_line() {
 fn an_unknown_query_lists_the_queries() {
     assert_one_line_error(
         &["nexmark", "run", "q99", "--out", "x"],
-        "q0, q1, q2, q3, q4, q5, q6, q7, q8, q9, q11, q14, q15, q16, q17, q21, q22",
+        "q0, q1, q2, q3, q4, q5, q6, q7, q8, q9, q11, q14, q15, q16, q17, q18, q19, q20, q21, q22",
     );
 }
 

@@ -58,7 +58,7 @@ enum Format {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The query: q0, q1, q2, q3, q4, q5, q6, q7, q8, q9, q11, q14, q15, q16, q17, q21 or q22.
+    /// The query: q0–q9, q11, q14–q22 (an unknown name lists them).
     query: Query,
     /// How many events to generate, over all workers and processes.
     #[arg(long, default_value_t = 1_000_000)]

@@ -12,11 +12,14 @@ mod bidding_statistics;
 mod calculation;
 mod channel_statistics;
 mod daily_stats;
+mod expand_bid;
 mod hot_items;
+mod last_bid;
 mod local_item_suggestion;
 mod max_bid;
 mod new_users;
 mod passthrough;
+mod top_bids;
 mod url_directories;
 mod user_sessions;
 mod winning_bids;
@@ -41,11 +44,14 @@ pub use daily_stats::{
     price_rank, utc_date, utc_hour_minute, BidCounters, DailyAcc, DailyStats, DayStats, DAY_MS,
     RANK2_MIN_PRICE, RANK3_MIN_PRICE,
 };
+pub use expand_bid::{q20, Q20Row, Q20_CATEGORY};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
+pub use last_bid::{q18, Q18Row};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+pub use top_bids::{q19, q19_score, Q19Row, Q19_TOP};
 pub use url_directories::{q22, Q22Row};
 pub use user_sessions::{q11, Q11Row, Q11_GAP};
 pub use winning_bids::{q9, Q9Row};
@@ -88,6 +94,12 @@ pub enum Query {
     Q16,
     /// Auction statistics: per auction and UTC day, bids per price rank and price statistics.
     Q17,
+    /// Last bid: each bidder's last bid on each auction (updating).
+    Q18,
+    /// Auction top-10 price: each auction's 10 highest bids with their rank (updating).
+    Q19,
+    /// Expand bid: every bid on a category-10 auction, with the auction's columns.
+    Q20,
     /// Add channel id: bids with their channel's id, from the channel's name or the URL.
     Q21,
     /// URL directories: bids with the first three directories of their URL.
@@ -96,7 +108,7 @@ pub enum Query {
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 17] = [
+    pub const ALL: [Query; 20] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -112,6 +124,9 @@ impl Query {
         Query::Q15,
         Query::Q16,
         Query::Q17,
+        Query::Q18,
+        Query::Q19,
+        Query::Q20,
         Query::Q21,
         Query::Q22,
     ];
@@ -134,6 +149,9 @@ impl Query {
             Query::Q15 => output.attach(q15(events), "sink", Q15Row::TIMESTAMP_FIELDS),
             Query::Q16 => output.attach(q16(events), "sink", Q16Row::TIMESTAMP_FIELDS),
             Query::Q17 => output.attach(q17(events), "sink", Q17Row::TIMESTAMP_FIELDS),
+            Query::Q18 => output.attach_changes(q18(events), "sink", Q18Row::TIMESTAMP_FIELDS),
+            Query::Q19 => output.attach_changes(q19(events), "sink", Q19Row::TIMESTAMP_FIELDS),
+            Query::Q20 => output.attach(q20(events), "sink", Q20Row::TIMESTAMP_FIELDS),
             Query::Q21 => output.attach(q21(events), "sink", &[]),
             Query::Q22 => output.attach(q22(events), "sink", &[]),
         }

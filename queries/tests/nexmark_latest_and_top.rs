@@ -1,0 +1,129 @@
+//! q18 (last bid per bidder and auction), q19 (each auction's top-10 bids) and q20 (bids on
+//! category-10 auctions with their auction) against their batch references over the same
+//! generated events, at 1 and 2 workers. q18 and q19 are change logs, compared after
+//! consolidation; q20's rows are final.
+
+use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig, NexmarkSource};
+use eddy_engine::change::consolidate;
+use eddy_engine::testing::CollectSink;
+use eddy_engine::{Change, Pipeline, Runtime, Stream, WatermarkConfig};
+use eddy_queries::nexmark::{q18, q19, q20, Q18Row, Q19Row, Q20Row, Q19_TOP};
+use eddy_queries::reference;
+
+const EVENTS: u64 = 60_000;
+
+fn config() -> NexmarkConfig {
+    NexmarkConfig {
+        events: EVENTS,
+        events_per_second: 1_000,
+        ..Default::default()
+    }
+}
+
+fn events() -> Vec<Event> {
+    generate_all(&config())
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// Runs `query` over the generated events at `workers` workers; returns what it emitted.
+fn run<T>(query: fn(Stream<Event>) -> Stream<T>, workers: usize) -> Vec<T>
+where
+    T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let pipeline = Pipeline::new("nexmark-latest-and-top");
+    let out = CollectSink::new();
+    let events = pipeline.source(
+        "nexmark",
+        NexmarkSource::new(config()),
+        WatermarkConfig::default(),
+    );
+    query(events).sink("sink", out.clone());
+    let summary = Runtime::new(workers).run(&pipeline).unwrap();
+    assert_eq!(summary.events(), EVENTS);
+    assert_eq!(
+        summary.late(),
+        0,
+        "in-order generator input has no late records"
+    );
+    out.rows().into_iter().map(|(_, row)| row).collect()
+}
+
+fn sorted<T: Ord>(mut rows: Vec<T>) -> Vec<T> {
+    rows.sort();
+    rows
+}
+
+/// Runs an updating query at 1 and 2 workers: its consolidated change log must equal the
+/// reference, and it must have retracted rows (the result was updated, not only appended).
+fn check_changes<T>(name: &str, query: fn(Stream<Event>) -> Stream<Change<T>>, expected: Vec<T>)
+where
+    T: Ord
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let expected = sorted(expected);
+    assert!(
+        expected.len() > 1_000,
+        "the {name} reference has rows: {}",
+        expected.len()
+    );
+    for workers in [1, 2] {
+        let log = run(query, workers);
+        let retractions = log.iter().filter(|c| c.diff < 0).count();
+        assert!(
+            retractions > 100,
+            "{name}, {workers} workers: rows are replaced ({retractions} retractions)"
+        );
+        assert!(
+            log.iter().all(|c| c.diff == 1 || c.diff == -1),
+            "{name}: one change per row and step"
+        );
+        let standing = consolidate(log).unwrap();
+        assert_eq!(
+            standing.len(),
+            expected.len(),
+            "{name}, {workers} workers: rows"
+        );
+        assert!(
+            standing == expected,
+            "{name}, {workers} workers: rows differ"
+        );
+    }
+}
+
+#[test]
+fn q18_last_bid_matches_the_reference() {
+    let expected: Vec<Q18Row> = reference::q18(&events());
+    check_changes("q18", q18, expected);
+}
+
+#[test]
+fn q19_top_bids_match_the_reference() {
+    let expected: Vec<Q19Row> = reference::q19(&events());
+    assert!(
+        expected.iter().any(|r| r.rank_number == Q19_TOP as u64),
+        "some auction has a full top 10"
+    );
+    check_changes("q19", q19, expected);
+}
+
+#[test]
+fn q20_expand_bid_matches_the_reference() {
+    let expected: Vec<Q20Row> = sorted(reference::q20(&events()));
+    assert!(
+        expected.len() > 1_000,
+        "the reference has rows: {}",
+        expected.len()
+    );
+    for workers in [1, 2] {
+        let got = sorted(run(q20, workers));
+        assert_eq!(got.len(), expected.len(), "q20, {workers} workers: rows");
+        assert!(got == expected, "q20, {workers} workers: rows differ");
+    }
+}
