@@ -29,6 +29,7 @@ pub mod nexmark;
 pub mod parquet;
 pub mod parquet_partitioned;
 pub mod replay;
+pub mod side_input;
 pub mod table;
 
 mod staged;
@@ -39,4 +40,5 @@ pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
 pub use crate::parquet::{write_parquet, ParquetSink};
 pub use crate::parquet_partitioned::{PartitionedParquetSink, TimePartitioning};
 pub use crate::replay::{PreparedSource, ReplaySource};
+pub use crate::side_input::SideInputFile;
 pub use crate::table::TableSink;

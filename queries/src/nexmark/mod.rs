@@ -8,9 +8,12 @@ mod avg_price_category;
 mod avg_selling_price;
 mod hot_items;
 mod local_item_suggestion;
+mod log_to_file;
 mod max_bid;
 mod new_users;
 mod passthrough;
+mod proc_time_windows;
+mod side_input_join;
 mod user_sessions;
 mod winning_bids;
 
@@ -25,9 +28,12 @@ pub use avg_price_category::{q4, Q4Row};
 pub use avg_selling_price::{q6, Q6Row, Q6_LAST};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
+pub use log_to_file::{q10, Q10Row, Q10_PARTITIONING};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+pub use proc_time_windows::{q12, Q12Row, Q12_WINDOW};
+pub use side_input_join::{q13, q13_default_table, q13_side_table, Q13Row, Q13_KEYS};
 pub use user_sessions::{q11, Q11Row, Q11_GAP};
 pub use winning_bids::{q9, Q9Row};
 
@@ -57,13 +63,20 @@ pub enum Query {
     Q8,
     /// Winning bids: each auction with its highest bid, when it closes.
     Q9,
+    /// Log to file system: every bid, to Parquet partitioned by the date and hour of its event
+    /// time, each partition marked `_SUCCESS` once the watermark passes its end.
+    Q10,
     /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
     Q11,
+    /// Processing-time windows: bids per bidder in 10 s wall-clock windows (not deterministic).
+    Q12,
+    /// Bounded side input join: every bid with a side table's value for `auction % 10000`.
+    Q13,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 11] = [
+    pub const ALL: [Query; 14] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -74,7 +87,10 @@ impl Query {
         Query::Q7,
         Query::Q8,
         Query::Q9,
+        Query::Q10,
         Query::Q11,
+        Query::Q12,
+        Query::Q13,
     ];
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
@@ -91,20 +107,55 @@ impl Query {
             Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
             Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
+            Query::Q10 => output.attach_partitioned(
+                q10(events),
+                "sink",
+                Q10Row::TIMESTAMP_FIELDS,
+                Q10_PARTITIONING,
+            ),
+            Query::Q12 => output.attach(q12(events), "sink", Q12Row::TIMESTAMP_FIELDS),
+            Query::Q13 => output.attach(
+                q13(events, q13_side_table(None)),
+                "sink",
+                Q13Row::TIMESTAMP_FIELDS,
+            ),
         }
     }
 
     /// A pipeline running this query on the built-in generator.
     pub fn pipeline(self, config: NexmarkConfig, output: &Output) -> Pipeline {
-        let pipeline = Pipeline::new(self.to_string());
-        let events = pipeline.source(
-            "nexmark",
-            NexmarkSource::new(config),
-            WatermarkConfig::default(),
-        );
+        let (pipeline, events) = nexmark_pipeline(&self.to_string(), config);
         self.build(events, output);
         pipeline
     }
+
+    /// As [`Query::pipeline`], for q13 with its side table read from `side_input` (CSV, or JSON
+    /// lines for `.jsonl`, `.ndjson`, `.json`) on every worker; other queries have no side input.
+    pub fn pipeline_with_side_input(
+        self,
+        config: NexmarkConfig,
+        output: &Output,
+        side_input: &std::path::Path,
+    ) -> Result<Pipeline, String> {
+        if self != Query::Q13 {
+            return Err(format!("{self} has no side input; only q13 reads one"));
+        }
+        let (pipeline, events) = nexmark_pipeline(&self.to_string(), config);
+        let table = q13_side_table(Some(side_input));
+        output.attach(q13(events, table), "sink", Q13Row::TIMESTAMP_FIELDS);
+        Ok(pipeline)
+    }
+}
+
+/// A new pipeline named `name` and its stream of events from the built-in generator.
+fn nexmark_pipeline(name: &str, config: NexmarkConfig) -> (Pipeline, Stream<Event>) {
+    let pipeline = Pipeline::new(name);
+    let events = pipeline.source(
+        "nexmark",
+        NexmarkSource::new(config),
+        WatermarkConfig::default(),
+    );
+    (pipeline, events)
 }
 
 impl fmt::Display for Query {
