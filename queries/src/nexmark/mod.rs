@@ -122,6 +122,12 @@ impl Query {
         }
     }
 
+    /// Whether the query's rows are the same on every run: false for q12, whose
+    /// processing-time windows depend on when records are processed.
+    pub fn deterministic(self) -> bool {
+        self != Query::Q12
+    }
+
     /// A pipeline running this query on the built-in generator.
     pub fn pipeline(self, config: NexmarkConfig, output: &Output) -> Pipeline {
         let (pipeline, events) = nexmark_pipeline(&self.to_string(), config);
