@@ -3,6 +3,8 @@
 //! produced, so the optimizer cannot drop the work, and so the runner can check they agree
 //! with the pipeline.
 
+mod special;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hint::black_box;
 
@@ -42,7 +44,10 @@ pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
         Query::Q7 => q7(events),
         Query::Q8 => q8(events),
         Query::Q9 => q9(events),
+        Query::Q10 => special::q10(events),
         Query::Q11 => q11(events),
+        Query::Q12 => special::q12(events),
+        Query::Q13 => special::q13(events),
     }
 }
 

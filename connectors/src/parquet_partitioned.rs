@@ -187,7 +187,10 @@ impl<T: Serialize + 'static> Sink<T> for PartitionedParquetSink<T> {
         let fields = self.inner.schema()?;
         let progress = self.inner.dir.join(PROGRESS_DIR);
         fs::create_dir_all(&progress).map_err(|e| {
-            io_error(format!("could not create the directory {}", progress.display()), e)
+            io_error(
+                format!("could not create the directory {}", progress.display()),
+                e,
+            )
         })?;
         let writer = PartitionedWriter {
             root: self.inner.dir.clone(),
@@ -236,9 +239,8 @@ impl<T> PartitionedWriter<T> {
     fn note_progress(&self, upto: u64) -> Result<(), ConnectorError> {
         let dir = self.root.join(PROGRESS_DIR);
         let (staged, mut file) = Staged::create(&dir, &self.progress_file(self.worker.index))?;
-        file.write_all(upto.to_string().as_bytes()).map_err(|e| {
-            io_error(format!("could not write {}", staged.dest().display()), e)
-        })?;
+        file.write_all(upto.to_string().as_bytes())
+            .map_err(|e| io_error(format!("could not write {}", staged.dest().display()), e))?;
         drop(file);
         staged.commit()?;
         Ok(())
@@ -377,7 +379,10 @@ mod tests {
             TimePartitioning::Hour.parse("dt=2023-11-14", Some("hm=22")),
             Some(TimePartitioning::Hour.start_of(1_700_000_000_000))
         );
-        assert_eq!(TimePartitioning::Hour.parse("dt=2023-11-14", Some("hm=24")), None);
+        assert_eq!(
+            TimePartitioning::Hour.parse("dt=2023-11-14", Some("hm=24")),
+            None
+        );
     }
 
     #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -392,14 +397,22 @@ mod tests {
         let base = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS;
         let mut a = sink.open(Partition { index: 0, count: 2 }).unwrap();
         let mut b = sink.open(Partition { index: 1, count: 2 }).unwrap();
-        a.write(&mut vec![(base + 1, Row { n: 1 }), (base + HOUR_MS, Row { n: 2 })])
-            .unwrap();
+        a.write(&mut vec![
+            (base + 1, Row { n: 1 }),
+            (base + HOUR_MS, Row { n: 2 }),
+        ])
+        .unwrap();
         b.write(&mut vec![(base + 2, Row { n: 3 })]).unwrap();
         let first = dir.path().join(TimePartitioning::Hour.path_of(base));
-        let second = dir.path().join(TimePartitioning::Hour.path_of(base + HOUR_MS));
+        let second = dir
+            .path()
+            .join(TimePartitioning::Hour.path_of(base + HOUR_MS));
         a.on_watermark(base + HOUR_MS + 5).unwrap();
         assert!(first.join("part-00000.parquet").exists());
-        assert!(!first.join(SUCCESS_FILE).exists(), "worker 1 is not past it");
+        assert!(
+            !first.join(SUCCESS_FILE).exists(),
+            "worker 1 is not past it"
+        );
         b.on_watermark(base + HOUR_MS).unwrap();
         assert!(first.join("part-00001.parquet").exists());
         assert!(first.join(SUCCESS_FILE).exists());

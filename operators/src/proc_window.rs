@@ -105,7 +105,15 @@ impl<K: Key, V: Data> Keyed<K, V> {
                                 emitted += 1;
                                 let value = agg.finish(acc);
                                 let end = start + size;
-                                session.give((stamp, WindowResult { key, start, end, value }));
+                                session.give((
+                                    stamp,
+                                    WindowResult {
+                                        key,
+                                        start,
+                                        end,
+                                        value,
+                                    },
+                                ));
                             }
                             stage.metrics().add_out(emitted);
                         }

@@ -3,7 +3,7 @@
 //! Nexmark queries and example pipelines written with Eddy's public API, the plain batch
 //! references they are tested against, and the `eddy` binary.
 //!
-//! - [`nexmark`]: the queries (q0–q9, q11), their output rows, and [`nexmark::Query`]
+//! - [`nexmark`]: the queries (q0–q13), their output rows, and [`nexmark::Query`]
 //!   to pick one by name.
 //! - [`reference`]: obviously-correct batch computations of the same queries over a `Vec` of
 //!   events, for tests.

@@ -118,7 +118,11 @@ fn read_back_with_pyarrow(dir: &Path, expected: &[Q10Row], what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(found["rows"].as_u64().unwrap(), expected.len() as u64, "{what}");
+    assert_eq!(
+        found["rows"].as_u64().unwrap(),
+        expected.len() as u64,
+        "{what}"
+    );
     assert_eq!(found["misplaced"].as_u64().unwrap(), 0, "{what}");
     assert_eq!(
         found["without_success"].as_array().unwrap().len(),
@@ -148,8 +152,10 @@ fn q13_joins_bids_with_a_side_table_from_a_file() {
     let events = events(&config);
     let tmp = tempfile::tempdir().unwrap();
     // Every third key, valued "v{key}": a third of the bids find a match.
-    let table: std::collections::HashMap<u64, String> =
-        (0..10_000).step_by(3).map(|k| (k, format!("v{k}"))).collect();
+    let table: std::collections::HashMap<u64, String> = (0..10_000)
+        .step_by(3)
+        .map(|k| (k, format!("v{k}")))
+        .collect();
     let csv = tmp.path().join("side.csv");
     let mut text = String::from("key,value\n");
     for k in (0..10_000u64).step_by(3) {
@@ -167,9 +173,10 @@ fn q13_joins_bids_with_a_side_table_from_a_file() {
     assert!(expected.len() > 1000 && expected.len() < all_bids);
     for workers in [1, 2] {
         for file in [&csv, &jsonl] {
-            let dir = tmp
-                .path()
-                .join(format!("q13-{workers}w-{}", file.extension().unwrap().to_string_lossy()));
+            let dir = tmp.path().join(format!(
+                "q13-{workers}w-{}",
+                file.extension().unwrap().to_string_lossy()
+            ));
             let pipeline = Query::Q13
                 .pipeline_with_side_input(config.clone(), &parquet(&dir), file)
                 .unwrap();
@@ -214,7 +221,10 @@ fn q13_with_a_missing_or_malformed_file_fails_naming_it() {
             let pipeline = Query::Q13
                 .pipeline_with_side_input(config.clone(), &Output::Count, file)
                 .unwrap();
-            let error = Runtime::new(workers).run(&pipeline).unwrap_err().to_string();
+            let error = Runtime::new(workers)
+                .run(&pipeline)
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(mentions), "{error}");
         }
     }
@@ -246,6 +256,9 @@ fn q12_counts_every_bid_once_per_bidder_over_its_processing_time_windows() {
             );
             *totals.entry(r.bidder).or_default() += r.bid_count;
         }
-        assert_eq!(totals, expected, "q12, {workers} workers: totals per bidder");
+        assert_eq!(
+            totals, expected,
+            "q12, {workers} workers: totals per bidder"
+        );
     }
 }
