@@ -5,6 +5,7 @@
 
 mod daily_stats;
 mod latest_and_top;
+mod special;
 mod stateless_udf;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -46,7 +47,10 @@ pub fn run(query: Query, events: Vec<Record<Event>>) -> u64 {
         Query::Q7 => q7(events),
         Query::Q8 => q8(events),
         Query::Q9 => q9(events),
+        Query::Q10 => special::q10(events),
         Query::Q11 => q11(events),
+        Query::Q12 => special::q12(events),
+        Query::Q13 => special::q13(events),
         Query::Q14 => stateless_udf::q14(events),
         Query::Q15 => daily_stats::q15(events),
         Query::Q16 => daily_stats::q16(events),

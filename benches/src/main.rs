@@ -7,7 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use eddy_benches::runner::{engine, hand_loop, report, Measurement, ANALYSIS_MARKER};
+use eddy_benches::runner::{engine, hand_loop, report, rows_agree, Measurement, ANALYSIS_MARKER};
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_queries::nexmark::Query;
 
@@ -59,7 +59,7 @@ fn main() -> Result<()> {
                 "{query} {workers} workers: {:.2} M events/s",
                 m.events_per_second() / 1e6
             );
-            if m.rows != hand.rows {
+            if !rows_agree(&m, &hand) {
                 bail!(
                     "{query}: the pipeline wrote {} rows but the hand loop {}: a bug",
                     m.rows,

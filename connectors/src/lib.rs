@@ -12,6 +12,10 @@
 //! - [`jsonl`]: [`JsonLinesSource`] and [`JsonLinesSink`], one JSON object per line.
 //! - [`parquet`]: [`ParquetSink`], one Parquet file per worker with a schema derived from the row
 //!   type, and [`write_parquet`] for a single file.
+//! - [`parquet_partitioned`]: [`PartitionedParquetSink`], Parquet partitioned by event-time day
+//!   or hour (`dt=YYYY-MM-DD/hm=HH`), with a `_SUCCESS` file once the watermark passes a
+//!   partition's end.
+//! - [`side_input`]: bounded tables read from a CSV or JSON-lines file, for lookup joins.
 //! - [`table`]: [`TableSink`], a pretty table of (a sample of) the results on stdout.
 //! - [`count`]: [`CountSink`], which counts rows and discards them, for benchmarks.
 //!
@@ -23,7 +27,9 @@ pub mod count;
 pub mod jsonl;
 pub mod nexmark;
 pub mod parquet;
+pub mod parquet_partitioned;
 pub mod replay;
+pub mod side_input;
 pub mod table;
 
 mod staged;
@@ -32,5 +38,7 @@ pub use crate::count::CountSink;
 pub use crate::jsonl::{JsonLinesSink, JsonLinesSource};
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
 pub use crate::parquet::{write_parquet, ParquetSink};
+pub use crate::parquet_partitioned::{PartitionedParquetSink, TimePartitioning};
 pub use crate::replay::{PreparedSource, ReplaySource};
+pub use crate::side_input::SideInputFile;
 pub use crate::table::TableSink;

@@ -74,7 +74,7 @@ pub fn arrow_fields<T: Serialize + DeserializeOwned>(
 
 /// One Parquet file being written: rows are serialized into Arrow columns as they come and
 /// written as a row group every `row_group_size` rows.
-struct ParquetFile {
+pub(crate) struct ParquetFile {
     staged: Staged,
     writer: ArrowWriter<File>,
     builder: ArrayBuilder,
@@ -84,7 +84,7 @@ struct ParquetFile {
 }
 
 impl ParquetFile {
-    fn create(
+    pub(crate) fn create(
         dir: &Path,
         name: &str,
         fields: &[FieldRef],
@@ -121,7 +121,7 @@ impl ParquetFile {
         })
     }
 
-    fn push<T: Serialize>(&mut self, row: &T) -> Result<(), ConnectorError> {
+    pub(crate) fn push<T: Serialize>(&mut self, row: &T) -> Result<(), ConnectorError> {
         self.builder.push(row).map_err(|e| {
             ConnectorError::user(format!(
                 "a {} does not fit the Parquet schema of {}: {e}",
@@ -170,7 +170,7 @@ impl ParquetFile {
     }
 
     /// Writes the last row group and the footer, and renames the file into place.
-    fn finish(mut self) -> Result<(PathBuf, u64), ConnectorError> {
+    pub(crate) fn finish(mut self) -> Result<(PathBuf, u64), ConnectorError> {
         self.write_row_group()?;
         let ParquetFile {
             staged,
@@ -228,9 +228,9 @@ pub fn write_parquet<T: Serialize + DeserializeOwned>(
 /// schema). Only the data is written, not the record's event time.
 #[derive(Debug)]
 pub struct ParquetSink<T> {
-    dir: PathBuf,
-    prefix: String,
-    row_group_size: usize,
+    pub(crate) dir: PathBuf,
+    pub(crate) prefix: String,
+    pub(crate) row_group_size: usize,
     timestamp_ms: Vec<String>,
     fields: FieldsOf,
     _marker: PhantomData<fn(T)>,

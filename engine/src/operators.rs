@@ -164,6 +164,7 @@ pub(crate) fn sink<T: 'static>(
     };
     let mut latency = new_histogram();
     let name = stage.name().to_string();
+    let mut watermark = 0u64;
     input.sink(Local, &name, move |(input, frontier)| {
         input.for_each(|cap, batch| {
             let n = batch.len();
@@ -184,6 +185,17 @@ pub(crate) fn sink<T: 'static>(
             }
             batch.clear();
         });
+        if let Some(&least) = frontier.frontier().iter().min() {
+            if least > watermark {
+                watermark = least;
+                if let Some(w) = writer.as_mut() {
+                    if let Err(error) = w.on_watermark(least) {
+                        stage.fail(error);
+                        writer = None;
+                    }
+                }
+            }
+        }
         if frontier.is_empty() {
             if let Some(mut w) = writer.take() {
                 match w.finish() {

@@ -2,7 +2,8 @@
 //!
 //! A [`Sink`] is shared by all workers; each worker opens one [`SinkWriter`] and the engine
 //! hands it every batch that reaches the sink, then calls [`SinkWriter::finish`] once the sink's
-//! input frontier is empty (every upstream stage is done).
+//! input frontier is empty (every upstream stage is done). In between, it tells the writer of
+//! each advance of the watermark ([`SinkWriter::on_watermark`]).
 
 use std::path::PathBuf;
 
@@ -32,6 +33,14 @@ pub trait Sink<T>: Send + Sync + 'static {
 pub trait SinkWriter<T> {
     /// Writes a batch of records; the writer may drain `batch`.
     fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError>;
+
+    /// Called when the sink's watermark (the least time of its input frontier) advances to
+    /// `watermark`, after the batches stamped before it: no record of a batch at an earlier
+    /// time will come. Writers that close time partitions use it; the default does nothing.
+    fn on_watermark(&mut self, watermark: u64) -> Result<(), ConnectorError> {
+        let _ = watermark;
+        Ok(())
+    }
 
     /// Called once, after the last batch: flush, close and make the output visible.
     fn finish(&mut self) -> Result<SinkReport, ConnectorError>;

@@ -20,6 +20,10 @@
 //!   join, as-of join.
 //! - [`updating`]: updating-mode joins (inner, left and full outer, optionally with a TTL) and
 //!   aggregates (per key, per window with corrections), emitting change logs.
+//! - [`lookup`]: lookup joins of each record with a bounded side table (read once from a file
+//!   on every worker), inner or left outer.
+//! - [`proc_window`]: tumbling windows in processing (wall-clock) time, keyed; results are
+//!   not deterministic.
 //! - [`process`]: keyed process functions — user code per key with typed state and event-time
 //!   timers, called in event-time order once the watermark passes.
 //! - [`top_n`]: `top_n_updating`, each key's `n` best records with their ranks, as a change
@@ -32,6 +36,8 @@ pub mod count_window;
 pub mod dedup;
 pub mod join;
 pub mod keyed;
+pub mod lookup;
+pub mod proc_window;
 pub mod process;
 pub mod session;
 pub mod stateless;
@@ -45,6 +51,7 @@ pub use aggregate::{
 };
 pub use join::WindowJoined;
 pub use keyed::{KeyBy, Keyed};
+pub use lookup::{LookupJoin, SideTable};
 pub use process::{KeyedProcess, ProcessContext};
 pub use stateless::Stateless;
 pub use top_n::Ranked;
@@ -58,6 +65,7 @@ pub mod prelude {
     };
     pub use crate::join::WindowJoined;
     pub use crate::keyed::{KeyBy, Keyed};
+    pub use crate::lookup::{LookupJoin, SideTable};
     pub use crate::process::{KeyedProcess, ProcessContext};
     pub use crate::stateless::Stateless;
     pub use crate::top_n::Ranked;

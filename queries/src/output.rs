@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use eddy_connectors::{CountSink, JsonLinesSink, ParquetSink, TableSink};
+use eddy_connectors::{CountSink, JsonLinesSink, ParquetSink, TableSink, TimePartitioning};
 use eddy_engine::{Change, Data, Stream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -77,6 +77,32 @@ impl Output {
             Output::JsonLines { dir } => stream.sink(name, JsonLinesSink::new(dir, PART_PREFIX)),
             Output::Table => stream.sink(name, TableSink::changes()),
             Output::Count => stream.sink(name, CountSink::new()),
+        }
+    }
+
+    /// Attaches this sink, partitioning Parquet output by each record's event time
+    /// (`dt=YYYY-MM-DD[/hm=HH]` directories, each marked `_SUCCESS` once the watermark passes
+    /// its end; see [`eddy_connectors::PartitionedParquetSink`]). Other formats are written as by
+    /// [`Output::attach`].
+    pub fn attach_partitioned<T: Data + Serialize>(
+        &self,
+        stream: Stream<T>,
+        name: &str,
+        timestamp_fields: &[&str],
+        by: TimePartitioning,
+    ) {
+        match self {
+            Output::Parquet {
+                dir,
+                row_group_size,
+            } => stream.sink(
+                name,
+                ParquetSink::new(dir, PART_PREFIX)
+                    .row_group_size(*row_group_size)
+                    .timestamp_ms(timestamp_fields)
+                    .partitioned(by),
+            ),
+            _ => self.attach(stream, name, timestamp_fields),
         }
     }
 }

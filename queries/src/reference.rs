@@ -12,6 +12,9 @@ use eddy_connectors::nexmark::{Auction, Bid, Event};
 mod latest_and_top;
 pub use latest_and_top::*;
 
+mod special;
+pub use special::*;
+
 use crate::nexmark::{
     q3_state, Q0Row, Q11Row, Q1Row, Q2Row, Q3Row, Q4Row, Q5Row, Q6Row, Q7Row, Q8Row, Q9Row,
     EUROS_PER_DOLLAR, Q11_GAP, Q2_MODULUS, Q3_CATEGORY, Q5_SLIDE, Q5_WINDOW, Q6_LAST, Q7_WINDOW,

@@ -42,7 +42,7 @@ fn a_wrong_flag_is_one_line() {
 fn an_unknown_query_lists_the_queries() {
     assert_one_line_error(
         &["nexmark", "run", "q99", "--out", "x"],
-        "q0, q1, q2, q3, q4, q5, q6, q7, q8, q9, q11, q14, q15, q16, q17, q18, q19, q20, q21, q22",
+        "q0, q1, q2, q3, q4, q5, q6, q7, q8, q9, q10, q11, q12, q13, q14, q15, q16, q17, q18, q19, q20, q21, q22",
     );
 }
 
@@ -133,4 +133,24 @@ fn the_table_format_prints_rows() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("auction") && text.contains("price"), "{text}");
+}
+
+#[test]
+fn a_missing_side_input_is_one_line_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-side.csv");
+    assert_one_line_error(
+        &[
+            "nexmark",
+            "run",
+            "q13",
+            "--events",
+            "1000",
+            "--format",
+            "count",
+            "--side-input",
+            missing.to_str().unwrap(),
+        ],
+        "no-such-side.csv",
+    );
 }

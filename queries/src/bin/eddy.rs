@@ -58,7 +58,7 @@ enum Format {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The query: q0–q9, q11, q14–q22 (an unknown name lists them).
+    /// The query: q0–q22 (an unknown name lists them).
     query: Query,
     /// How many events to generate, over all workers and processes.
     #[arg(long, default_value_t = 1_000_000)]
@@ -94,6 +94,10 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// q13's side table: a CSV file of `key,value` lines, or JSON lines (`.jsonl`) of
+    /// `{"key": .., "value": ..}`; without it q13 uses keys 0..10000 valued by their decimal string.
+    #[arg(long)]
+    side_input: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -194,7 +198,13 @@ fn run(args: RunArgs) -> Result<()> {
         events_per_second: args.rate,
         ..Default::default()
     };
-    let pipeline = args.query.pipeline(config, &output);
+    let pipeline = match &args.side_input {
+        Some(path) => args
+            .query
+            .pipeline_with_side_input(config, &output, path)
+            .map_err(anyhow::Error::msg)?,
+        None => args.query.pipeline(config, &output),
+    };
     pipeline.batch_size(args.batch_size);
     let handle = runtime.start(&pipeline)?;
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {

@@ -16,9 +16,12 @@ mod expand_bid;
 mod hot_items;
 mod last_bid;
 mod local_item_suggestion;
+mod log_to_file;
 mod max_bid;
 mod new_users;
 mod passthrough;
+mod proc_time_windows;
+mod side_input_join;
 mod top_bids;
 mod url_directories;
 mod user_sessions;
@@ -48,9 +51,12 @@ pub use expand_bid::{q20, Q20Row, Q20_CATEGORY};
 pub use hot_items::{q5, Q5Row, Q5_SLIDE, Q5_WINDOW};
 pub use last_bid::{q18, Q18Row};
 pub use local_item_suggestion::{q3, q3_state, Q3Row, Q3_CATEGORY, Q3_STATES};
+pub use log_to_file::{q10, Q10Row, Q10_PARTITIONING};
 pub use max_bid::{q7, Q7Row, Q7_WINDOW};
 pub use new_users::{q8, Q8Row, Q8_WINDOW};
 pub use passthrough::{q0, q1, q2, Q0Row, Q1Row, Q2Row, EUROS_PER_DOLLAR, Q2_MODULUS};
+pub use proc_time_windows::{q12, Q12Row, Q12_WINDOW};
+pub use side_input_join::{q13, q13_default_table, q13_side_table, Q13Row, Q13_KEYS};
 pub use top_bids::{q19, q19_score, Q19Row, Q19_TOP};
 pub use url_directories::{q22, Q22Row};
 pub use user_sessions::{q11, Q11Row, Q11_GAP};
@@ -82,8 +88,15 @@ pub enum Query {
     Q8,
     /// Winning bids: each auction with its highest bid, when it closes.
     Q9,
+    /// Log to file system: every bid, to Parquet partitioned by the date and hour of its event
+    /// time, each partition marked `_SUCCESS` once the watermark passes its end.
+    Q10,
     /// User sessions: each bidder's bids per session (sessions end after 10 s without a bid).
     Q11,
+    /// Processing-time windows: bids per bidder in 10 s wall-clock windows (not deterministic).
+    Q12,
+    /// Bounded side input join: every bid with a side table's value for `auction % 10000`.
+    Q13,
     /// Calculation: bids priced 1–50 M euros with their time of day and a user function's
     /// count of `c`s in `extra`.
     Q14,
@@ -108,7 +121,7 @@ pub enum Query {
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 20] = [
+    pub const ALL: [Query; 22] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
@@ -119,7 +132,10 @@ impl Query {
         Query::Q7,
         Query::Q8,
         Query::Q9,
+        Query::Q10,
         Query::Q11,
+        Query::Q12,
+        Query::Q13,
         Query::Q14,
         Query::Q15,
         Query::Q16,
@@ -144,7 +160,19 @@ impl Query {
             Query::Q7 => output.attach(q7(events), "sink", Q7Row::TIMESTAMP_FIELDS),
             Query::Q8 => output.attach(q8(events), "sink", Q8Row::TIMESTAMP_FIELDS),
             Query::Q9 => output.attach(q9(events), "sink", Q9Row::TIMESTAMP_FIELDS),
+            Query::Q10 => output.attach_partitioned(
+                q10(events),
+                "sink",
+                Q10Row::TIMESTAMP_FIELDS,
+                Q10_PARTITIONING,
+            ),
             Query::Q11 => output.attach(q11(events), "sink", Q11Row::TIMESTAMP_FIELDS),
+            Query::Q12 => output.attach(q12(events), "sink", Q12Row::TIMESTAMP_FIELDS),
+            Query::Q13 => output.attach(
+                q13(events, q13_side_table(None)),
+                "sink",
+                Q13Row::TIMESTAMP_FIELDS,
+            ),
             Query::Q14 => output.attach(q14(events), "sink", Q14Row::TIMESTAMP_FIELDS),
             Query::Q15 => output.attach(q15(events), "sink", Q15Row::TIMESTAMP_FIELDS),
             Query::Q16 => output.attach(q16(events), "sink", Q16Row::TIMESTAMP_FIELDS),
@@ -157,17 +185,46 @@ impl Query {
         }
     }
 
+    /// Whether the query's rows are the same on every run: false for q12, whose
+    /// processing-time windows depend on when records are processed.
+    pub fn deterministic(self) -> bool {
+        self != Query::Q12
+    }
+
     /// A pipeline running this query on the built-in generator.
     pub fn pipeline(self, config: NexmarkConfig, output: &Output) -> Pipeline {
-        let pipeline = Pipeline::new(self.to_string());
-        let events = pipeline.source(
-            "nexmark",
-            NexmarkSource::new(config),
-            WatermarkConfig::default(),
-        );
+        let (pipeline, events) = nexmark_pipeline(&self.to_string(), config);
         self.build(events, output);
         pipeline
     }
+
+    /// As [`Query::pipeline`], for q13 with its side table read from `side_input` (CSV, or JSON
+    /// lines for `.jsonl`, `.ndjson`, `.json`) on every worker; other queries have no side input.
+    pub fn pipeline_with_side_input(
+        self,
+        config: NexmarkConfig,
+        output: &Output,
+        side_input: &std::path::Path,
+    ) -> Result<Pipeline, String> {
+        if self != Query::Q13 {
+            return Err(format!("{self} has no side input; only q13 reads one"));
+        }
+        let (pipeline, events) = nexmark_pipeline(&self.to_string(), config);
+        let table = q13_side_table(Some(side_input));
+        output.attach(q13(events, table), "sink", Q13Row::TIMESTAMP_FIELDS);
+        Ok(pipeline)
+    }
+}
+
+/// A new pipeline named `name` and its stream of events from the built-in generator.
+fn nexmark_pipeline(name: &str, config: NexmarkConfig) -> (Pipeline, Stream<Event>) {
+    let pipeline = Pipeline::new(name);
+    let events = pipeline.source(
+        "nexmark",
+        NexmarkSource::new(config),
+        WatermarkConfig::default(),
+    );
+    (pipeline, events)
 }
 
 impl fmt::Display for Query {

@@ -1,0 +1,264 @@
+//! q10 (partitioned log), q12 (processing-time windows) and q13 (side input join) against their
+//! batch references, over the same generated events, at 1 and 2 workers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{assert_same_rows, read_parquet_dir, sorted};
+use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig};
+use eddy_connectors::TimePartitioning;
+use eddy_engine::Runtime;
+use eddy_queries::nexmark::{q13_default_table, Q10Row, Q12Row, Q13Row, Query, Q12_WINDOW};
+use eddy_queries::output::Output;
+use eddy_queries::reference;
+
+fn events(config: &NexmarkConfig) -> Vec<Event> {
+    generate_all(config).into_iter().map(|(_, e)| e).collect()
+}
+
+fn parquet(dir: &Path) -> Output {
+    Output::Parquet {
+        dir: dir.to_path_buf(),
+        row_group_size: 4096,
+    }
+}
+
+/// The partition directories under `root` (`dt=*/hm=*`), relative to it, sorted.
+fn partitions(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dt in std::fs::read_dir(root).unwrap() {
+        let dt = dt.unwrap().path();
+        if !dt.is_dir() || !dt.file_name().unwrap().to_string_lossy().starts_with("dt=") {
+            continue;
+        }
+        for hm in std::fs::read_dir(&dt).unwrap() {
+            let hm = hm.unwrap().path();
+            found.push(hm.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn q10_writes_every_bid_once_into_its_hour_and_marks_partitions_complete() {
+    // One event per second of event time: 20 000 events span 5.6 hours, 6 or 7 partitions.
+    let config = NexmarkConfig {
+        events: 20_000,
+        events_per_second: 1,
+        ..Default::default()
+    };
+    let events = events(&config);
+    let expected = reference::q10(&events);
+    let hours: std::collections::BTreeSet<PathBuf> = expected
+        .iter()
+        .map(|r| TimePartitioning::Hour.path_of(r.date_time as u64))
+        .collect();
+    assert!(hours.len() >= 5, "{} partitions prove little", hours.len());
+    let tmp = tempfile::tempdir().unwrap();
+    for workers in [1, 2] {
+        let dir = tmp.path().join(format!("q10-{workers}w"));
+        let summary = Runtime::new(workers)
+            .run(&Query::Q10.pipeline(config.clone(), &parquet(&dir)))
+            .unwrap();
+        assert_eq!(summary.output_rows(), expected.len() as u64);
+        let what = format!("q10, {workers} workers");
+        assert_eq!(
+            partitions(&dir),
+            hours.iter().cloned().collect::<Vec<_>>(),
+            "{what}"
+        );
+        let mut all = Vec::new();
+        for partition in partitions(&dir) {
+            let path = dir.join(&partition);
+            assert!(
+                path.join("_SUCCESS").is_file(),
+                "{what}: {} has no _SUCCESS",
+                partition.display()
+            );
+            let rows: Vec<Q10Row> = read_parquet_dir(&path);
+            assert!(!rows.is_empty());
+            for r in &rows {
+                assert_eq!(
+                    TimePartitioning::Hour.path_of(r.date_time as u64),
+                    partition,
+                    "{what}: {r:?} is in the wrong partition"
+                );
+            }
+            all.extend(rows);
+        }
+        assert!(
+            !dir.join("_progress").exists(),
+            "{what}: progress notes left"
+        );
+        assert_same_rows(&what, all, expected.clone());
+        read_back_with_pyarrow(&dir, &expected, &what);
+    }
+}
+
+/// pyarrow's Hive-partitioned dataset reader sees every bid once, each in its UTC date and hour.
+fn read_back_with_pyarrow(dir: &Path, expected: &[Q10Row], what: &str) {
+    if std::env::var_os("EDDY_SKIP_PYARROW").is_some() {
+        eprintln!("EDDY_SKIP_PYARROW is set: not reading back with pyarrow");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_partitioned.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{what}: pyarrow could not read {} (is pyarrow installed?): {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        found["rows"].as_u64().unwrap(),
+        expected.len() as u64,
+        "{what}"
+    );
+    assert_eq!(found["misplaced"].as_u64().unwrap(), 0, "{what}");
+    assert_eq!(
+        found["without_success"].as_array().unwrap().len(),
+        0,
+        "{what}: {}",
+        found["without_success"]
+    );
+    let bids: Vec<(u64, u64, u64, i64)> = serde_json::from_value(found["bids"].clone()).unwrap();
+    let want: Vec<(u64, u64, u64, i64)> = expected
+        .iter()
+        .map(|r| (r.auction, r.bidder, r.price, r.date_time))
+        .collect();
+    assert_eq!(sorted(bids), sorted(want), "{what}: pyarrow's rows");
+}
+
+fn q13_config() -> NexmarkConfig {
+    NexmarkConfig {
+        events: 60_000,
+        events_per_second: 1_000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn q13_joins_bids_with_a_side_table_from_a_file() {
+    let config = q13_config();
+    let events = events(&config);
+    let tmp = tempfile::tempdir().unwrap();
+    // Every third key, valued "v{key}": a third of the bids find a match.
+    let table: std::collections::HashMap<u64, String> = (0..10_000)
+        .step_by(3)
+        .map(|k| (k, format!("v{k}")))
+        .collect();
+    let csv = tmp.path().join("side.csv");
+    let mut text = String::from("key,value\n");
+    for k in (0..10_000u64).step_by(3) {
+        text.push_str(&format!("{k},v{k}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let jsonl = tmp.path().join("side.jsonl");
+    let lines: Vec<String> = (0..10_000u64)
+        .step_by(3)
+        .map(|k| format!("{{\"key\": {k}, \"value\": \"v{k}\"}}"))
+        .collect();
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let expected = reference::q13(&events, &table);
+    let all_bids = reference::q10(&events).len();
+    assert!(expected.len() > 1000 && expected.len() < all_bids);
+    for workers in [1, 2] {
+        for file in [&csv, &jsonl] {
+            let dir = tmp.path().join(format!(
+                "q13-{workers}w-{}",
+                file.extension().unwrap().to_string_lossy()
+            ));
+            let pipeline = Query::Q13
+                .pipeline_with_side_input(config.clone(), &parquet(&dir), file)
+                .unwrap();
+            Runtime::new(workers).run(&pipeline).unwrap();
+            assert_same_rows(
+                &format!("q13 with {}, {workers} workers", file.display()),
+                read_parquet_dir::<Q13Row>(&dir),
+                expected.clone(),
+            );
+        }
+    }
+}
+
+#[test]
+fn q13_without_a_file_uses_the_default_table() {
+    let config = q13_config();
+    let expected = reference::q13(&events(&config), &q13_default_table());
+    assert_eq!(expected.len(), reference::q10(&events(&config)).len());
+    let tmp = tempfile::tempdir().unwrap();
+    for workers in [1, 2] {
+        let dir = tmp.path().join(format!("q13-{workers}w"));
+        Runtime::new(workers)
+            .run(&Query::Q13.pipeline(config.clone(), &parquet(&dir)))
+            .unwrap();
+        assert_same_rows(
+            &format!("q13 default table, {workers} workers"),
+            read_parquet_dir::<Q13Row>(&dir),
+            expected.clone(),
+        );
+    }
+}
+
+#[test]
+fn q13_with_a_missing_or_malformed_file_fails_naming_it() {
+    let config = NexmarkConfig::with_events(1_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.csv");
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "1,one\ntwo,2\n").unwrap();
+    for (file, mentions) in [(&missing, "missing.csv"), (&bad, "bad.csv, line 2")] {
+        for workers in [1, 2] {
+            let pipeline = Query::Q13
+                .pipeline_with_side_input(config.clone(), &Output::Count, file)
+                .unwrap();
+            let error = Runtime::new(workers)
+                .run(&pipeline)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(mentions), "{error}");
+        }
+    }
+    assert!(Query::Q5
+        .pipeline_with_side_input(config, &Output::Count, &bad)
+        .is_err());
+}
+
+#[test]
+fn q12_counts_every_bid_once_per_bidder_over_its_processing_time_windows() {
+    let config = q13_config();
+    let expected = reference::q12_totals(&events(&config));
+    let tmp = tempfile::tempdir().unwrap();
+    for workers in [1, 2] {
+        let dir = tmp.path().join(format!("q12-{workers}w"));
+        Runtime::new(workers)
+            .run(&Query::Q12.pipeline(config.clone(), &parquet(&dir)))
+            .unwrap();
+        let rows = read_parquet_dir::<Q12Row>(&dir);
+        let mut totals: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut windows = std::collections::BTreeSet::new();
+        for r in &rows {
+            assert_eq!(r.window_end - r.window_start, Q12_WINDOW as i64, "{r:?}");
+            assert_eq!(r.window_start % Q12_WINDOW as i64, 0, "{r:?}");
+            assert!(r.bid_count > 0, "{r:?}");
+            assert!(
+                windows.insert((r.bidder, r.window_start)),
+                "two rows for one bidder and window: {r:?}"
+            );
+            *totals.entry(r.bidder).or_default() += r.bid_count;
+        }
+        assert_eq!(
+            totals, expected,
+            "q12, {workers} workers: totals per bidder"
+        );
+    }
+}
