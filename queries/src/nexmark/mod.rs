@@ -121,7 +121,7 @@ pub enum Query {
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 22] = [
+    pub const ALL: [Query; 23] = [
         Query::Q0,
         Query::Q1,
         Query::Q2,
