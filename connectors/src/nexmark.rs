@@ -270,7 +270,7 @@ impl From<&Auction> for AuctionRow {
 }
 
 /// A bid as a flat row, for export (Parquet, JSON). Times are ms since the Unix epoch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BidRow {
     /// The auction's id.
     pub auction: u64,

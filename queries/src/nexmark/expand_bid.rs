@@ -22,7 +22,7 @@
 //! plus the bids on auctions not seen yet. A bid or auction behind the watermark it arrives
 //! at is late (the keyed process's rule), where Flink's join would still take it.
 
-use eddy_connectors::nexmark::{Auction, Event};
+use eddy_connectors::nexmark::Event;
 use eddy_engine::Stream;
 use eddy_operators::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -96,24 +96,6 @@ impl Q20Row {
             seller: auction.seller,
             category: auction.category,
             auction_extra: auction.extra,
-        }
-    }
-}
-
-impl From<Auction> for AuctionInfo {
-    /// Moves the auction's strings into the record.
-    fn from(a: Auction) -> Self {
-        AuctionInfo {
-            id: a.id as u64,
-            item_name: a.item_name,
-            description: a.description,
-            initial_bid: a.initial_bid as u64,
-            reserve: a.reserve as u64,
-            date_time: a.date_time,
-            expires: a.expires,
-            seller: a.seller as u64,
-            category: a.category as u64,
-            extra: a.extra,
         }
     }
 }

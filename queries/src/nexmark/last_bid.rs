@@ -17,51 +17,12 @@
 //! their order — so the result is the same at any worker count. State: one bid per pair
 //! seen, forever (as Flink without a state TTL).
 
-use eddy_connectors::nexmark::{Bid, Event};
+use eddy_connectors::nexmark::{BidRow, Event};
 use eddy_engine::{Change, Stream};
 use eddy_operators::prelude::*;
-use serde::{Deserialize, Serialize};
-
-use eddy_connectors::nexmark::timestamp_ms as ms;
 
 /// A q18 row: a bid, every column (also the bid half of q19's and q20's rows).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Q18Row {
-    /// The auction's id.
-    pub auction: u64,
-    /// The bidder's person id.
-    pub bidder: u64,
-    /// Price bid.
-    pub price: u64,
-    /// Channel the bid came through.
-    pub channel: String,
-    /// URL of the bid.
-    pub url: String,
-    /// When the bid was made (ms).
-    pub date_time: i64,
-    /// Padding.
-    pub extra: String,
-}
-
-impl Q18Row {
-    /// Fields holding ms timestamps.
-    pub const TIMESTAMP_FIELDS: &'static [&'static str] = &["date_time"];
-}
-
-impl From<Bid> for Q18Row {
-    /// Moves the bid's strings into the row.
-    fn from(b: Bid) -> Self {
-        Q18Row {
-            auction: b.auction as u64,
-            bidder: b.bidder as u64,
-            price: b.price as u64,
-            channel: b.channel,
-            url: b.url,
-            date_time: ms(b.date_time),
-            extra: b.extra,
-        }
-    }
-}
+pub type Q18Row = BidRow;
 
 /// Every bid as a full row (the first stage of q18, q19 and q20).
 pub(crate) fn bid_rows(events: Stream<Event>, name: &str) -> Stream<Q18Row> {

@@ -14,7 +14,7 @@
 
 use std::cmp::Reverse;
 
-use eddy_connectors::nexmark::Event;
+use eddy_connectors::nexmark::{Auction, Event};
 use eddy_engine::{Change, Stream};
 use eddy_operators::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,24 @@ pub(crate) struct AuctionInfo {
 }
 
 /// The bid fields the winning-bid queries use.
+impl From<Auction> for AuctionInfo {
+    /// Moves the auction's strings into the record.
+    fn from(a: Auction) -> Self {
+        AuctionInfo {
+            id: a.id as u64,
+            item_name: a.item_name,
+            description: a.description,
+            initial_bid: a.initial_bid as u64,
+            reserve: a.reserve as u64,
+            date_time: a.date_time,
+            expires: a.expires,
+            seller: a.seller as u64,
+            category: a.category as u64,
+            extra: a.extra,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct BidInfo {
     pub(crate) auction: u64,
@@ -174,18 +192,7 @@ impl KeyedProcess<u64, AuctionEvent> for PickWinner {
 pub(crate) fn winning_bids(events: Stream<Event>) -> Stream<WinningBid> {
     events
         .flat_map("auctions_and_bids", |e| match e {
-            Event::Auction(a) => Some(AuctionEvent::Opened(AuctionInfo {
-                id: a.id as u64,
-                item_name: a.item_name,
-                description: a.description,
-                initial_bid: a.initial_bid as u64,
-                reserve: a.reserve as u64,
-                date_time: a.date_time,
-                expires: a.expires,
-                seller: a.seller as u64,
-                category: a.category as u64,
-                extra: a.extra,
-            })),
+            Event::Auction(a) => Some(AuctionEvent::Opened(AuctionInfo::from(a))),
             Event::Bid(b) => Some(AuctionEvent::Bid(BidInfo {
                 auction: b.auction as u64,
                 bidder: b.bidder as u64,
