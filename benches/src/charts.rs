@@ -39,7 +39,11 @@ fn grouped_bars(
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
     let per = series.len() + 1;
     let slots = (groups.len() * per).max(1) as u32;
-    let values = || groups.iter().flat_map(|g| g.values.iter().flatten().copied());
+    let values = || {
+        groups
+            .iter()
+            .flat_map(|g| g.values.iter().flatten().copied())
+    };
     let top = values().fold(0.0f64, f64::max).max(1e-3) * 1.15;
     let bottom = values().filter(|v| *v > 0.0).fold(top, f64::min) / 2.0;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();

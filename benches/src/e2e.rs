@@ -209,7 +209,10 @@ pub fn multi_process(
                 total.events += events;
                 total.rows += rows;
                 total.wall = total.wall.max(wall);
-                total.peak_rss = total.peak_rss.zip((rss > 0).then_some(rss)).map(|(a, b)| a + b);
+                total.peak_rss = total
+                    .peak_rss
+                    .zip((rss > 0).then_some(rss))
+                    .map(|(a, b)| a + b);
             }
             _ => {
                 failure.get_or_insert(format!(
@@ -231,10 +234,7 @@ fn hosts_path() -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    std::env::temp_dir().join(format!(
-        "eddy-benches-{}-{nanos}.hosts",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("eddy-benches-{}-{nanos}.hosts", std::process::id()))
 }
 
 /// The end-to-end and multi-process section of the report.
