@@ -346,7 +346,10 @@ mod tests {
         }
         let elapsed = start.elapsed().as_secs_f64();
         assert_eq!(out.len(), 200, "every record of the partition, once");
-        assert!(elapsed >= 0.199, "200 records at 1 000/s took only {elapsed} s");
+        assert!(
+            elapsed >= 0.199,
+            "200 records at 1 000/s took only {elapsed} s"
+        );
         assert!(idle > 0, "the reader waited for the clock");
         assert!(
             out.windows(2).all(|w| w[0].1 < w[1].1),
