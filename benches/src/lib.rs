@@ -7,7 +7,15 @@
 //! events/s per core, the ratio to the hand loop, and peak memory (RSS, which includes the
 //! pre-generated input).
 //!
+//! With `--latency` it also runs each query at a fixed offered rate (half its measured maximum
+//! by default) and reports latency percentiles ([`latency`]); with `--end-to-end` and
+//! `--processes N` it measures the generator inside the run and N processes on loopback
+//! ([`e2e`]); with `--out` it draws SVG charts ([`charts`]).
+//!
 //! Run it with `cargo run --release -p eddy-benches -- --help`.
 
+pub mod charts;
+pub mod e2e;
 pub mod hand;
+pub mod latency;
 pub mod runner;

@@ -5,10 +5,14 @@ use std::path::PathBuf;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use eddy_benches::charts::{latency_chart, throughput_chart};
+use eddy_benches::e2e::{self, child_line, multi_process, run_report, Input, RunMeasurement};
+use eddy_benches::latency::{latency, latency_events, latency_report, DEFAULT_LOAD};
 use eddy_benches::runner::{engine, hand_loop, report, rows_agree, Measurement, ANALYSIS_MARKER};
 use eddy_connectors::nexmark::NexmarkConfig;
+use eddy_engine::Cluster;
 use eddy_queries::nexmark::Query;
 
 /// Times each query from the in-memory replay source to the counting sink, at each worker
@@ -31,14 +35,45 @@ struct Args {
     /// Runs of each measurement; the report keeps the median (by wall time).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
-    /// Write the report here (e.g. docs/benchmarks.md) as well as to stdout.
+    /// Write the report here (e.g. docs/benchmarks.md) as well as to stdout, and the charts
+    /// beside it (bench-throughput.svg, and bench-latency.svg with --latency).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also run each query at a fixed offered rate (--load of its measured events/s at each
+    /// worker count) and report latency percentiles.
+    #[arg(long)]
+    latency: bool,
+    /// The offered load of the latency runs, as a fraction of the measured maximum.
+    #[arg(long, default_value_t = DEFAULT_LOAD)]
+    load: f64,
+    /// About how long each latency run lasts, in seconds (fewer events than --events when the
+    /// offered rate would take longer).
+    #[arg(long, default_value_t = 5.0)]
+    latency_seconds: f64,
+    /// Also measure end to end: the Nexmark generator inside the timed run, at each worker count
+    /// (and across processes with --processes).
+    #[arg(long)]
+    end_to_end: bool,
+    /// Also run this many processes of one worker each on loopback (1: none).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Internal: run as this process of a multi-process run and print one result line.
+    #[arg(long, hide = true, requires = "child_hosts")]
+    child_process: Option<usize>,
+    /// Internal: the hosts file of a multi-process run.
+    #[arg(long, hide = true)]
+    child_hosts: Option<PathBuf>,
+    /// Internal: the input of a multi-process run.
+    #[arg(long, hide = true, value_enum, default_value_t = Input::Prepared)]
+    child_input: Input,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let config = NexmarkConfig::with_events(args.events);
+    if let (Some(process), Some(hosts)) = (args.child_process, &args.child_hosts) {
+        return child(&args, &config, process, hosts);
+    }
     let mut measurements = Vec::new();
     let queries = if args.queries.is_empty() {
         Query::ALL.to_vec()
@@ -71,6 +106,80 @@ fn main() -> Result<()> {
         measurements.push(hand);
     }
     measurements.sort_by_key(|m| (m.query, m.workers));
+    let mut latencies = Vec::new();
+    if args.latency {
+        for m in measurements.iter().filter(|m| m.workers > 0) {
+            let rate = args.load * m.events_per_second();
+            let events = latency_events(args.events, rate, args.latency_seconds);
+            let l = latency(
+                m.query,
+                &NexmarkConfig::with_events(events),
+                m.workers,
+                args.batch_size,
+                rate,
+            )?;
+            eprintln!(
+                "{} {} workers at {:.2} M events/s: p50 {:?} p99 {:?} p99.9 {:?} max {:?} ms",
+                l.query,
+                l.workers,
+                rate / 1e6,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max
+            );
+            latencies.push(l);
+        }
+    }
+    let mut runs: Vec<RunMeasurement> = Vec::new();
+    for &query in &queries {
+        if args.end_to_end {
+            for &workers in &args.workers {
+                let m = median_run(args.repeat, || {
+                    e2e::run(
+                        query,
+                        &config,
+                        workers,
+                        args.batch_size,
+                        Input::Generator,
+                        None,
+                    )
+                    .map_err(Into::into)
+                })?;
+                eprintln!(
+                    "{query} end to end, {workers} workers: {:.2} M events/s",
+                    m.events_per_second() / 1e6
+                );
+                runs.push(m);
+            }
+        }
+        if args.processes > 1 {
+            let exe = std::env::current_exe().context("finding the runner binary")?;
+            let inputs: &[Input] = if args.end_to_end {
+                &[Input::Prepared, Input::Generator]
+            } else {
+                &[Input::Prepared]
+            };
+            for &input in inputs {
+                let m = median_run(args.repeat, || {
+                    multi_process(
+                        &exe,
+                        query,
+                        args.events,
+                        args.batch_size,
+                        input,
+                        args.processes,
+                    )
+                })?;
+                eprintln!(
+                    "{query} {} processes × 1 worker ({input:?}): {:.2} M events/s",
+                    args.processes,
+                    m.events_per_second() / 1e6
+                );
+                runs.push(m);
+            }
+        }
+    }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let command = command.replacen(
         &std::env::args().next().unwrap_or_default(),
@@ -84,7 +193,33 @@ fn main() -> Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let md = report(&measurements, &command, &machine, &date);
+    let mut md = report(&measurements, &command, &machine, &date);
+    if !latencies.is_empty() {
+        md.push_str(&latency_report(&latencies, args.load));
+    }
+    if !runs.is_empty() {
+        md.push_str(&run_report(&runs));
+    }
+    if let Some(path) = &args.out {
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        throughput_chart(&measurements, &dir.join("bench-throughput.svg"))?;
+        md.push_str(
+            "
+## Charts
+
+![Throughput per query](bench-throughput.svg)
+",
+        );
+        if !latencies.is_empty() {
+            latency_chart(&latencies, &dir.join("bench-latency.svg"))?;
+            md.push_str(
+                "
+![Latency percentiles per query](bench-latency.svg)
+",
+            );
+        }
+        eprintln!("wrote the charts in {}", dir.display());
+    }
     println!("{md}");
     if let Some(path) = args.out {
         let previous = std::fs::read_to_string(&path).unwrap_or_default();
@@ -108,6 +243,43 @@ fn median<E: Into<anyhow::Error>>(
     }
     runs.sort_by_key(|m| m.wall);
     Ok(runs.swap_remove(runs.len() / 2))
+}
+
+/// As [`median`], for runs of [`eddy_benches::e2e`].
+fn median_run(
+    repeat: usize,
+    mut measure: impl FnMut() -> Result<RunMeasurement>,
+) -> Result<RunMeasurement> {
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        runs.push(measure()?);
+    }
+    runs.sort_by_key(|m| m.wall);
+    Ok(runs.swap_remove(runs.len() / 2))
+}
+
+/// One process of a multi-process run (started by [`multi_process`]): runs the first query
+/// on one worker and prints its measurement as one line.
+fn child(
+    args: &Args,
+    config: &NexmarkConfig,
+    process: usize,
+    hosts: &std::path::Path,
+) -> Result<()> {
+    let Some(&query) = args.queries.first() else {
+        bail!("a child process needs --queries");
+    };
+    let cluster = Cluster::from_hosts_file(process, hosts)?;
+    let m = e2e::run(
+        query,
+        config,
+        1,
+        args.batch_size,
+        args.child_input,
+        Some(cluster),
+    )?;
+    println!("{}", child_line(&m));
+    Ok(())
 }
 
 fn machine() -> String {

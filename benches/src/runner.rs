@@ -49,7 +49,8 @@ impl Measurement {
     }
 }
 
-fn count_bids(events: &[Record<Event>]) -> u64 {
+/// How many of `events` are bids.
+pub fn count_bids(events: &[Record<Event>]) -> u64 {
     events
         .iter()
         .filter(|(_, e)| matches!(e, Event::Bid(_)))
@@ -125,12 +126,12 @@ pub fn rows_agree(engine: &Measurement, hand: &Measurement) -> bool {
 }
 
 /// Resets the kernel's peak-RSS mark for this process (Linux), so each run reports its own.
-fn reset_peak_rss() {
+pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident memory since the last reset (Linux `VmHWM`).
-fn peak_rss() -> Option<u64> {
+pub fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

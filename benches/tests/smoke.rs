@@ -1,6 +1,7 @@
 //! A tiny run of the benchmark runner, so it cannot rot: every query through the engine at 1 and
 //! 2 workers and through its hand loop, which must agree on the number of result rows, and the
-//! report must name every query and target. Timings are not checked.
+//! report must name every query and target; the latency path at a tiny rate, the charts, and the
+//! runner binary with every option (end to end, two processes). Timings are not checked.
 
 use eddy_benches::runner::{engine, hand_loop, report, rows_agree};
 use eddy_connectors::nexmark::NexmarkConfig;
@@ -34,4 +35,98 @@ fn every_query_runs_and_agrees_with_its_hand_loop() {
         assert!(md.contains(&format!("| {query} | hand loop |")), "{md}");
     }
     assert!(md.contains("q5, 2 workers: ≥ 1.7× one worker"), "{md}");
+}
+
+/// The latency path at a tiny offered rate, and both charts drawn to a temporary directory.
+#[test]
+fn latency_runs_at_a_tiny_rate_and_charts_are_drawn() {
+    use eddy_benches::charts::{latency_chart, throughput_chart};
+    use eddy_benches::latency::{latency, latency_report};
+
+    let config = NexmarkConfig::with_events(4_000);
+    let mut measurements = Vec::new();
+    let mut latencies = Vec::new();
+    for query in [Query::Q0, Query::Q5] {
+        measurements.push(hand_loop(query, &config));
+        for workers in [1, 2] {
+            measurements.push(engine(query, &config, workers, 256).unwrap());
+            // 20 000 events/s: 4 000 events take about 0.2 s.
+            let l = latency(query, &config, workers, 256, 20_000.0).unwrap();
+            assert_eq!(l.events, 4_000, "{query}, {workers} workers");
+            assert!(
+                l.achieved < 40_000.0,
+                "{query}, {workers} workers: the source was not paced ({} events/s)",
+                l.achieved
+            );
+            latencies.push(l);
+        }
+    }
+    let q0 = &latencies[0];
+    let (p50, p99, p999, max) = (
+        q0.p50.unwrap(),
+        q0.p99.unwrap(),
+        q0.p999.unwrap(),
+        q0.max.unwrap(),
+    );
+    assert!(p50 <= p99 && p99 <= p999 && p999 <= max, "{q0:?}");
+    let md = latency_report(&latencies, 0.5);
+    assert!(
+        md.contains("| q0 | 1 |") && md.contains("| q5 | 2 |"),
+        "{md}"
+    );
+    assert!(md.contains("p99 ≤ 10 ms"), "{md}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (throughput, latency_svg) = (
+        dir.path().join("bench-throughput.svg"),
+        dir.path().join("bench-latency.svg"),
+    );
+    throughput_chart(&measurements, &throughput).unwrap();
+    latency_chart(&latencies, &latency_svg).unwrap();
+    for path in [throughput, latency_svg] {
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("<svg"), "{}: {svg}", path.display());
+        assert!(
+            svg.contains("q5"),
+            "{}: the queries are labelled",
+            path.display()
+        );
+    }
+}
+
+/// The runner binary end to end with every option: throughput, latency, end to end, two
+/// processes on loopback, report and charts.
+#[test]
+fn the_runner_binary_runs_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.md");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_eddy-benches"))
+        .args(["--events", "4000", "--queries", "q0,q7", "--repeat", "1"])
+        .args(["--latency", "--latency-seconds", "0.2", "--end-to-end"])
+        .args(["--processes", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let md = std::fs::read_to_string(&out).unwrap();
+    for section in [
+        "## Latency at a fixed offered rate",
+        "## End to end and across processes",
+        "| q0 | generator | 2 × 1 | 4000 |",
+        "| q7 | prepared | 2 × 1 | 4000 |",
+        "| q7 | generator | 1 × 2 | 4000 |",
+        "bench-throughput.svg",
+        "bench-latency.svg",
+    ] {
+        assert!(md.contains(section), "missing {section:?}:\n{md}");
+    }
+    for chart in ["bench-throughput.svg", "bench-latency.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join(chart)).unwrap();
+        assert!(svg.contains("<svg"), "{chart}");
+    }
 }
