@@ -16,7 +16,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 VENV="${FLINK_VENV:-$ROOT/target/flink-venv}"
 PYTHON="${PYTHON:-python3}"
 # Pure-python modules PyFlink imports when a TableEnvironment is created.
-DEPS=(py4j==0.10.9.7 "cloudpickle>=2.2.0" "python-dateutil>=2.8.0,<3" "pytz>=2018.3" six typing_extensions)
+DEPS=(py4j==0.10.9.7 "cloudpickle>=2.2.0" "python-dateutil>=2.8.0,<3" "pytz>=2018.3" six typing_extensions "ruamel.yaml>=0.18.4")
 
 if ! command -v java >/dev/null 2>&1; then
     echo "install.sh: java is not on PATH; Flink $FLINK_VERSION needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2
@@ -29,6 +29,7 @@ import sys, importlib.metadata as md
 assert md.version("apache-flink") == sys.argv[1]
 assert md.version("apache-flink-libraries") == sys.argv[1]
 from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: F401
+from ruamel.yaml import YAML  # noqa: F401  (read when the gateway JVM starts)
 PY
 }
 
