@@ -7,7 +7,11 @@
 //! events/s per core, the ratio to the hand loop, and peak memory (RSS, which includes the
 //! pre-generated input).
 //!
+//! With `--flink`, it also runs the queries in Apache Flink SQL (local mode) over the same
+//! events and reports Eddy's per-core ratio over Flink's (see [`flink`]).
+//!
 //! Run it with `cargo run --release -p eddy-benches -- --help`.
 
+pub mod flink;
 pub mod hand;
 pub mod runner;
