@@ -389,7 +389,12 @@ impl CsvRow for AuctionRow {
         let _ = write!(
             out,
             ",{},{},{},{},{},{},",
-            self.initial_bid, self.reserve, self.date_time, self.expires, self.seller, self.category
+            self.initial_bid,
+            self.reserve,
+            self.date_time,
+            self.expires,
+            self.seller,
+            self.category
         );
         csv_str(out, &self.extra);
         out.push('\n');
