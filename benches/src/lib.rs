@@ -10,12 +10,15 @@
 //! With `--latency` it also runs each query at a fixed offered rate (half its measured maximum
 //! by default) and reports latency percentiles ([`latency`]); with `--end-to-end` and
 //! `--processes N` it measures the generator inside the run and N processes on loopback
-//! ([`e2e`]); with `--out` it draws SVG charts ([`charts`]).
+//! ([`e2e`]); with `--flink` it runs the queries in Apache Flink SQL (local mode) over the same
+//! events and reports Eddy's per-core ratio over Flink's ([`flink`]); with `--out` it draws SVG
+//! charts ([`charts`]).
 //!
 //! Run it with `cargo run --release -p eddy-benches -- --help`.
 
 pub mod charts;
 pub mod e2e;
+pub mod flink;
 pub mod hand;
 pub mod latency;
 pub mod runner;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use eddy_benches::charts::{latency_chart, throughput_chart};
 use eddy_benches::e2e::{self, child_line, multi_process, run_report, Input, RunMeasurement};
+use eddy_benches::flink;
 use eddy_benches::latency::{latency, latency_events, latency_report, DEFAULT_LOAD};
 use eddy_benches::runner::{engine, hand_loop, report, rows_agree, Measurement, ANALYSIS_MARKER};
 use eddy_connectors::nexmark::NexmarkConfig;
@@ -66,6 +67,17 @@ struct Args {
     /// Internal: the input of a multi-process run.
     #[arg(long, hide = true, value_enum, default_value_t = Input::Prepared)]
     child_input: Input,
+    /// Also run each query that has Flink SQL (benches/flink/sql/) in Apache Flink, local mode,
+    /// over the same events, and report Eddy's per-core ratio over Flink's. Needs
+    /// `bash benches/flink/install.sh` first.
+    #[arg(long)]
+    flink: bool,
+    /// Flink parallelisms to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    flink_parallelism: Vec<usize>,
+    /// Where to export the events as CSV for Flink (default target/flink-data/events-N).
+    #[arg(long)]
+    flink_data: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -220,6 +232,15 @@ fn main() -> Result<()> {
         }
         eprintln!("wrote the charts in {}", dir.display());
     }
+    if args.flink {
+        md.push_str(&run_flink(
+            &args,
+            &config,
+            &queries,
+            &measurements,
+            &command,
+        )?);
+    }
     println!("{md}");
     if let Some(path) = args.out {
         let previous = std::fs::read_to_string(&path).unwrap_or_default();
@@ -230,6 +251,47 @@ fn main() -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Exports the events to CSV once, runs each query that has Flink SQL at each parallelism, prints
+/// each per-core ratio, and returns the report's Flink section.
+fn run_flink(
+    args: &Args,
+    config: &NexmarkConfig,
+    queries: &[Query],
+    measurements: &[Measurement],
+    command: &str,
+) -> Result<String> {
+    let python = flink::python()?;
+    let version = flink::version(&python)?;
+    let data = args.flink_data.clone().unwrap_or_else(|| {
+        flink::repo_root().join(format!("target/flink-data/events-{}", config.events))
+    });
+    let events = flink::export_csv(config, &data)?;
+    eprintln!("exported {events} events as CSV to {}", data.display());
+    let mut runs = Vec::new();
+    for &query in queries {
+        if flink::sql_file(query).is_none() {
+            eprintln!("{query}: no Flink SQL (benches/flink/sql/{query}.sql), skipped");
+            continue;
+        }
+        for &p in &args.flink_parallelism {
+            let run = flink::run(&python, query, &data, p, events)?;
+            eprintln!(
+                "{query} Flink p={p}: {:.3} M events/s ({:.2} s)",
+                run.events_per_second() / 1e6,
+                run.seconds
+            );
+            runs.push(run);
+        }
+    }
+    for (query, ratio) in flink::ratios(measurements, &runs) {
+        eprintln!(
+            "{query}: Eddy ÷ Flink per core = {ratio:.1}× (target ≥ {}×)",
+            flink::TARGET_RATIO
+        );
+    }
+    Ok(flink::report(measurements, &runs, command, &version))
 }
 
 /// Runs `measure` `repeat` times (at least once) and keeps the run with the median wall time.

@@ -340,6 +340,106 @@ impl NexmarkTables {
     }
 }
 
+/// A row that writes itself as one CSV line: its fields in declaration order, times as ms
+/// since the Unix epoch (integers), no header.
+pub trait CsvRow {
+    /// Appends the row's fields, comma-separated, with a newline.
+    fn write_csv(&self, out: &mut String);
+}
+
+/// Appends `s` as a CSV field: quoted (RFC 4180, `"` doubled) when it holds a comma, quote or
+/// line break, as itself otherwise.
+fn csv_str(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+impl CsvRow for PersonRow {
+    fn write_csv(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{},", self.id);
+        for s in [
+            &self.name,
+            &self.email_address,
+            &self.credit_card,
+            &self.city,
+            &self.state,
+        ] {
+            csv_str(out, s);
+            out.push(',');
+        }
+        let _ = write!(out, "{},", self.date_time);
+        csv_str(out, &self.extra);
+        out.push('\n');
+    }
+}
+
+impl CsvRow for AuctionRow {
+    fn write_csv(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{},", self.id);
+        csv_str(out, &self.item_name);
+        out.push(',');
+        csv_str(out, &self.description);
+        let _ = write!(
+            out,
+            ",{},{},{},{},{},{},",
+            self.initial_bid,
+            self.reserve,
+            self.date_time,
+            self.expires,
+            self.seller,
+            self.category
+        );
+        csv_str(out, &self.extra);
+        out.push('\n');
+    }
+}
+
+impl CsvRow for BidRow {
+    fn write_csv(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{},{},{},", self.auction, self.bidder, self.price);
+        csv_str(out, &self.channel);
+        out.push(',');
+        csv_str(out, &self.url);
+        let _ = write!(out, ",{},", self.date_time);
+        csv_str(out, &self.extra);
+        out.push('\n');
+    }
+}
+
+/// Writes `rows` to the CSV file `path` (no header: Flink's `csv` format reads none), one line
+/// per row in [`CsvRow`]'s layout, creating the directory if missing. Returns the number of
+/// rows written.
+pub fn write_csv<T: CsvRow>(
+    path: impl AsRef<std::path::Path>,
+    rows: &[T],
+) -> Result<u64, ConnectorError> {
+    use std::io::Write as _;
+    let path = path.as_ref();
+    let fail = |e: std::io::Error| {
+        ConnectorError::user(format!("cannot write {}: {e}", path.display())).caused_by(e)
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+    let mut line = String::new();
+    for row in rows {
+        line.clear();
+        row.write_csv(&mut line);
+        file.write_all(line.as_bytes()).map_err(fail)?;
+    }
+    file.flush().map_err(fail)?;
+    Ok(rows.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

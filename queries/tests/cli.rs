@@ -109,7 +109,7 @@ fn every_command_explains_its_flags() {
         ),
         (
             &["nexmark", "generate", "--help"][..],
-            &["--events", "--out"][..],
+            &["--events", "--out", "--format"][..],
         ),
     ] {
         let out = eddy(args);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use eddy_connectors::nexmark::{
-    generate, AuctionRow, BidRow, NexmarkConfig, NexmarkTables, PersonRow,
+    generate, write_csv, AuctionRow, BidRow, NexmarkConfig, NexmarkTables, PersonRow,
 };
 use eddy_connectors::write_parquet;
 use eddy_engine::{Cluster, Partition, RunSummary, Runtime};
@@ -40,7 +40,8 @@ enum Command {
 enum NexmarkCommand {
     /// Run a query on the built-in generator and write its results.
     Run(RunArgs),
-    /// Write the generator's events as person.parquet, auction.parquet and bid.parquet.
+    /// Write the generator's events as person.parquet, auction.parquet and bid.parquet
+    /// (or .csv with --format csv).
     Generate(GenerateArgs),
 }
 
@@ -111,6 +112,19 @@ struct GenerateArgs {
     /// Event-time rate of the generator: events per second of event time.
     #[arg(long, default_value_t = 10_000)]
     rate: usize,
+    /// The file format: Parquet, or header-less CSV (columns as the Parquet files', times as
+    /// ms since the Unix epoch), as Flink's `csv` format reads it.
+    #[arg(long, value_enum, default_value_t = TableFormat::Parquet)]
+    format: TableFormat,
+}
+
+/// The file format of `eddy nexmark generate`.
+#[derive(Clone, Copy, ValueEnum)]
+enum TableFormat {
+    /// person.parquet, auction.parquet, bid.parquet.
+    Parquet,
+    /// person.csv, auction.csv, bid.csv, without a header.
+    Csv,
 }
 
 fn main() -> ExitCode {
@@ -259,21 +273,30 @@ fn generate_files(args: GenerateArgs) -> Result<()> {
     let events = generate(&config, Partition { index: 0, count: 1 });
     let tables = NexmarkTables::from_events(events.iter().map(|(_, e)| e));
     let out = &args.out;
-    let persons = write_parquet(
-        out.join("person.parquet"),
-        &tables.persons,
-        PersonRow::TIMESTAMP_FIELDS,
-    )?;
-    let auctions = write_parquet(
-        out.join("auction.parquet"),
-        &tables.auctions,
-        AuctionRow::TIMESTAMP_FIELDS,
-    )?;
-    let bids = write_parquet(
-        out.join("bid.parquet"),
-        &tables.bids,
-        BidRow::TIMESTAMP_FIELDS,
-    )?;
+    let (persons, auctions, bids) = match args.format {
+        TableFormat::Parquet => (
+            write_parquet(
+                out.join("person.parquet"),
+                &tables.persons,
+                PersonRow::TIMESTAMP_FIELDS,
+            )?,
+            write_parquet(
+                out.join("auction.parquet"),
+                &tables.auctions,
+                AuctionRow::TIMESTAMP_FIELDS,
+            )?,
+            write_parquet(
+                out.join("bid.parquet"),
+                &tables.bids,
+                BidRow::TIMESTAMP_FIELDS,
+            )?,
+        ),
+        TableFormat::Csv => (
+            write_csv(out.join("person.csv"), &tables.persons)?,
+            write_csv(out.join("auction.csv"), &tables.auctions)?,
+            write_csv(out.join("bid.csv"), &tables.bids)?,
+        ),
+    };
     println!(
         "wrote {} events to {}: {persons} people, {auctions} auctions, {bids} bids",
         events.len(),
