@@ -3,52 +3,15 @@
 //! generated events, at 1 and 2 workers. q18 and q19 are change logs, compared after
 //! consolidation; q20's rows are final.
 
-use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig, NexmarkSource};
+use eddy_connectors::nexmark::Event;
 use eddy_engine::change::consolidate;
-use eddy_engine::testing::CollectSink;
-use eddy_engine::{Change, Pipeline, Runtime, Stream, WatermarkConfig};
+use eddy_engine::{Change, Stream};
 use eddy_queries::nexmark::{q18, q19, q20, Q18Row, Q19Row, Q20Row, Q19_TOP};
 use eddy_queries::reference;
 
-const EVENTS: u64 = 60_000;
+mod common;
 
-fn config() -> NexmarkConfig {
-    NexmarkConfig {
-        events: EVENTS,
-        events_per_second: 1_000,
-        ..Default::default()
-    }
-}
-
-fn events() -> Vec<Event> {
-    generate_all(&config())
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect()
-}
-
-/// Runs `query` over the generated events at `workers` workers; returns what it emitted.
-fn run<T>(query: fn(Stream<Event>) -> Stream<T>, workers: usize) -> Vec<T>
-where
-    T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static,
-{
-    let pipeline = Pipeline::new("nexmark-latest-and-top");
-    let out = CollectSink::new();
-    let events = pipeline.source(
-        "nexmark",
-        NexmarkSource::new(config()),
-        WatermarkConfig::default(),
-    );
-    query(events).sink("sink", out.clone());
-    let summary = Runtime::new(workers).run(&pipeline).unwrap();
-    assert_eq!(summary.events(), EVENTS);
-    assert_eq!(
-        summary.late(),
-        0,
-        "in-order generator input has no late records"
-    );
-    out.rows().into_iter().map(|(_, row)| row).collect()
-}
+use common::{events, run_collecting};
 
 fn sorted<T: Ord>(mut rows: Vec<T>) -> Vec<T> {
     rows.sort();
@@ -74,7 +37,7 @@ where
         expected.len()
     );
     for workers in [1, 2] {
-        let log = run(query, workers);
+        let log = run_collecting("nexmark-latest-and-top", query, workers);
         let retractions = log.iter().filter(|c| c.diff < 0).count();
         assert!(
             retractions > 100,
@@ -122,7 +85,7 @@ fn q20_expand_bid_matches_the_reference() {
         expected.len()
     );
     for workers in [1, 2] {
-        let got = sorted(run(q20, workers));
+        let got = sorted(run_collecting("nexmark-latest-and-top", q20, workers));
         assert_eq!(got.len(), expected.len(), "q20, {workers} workers: rows");
         assert!(got == expected, "q20, {workers} workers: rows differ");
     }

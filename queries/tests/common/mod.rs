@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: reading Parquet back, a collecting sink, and
-//! comparing rows order-independently.
+//! Helpers shared by the integration tests: reading Parquet back, a collecting sink,
+//! comparing rows order-independently, and running a query over generated events.
 
 #![allow(dead_code)]
 
@@ -8,7 +8,12 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use eddy_engine::{ConnectorError, Partition, Record, Sink, SinkReport, SinkWriter};
+use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig, NexmarkSource};
+use eddy_engine::testing::CollectSink;
+use eddy_engine::{
+    ConnectorError, Partition, Pipeline, Record, Runtime, Sink, SinkReport, SinkWriter, Stream,
+    WatermarkConfig,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::de::DeserializeOwned;
 
@@ -102,4 +107,53 @@ impl<T> SinkWriter<T> for CollectWriter<T> {
             files: Vec::new(),
         })
     }
+}
+
+/// Events in the generated-input query tests.
+pub const EVENTS: u64 = 60_000;
+
+/// The generator's configuration for those tests: 60 000 events at 1 000 per second of event
+/// time.
+pub fn config() -> NexmarkConfig {
+    NexmarkConfig {
+        events: EVENTS,
+        events_per_second: 1_000,
+        ..Default::default()
+    }
+}
+
+/// The same events as a `Vec`, for the batch references.
+pub fn events() -> Vec<Event> {
+    generate_all(&config())
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// Runs `query` over the generated events at `workers` workers, in a pipeline called `name`;
+/// checks every event was read and none was late, and returns what the query emitted.
+pub fn run_collecting<T>(
+    name: &str,
+    query: fn(Stream<Event>) -> Stream<T>,
+    workers: usize,
+) -> Vec<T>
+where
+    T: Clone + Send + serde::Serialize + DeserializeOwned + 'static,
+{
+    let pipeline = Pipeline::new(name);
+    let out = CollectSink::new();
+    let events = pipeline.source(
+        "nexmark",
+        NexmarkSource::new(config()),
+        WatermarkConfig::default(),
+    );
+    query(events).sink("sink", out.clone());
+    let summary = Runtime::new(workers).run(&pipeline).unwrap();
+    assert_eq!(summary.events(), EVENTS);
+    assert_eq!(
+        summary.late(),
+        0,
+        "in-order generator input has no late records"
+    );
+    out.rows().into_iter().map(|(_, row)| row).collect()
 }
