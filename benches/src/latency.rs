@@ -3,10 +3,11 @@
 //! engine's latency histogram gives p50, p99, p99.9 and max.
 //!
 //! The latency of a result is the engine's own measure (`RunSummary::latency`): the wall time
-//! from the moment a source first emitted records at the result's timestamp (its watermark) to
-//! the moment the result reached the sink. A window's result carries the watermark that closed
-//! it, so the window's own wait (its length in event time) is not counted: what remains is the
-//! engine's delay, which the issue's target bounds at 10 ms for p99.
+//! from the moment the result could first be computed to the moment it reached the sink. For a
+//! window's result that is the moment the last source's watermark passed the window's end (the
+//! window became complete), so the window's own wait is not counted; for a record passed
+//! through, the moment its source emitted it. What remains is the engine's delay, which the
+//! issue's target bounds at 10 ms for p99.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -120,8 +121,9 @@ pub fn latency_report(runs: &[LatencyMeasurement], load: f64) -> String {
          every worker generates its share in memory before the clock starts, then releases it by \
          the wall clock (whatever has come due since its last poll, polled every few ms), so \
          watermarks follow the released events. Latency is per result row: the wall time from \
-         the moment a source first emitted records at the row's timestamp (the watermark that \
-         closed its window) to the row reaching the sink, i.e. the delay beyond the window's own \
+         the moment the row could first be computed (for a window's row, when the last \
+         worker's watermark passed the window's end; for a row passed through, when its source \
+         emitted it) to the row reaching the sink, i.e. the delay beyond the window's own \
          wait. Quantiles from the engine's HdrHistogram (3 significant digits). Target: p99 ≤ \
          {TARGET_P99_MS} ms.\n",
         load * 100.0

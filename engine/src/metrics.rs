@@ -1,10 +1,11 @@
 //! Per-stage counters and the end-to-end latency histogram.
 //!
 //! Counters are shared by the workers of a process and updated once per batch, never per
-//! record. The latency of a result is the wall-clock time from the moment a source first emitted
-//! records at the result's timestamp (its watermark) to the moment the result reached a sink.
+//! record. The latency of a result is the wall-clock time from the moment it could first be
+//! computed — its source emitted it, or, for a result that waits for the watermark (a window's),
+//! the last source's watermark passed it — to the moment it reached a sink ([`LatencyClock`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -137,12 +138,12 @@ impl Drop for StateGauge {
 pub(crate) struct RunMetrics {
     stages: Vec<(String, String, Arc<StageMetrics>)>,
     latency: Mutex<Histogram<u64>>,
-    stamps: Mutex<BTreeMap<u64, Instant>>,
+    clock: Mutex<LatencyClock>,
     rejected_examples: Mutex<Vec<String>>,
 }
 
-/// How many watermark stamps the latency clock remembers.
-const MAX_STAMPS: usize = 1 << 17;
+/// How many watermark stamps the latency clock remembers per source instance.
+const MAX_STAMPS: usize = 1 << 16;
 /// How many rejected records the summary quotes.
 const MAX_REJECTED_EXAMPLES: usize = 10;
 
@@ -154,7 +155,7 @@ impl RunMetrics {
                 .map(|(name, kind)| (name, kind, Arc::new(StageMetrics::default())))
                 .collect(),
             latency: Mutex::new(new_histogram()),
-            stamps: Mutex::new(BTreeMap::new()),
+            clock: Mutex::new(LatencyClock::default()),
             rejected_examples: Mutex::new(Vec::new()),
         }
     }
@@ -170,19 +171,31 @@ impl RunMetrics {
             .collect()
     }
 
-    /// Notes that a source first emitted records at watermark `stamp` now.
-    pub(crate) fn note_stamp(&self, stamp: u64, now: Instant) {
-        let mut stamps = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        stamps.entry(stamp).or_insert(now);
-        if stamps.len() > MAX_STAMPS {
-            stamps.pop_first();
-        }
+    /// Registers one source instance (a source stage on one worker) with the latency clock and
+    /// returns its slot.
+    pub(crate) fn register_source(&self, worker: usize) -> usize {
+        self.clock().register(worker)
     }
 
-    /// When a source first emitted records at a watermark at or below `stamp`.
-    pub(crate) fn stamp_instant(&self, stamp: u64) -> Option<Instant> {
-        let stamps = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        stamps.range(..=stamp).next_back().map(|(_, at)| *at)
+    /// Notes that source instance `slot` emitted records at watermark `stamp` now.
+    pub(crate) fn note_stamp(&self, slot: usize, stamp: u64, now: Instant) {
+        self.clock().emitted(slot, stamp, now);
+    }
+
+    /// Notes that source instance `slot` advanced its watermark to `watermark` now
+    /// (`u64::MAX`: it finished).
+    pub(crate) fn note_watermark(&self, slot: usize, watermark: u64, now: Instant) {
+        self.clock().passed(slot, watermark, now);
+    }
+
+    /// When a result stamped `stamp`, reaching a sink on `worker`, could first have been
+    /// computed (see [`LatencyClock::ready`]).
+    pub(crate) fn stamp_instant(&self, stamp: u64, worker: usize) -> Option<Instant> {
+        self.clock().ready(stamp, worker)
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, LatencyClock> {
+        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn merge_latency(&self, local: &Histogram<u64>) {
@@ -216,7 +229,129 @@ impl RunMetrics {
     }
 }
 
+/// What the latency clock knows of one source instance.
+#[derive(Debug, Default)]
+struct SourceClock {
+    worker: usize,
+    /// The first instant it emitted records at each stamp (its watermark then).
+    emitted: BTreeMap<u64, Instant>,
+    /// Its watermark's advances, in order: the watermark and when it was reached.
+    passed: VecDeque<(u64, Instant)>,
+}
+
+impl SourceClock {
+    /// The first instant this instance's watermark was above `stamp`, if it has been.
+    fn passed_above(&self, stamp: u64) -> Option<Instant> {
+        let i = self.passed.partition_point(|(w, _)| *w <= stamp);
+        self.passed.get(i).map(|(_, at)| *at)
+    }
+
+    /// The first instant this instance emitted at the greatest stamp at or below `stamp`.
+    fn emitted_at_or_below(&self, stamp: u64) -> Option<Instant> {
+        self.emitted.range(..=stamp).next_back().map(|(_, at)| *at)
+    }
+}
+
+/// The wall-clock history of every source's watermark in this process, from which a sink
+/// tells how long a result took.
+///
+/// A result stamped `s` could first be computed at the later of two instants: when a source
+/// first emitted records at (or just below) `s` — on the sink's own worker when one did, since
+/// records not exchanged stay on their worker — and, once every source's watermark has passed
+/// `s`, the instant the last of them did. The second is the moment a window ending at `s + 1`
+/// became complete, so a window's result is timed from its close, not from its first record:
+/// what is measured is the engine's delay beyond the window's own wait. A record passed through
+/// without waiting reaches the sink before its source's watermark moves on, so it is timed from
+/// its emission. Sources of other processes are not seen: across processes the clock starts at
+/// the last local source's watermark.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyClock {
+    sources: Vec<SourceClock>,
+}
+
+impl LatencyClock {
+    fn register(&mut self, worker: usize) -> usize {
+        self.sources.push(SourceClock {
+            worker,
+            ..SourceClock::default()
+        });
+        self.sources.len() - 1
+    }
+
+    fn emitted(&mut self, slot: usize, stamp: u64, now: Instant) {
+        let source = &mut self.sources[slot];
+        source.emitted.entry(stamp).or_insert(now);
+        if source.emitted.len() > MAX_STAMPS {
+            source.emitted.pop_first();
+        }
+    }
+
+    fn passed(&mut self, slot: usize, watermark: u64, now: Instant) {
+        let source = &mut self.sources[slot];
+        if source.passed.back().is_none_or(|(w, _)| *w < watermark) {
+            source.passed.push_back((watermark, now));
+            if source.passed.len() > MAX_STAMPS {
+                source.passed.pop_front();
+            }
+        }
+    }
+
+    fn ready(&self, stamp: u64, worker: usize) -> Option<Instant> {
+        let first_emitted = |local: bool| {
+            self.sources
+                .iter()
+                .filter(|s| !local || s.worker == worker)
+                .filter_map(|s| s.emitted_at_or_below(stamp))
+                .min()
+        };
+        let emitted = first_emitted(true).or_else(|| first_emitted(false));
+        let all_passed = self
+            .sources
+            .iter()
+            .map(|s| s.passed_above(stamp))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|passed| passed.into_iter().max());
+        match (emitted, all_passed) {
+            (Some(e), Some(p)) => Some(e.max(p)),
+            (e, p) => e.or(p),
+        }
+    }
+}
+
 /// A histogram of latencies in microseconds, from 1 µs to one hour.
 pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_window_result_is_timed_from_the_last_source_passing_it() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut clock = LatencyClock::default();
+        let (a, b) = (clock.register(0), clock.register(1));
+        clock.emitted(a, 5, at(0));
+        clock.emitted(b, 5, at(3));
+        clock.passed(a, 5, at(0));
+        clock.passed(b, 5, at(3));
+        // A record passed through at stamp 5 on worker 1: from its own source's emission.
+        assert_eq!(clock.ready(5, 1), Some(at(3)));
+        // On worker 0, from worker 0's source; no source has passed 5 yet.
+        assert_eq!(clock.ready(5, 0), Some(at(0)));
+        clock.passed(a, 10, at(10));
+        assert_eq!(clock.ready(9, 0), Some(at(0)), "b has not passed 9 yet");
+        clock.passed(b, 12, at(17));
+        // A window [0, 10) stamped 9 closed when the slower source passed 9, at 17.
+        assert_eq!(clock.ready(9, 0), Some(at(17)));
+        assert_eq!(clock.ready(9, 1), Some(at(17)));
+        // A finished source has passed everything.
+        clock.passed(a, u64::MAX, at(20));
+        clock.passed(b, u64::MAX, at(25));
+        assert_eq!(clock.ready(100, 0), Some(at(25)));
+    }
 }

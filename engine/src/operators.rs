@@ -13,6 +13,7 @@ use timely::dataflow::channels::Message;
 use timely::dataflow::operators::generic::builder_raw::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::source as timely_source;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::Scope;
 use timely::progress::{Source as Port, Timestamp};
 
@@ -23,7 +24,7 @@ use crate::source::{ReadStatus, Source};
 use crate::time::{wall_clock_ms, WatermarkConfig, WatermarkTracker};
 
 /// How long an idle source waits before it polls again.
-const IDLE_POLL: Duration = Duration::from_millis(5);
+const IDLE_POLL: Duration = Duration::from_millis(1);
 
 /// Drives one worker's reader: each activation reads one batch, stamps it with the current
 /// watermark (the capability's time), then downgrades the capability to the new watermark.
@@ -46,10 +47,23 @@ pub(crate) fn source<'s, T: 'static>(
             }
         };
         let mut capability = reader.as_ref().map(|_| capability);
+        let clock = stage.run_metrics().register_source(stage.partition().index);
         let mut tracker = WatermarkTracker::new(watermarks);
         let mut polled = Vec::with_capacity(batch_size);
         let mut rejected = Vec::new();
         let mut last_noted = None;
+        let metrics = stage.run_metrics_handle();
+        let advance = move |cap: &mut Capability<u64>, watermark: u64| {
+            if watermark > *cap.time() {
+                cap.downgrade(&watermark);
+                metrics.note_watermark(clock, watermark, Instant::now());
+            }
+        };
+        let metrics = stage.run_metrics_handle();
+        let finish = move |capability: &mut Option<Capability<u64>>| {
+            *capability = None;
+            metrics.note_watermark(clock, u64::MAX, Instant::now());
+        };
         move |output| {
             let (Some(cap), Some(r)) = (capability.as_mut(), reader.as_mut()) else {
                 return;
@@ -69,21 +83,19 @@ pub(crate) fn source<'s, T: 'static>(
                 }
                 stage.metrics().add_out(polled.len());
                 if last_noted != Some(*cap.time()) {
-                    stage.run_metrics().note_stamp(*cap.time(), Instant::now());
+                    stage
+                        .run_metrics()
+                        .note_stamp(clock, *cap.time(), Instant::now());
                     last_noted = Some(*cap.time());
                 }
                 output.session(&*cap).give_container(&mut polled);
                 let watermark = r.watermark().unwrap_or_else(|| tracker.on_data());
-                if watermark > *cap.time() {
-                    cap.downgrade(&watermark);
-                }
+                advance(cap, watermark);
             }
             match status {
                 Ok(ReadStatus::Ready) => {
                     if let Some(watermark) = r.watermark() {
-                        if watermark > *cap.time() {
-                            cap.downgrade(&watermark);
-                        }
+                        advance(cap, watermark);
                     }
                     activator.activate()
                 }
@@ -91,15 +103,13 @@ pub(crate) fn source<'s, T: 'static>(
                     let watermark = r
                         .watermark()
                         .unwrap_or_else(|| tracker.on_idle(Instant::now(), wall_clock_ms()));
-                    if watermark > *cap.time() {
-                        cap.downgrade(&watermark);
-                    }
+                    advance(cap, watermark);
                     activator.activate_after(IDLE_POLL);
                 }
-                Ok(ReadStatus::Done) => capability = None,
+                Ok(ReadStatus::Done) => finish(&mut capability),
                 Err(error) => {
                     stage.fail(error);
-                    capability = None;
+                    finish(&mut capability);
                 }
             }
         }
@@ -170,7 +180,8 @@ pub(crate) fn sink<T: 'static>(
             let n = batch.len();
             stage.metrics().add_in(n);
             if let (Some(stamp), false) = (cap.least(), batch.is_empty()) {
-                if let Some(at) = stage.run_metrics().stamp_instant(*stamp) {
+                let worker = stage.partition().index;
+                if let Some(at) = stage.run_metrics().stamp_instant(*stamp, worker) {
                     let micros = at.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
                     latency
                         .record_n(micros, n as u64)

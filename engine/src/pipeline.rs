@@ -541,4 +541,8 @@ impl StageContext {
     pub(crate) fn run_metrics(&self) -> &RunMetrics {
         &self.run
     }
+
+    pub(crate) fn run_metrics_handle(&self) -> Arc<RunMetrics> {
+        Arc::clone(&self.run)
+    }
 }
