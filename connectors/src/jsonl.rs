@@ -202,7 +202,7 @@ impl<T: DeserializeOwned> SourceReader<T> for JsonLinesReader<T> {
                         Some(f) => format!("{}:{}", f.path.display(), f.line),
                         None => String::new(),
                     };
-                    rejected.push(RecordError { location, message });
+                    rejected.push(RecordError::new(location, message).with_raw(text));
                 }
             }
         }

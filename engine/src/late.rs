@@ -1,20 +1,17 @@
 //! What happens to a late record: one whose every window had already closed when it arrived.
 
-use std::cell::RefCell;
 use std::fmt;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::error::ConnectorError;
-use crate::sink::{Sink, SinkReport, SinkWriter};
-use crate::source::Partition;
+use crate::sink::Sink;
 
 /// The pipeline's policy for late records.
 #[derive(Clone, Default)]
 pub enum LatePolicy {
-    /// Drop late records and count them per stage (the default).
+    /// Drop late records and count them per stage (the default); with a dead-letter sink
+    /// ([`Pipeline::dead_letters`](crate::Pipeline::dead_letters)) each is also written there.
     #[default]
     Drop,
     /// Count late records and write each, with its stage and lateness, to this sink.
@@ -22,7 +19,8 @@ pub enum LatePolicy {
     /// For updating operators: keep results open for `allowed_lateness_ms` after the watermark
     /// passes them; a record that arrives within that time updates its result with a
     /// correction (a retraction of the old row and the new row). Records later than that, and
-    /// late records at operators that emit final results, are dropped and counted.
+    /// late records at operators that emit final results, are dropped and counted (and written
+    /// to the dead-letter sink, when there is one).
     Correct {
         /// How long after the watermark passes a result it can still be corrected (ms).
         allowed_lateness_ms: u64,
@@ -79,46 +77,4 @@ pub struct LateRecord {
     pub lateness_ms: u64,
     /// The record, as JSON.
     pub record: String,
-}
-
-/// One worker's handle to the late-record side output.
-#[derive(Clone, Default)]
-pub(crate) struct LateOutput {
-    writer: Option<Rc<RefCell<Box<dyn SinkWriter<LateRecord>>>>>,
-    pub(crate) allowed_lateness_ms: u64,
-}
-
-impl LateOutput {
-    pub(crate) fn open(policy: &LatePolicy, partition: Partition) -> Result<Self, ConnectorError> {
-        Ok(match policy {
-            LatePolicy::Drop | LatePolicy::Correct { .. } => LateOutput {
-                writer: None,
-                allowed_lateness_ms: policy.allowed_lateness_ms(),
-            },
-            LatePolicy::SideOutput(sink) => LateOutput {
-                writer: Some(Rc::new(RefCell::new(sink.open(partition)?))),
-                allowed_lateness_ms: 0,
-            },
-        })
-    }
-
-    /// Whether late records are written anywhere (if not, rendering them is wasted work).
-    pub(crate) fn is_routed(&self) -> bool {
-        self.writer.is_some()
-    }
-
-    pub(crate) fn write(&self, late: LateRecord) -> Result<(), ConnectorError> {
-        if let Some(writer) = &self.writer {
-            let mut batch = vec![(late.event_time, late)];
-            writer.borrow_mut().write(&mut batch)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn finish(&self) -> Result<Option<SinkReport>, ConnectorError> {
-        match &self.writer {
-            Some(writer) => writer.borrow_mut().finish().map(Some),
-            None => Ok(None),
-        }
-    }
 }

@@ -30,6 +30,7 @@
 //! - [`error`]: the engine's error types.
 
 pub mod change;
+pub mod dead_letter;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
@@ -43,6 +44,7 @@ mod late;
 mod operators;
 
 pub use change::Change;
+pub use dead_letter::{DeadLetter, DeadLetterKind};
 pub use error::{ConnectorError, EngineError, Fault};
 pub use late::{LatePolicy, LateRecord};
 pub use metrics::{StageMetrics, StageSnapshot, StateGauge};

@@ -19,6 +19,7 @@ pub struct StageMetrics {
     records_out: AtomicU64,
     late: AtomicU64,
     rejected: AtomicU64,
+    dead_lettered: AtomicU64,
     state: AtomicI64,
     state_peak: AtomicI64,
 }
@@ -42,10 +43,17 @@ impl StageMetrics {
         self.late.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Counts records a source could not read.
+    /// Counts records the stage rejected: a source could not read them, a user function failed
+    /// on them, a sink could not deliver them.
     #[inline]
     pub fn add_rejected(&self, n: usize) {
         self.rejected.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts records the stage wrote to the dead-letter sink.
+    #[inline]
+    pub fn add_dead_lettered(&self, n: usize) {
+        self.dead_lettered.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Changes the number of entries (keys, open windows, buffered records) the stage holds in
@@ -72,6 +80,7 @@ impl StageMetrics {
             records_out: self.records_out.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             state: self.state(),
             state_peak: self.state_peak.load(Ordering::Relaxed).max(0) as u64,
         }
@@ -91,8 +100,11 @@ pub struct StageSnapshot {
     pub records_out: u64,
     /// Late records (dropped or side-output).
     pub late: u64,
-    /// Records a source could not read (malformed).
+    /// Records rejected: a source could not read them (malformed), a user function failed on
+    /// them, a sink could not deliver them.
     pub rejected: u64,
+    /// Records (rejected or late) written to the dead-letter sink.
+    pub dead_lettered: u64,
     /// Entries held in state when the snapshot was taken (0 once a bounded run has ended).
     pub state: u64,
     /// The most entries the stage held in state at any moment so far (summed over the workers

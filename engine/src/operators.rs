@@ -17,6 +17,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Scope;
 use timely::progress::{Source as Port, Timestamp};
 
+use crate::dead_letter::DeadLetterKind;
 use crate::metrics::new_histogram;
 use crate::pipeline::{Records, StageContext};
 use crate::sink::{Sink, SinkReport};
@@ -69,14 +70,7 @@ pub(crate) fn source<'s, T: 'static>(
                 return;
             };
             let status = r.poll(&mut polled, batch_size, &mut rejected);
-            if !rejected.is_empty() {
-                stage.metrics().add_rejected(rejected.len());
-                for error in rejected.drain(..) {
-                    stage
-                        .run_metrics()
-                        .note_rejected(format!("stage '{}': {error}", stage.name()));
-                }
-            }
+            stage.reject_all(DeadLetterKind::Decode, &mut rejected);
             if !polled.is_empty() {
                 for (t, _) in &polled {
                     tracker.observe(*t);
@@ -189,7 +183,9 @@ pub(crate) fn sink<T: 'static>(
                 }
             }
             if let Some(w) = writer.as_mut() {
-                if let Err(error) = w.write(batch) {
+                let written = w.write(batch);
+                stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                if let Err(error) = written {
                     stage.fail(error);
                     writer = None;
                 }
@@ -200,7 +196,9 @@ pub(crate) fn sink<T: 'static>(
             if least > watermark {
                 watermark = least;
                 if let Some(w) = writer.as_mut() {
-                    if let Err(error) = w.on_watermark(least) {
+                    let advanced = w.on_watermark(least);
+                    stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                    if let Err(error) = advanced {
                         stage.fail(error);
                         writer = None;
                     }
@@ -209,7 +207,9 @@ pub(crate) fn sink<T: 'static>(
         }
         if frontier.is_empty() {
             if let Some(mut w) = writer.take() {
-                match w.finish() {
+                let finished = w.finish();
+                stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                match finished {
                     Ok(report) => reports
                         .borrow_mut()
                         .push((stage.name().to_string(), report)),

@@ -41,12 +41,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::dead_letter::{DeadLetter, DeadLetterKind, Rejects};
 use crate::error::{ConnectorError, EngineError};
-use crate::late::{LateOutput, LatePolicy, LateRecord};
+use crate::late::{LatePolicy, LateRecord};
 use crate::metrics::{RunMetrics, StageMetrics, StateGauge};
 use crate::operators;
 use crate::sink::{Sink, SinkReport};
-use crate::source::{Partition, Source};
+use crate::source::{Partition, RecordError, Source};
 use crate::time::{EventTime, Record, WatermarkConfig};
 
 /// What every record type flowing through a pipeline must be: sendable between threads and,
@@ -91,6 +92,7 @@ pub(crate) struct Graph {
     stages: Vec<StageInfo>,
     sinks: Vec<SinkRecipe>,
     late: LatePolicy,
+    dead_letters: Option<Arc<dyn Sink<DeadLetter>>>,
     batch_size: usize,
     expected_records: Option<u64>,
     problems: Vec<String>,
@@ -137,6 +139,7 @@ impl Pipeline {
                 stages: Vec::new(),
                 sinks: Vec::new(),
                 late: LatePolicy::Drop,
+                dead_letters: None,
                 batch_size: DEFAULT_BATCH_SIZE,
                 expected_records: None,
                 problems: Vec::new(),
@@ -186,6 +189,15 @@ impl Pipeline {
     /// Sets what happens to late records (default: drop and count).
     pub fn late_policy(&self, policy: LatePolicy) -> &Self {
         self.graph().late = policy;
+        self
+    }
+
+    /// Sends every record the pipeline cannot process — one a source cannot decode, one a user
+    /// function fails on, one late beyond the late policy, one a sink gives up delivering — to
+    /// `sink`, as a [`DeadLetter`] with its bytes, where it came from and why (see
+    /// [`dead_letter`](crate::dead_letter)). Without one they are counted and skipped.
+    pub fn dead_letters(&self, sink: impl Sink<DeadLetter>) -> &Self {
+        self.graph().dead_letters = Some(Arc::new(sink));
         self
     }
 
@@ -251,6 +263,10 @@ impl Pipeline {
 
     pub(crate) fn late(&self) -> LatePolicy {
         self.graph().late.clone()
+    }
+
+    pub(crate) fn dead_letter_sink(&self) -> Option<Arc<dyn Sink<DeadLetter>>> {
+        self.graph().dead_letters.clone()
     }
 
     pub(crate) fn sink_recipes(&self) -> Vec<SinkRecipe> {
@@ -434,6 +450,11 @@ impl<T: Data> Stream<T> {
     }
 }
 
+/// A record as JSON bytes, for a dead letter.
+fn json<R: Serialize>(record: &R) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_else(|e| format!("<not JSON: {e}>").into_bytes())
+}
+
 /// Failures of connectors, shared by the workers of a process; the run reports them at the end.
 pub(crate) type Failures = Arc<Mutex<Vec<EngineError>>>;
 
@@ -443,7 +464,7 @@ pub(crate) struct Ctx<'s> {
     pub(crate) partition: Partition,
     pub(crate) metrics: Arc<RunMetrics>,
     pub(crate) names: Arc<Vec<Arc<str>>>,
-    pub(crate) late: LateOutput,
+    pub(crate) rejects: Rejects,
     pub(crate) failures: Failures,
     pub(crate) batch_size: usize,
     pub(crate) reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
@@ -457,7 +478,7 @@ impl Ctx<'_> {
             name: Arc::clone(&self.names[index]),
             metrics: self.metrics.stage(index),
             partition: self.partition,
-            late: self.late.clone(),
+            rejects: self.rejects.clone(),
             failures: Arc::clone(&self.failures),
             run: Arc::clone(&self.metrics),
         }
@@ -471,7 +492,7 @@ pub struct StageContext {
     name: Arc<str>,
     metrics: Arc<StageMetrics>,
     partition: Partition,
-    late: LateOutput,
+    rejects: Rejects,
     failures: Failures,
     run: Arc<RunMetrics>,
 }
@@ -493,8 +514,9 @@ impl StageContext {
     }
 
     /// Handles one late record: counts it and, under [`LatePolicy::SideOutput`], writes it with
-    /// its stage and lateness. `watermark` is the record's timestamp; `last_window_end` the end
-    /// of the last window it belonged to.
+    /// its stage and lateness; otherwise, with a dead-letter sink, writes it there.
+    /// `watermark` is the record's timestamp; `last_window_end` the end of the last window it
+    /// belonged to.
     pub fn late<R: Serialize>(
         &self,
         record: &R,
@@ -503,17 +525,83 @@ impl StageContext {
         last_window_end: u64,
     ) {
         self.metrics.add_late(1);
-        if !self.late.is_routed() {
+        let lateness_ms = watermark.saturating_sub(last_window_end);
+        if let Some(writer) = &self.rejects.late {
+            let late = LateRecord {
+                stage: self.name.to_string(),
+                event_time,
+                watermark,
+                lateness_ms,
+                record: serde_json::to_string(record)
+                    .unwrap_or_else(|e| format!("<not JSON: {e}>")),
+            };
+            if let Err(error) = writer.borrow_mut().write(&mut vec![(event_time, late)]) {
+                self.fail(error);
+            }
+        } else if self.rejects.has_dead_letters() {
+            let error = format!(
+                "late: arrived at watermark {watermark}, {lateness_ms} ms after its last window \
+                 closed at {last_window_end}"
+            );
+            self.dead_letter(
+                DeadLetter::new(DeadLetterKind::Late, &self.name, "", error, &json(record))
+                    .with_event_time(event_time),
+            );
+        }
+    }
+
+    /// Rejects one record a user function failed on (or that the stage cannot process
+    /// otherwise): counts it on this stage and, with a dead-letter sink, writes it there with
+    /// `error`. The run goes on.
+    pub fn reject<R: Serialize>(
+        &self,
+        record: &R,
+        event_time: EventTime,
+        error: impl fmt::Display,
+    ) {
+        self.metrics.add_rejected(1);
+        let error = error.to_string();
+        self.run
+            .note_rejected(format!("stage '{}': {error}", self.name));
+        if self.rejects.has_dead_letters() {
+            self.dead_letter(
+                DeadLetter::new(
+                    DeadLetterKind::Function,
+                    &self.name,
+                    "",
+                    error,
+                    &json(record),
+                )
+                .with_event_time(event_time),
+            );
+        }
+    }
+
+    /// Counts records this stage could not read (a source) or deliver (a sink) and writes each
+    /// to the dead-letter sink, when there is one.
+    pub(crate) fn reject_all(&self, kind: DeadLetterKind, errors: &mut Vec<RecordError>) {
+        if errors.is_empty() {
             return;
         }
-        let late = LateRecord {
-            stage: self.name.to_string(),
-            event_time,
-            watermark,
-            lateness_ms: watermark.saturating_sub(last_window_end),
-            record: serde_json::to_string(record).unwrap_or_else(|e| format!("<not JSON: {e}>")),
-        };
-        if let Err(error) = self.late.write(late) {
+        self.metrics.add_rejected(errors.len());
+        for error in errors.drain(..) {
+            self.run
+                .note_rejected(format!("stage '{}': {error}", self.name));
+            if self.rejects.has_dead_letters() {
+                self.dead_letter(DeadLetter::new(
+                    kind,
+                    &self.name,
+                    error.location,
+                    error.message,
+                    &error.raw,
+                ));
+            }
+        }
+    }
+
+    fn dead_letter(&self, letter: DeadLetter) {
+        self.metrics.add_dead_lettered(1);
+        if let Err(error) = self.rejects.dead_letter(letter) {
             self.fail(error);
         }
     }
@@ -521,7 +609,7 @@ impl StageContext {
     /// How long an updating operator keeps results open for corrections after the watermark has
     /// passed them (ms): the pipeline's [`LatePolicy::Correct`], else 0.
     pub fn allowed_lateness_ms(&self) -> u64 {
-        self.late.allowed_lateness_ms
+        self.rejects.allowed_lateness_ms
     }
 
     /// A share of this stage's state gauge for one operator instance.

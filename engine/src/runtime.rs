@@ -11,8 +11,8 @@ use hdrhistogram::Histogram;
 use timely::communication::WorkerGuards;
 use timely::{CommunicationConfig, WorkerConfig};
 
+use crate::dead_letter::Rejects;
 use crate::error::EngineError;
-use crate::late::LateOutput;
 use crate::metrics::{RunMetrics, StageSnapshot};
 use crate::pipeline::{Ctx, Failures, Pipeline};
 use crate::sink::SinkReport;
@@ -119,64 +119,64 @@ impl Runtime {
         let failures: Failures = Arc::new(Mutex::new(Vec::new()));
         let sinks = pipeline.sink_recipes();
         let late = pipeline.late();
+        let dead_letters = pipeline.dead_letter_sink();
         let batch_size = pipeline.batch_size_value();
         let (m, f) = (Arc::clone(&metrics), Arc::clone(&failures));
         let started = Instant::now();
         let built = Arc::new(Barrier::new(self.workers));
         let ready_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
         let ready = Arc::clone(&ready_at);
-        let guards =
-            timely::execute(config, move |worker| {
-                let partition = Partition {
-                    index: worker.index(),
-                    count: worker.peers(),
-                };
-                let late_output = LateOutput::open(&late, partition).unwrap_or_else(|error| {
-                    let stage = "late-records".to_string();
+        let guards = timely::execute(config, move |worker| {
+            let partition = Partition {
+                index: worker.index(),
+                count: worker.peers(),
+            };
+            let rejects =
+                Rejects::open(&late, dead_letters.as_ref(), partition).unwrap_or_else(|error| {
+                    let stage = "dead-letters".to_string();
                     f.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push(EngineError::Connector { stage, error });
-                    LateOutput::default()
+                    Rejects::default()
                 });
-                let reports = Rc::new(RefCell::new(Vec::new()));
-                worker.dataflow::<u64, _, _>(|scope| {
-                    let mut ctx = Ctx {
-                        scope,
-                        partition,
-                        metrics: Arc::clone(&m),
-                        names: Arc::clone(&names),
-                        late: late_output.clone(),
-                        failures: Arc::clone(&f),
-                        batch_size,
-                        reports: Rc::clone(&reports),
-                        forks: Default::default(),
-                    };
-                    for build in &sinks {
-                        build(&mut ctx);
-                    }
-                });
-                // Every local worker has built its dataflow and opened its sources: processing starts.
-                if built.wait().is_leader() {
-                    *ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            let reports = Rc::new(RefCell::new(Vec::new()));
+            worker.dataflow::<u64, _, _>(|scope| {
+                let mut ctx = Ctx {
+                    scope,
+                    partition,
+                    metrics: Arc::clone(&m),
+                    names: Arc::clone(&names),
+                    rejects: rejects.clone(),
+                    failures: Arc::clone(&f),
+                    batch_size,
+                    reports: Rc::clone(&reports),
+                    forks: Default::default(),
+                };
+                for build in &sinks {
+                    build(&mut ctx);
                 }
-                while worker.has_dataflows() {
-                    worker.step_or_park(Some(Duration::from_millis(10)));
-                }
-                match late_output.finish() {
-                    Ok(Some(report)) => reports
-                        .borrow_mut()
-                        .push(("late-records".to_string(), report)),
-                    Ok(None) => {}
+            });
+            // Every local worker has built its dataflow and opened its sources: processing starts.
+            if built.wait().is_leader() {
+                *ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            }
+            while worker.has_dataflows() {
+                worker.step_or_park(Some(Duration::from_millis(10)));
+            }
+            for (stage, finished) in rejects.finish() {
+                match finished {
+                    Ok(report) => reports.borrow_mut().push((stage.to_string(), report)),
                     Err(error) => f.lock().unwrap_or_else(PoisonError::into_inner).push(
                         EngineError::Connector {
-                            stage: "late-records".into(),
+                            stage: stage.into(),
                             error,
                         },
                     ),
                 }
-                reports.take()
-            })
-            .map_err(EngineError::Startup)?;
+            }
+            reports.take()
+        })
+        .map_err(EngineError::Startup)?;
         let local_workers = self.workers as u64;
         let processes = self.cluster.as_ref().map_or(1, |c| c.hosts.len()) as u64;
         Ok(RunHandle {
@@ -350,9 +350,15 @@ impl RunSummary {
         self.stages.iter().map(|s| s.late).sum()
     }
 
-    /// Records sources rejected as malformed.
+    /// Records rejected over all stages: malformed input, failed user functions, undeliverable
+    /// output.
     pub fn rejected(&self) -> u64 {
         self.stages.iter().map(|s| s.rejected).sum()
+    }
+
+    /// Records written to the dead-letter sink, over all stages.
+    pub fn dead_lettered(&self) -> u64 {
+        self.stages.iter().map(|s| s.dead_lettered).sum()
     }
 
     /// A latency quantile in milliseconds, if any result was measured.
@@ -383,6 +389,7 @@ impl fmt::Display for RunSummary {
             ("latency max", fmt_ms(self.latency_ms(1.0))),
             ("late records", self.late().to_string()),
             ("rejected records", self.rejected().to_string()),
+            ("dead letters", self.dead_lettered().to_string()),
         ];
         writeln!(f, "+----------------------+----------------------+")?;
         for (k, v) in rows {

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::error::ConnectorError;
-use crate::source::Partition;
+use crate::source::{Partition, RecordError};
 use crate::time::Record;
 
 /// What a sink writer did, reported in the run summary.
@@ -44,4 +44,12 @@ pub trait SinkWriter<T> {
 
     /// Called once, after the last batch: flush, close and make the output visible.
     fn finish(&mut self) -> Result<SinkReport, ConnectorError>;
+
+    /// Records the writer gave up delivering since it was last asked (a receiver that refused
+    /// them, retries exhausted), each with where it was sent and why. The engine asks after
+    /// every call above, counts them on the sink's stage and writes them to the dead-letter
+    /// sink; writers that never give up a record keep the default, which has none.
+    fn undeliverable(&mut self) -> Vec<RecordError> {
+        Vec::new()
+    }
 }

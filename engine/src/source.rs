@@ -29,13 +29,33 @@ pub enum ReadStatus {
     Done,
 }
 
-/// A record that could not be read, with where it was and why. The run goes on without it.
+/// A record that could not be read (or, from a sink, delivered), with where it was and why.
+/// The run goes on without it; with a dead-letter sink configured it is written there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordError {
-    /// Where the record was: a file and line, a partition and offset.
+    /// Where the record was: a file and line, a partition and offset, a queue and delivery tag.
     pub location: String,
     /// Why it was rejected.
     pub message: String,
+    /// The record's bytes as read (empty when unknown).
+    pub raw: Vec<u8>,
+}
+
+impl RecordError {
+    /// A record at `location` rejected because of `message`.
+    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
+        RecordError {
+            location: location.into(),
+            message: message.into(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// The same error, carrying the record's bytes.
+    pub fn with_raw(mut self, raw: impl Into<Vec<u8>>) -> Self {
+        self.raw = raw.into();
+        self
+    }
 }
 
 impl std::fmt::Display for RecordError {

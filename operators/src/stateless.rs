@@ -1,9 +1,12 @@
-//! Stateless operators: `map`, `filter`, `flat_map`.
+//! Stateless operators: `map`, `try_map`, `filter`, `flat_map`.
 //!
 //! - **Input**: any stream of records. **Output**: records derived one by one; each output
 //!   record keeps the event time and the timestamp (watermark) of the record it came from.
 //! - **State**: none. **Emits**: at once, in the same batch; no waiting for the watermark.
 //! - **Late records**: not a notion here; they pass through and windows downstream decide.
+//! - **Failures**: `try_map`'s function may fail on a record: the record is rejected — counted
+//!   on the stage and, with a dead-letter sink, written there as JSON with the error — and the
+//!   run goes on.
 //! - **Checkpoint**: holds nothing.
 //!
 //! Records are moved, never cloned: `filter` keeps the batch it received and drops rejected
@@ -11,7 +14,7 @@
 
 use eddy_engine::timely::dataflow::channels::pact::Pipeline as Local;
 use eddy_engine::timely::dataflow::operators::generic::Operator;
-use eddy_engine::{Data, Record, Stream};
+use eddy_engine::{Data, Record, StageContext, Stream};
 
 /// `map`, `filter` and `flat_map` on pipeline streams.
 pub trait Stateless<T: Data> {
@@ -26,6 +29,21 @@ pub trait Stateless<T: Data> {
     fn map<U: Data, F>(self, name: &str, f: F) -> Stream<U>
     where
         F: Fn(T) -> U + Clone + Send + Sync + 'static;
+
+    /// Transforms each record with a function that may fail. A record it fails on is rejected:
+    /// counted on this stage and written, with the error, to the pipeline's dead-letter sink
+    /// when there is one ([`Pipeline::dead_letters`](eddy_engine::Pipeline::dead_letters)).
+    ///
+    /// ```
+    /// # use eddy_operators::prelude::*;
+    /// # fn f(s: eddy_engine::Stream<String>) -> eddy_engine::Stream<u64> {
+    /// s.try_map("parse", |text: &String| text.trim().parse::<u64>())
+    /// # }
+    /// ```
+    fn try_map<U: Data, E, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        E: std::fmt::Display,
+        F: Fn(&T) -> Result<U, E> + Clone + Send + Sync + 'static;
 
     /// Keeps the records for which `keep` is true.
     ///
@@ -61,11 +79,28 @@ impl<T: Data> Stateless<T> for Stream<T> {
         map_stage(self, name, "map", f)
     }
 
+    fn try_map<U: Data, E, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        E: std::fmt::Display,
+        F: Fn(&T) -> Result<U, E> + Clone + Send + Sync + 'static,
+    {
+        batch_stage(self, name, "try_map", move |batch, stage| {
+            let mut out = Vec::with_capacity(batch.len());
+            for (t, x) in batch.drain(..) {
+                match f(&x) {
+                    Ok(y) => out.push((t, y)),
+                    Err(error) => stage.reject(&x, t, error),
+                }
+            }
+            out
+        })
+    }
+
     fn filter<F>(self, name: &str, keep: F) -> Stream<T>
     where
         F: Fn(&T) -> bool + Clone + Send + Sync + 'static,
     {
-        batch_stage(self, name, "filter", move |batch| {
+        batch_stage(self, name, "filter", move |batch, _| {
             batch.retain(|(_, x)| keep(x));
             std::mem::take(batch)
         })
@@ -76,7 +111,7 @@ impl<T: Data> Stateless<T> for Stream<T> {
         I: IntoIterator<Item = U>,
         F: Fn(T) -> I + Clone + Send + Sync + 'static,
     {
-        batch_stage(self, name, "flat_map", move |batch| {
+        batch_stage(self, name, "flat_map", move |batch, _| {
             // Most flat_maps emit at most one record per input: room for as many avoids
             // regrowing the batch (a `flat_map` iterator's size hint is unbounded).
             let mut out = Vec::with_capacity(batch.len());
@@ -100,16 +135,17 @@ pub(crate) fn map_stage<T: Data, U: Data, F>(
 where
     F: Fn(T) -> U + Clone + Send + Sync + 'static,
 {
-    batch_stage(stream, name, kind, move |batch| {
+    batch_stage(stream, name, kind, move |batch, _| {
         batch.drain(..).map(|(t, x)| (t, f(x))).collect()
     })
 }
 
 /// A stateless stage: `f` turns each received batch into the batch to send, at the same
-/// timestamp; records in and out are counted per batch.
+/// timestamp (with the stage's context, to reject records); records in and out are counted per
+/// batch.
 fn batch_stage<T: Data, U: Data, F>(stream: Stream<T>, name: &str, kind: &str, f: F) -> Stream<U>
 where
-    F: Fn(&mut Vec<Record<T>>) -> Vec<Record<U>> + Clone + Send + Sync + 'static,
+    F: Fn(&mut Vec<Record<T>>, &StageContext) -> Vec<Record<U>> + Clone + Send + Sync + 'static,
 {
     stream.stage(name, kind, String::new(), move |input, stage| {
         let f = f.clone();
@@ -118,7 +154,7 @@ where
             move |input, output| {
                 input.for_each(|cap, data| {
                     stage.metrics().add_in(data.len());
-                    let mut out = f(data);
+                    let mut out = f(data, &stage);
                     stage.metrics().add_out(out.len());
                     if !out.is_empty() {
                         output.session(&cap).give_container(&mut out);
