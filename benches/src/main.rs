@@ -67,17 +67,23 @@ struct Args {
     /// Internal: the input of a multi-process run.
     #[arg(long, hide = true, value_enum, default_value_t = Input::Prepared)]
     child_input: Input,
-    /// Also run each query that has Flink SQL (benches/flink/sql/) in Apache Flink, local mode,
-    /// over the same events, and report Eddy's per-core ratio over Flink's. Needs
+    /// Also run each query that has Flink SQL (benches/flink/sql/, every query) in Apache Flink,
+    /// local mode, over the same events, and report Eddy's per-core ratio over Flink's, raw and
+    /// with Flink's fixed cost (the same job over --flink-baseline-events) subtracted. Needs
     /// `bash benches/flink/install.sh` first.
     #[arg(long)]
     flink: bool,
     /// Flink parallelisms to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     flink_parallelism: Vec<usize>,
-    /// Where to export the events as CSV for Flink (default target/flink-data/events-N).
+    /// Where to export the events as CSV for Flink (default target/flink-data/events-N); the
+    /// baseline input goes beside it (`<dir>-baseline-<events>`).
     #[arg(long)]
     flink_data: Option<PathBuf>,
+    /// Events in Flink's baseline input: each query also runs over this few events (the same
+    /// seed and rate), at each parallelism, to measure Flink's fixed cost (0: no baseline).
+    #[arg(long, default_value_t = flink::BASELINE_EVENTS)]
+    flink_baseline_events: u64,
 }
 
 fn main() -> Result<()> {
@@ -253,8 +259,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Exports the events to CSV once, runs each query that has Flink SQL at each parallelism, prints
-/// each per-core ratio, and returns the report's Flink section.
+/// Exports the events (and the baseline input) to CSV once, runs each query that has Flink SQL
+/// at each parallelism, over the baseline input and then the events, prints each per-core
+/// ratio, and returns the report's Flink section.
 fn run_flink(
     args: &Args,
     config: &NexmarkConfig,
@@ -269,6 +276,18 @@ fn run_flink(
     });
     let events = flink::export_csv(config, &data)?;
     eprintln!("exported {events} events as CSV to {}", data.display());
+    let baseline = if args.flink_baseline_events > 0 {
+        let dir = flink::baseline_dir(&data, args.flink_baseline_events);
+        let tiny = NexmarkConfig {
+            events: args.flink_baseline_events,
+            ..config.clone()
+        };
+        let n = flink::export_csv(&tiny, &dir)?;
+        eprintln!("exported {n} baseline events as CSV to {}", dir.display());
+        Some((dir, n))
+    } else {
+        None
+    };
     let mut runs = Vec::new();
     for &query in queries {
         if flink::sql_file(query).is_none() {
@@ -276,18 +295,27 @@ fn run_flink(
             continue;
         }
         for &p in &args.flink_parallelism {
-            let run = flink::run(&python, query, &data, p, events)?;
+            let base = baseline.as_ref().map(|(dir, n)| (dir.as_path(), *n));
+            let run = flink::run_with_baseline(&python, query, &data, p, events, base)?;
             eprintln!(
-                "{query} Flink p={p}: {:.3} M events/s ({:.2} s)",
+                "{query} Flink p={p}: {:.3} M events/s raw ({:.2} s), {} net of the baseline",
                 run.events_per_second() / 1e6,
-                run.seconds
+                run.seconds,
+                match (run.net_events_per_second(), run.baseline_seconds) {
+                    (Some(net), Some(b)) => format!("{:.3} M events/s ({b:.2} s)", net / 1e6),
+                    (None, Some(b)) => format!("— (the baseline took {b:.2} s)"),
+                    _ => "—".into(),
+                }
             );
             runs.push(run);
         }
     }
-    for (query, ratio) in flink::ratios(measurements, &runs) {
+    for r in flink::ratios(measurements, &runs) {
         eprintln!(
-            "{query}: Eddy ÷ Flink per core = {ratio:.1}× (target ≥ {}×)",
+            "{}: Eddy ÷ Flink per core = {:.1}× raw, {} net of the baseline (target ≥ {}×)",
+            r.query,
+            r.raw,
+            r.net.map_or("—".into(), |x| format!("{x:.1}×")),
             flink::TARGET_RATIO
         );
     }
