@@ -1,29 +1,22 @@
 //! q15, q16 and q17 (daily bid statistics) against their batch references over the same
 //! generated events, read back from the Parquet the pipelines wrote, at 1 and 2 workers: once
-//! with the generator's default base time (the events fall in one UTC day) and once starting
-//! 30 s before a UTC midnight (they fall in two, so day boundaries are exercised).
+//! with the generator's default base time (the events fall in one UTC day), also in two
+//! processes, and once starting 30 s before a UTC midnight (they fall in two, so day boundaries
+//! are exercised; the `eddy` binary has no flag for the base time, so in-process only).
 
 mod common;
 
 use std::fmt::Debug;
 
-use common::{assert_same_rows, read_parquet_dir};
-use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig};
-use eddy_engine::Runtime;
+use common::{assert_parquet_matches, events_of, stage_state};
+use eddy_connectors::nexmark::{Event, NexmarkConfig};
 use eddy_queries::nexmark::{Q15Row, Q16Row, Q17Row, Query, DAY_MS};
-use eddy_queries::output::Output;
 use eddy_queries::reference;
 use serde::de::DeserializeOwned;
 
-const EVENTS: u64 = 60_000;
-
 /// The standard test configuration, starting at `base_time` when given.
 fn config(base_time: Option<u64>) -> NexmarkConfig {
-    let config = NexmarkConfig {
-        events: EVENTS,
-        events_per_second: 1_000,
-        ..Default::default()
-    };
+    let config = common::config();
     NexmarkConfig {
         base_time: base_time.unwrap_or(config.base_time),
         ..config
@@ -36,8 +29,9 @@ fn before_midnight() -> u64 {
     (base / DAY_MS + 1) * DAY_MS - 30_000
 }
 
-/// Runs `query` at 1 and 2 workers over `config`'s events, and compares its rows with
-/// `reference`'s; `least_rows` guards against a vacuous comparison. Returns the rows.
+/// Runs `query` at 1 and 2 workers over `config`'s events, and in two processes when `config`
+/// has the default base time, and compares its rows with `reference`'s; `least_rows` guards
+/// against a vacuous comparison. Returns the rows.
 fn check<T>(
     query: Query,
     config: &NexmarkConfig,
@@ -47,45 +41,20 @@ fn check<T>(
 where
     T: DeserializeOwned + Debug + PartialEq + Clone,
 {
-    let events: Vec<_> = generate_all(config).into_iter().map(|(_, e)| e).collect();
-    let expected = reference(&events);
+    let expected = reference(&events_of(config));
     eprintln!("{query} reference: {} rows", expected.len());
     assert!(
         expected.len() >= least_rows,
         "{query}: the reference has {} rows: the test would prove little",
         expected.len()
     );
-    let tmp = tempfile::tempdir().unwrap();
-    for workers in [1, 2] {
-        let dir = tmp.path().join(format!("{query}-{workers}w"));
-        let output = Output::Parquet {
-            dir: dir.clone(),
-            row_group_size: 4096,
-        };
-        let summary = Runtime::new(workers)
-            .run(&query.pipeline(config.clone(), &output))
-            .unwrap();
-        assert_eq!(summary.events(), EVENTS);
+    assert_parquet_matches(query, config, &expected, |summary| {
         assert_eq!(
-            summary.late(),
+            stage_state(summary, "daily_stats"),
             0,
-            "in-order generator input has no late records"
-        );
-        let window = summary
-            .stages
-            .iter()
-            .find(|s| s.name == "daily_stats")
-            .unwrap();
-        assert_eq!(
-            window.state, 0,
             "the window holds nothing once the input has ended"
         );
-        assert_same_rows(
-            &format!("{query}, {workers} workers"),
-            read_parquet_dir::<T>(&dir),
-            expected.clone(),
-        );
-    }
+    });
     expected
 }
 

@@ -1,23 +1,22 @@
 //! q10 (partitioned log), q12 (processing-time windows) and q13 (side input join) against their
-//! batch references, over the same generated events, at 1 and 2 workers.
+//! batch references, over the same generated events, at 1 and 2 workers and in two processes.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_same_rows, read_parquet_dir, sorted};
-use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig};
+use common::{
+    assert_parquet_matches, assert_same_rows, assert_two_processes_match, config, events_of,
+    read_parquet_dir, run_two_processes, sorted,
+};
+use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_connectors::TimePartitioning;
 use eddy_engine::Runtime;
 use eddy_queries::nexmark::{q13_default_table, Q10Row, Q12Row, Q13Row, Query, Q12_WINDOW};
 use eddy_queries::output::Output;
 use eddy_queries::reference;
-
-fn events(config: &NexmarkConfig) -> Vec<Event> {
-    generate_all(config).into_iter().map(|(_, e)| e).collect()
-}
 
 fn parquet(dir: &Path) -> Output {
     Output::Parquet {
@@ -51,11 +50,13 @@ fn q10_writes_every_bid_once_into_its_hour_and_marks_partitions_complete() {
         events_per_second: 1,
         ..Default::default()
     };
-    let events = events(&config);
+    let events = events_of(&config);
     let expected = reference::q10(&events);
-    let hours: std::collections::BTreeSet<PathBuf> = expected
+    let hours: Vec<PathBuf> = expected
         .iter()
         .map(|r| TimePartitioning::Hour.path_of(r.date_time as u64))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
     assert!(hours.len() >= 5, "{} partitions prove little", hours.len());
     let tmp = tempfile::tempdir().unwrap();
@@ -65,38 +66,43 @@ fn q10_writes_every_bid_once_into_its_hour_and_marks_partitions_complete() {
             .run(&Query::Q10.pipeline(config.clone(), &parquet(&dir)))
             .unwrap();
         assert_eq!(summary.output_rows(), expected.len() as u64);
-        let what = format!("q10, {workers} workers");
-        assert_eq!(
-            partitions(&dir),
-            hours.iter().cloned().collect::<Vec<_>>(),
-            "{what}"
-        );
-        let mut all = Vec::new();
-        for partition in partitions(&dir) {
-            let path = dir.join(&partition);
-            assert!(
-                path.join("_SUCCESS").is_file(),
-                "{what}: {} has no _SUCCESS",
-                partition.display()
-            );
-            let rows: Vec<Q10Row> = read_parquet_dir(&path);
-            assert!(!rows.is_empty());
-            for r in &rows {
-                assert_eq!(
-                    TimePartitioning::Hour.path_of(r.date_time as u64),
-                    partition,
-                    "{what}: {r:?} is in the wrong partition"
-                );
-            }
-            all.extend(rows);
-        }
-        assert!(
-            !dir.join("_progress").exists(),
-            "{what}: progress notes left"
-        );
-        assert_same_rows(&what, all, expected.clone());
-        read_back_with_pyarrow(&dir, &expected, &what);
+        check_q10_output(&dir, &hours, &expected, &format!("q10, {workers} workers"));
     }
+    let dir = tmp.path().join("q10-2p");
+    run_two_processes(Query::Q10, &config, &dir, &[]);
+    check_q10_output(&dir, &hours, &expected, "q10, 2 processes");
+}
+
+/// q10's output under `dir`: exactly the partitions `hours`, each marked `_SUCCESS` and holding
+/// only bids of its hour, no progress notes left, and every bid of `expected` once, as the
+/// parquet crate and pyarrow read it.
+fn check_q10_output(dir: &Path, hours: &[PathBuf], expected: &[Q10Row], what: &str) {
+    assert_eq!(partitions(dir), hours, "{what}");
+    let mut all = Vec::new();
+    for partition in partitions(dir) {
+        let path = dir.join(&partition);
+        assert!(
+            path.join("_SUCCESS").is_file(),
+            "{what}: {} has no _SUCCESS",
+            partition.display()
+        );
+        let rows: Vec<Q10Row> = read_parquet_dir(&path);
+        assert!(!rows.is_empty());
+        for r in &rows {
+            assert_eq!(
+                TimePartitioning::Hour.path_of(r.date_time as u64),
+                partition,
+                "{what}: {r:?} is in the wrong partition"
+            );
+        }
+        all.extend(rows);
+    }
+    assert!(
+        !dir.join("_progress").exists(),
+        "{what}: progress notes left"
+    );
+    assert_same_rows(what, all, expected.to_vec());
+    read_back_with_pyarrow(dir, expected, what);
 }
 
 /// pyarrow's Hive-partitioned dataset reader sees every bid once, each in its UTC date and hour.
@@ -138,18 +144,10 @@ fn read_back_with_pyarrow(dir: &Path, expected: &[Q10Row], what: &str) {
     assert_eq!(sorted(bids), sorted(want), "{what}: pyarrow's rows");
 }
 
-fn q13_config() -> NexmarkConfig {
-    NexmarkConfig {
-        events: 60_000,
-        events_per_second: 1_000,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn q13_joins_bids_with_a_side_table_from_a_file() {
-    let config = q13_config();
-    let events = events(&config);
+    let config = config();
+    let events = events_of(&config);
     let tmp = tempfile::tempdir().unwrap();
     // Every third key, valued "v{key}": a third of the bids find a match.
     let table: std::collections::HashMap<u64, String> = (0..10_000)
@@ -188,25 +186,20 @@ fn q13_joins_bids_with_a_side_table_from_a_file() {
             );
         }
     }
+    for file in [&csv, &jsonl] {
+        let extension = file.extension().unwrap().to_string_lossy();
+        let dir = tmp.path().join(format!("q13-2p-{extension}"));
+        let args = ["--side-input", file.to_str().unwrap()];
+        assert_two_processes_match(Query::Q13, &config, &dir, &args, expected.clone());
+    }
 }
 
 #[test]
 fn q13_without_a_file_uses_the_default_table() {
-    let config = q13_config();
-    let expected = reference::q13(&events(&config), &q13_default_table());
-    assert_eq!(expected.len(), reference::q10(&events(&config)).len());
-    let tmp = tempfile::tempdir().unwrap();
-    for workers in [1, 2] {
-        let dir = tmp.path().join(format!("q13-{workers}w"));
-        Runtime::new(workers)
-            .run(&Query::Q13.pipeline(config.clone(), &parquet(&dir)))
-            .unwrap();
-        assert_same_rows(
-            &format!("q13 default table, {workers} workers"),
-            read_parquet_dir::<Q13Row>(&dir),
-            expected.clone(),
-        );
-    }
+    let config = config();
+    let expected = reference::q13(&events_of(&config), &q13_default_table());
+    assert_eq!(expected.len(), reference::q10(&events_of(&config)).len());
+    assert_parquet_matches::<Q13Row>(Query::Q13, &config, &expected, |_| {});
 }
 
 #[test]
@@ -235,30 +228,43 @@ fn q13_with_a_missing_or_malformed_file_fails_naming_it() {
 
 #[test]
 fn q12_counts_every_bid_once_per_bidder_over_its_processing_time_windows() {
-    let config = q13_config();
-    let expected = reference::q12_totals(&events(&config));
+    let config = config();
+    let expected = reference::q12_totals(&events_of(&config));
     let tmp = tempfile::tempdir().unwrap();
     for workers in [1, 2] {
         let dir = tmp.path().join(format!("q12-{workers}w"));
         Runtime::new(workers)
             .run(&Query::Q12.pipeline(config.clone(), &parquet(&dir)))
             .unwrap();
-        let rows = read_parquet_dir::<Q12Row>(&dir);
-        let mut totals: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut windows = std::collections::BTreeSet::new();
-        for r in &rows {
-            assert_eq!(r.window_end - r.window_start, Q12_WINDOW as i64, "{r:?}");
-            assert_eq!(r.window_start % Q12_WINDOW as i64, 0, "{r:?}");
-            assert!(r.bid_count > 0, "{r:?}");
-            assert!(
-                windows.insert((r.bidder, r.window_start)),
-                "two rows for one bidder and window: {r:?}"
-            );
-            *totals.entry(r.bidder).or_default() += r.bid_count;
-        }
         assert_eq!(
-            totals, expected,
+            q12_totals_in(&dir),
+            expected,
             "q12, {workers} workers: totals per bidder"
         );
     }
+    let dir = tmp.path().join("q12-2p");
+    run_two_processes(Query::Q12, &config, &dir, &[]);
+    assert_eq!(
+        q12_totals_in(&dir),
+        expected,
+        "q12, 2 processes: totals per bidder"
+    );
+}
+
+/// The bids per bidder summed over q12's windows in `dir`, each row checked to be a bidder's
+/// only row in an aligned [`Q12_WINDOW`]-long window, with some bids.
+fn q12_totals_in(dir: &Path) -> BTreeMap<u64, u64> {
+    let mut totals: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut windows = BTreeSet::new();
+    for r in read_parquet_dir::<Q12Row>(dir) {
+        assert_eq!(r.window_end - r.window_start, Q12_WINDOW as i64, "{r:?}");
+        assert_eq!(r.window_start % Q12_WINDOW as i64, 0, "{r:?}");
+        assert!(r.bid_count > 0, "{r:?}");
+        assert!(
+            windows.insert((r.bidder, r.window_start)),
+            "two rows for one bidder and window: {r:?}"
+        );
+        *totals.entry(r.bidder).or_default() += r.bid_count;
+    }
+    totals
 }

@@ -1,77 +1,40 @@
 //! q14 (calculation with a user function), q21 (add channel id) and q22 (URL directories)
 //! against their batch references, over the same generated events, read back from the Parquet
-//! the pipeline wrote, at 1 and 2 workers.
+//! the pipeline wrote, at 1 and 2 workers and (from the default base time) in two processes.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
-use common::{assert_same_rows, read_parquet_dir};
-use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig};
-use eddy_engine::Runtime;
+use common::{assert_parquet_matches, config, events_of, EVENTS};
+use eddy_connectors::nexmark::{Event, NexmarkConfig};
 use eddy_queries::nexmark::{Q14Row, Q21Row, Q22Row, Query};
-use eddy_queries::output::Output;
 use eddy_queries::reference;
 use serde::de::DeserializeOwned;
-
-const EVENTS: u64 = 60_000;
-/// Events per second of event time, as the other golden tests.
-const RATE: usize = 1_000;
-
-fn config() -> NexmarkConfig {
-    NexmarkConfig {
-        events: EVENTS,
-        events_per_second: RATE,
-        ..Default::default()
-    }
-}
-
-fn events(config: &NexmarkConfig) -> Vec<Event> {
-    generate_all(config).into_iter().map(|(_, e)| e).collect()
-}
 
 fn bid_count(events: &[Event]) -> usize {
     events.iter().filter(|e| matches!(e, Event::Bid(_))).count()
 }
 
-/// Runs `query` at 1 and 2 workers into Parquet and compares its rows with `expected`.
+/// Runs `query` at 1 and 2 workers, and in two processes when the binary can generate
+/// `config`'s events, into Parquet and compares its rows with `expected`.
 fn assert_matches_reference<T>(query: Query, config: &NexmarkConfig, expected: &[T])
 where
     T: DeserializeOwned + Debug + PartialEq + Clone,
 {
-    let tmp = tempfile::tempdir().unwrap();
-    for workers in [1, 2] {
-        let dir = tmp.path().join(format!("{query}-{workers}w"));
-        let output = Output::Parquet {
-            dir: dir.clone(),
-            row_group_size: 4096,
-        };
-        let summary = Runtime::new(workers)
-            .run(&query.pipeline(config.clone(), &output))
-            .unwrap();
-        assert_eq!(summary.events(), config.events);
-        assert_eq!(
-            summary.late(),
-            0,
-            "in-order generator input has no late records"
-        );
+    assert_parquet_matches(query, config, expected, |summary| {
         assert!(
             summary.stages.iter().all(|s| s.state == 0),
             "{query} keeps no state"
         );
-        assert_same_rows(
-            &format!("{query}, {workers} workers"),
-            read_parquet_dir::<T>(&dir),
-            expected.to_vec(),
-        );
-    }
+    });
 }
 
 #[test]
 fn q14_calculation() {
     let config = config();
-    let events = events(&config);
+    let events = events_of(&config);
     let expected = reference::q14(&events);
     eprintln!(
         "q14 reference: {} of {} bids",
@@ -97,7 +60,7 @@ fn q14_over_a_day_has_every_time_type() {
         events_per_second: 1,
         base_time: four_am,
     };
-    let events = events(&config);
+    let events = events_of(&config);
     let expected = reference::q14(&events);
     let types: BTreeSet<&str> = expected.iter().map(|r| &*r.bid_time_type).collect();
     assert_eq!(types, BTreeSet::from(["dayTime", "nightTime", "otherTime"]));
@@ -107,7 +70,7 @@ fn q14_over_a_day_has_every_time_type() {
 #[test]
 fn q21_add_channel_id() {
     let config = config();
-    let events = events(&config);
+    let events = events_of(&config);
     let expected = reference::q21(&events);
     let bids = bid_count(&events);
     eprintln!("q21 reference: {} of {bids} bids", expected.len());
@@ -133,7 +96,7 @@ fn q21_add_channel_id() {
 #[test]
 fn q22_url_directories() {
     let config = config();
-    let events = events(&config);
+    let events = events_of(&config);
     let expected = reference::q22(&events);
     assert_eq!(expected.len(), bid_count(&events), "a row per bid");
     assert!(expected

@@ -1,19 +1,25 @@
 //! Helpers shared by the integration tests: reading Parquet back, a collecting sink,
-//! comparing rows order-independently, and running a query over generated events.
+//! comparing rows order-independently, running a query over generated events in this process,
+//! and running it through the `eddy` binary in two processes of one worker each over loopback.
 
 #![allow(dead_code)]
 
 use std::fmt::Debug;
 use std::fs::File;
+use std::net::TcpListener;
 use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig, NexmarkSource};
+use eddy_engine::change::consolidate;
 use eddy_engine::testing::CollectSink;
 use eddy_engine::{
-    ConnectorError, Partition, Pipeline, Record, Runtime, Sink, SinkReport, SinkWriter, Stream,
-    WatermarkConfig,
+    Change, ConnectorError, Partition, Pipeline, Record, RunSummary, Runtime, Sink, SinkReport,
+    SinkWriter, Stream, WatermarkConfig,
 };
+use eddy_queries::nexmark::Query;
+use eddy_queries::output::Output;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::de::DeserializeOwned;
 
@@ -111,23 +117,28 @@ impl<T> SinkWriter<T> for CollectWriter<T> {
 
 /// Events in the generated-input query tests.
 pub const EVENTS: u64 = 60_000;
+/// Events per second of event time in those tests: 60 000 events span 60 s, so the windowed
+/// queries see many windows and bidders have many sessions, some of several bids.
+pub const RATE: usize = 1_000;
 
-/// The generator's configuration for those tests: 60 000 events at 1 000 per second of event
-/// time.
+/// The generator's configuration for those tests: [`EVENTS`] events at [`RATE`] per second of
+/// event time.
 pub fn config() -> NexmarkConfig {
     NexmarkConfig {
         events: EVENTS,
-        events_per_second: 1_000,
+        events_per_second: RATE,
         ..Default::default()
     }
 }
 
 /// The same events as a `Vec`, for the batch references.
 pub fn events() -> Vec<Event> {
-    generate_all(&config())
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect()
+    events_of(&config())
+}
+
+/// `config`'s events as a `Vec`.
+pub fn events_of(config: &NexmarkConfig) -> Vec<Event> {
+    generate_all(config).into_iter().map(|(_, e)| e).collect()
 }
 
 /// Runs `query` over the generated events at `workers` workers, in a pipeline called `name`;
@@ -156,4 +167,222 @@ where
         "in-order generator input has no late records"
     );
     out.rows().into_iter().map(|(_, row)| row).collect()
+}
+
+/// What `query` (whose stages `stream` adds) emits over the generated events, labelled by where
+/// it ran: at 1 and 2 workers in this process ([`run_collecting`]), and in two processes
+/// ([`run_two_processes`], read back from the Parquet they wrote; a change log's `diff` column
+/// reads back into [`Change`]).
+pub fn run_everywhere<T>(
+    query: Query,
+    stream: fn(Stream<Event>) -> Stream<T>,
+) -> Vec<(String, Vec<T>)>
+where
+    T: Clone + Send + serde::Serialize + DeserializeOwned + 'static,
+{
+    let mut runs: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|workers| {
+            let rows = run_collecting(&query.to_string(), stream, workers);
+            (format!("{query}, {workers} workers"), rows)
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(format!("{query}-2p"));
+    run_two_processes(query, &config(), &dir, &[]);
+    runs.push((format!("{query}, 2 processes"), read_parquet_dir(&dir)));
+    runs
+}
+
+/// The rows a change log leaves standing, sorted. Panics if some row's running sum goes below
+/// zero: a row retracted before it was added, or more often. A row's changes come from the one
+/// worker owning its key, in order, so the check holds for a log merged from several workers.
+pub fn standing<T: Ord + Clone + Debug>(what: &str, log: Vec<Change<T>>) -> Vec<T> {
+    let mut sums = std::collections::BTreeMap::<&T, i64>::new();
+    for change in &log {
+        let sum = sums.entry(&change.row).or_insert(0);
+        *sum += change.diff;
+        assert!(
+            *sum >= 0,
+            "{what}: {:?} is retracted before it is added",
+            change.row
+        );
+    }
+    consolidate(log).unwrap()
+}
+
+/// `n` free TCP ports on loopback, all different: each is bound until all are found.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Whether the `eddy` binary can generate `config`'s events: it has flags for their number and
+/// rate, not for the base time.
+pub fn binary_generates(config: &NexmarkConfig) -> bool {
+    config.base_time == NexmarkConfig::default().base_time
+}
+
+/// How long [`run_two_processes`] waits for its processes before it kills them.
+pub const TWO_PROCESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs `query` through the `eddy` binary in two processes of one worker each, talking over
+/// loopback TCP (timely's cluster mode), on `config`'s events (`--events`, `--rate`; the binary
+/// generates from the default base time only), `--quiet`, writing under `dir` with the further
+/// flags `args` (such as `--format jsonl` or `--side-input FILE`). Panics with the processes'
+/// output if either fails; kills both if one fails (its peer might wait for it for ever) or
+/// past [`TWO_PROCESS_DEADLINE`].
+pub fn run_two_processes(query: Query, config: &NexmarkConfig, dir: &Path, args: &[&str]) {
+    assert!(
+        binary_generates(config),
+        "eddy nexmark run has no flag for the base time"
+    );
+    let hosts = dir.with_extension("hosts");
+    let lines: String = free_ports(2)
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}\n"))
+        .collect();
+    std::fs::write(&hosts, lines).unwrap();
+    // stdout and stderr go to files, so a chatty process never blocks on a full pipe
+    let logs: Vec<_> = (0..2)
+        .map(|process| dir.with_extension(format!("process{process}.log")))
+        .collect();
+    let mut children: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(process, log)| {
+            let log = File::create(log).unwrap();
+            Command::new(env!("CARGO_BIN_EXE_eddy"))
+                .args(["nexmark", "run", &query.to_string(), "--quiet"])
+                .args(["--workers", "1", "--processes", "2"])
+                .args(["--process", &process.to_string()])
+                .args(["--hosts", hosts.to_str().unwrap()])
+                .args(["--events", &config.events.to_string()])
+                .args(["--rate", &config.events_per_second.to_string()])
+                .args(["--out", dir.to_str().unwrap()])
+                .args(args)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut statuses = [None, None];
+    let failure = loop {
+        for (child, status) in children.iter_mut().zip(&mut statuses) {
+            if status.is_none() {
+                *status = child.try_wait().unwrap();
+            }
+        }
+        if let Some(process) = statuses
+            .iter()
+            .position(|s| s.is_some_and(|s| !s.success()))
+        {
+            break Some(format!(
+                "process {process} failed ({:?})",
+                statuses[process]
+            ));
+        }
+        if statuses.iter().all(Option::is_some) {
+            break None;
+        }
+        if started.elapsed() > TWO_PROCESS_DEADLINE {
+            break Some(format!("still running after {TWO_PROCESS_DEADLINE:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    if let Some(failure) = failure {
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let output: Vec<String> = logs
+            .iter()
+            .enumerate()
+            .map(|(process, log)| {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                format!("--- process {process}:\n{text}")
+            })
+            .collect();
+        panic!("{query} in 2 processes: {failure}\n{}", output.join("\n"));
+    }
+}
+
+/// Runs `query` in two processes ([`run_two_processes`], with the further flags `args`) into
+/// Parquet under `dir` and asserts its rows are `expected`, in any order.
+pub fn assert_two_processes_match<T>(
+    query: Query,
+    config: &NexmarkConfig,
+    dir: &Path,
+    args: &[&str],
+    expected: Vec<T>,
+) where
+    T: DeserializeOwned + Debug + PartialEq,
+{
+    run_two_processes(query, config, dir, args);
+    assert_same_rows(
+        &format!("{query}, 2 processes {args:?}"),
+        read_parquet_dir(dir),
+        expected,
+    );
+}
+
+/// Runs `query` over `config`'s events into Parquet at 1 and 2 workers, and in two processes
+/// when the binary can generate them ([`binary_generates`]), and asserts each run's rows are
+/// `expected`, in any order. Each in-process run must read every event, find none late and
+/// write one file per worker; `check_summary` checks its summary further (say, that a stage's
+/// state is empty at the end).
+pub fn assert_parquet_matches<T>(
+    query: Query,
+    config: &NexmarkConfig,
+    expected: &[T],
+    check_summary: impl Fn(&RunSummary),
+) where
+    T: DeserializeOwned + Debug + PartialEq + Clone,
+{
+    let tmp = tempfile::tempdir().unwrap();
+    for workers in [1, 2] {
+        let what = format!("{query}, {workers} workers");
+        let dir = tmp.path().join(format!("{query}-{workers}w"));
+        let output = Output::Parquet {
+            dir: dir.clone(),
+            row_group_size: 4096,
+        };
+        let summary = Runtime::new(workers)
+            .run(&query.pipeline(config.clone(), &output))
+            .unwrap();
+        assert_eq!(summary.events(), config.events, "{what}");
+        assert_eq!(
+            summary.late(),
+            0,
+            "{what}: in-order generator input has no late records"
+        );
+        assert_eq!(
+            summary.files().len(),
+            workers,
+            "{what}: one file per worker"
+        );
+        check_summary(&summary);
+        assert_same_rows(&what, read_parquet_dir(&dir), expected.to_vec());
+    }
+    if binary_generates(config) {
+        let dir = tmp.path().join(format!("{query}-2p"));
+        assert_two_processes_match(query, config, &dir, &[], expected.to_vec());
+    }
+}
+
+/// The state `summary`'s stage `name` holds at the end of the run.
+pub fn stage_state(summary: &RunSummary, name: &str) -> u64 {
+    summary
+        .stages
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no stage {name}"))
+        .state
 }
