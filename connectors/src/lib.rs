@@ -18,12 +18,20 @@
 //! - [`side_input`]: bounded tables read from a CSV or JSON-lines file, for lookup joins.
 //! - [`table`]: [`TableSink`], a pretty table of (a sample of) the results on stdout.
 //! - [`count`]: [`CountSink`], which counts rows and discards them, for benchmarks.
+//! - [`format`]: JSON, CSV and raw bytes, decoded into the pipeline's types through serde.
+//! - [`event_time`]: where a source takes each record's event time from ([`EventTimeOf`]).
+//! - [`bridge`]: the tokio runtime broker and HTTP clients run on, and the bounded channel
+//!   between a client task and the workers' readers (backpressure, acknowledgements).
+//! - [`uri`]: endpoint URIs for `eddy copy` ([`Endpoint`]).
 //!
 //! File sinks write under a temporary name (`.{name}.tmp`) and rename the file into place when
 //! the writer finishes, so a reader never sees half a file; a writer dropped unfinished removes
 //! its temporary file.
 
+pub mod bridge;
 pub mod count;
+pub mod event_time;
+pub mod format;
 pub mod jsonl;
 pub mod nexmark;
 pub mod parquet;
@@ -31,10 +39,13 @@ pub mod parquet_partitioned;
 pub mod replay;
 pub mod side_input;
 pub mod table;
+pub mod uri;
 
 mod staged;
 
 pub use crate::count::CountSink;
+pub use crate::event_time::EventTimeOf;
+pub use crate::format::{CsvOptions, Format};
 pub use crate::jsonl::{JsonLinesSink, JsonLinesSource};
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
 pub use crate::parquet::{write_parquet, ParquetSink};
@@ -42,3 +53,4 @@ pub use crate::parquet_partitioned::{PartitionedParquetSink, TimePartitioning};
 pub use crate::replay::{PreparedSource, ReplaySource};
 pub use crate::side_input::SideInputFile;
 pub use crate::table::TableSink;
+pub use crate::uri::Endpoint;

@@ -1,0 +1,533 @@
+//! The bridge between broker and HTTP clients, which run as tasks on one shared tokio runtime,
+//! and the timely workers, which poll sources without blocking.
+//!
+//! A connector's client task sends each message it receives as a [`Delivery`] into a bounded
+//! [`Feed`]; a worker's [`ChannelReader`] takes deliveries out of the matching [`Inbox`],
+//! decodes them ([`Format`]), finds their event times ([`EventTimeOf`]) and hands them to the
+//! pipeline. The channel is bounded, so when the pipeline falls behind, [`Feed::deliver`] waits,
+//! the task stops pulling, and the broker's own flow control takes over (Kafka's fetch queue,
+//! AMQP's prefetch window, NATS pull batches, MQTT's in-flight window, the webhook's 429s):
+//! memory stays bounded however slow the sink.
+//!
+//! **Acknowledgements.** Every delivery carries an acknowledgement token `A` (a delivery tag,
+//! an offset, the broker's message handle). A reader sends the tokens of the records it returned
+//! from one poll back to the task at its next poll — by then the engine has handed those
+//! records to the dataflow — and the task acknowledges them to the broker (or commits the
+//! offsets). A record that does not decode is dead-lettered and acknowledged too. Records still
+//! in the channel or in the client when the process dies are not acknowledged, so the broker
+//! delivers them again: at-least-once across broker restarts and reconnects. (A record handed to
+//! the dataflow is acknowledged before the sinks have committed it, so a crash of Eddy itself
+//! can lose what was in flight; checkpoints tie acknowledgements to committed output.)
+//!
+//! **Stopping.** A reader ends when its task ends the feed ([`Feed::end`], a bounded source),
+//! after a record limit shared by all readers of a source ([`StopRule::limit`]), or once no
+//! message has come for an idle timeout ([`StopRule::idle_exit`]); it then acknowledges what it
+//! returned and reports [`ReadStatus::Done`]. When the last reader is dropped the task sees the
+//! acknowledgement channel close, finishes its acknowledgements and closes its connection; the
+//! reader waits (a few seconds at most) for that, so a process that exits right after a run does
+//! not lose acknowledgements.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use eddy_engine::{wall_clock_ms, ConnectorError, ReadStatus, Record, RecordError, SourceReader};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::event_time::EventTimeOf;
+use crate::format::Format;
+
+/// The tokio runtime every connector's client tasks run on: started on first use, shared by
+/// all connectors of the process, with two worker threads (named `eddy-io`).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("eddy-io")
+            .enable_all()
+            .build()
+            .expect("the connectors' tokio runtime starts (threads and an I/O driver)")
+    })
+}
+
+/// How long a dropped reader waits for its client task to finish acknowledging.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// One message, as a client task hands it to the workers.
+#[derive(Debug)]
+pub struct Delivery<A> {
+    /// The message's bytes.
+    pub payload: Vec<u8>,
+    /// Where it came from, for dead letters and errors: `partition 3 offset 17`, `queue orders
+    /// delivery tag 5`, `POST /orders from 127.0.0.1:50312`.
+    pub location: String,
+    /// The broker's timestamp of the message (ms since the Unix epoch), when it has one.
+    pub timestamp_ms: Option<u64>,
+    /// What the task needs to acknowledge the message once it is in the pipeline.
+    pub ack: A,
+}
+
+enum Event<A> {
+    Delivery(Delivery<A>),
+    Failed(ConnectorError),
+    End,
+}
+
+/// Set once the client task has finished (acknowledged everything and closed its connection).
+#[derive(Default)]
+struct Closed {
+    done: Mutex<bool>,
+    signal: Condvar,
+}
+
+impl Closed {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.signal.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self
+            .signal
+            .wait_timeout_while(done, timeout, |done| !*done)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// A bounded channel from one client task to the readers of its messages: the task holds the
+/// [`Feed`], each reader a clone of the [`Inbox`]. `capacity` bounds the messages waiting.
+pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
+    let (tx, rx) = async_channel::bounded(capacity.max(1));
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let closed = Arc::new(Closed::default());
+    (
+        Feed {
+            tx,
+            acks: ack_rx,
+            closed: Arc::clone(&closed),
+        },
+        Inbox {
+            rx,
+            acks: ack_tx,
+            closed,
+        },
+    )
+}
+
+/// The client task's end of a channel: deliveries go in, acknowledgement tokens come back.
+pub struct Feed<A> {
+    tx: async_channel::Sender<Event<A>>,
+    acks: mpsc::UnboundedReceiver<Vec<A>>,
+    closed: Arc<Closed>,
+}
+
+impl<A: Send + 'static> Feed<A> {
+    /// Hands one message to the readers, waiting while the channel is full (the pipeline is
+    /// behind). `false` when every reader is gone: stop consuming.
+    pub async fn deliver(&self, delivery: Delivery<A>) -> bool {
+        self.tx.send(Event::Delivery(delivery)).await.is_ok()
+    }
+
+    /// Hands one message over if there is room now; gives it back when the channel is full
+    /// (`Err(Some(..))`) or every reader is gone (`Err(None)`). For sources that answer
+    /// "busy" instead of waiting (the webhook's 429).
+    pub fn try_deliver(&self, delivery: Delivery<A>) -> Result<(), Option<Delivery<A>>> {
+        match self.tx.try_send(Event::Delivery(delivery)) {
+            Ok(()) => Ok(()),
+            Err(async_channel::TrySendError::Full(Event::Delivery(d))) => Err(Some(d)),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// Whether the channel is full now.
+    pub fn is_full(&self) -> bool {
+        self.tx.is_full()
+    }
+
+    /// How many messages wait in the channel now.
+    pub fn backlog(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// The client failed for good (it gave up reconnecting): the readers fail the run with
+    /// `error`, naming the source.
+    pub async fn fail(&self, error: ConnectorError) {
+        let _ = self.tx.send(Event::Failed(error)).await;
+    }
+
+    /// A bounded source has delivered everything: readers end once the channel is drained.
+    pub async fn end(&self) {
+        let _ = self.tx.send(Event::End).await;
+    }
+
+    /// The next batch of tokens to acknowledge; `None` once every reader is gone and every
+    /// token has been received (acknowledge nothing more, close the connection, then call
+    /// [`Feed::closed`]).
+    pub async fn next_acks(&mut self) -> Option<Vec<A>> {
+        self.acks.recv().await
+    }
+
+    /// Tokens to acknowledge that have already arrived, without waiting.
+    pub fn ready_acks(&mut self) -> Vec<A> {
+        let mut all = Vec::new();
+        while let Ok(mut batch) = self.acks.try_recv() {
+            all.append(&mut batch);
+        }
+        all
+    }
+
+    /// Whether every reader is gone.
+    pub fn readers_gone(&self) -> bool {
+        self.tx.receiver_count() == 0
+    }
+
+    /// Tells the readers the task has finished: everything acknowledged, connection closed.
+    pub fn closed(&self) {
+        self.closed.set();
+    }
+}
+
+impl<A> Drop for Feed<A> {
+    fn drop(&mut self) {
+        // A task that ends (or panics) without saying so must not keep a reader waiting.
+        self.closed.set();
+    }
+}
+
+/// A reader's end of a channel. Clones share the channel: several workers may take from one
+/// task's messages (each message goes to one of them).
+pub struct Inbox<A> {
+    rx: async_channel::Receiver<Event<A>>,
+    acks: mpsc::UnboundedSender<Vec<A>>,
+    closed: Arc<Closed>,
+}
+
+impl<A> Clone for Inbox<A> {
+    fn clone(&self) -> Self {
+        Inbox {
+            rx: self.rx.clone(),
+            acks: self.acks.clone(),
+            closed: Arc::clone(&self.closed),
+        }
+    }
+}
+
+/// When the readers of a source stop: after a number of records over all of them, or after an
+/// idle stretch. By default they run until their client ends the feed.
+#[derive(Clone, Debug, Default)]
+pub struct StopRule {
+    remaining: Option<Arc<AtomicU64>>,
+    idle_exit: Option<Duration>,
+}
+
+impl StopRule {
+    /// Run until the client ends the feed.
+    pub fn never() -> Self {
+        StopRule::default()
+    }
+
+    /// Stop once `records` have been read, over every reader sharing this rule (clones share
+    /// the count).
+    pub fn limit(mut self, records: u64) -> Self {
+        self.remaining = Some(Arc::new(AtomicU64::new(records)));
+        self
+    }
+
+    /// Stop once no message has arrived for `idle`.
+    pub fn idle_exit(mut self, idle: Duration) -> Self {
+        self.idle_exit = Some(idle);
+        self
+    }
+
+    /// Takes one record from the limit; `false` once it is spent.
+    fn take_one(&self) -> bool {
+        match &self.remaining {
+            None => true,
+            Some(left) => left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.remaining
+            .as_ref()
+            .is_some_and(|left| left.load(Ordering::Acquire) == 0)
+    }
+}
+
+/// A worker's reader of a channel: decodes each delivery into `T` and acknowledges what it
+/// handed to the pipeline at its next poll (see the module docs).
+pub struct ChannelReader<T, A> {
+    inbox: Option<Inbox<A>>,
+    format: Format,
+    event_time: EventTimeOf<T>,
+    stop: StopRule,
+    handed: Vec<A>,
+    last_delivery: Instant,
+    finished: bool,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T, A> ChannelReader<T, A>
+where
+    T: DeserializeOwned + Serialize + 'static,
+    A: Send + 'static,
+{
+    /// A reader of `inbox`'s messages, decoded as `format`, timed by `event_time`, stopping by
+    /// `stop`.
+    pub fn new(
+        inbox: Inbox<A>,
+        format: Format,
+        event_time: EventTimeOf<T>,
+        stop: StopRule,
+    ) -> Self {
+        ChannelReader {
+            inbox: Some(inbox),
+            format,
+            event_time,
+            stop,
+            handed: Vec::new(),
+            last_delivery: Instant::now(),
+            finished: false,
+            _marker: PhantomData,
+        }
+    }
+
+    fn acknowledge_handed(&mut self) {
+        if let (false, Some(inbox)) = (self.handed.is_empty(), &self.inbox) {
+            // A task that is gone cannot acknowledge; its broker redelivers.
+            let _ = inbox.acks.send(std::mem::take(&mut self.handed));
+        }
+    }
+
+    fn take(
+        &mut self,
+        delivery: Delivery<A>,
+        out: &mut Vec<Record<T>>,
+        rejected: &mut Vec<RecordError>,
+    ) {
+        let arrival = wall_clock_ms();
+        let decoded = self
+            .format
+            .decode::<T>(&delivery.payload)
+            .and_then(|record| {
+                let time = self
+                    .event_time
+                    .of(&record, delivery.timestamp_ms, arrival)?;
+                Ok((time, record))
+            });
+        match decoded {
+            Ok(record) => out.push(record),
+            Err(message) => rejected
+                .push(RecordError::new(delivery.location, message).with_raw(delivery.payload)),
+        }
+        self.handed.push(delivery.ack);
+    }
+}
+
+impl<T, A> SourceReader<T> for ChannelReader<T, A>
+where
+    T: DeserializeOwned + Serialize + 'static,
+    A: Send + 'static,
+{
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record<T>>,
+        max: usize,
+        rejected: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError> {
+        self.acknowledge_handed();
+        if self.finished {
+            return Ok(ReadStatus::Done);
+        }
+        let Some(inbox) = self.inbox.clone() else {
+            return Ok(ReadStatus::Done);
+        };
+        let mut took = 0;
+        while took < max {
+            if self.stop.spent() {
+                self.finished = true;
+                break;
+            }
+            match inbox.rx.try_recv() {
+                Ok(Event::Delivery(delivery)) => {
+                    if !self.stop.take_one() {
+                        // Another reader spent the limit first: leave this one unacknowledged,
+                        // for the broker to deliver again to whoever reads next.
+                        self.finished = true;
+                        break;
+                    }
+                    took += 1;
+                    self.take(delivery, out, rejected);
+                }
+                Ok(Event::Failed(error)) => {
+                    self.finished = true;
+                    return Err(error);
+                }
+                Ok(Event::End) | Err(async_channel::TryRecvError::Closed) => {
+                    self.finished = true;
+                    break;
+                }
+                Err(async_channel::TryRecvError::Empty) => break,
+            }
+        }
+        let now = Instant::now();
+        if took > 0 {
+            self.last_delivery = now;
+        } else if self
+            .stop
+            .idle_exit
+            .is_some_and(|idle| now.duration_since(self.last_delivery) >= idle)
+        {
+            self.finished = true;
+        }
+        Ok(match (took, self.finished) {
+            // Finished: one more poll acknowledges the last records, then reports Done.
+            (_, true) => ReadStatus::Ready,
+            (0, false) => ReadStatus::Idle,
+            (_, false) => ReadStatus::Ready,
+        })
+    }
+}
+
+impl<T, A> Drop for ChannelReader<T, A> {
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            let closed = Arc::clone(&inbox.closed);
+            let last = inbox.rx.receiver_count() == 1;
+            drop(inbox);
+            if last {
+                closed.wait(CLOSE_WAIT);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Reading {
+        ts: u64,
+        value: i64,
+    }
+
+    fn delivery(i: u64, payload: &str) -> Delivery<u64> {
+        Delivery {
+            payload: payload.as_bytes().to_vec(),
+            location: format!("offset {i}"),
+            timestamp_ms: None,
+            ack: i,
+        }
+    }
+
+    fn poll(
+        reader: &mut ChannelReader<Reading, u64>,
+    ) -> (ReadStatus, Vec<Record<Reading>>, Vec<RecordError>) {
+        let (mut out, mut rejected) = (Vec::new(), Vec::new());
+        let status = reader.poll(&mut out, 100, &mut rejected).unwrap();
+        (status, out, rejected)
+    }
+
+    #[test]
+    fn deliveries_are_decoded_rejected_and_acknowledged_after_they_were_handed_over() {
+        let (mut feed, inbox) = channel::<u64>(8);
+        let mut reader = ChannelReader::new(
+            inbox,
+            Format::Json,
+            EventTimeOf::field("ts"),
+            StopRule::never(),
+        );
+        runtime().block_on(async {
+            assert!(
+                feed.deliver(delivery(1, r#"{"ts": 10, "value": -1}"#))
+                    .await
+            );
+            assert!(feed.deliver(delivery(2, "{broken")).await);
+            assert!(feed.deliver(delivery(3, r#"{"value": 3}"#)).await);
+        });
+        let (status, out, rejected) = poll(&mut reader);
+        assert_eq!(status, ReadStatus::Ready);
+        assert_eq!(out, vec![(10, Reading { ts: 10, value: -1 })]);
+        assert_eq!(rejected.len(), 2);
+        assert_eq!(rejected[0].location, "offset 2");
+        assert_eq!(rejected[0].raw, b"{broken");
+        assert!(
+            rejected[1].message.contains("missing field `ts`"),
+            "{}",
+            rejected[1].message
+        );
+        assert!(
+            feed.ready_acks().is_empty(),
+            "nothing is acknowledged before the next poll"
+        );
+        let (status, ..) = poll(&mut reader);
+        assert_eq!(status, ReadStatus::Idle);
+        assert_eq!(feed.ready_acks(), vec![1, 2, 3]);
+        runtime().block_on(feed.end());
+        assert_eq!(poll(&mut reader).0, ReadStatus::Ready);
+        assert_eq!(poll(&mut reader).0, ReadStatus::Done);
+        drop(reader);
+        assert_eq!(
+            runtime().block_on(feed.next_acks()),
+            None,
+            "the reader is gone"
+        );
+    }
+
+    #[test]
+    fn a_shared_limit_stops_every_reader_and_leaves_the_rest_unacknowledged() {
+        let (mut feed, inbox) = channel::<u64>(16);
+        let stop = StopRule::never().limit(3);
+        let mut a = ChannelReader::new(
+            inbox.clone(),
+            Format::Json,
+            EventTimeOf::field("ts"),
+            stop.clone(),
+        );
+        let mut b = ChannelReader::new(inbox, Format::Json, EventTimeOf::field("ts"), stop);
+        runtime().block_on(async {
+            for i in 0..6 {
+                feed.deliver(delivery(i, &format!(r#"{{"ts": {i}, "value": 0}}"#)))
+                    .await;
+            }
+        });
+        let (mut out, mut rejected) = (Vec::new(), Vec::new());
+        a.poll(&mut out, 2, &mut rejected).unwrap();
+        b.poll(&mut out, 100, &mut rejected).unwrap();
+        assert_eq!(out.len(), 3);
+        // b spent the limit and finished in its first poll; a finds it spent in its next.
+        assert_eq!(poll(&mut b).0, ReadStatus::Done);
+        assert_eq!(poll(&mut a).0, ReadStatus::Ready);
+        assert_eq!(poll(&mut a).0, ReadStatus::Done);
+        let mut acked = feed.ready_acks();
+        acked.sort();
+        assert_eq!(acked, vec![0, 1, 2]);
+        assert_eq!(
+            feed.backlog(),
+            3,
+            "the rest wait for the next reader, unacknowledged"
+        );
+    }
+
+    #[test]
+    fn an_idle_reader_exits_after_its_timeout() {
+        let (_feed, inbox) = channel::<u64>(4);
+        let stop = StopRule::never().idle_exit(Duration::from_millis(20));
+        let mut reader =
+            ChannelReader::<Reading, u64>::new(inbox, Format::Json, EventTimeOf::Arrival, stop);
+        assert_eq!(poll(&mut reader).0, ReadStatus::Idle);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(poll(&mut reader).0, ReadStatus::Ready);
+        assert_eq!(poll(&mut reader).0, ReadStatus::Done);
+    }
+}

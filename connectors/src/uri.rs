@@ -1,0 +1,261 @@
+//! Endpoint URIs, as `eddy copy --from URI --to URI` takes them: a scheme naming the system,
+//! an address, a path naming the topic, queue, subject or file, and options as query parameters.
+//!
+//! | URI | source | sink |
+//! |---|---|---|
+//! | `kafka://HOST:PORT/TOPIC` | a Kafka topic | a Kafka topic |
+//! | `amqp://HOST:PORT/QUEUE` | a RabbitMQ queue (default vhost) | a RabbitMQ exchange/queue |
+//! | `nats://HOST:PORT/SUBJECT` (`?stream=NAME`: JetStream) | a subject or stream | a subject or stream |
+//! | `mqtt://HOST:PORT/TOPIC` | a topic filter | a topic |
+//! | `http://ADDR:PORT/PATH` | a webhook listening there | the URL to POST to |
+//! | `parquet:///DIR` | — | Parquet files in `DIR` |
+//! | `jsonl:///PATH` (`-`: stdin/stdout) | JSON lines | JSON lines |
+//! | `csv:///PATH` | CSV with a header row | CSV with a header row |
+//!
+//! Each connector documents its options (docs/connectors.md); an option a connector does not
+//! know is an error that lists the ones it does, so a typo never passes silently.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use eddy_engine::ConnectorError;
+
+/// A parsed endpoint URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The scheme, lower case: `kafka`, `amqp`, `nats`, `mqtt`, `http`, `parquet`, `jsonl`, `csv`.
+    pub scheme: String,
+    /// The host (empty for files).
+    pub host: String,
+    /// The port, when given.
+    pub port: Option<u16>,
+    /// The path without its leading `/` for brokers (the topic, queue or subject), the whole
+    /// path for files and HTTP; `-` for stdin/stdout.
+    pub path: String,
+    /// Query parameters, in order; a name given twice keeps its last value.
+    pub params: BTreeMap<String, String>,
+    text: String,
+}
+
+impl FromStr for Endpoint {
+    type Err = ConnectorError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "-" {
+            return Endpoint::from_str("jsonl:///-");
+        }
+        let url = url::Url::parse(text).map_err(|e| {
+            ConnectorError::user(format!(
+                "'{text}' is not a URI ({e}): write it as SCHEME://HOST:PORT/NAME (kafka, amqp, \
+                 nats, mqtt, http) or SCHEME:///PATH (parquet, jsonl, csv)"
+            ))
+        })?;
+        let scheme = url.scheme().to_ascii_lowercase();
+        let decoded = percent_decode(url.path());
+        let path = match scheme.as_str() {
+            "parquet" | "jsonl" | "csv" => match (url.host_str(), decoded.as_str()) {
+                // `jsonl://-` and `jsonl:-` mean stdin/stdout as well as `jsonl:///-`.
+                (Some("-"), _) | (None, "-") | (_, "/-") => "-".to_string(),
+                // A relative path written `csv://out/rows.csv`.
+                (Some(host), path) if !host.is_empty() => format!("{host}{path}"),
+                (_, path) => path.to_string(),
+            },
+            "http" | "https" => decoded,
+            _ => decoded.trim_start_matches('/').to_string(),
+        };
+        let host = match scheme.as_str() {
+            "parquet" | "jsonl" | "csv" => String::new(),
+            _ => url.host_str().unwrap_or_default().to_string(),
+        };
+        Ok(Endpoint {
+            scheme,
+            host,
+            port: url.port(),
+            path,
+            params: url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            text: text.to_string(),
+        })
+    }
+}
+
+fn percent_decode(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Endpoint {
+    /// `HOST:PORT`, with `default_port` when the URI gives none (`127.0.0.1` when it gives no
+    /// host).
+    pub fn address(&self, default_port: u16) -> String {
+        let host = if self.host.is_empty() {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
+        format!("{host}:{}", self.port.unwrap_or(default_port))
+    }
+
+    /// The name the path gives (topic, queue, subject), or an error saying the URI needs one.
+    pub fn name(&self, what: &str) -> Result<&str, ConnectorError> {
+        if self.path.is_empty() {
+            Err(ConnectorError::user(format!(
+                "{self}: the URI names no {what}: write {}://HOST:PORT/{}",
+                self.scheme,
+                what.to_ascii_uppercase()
+            )))
+        } else {
+            Ok(&self.path)
+        }
+    }
+
+    /// The option `name`, if given.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// The option `name` parsed as `T`, or an error naming the option and its value.
+    pub fn parse_param<T: FromStr>(&self, name: &str) -> Result<Option<T>, ConnectorError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.param(name)
+            .map(|v| {
+                v.parse::<T>().map_err(|e| {
+                    ConnectorError::user(format!("{self}: option {name}={v} is not valid: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// The option `name` as a duration (`500ms`, `5s`, `2m`).
+    pub fn duration_param(&self, name: &str) -> Result<Option<Duration>, ConnectorError> {
+        self.param(name)
+            .map(|v| {
+                parse_duration(v)
+                    .map_err(|e| ConnectorError::user(format!("{self}: option {name}={v}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The option `name` naming an environment variable, and that variable's value: options
+    /// that carry secrets (`secret_env=WEBHOOK_SECRET`) name a variable instead of holding the
+    /// secret, so it never appears in a command line or a log.
+    pub fn env_param(&self, name: &str) -> Result<Option<String>, ConnectorError> {
+        match self.param(name) {
+            None => Ok(None),
+            Some(var) => std::env::var(var).map(Some).map_err(|_| {
+                ConnectorError::user(format!(
+                    "{self}: option {name}={var} names the environment variable {var}, which is \
+                     not set: export it first"
+                ))
+            }),
+        }
+    }
+
+    /// Fails when an option is not one of `known`, listing the known ones.
+    pub fn check_params(&self, known: &[&str]) -> Result<(), ConnectorError> {
+        match self.params.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(unknown) => Err(ConnectorError::user(format!(
+                "{self}: unknown option '{unknown}' for {}; the options are: {}",
+                self.scheme,
+                if known.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))),
+        }
+    }
+}
+
+/// Parses a duration: a number with a unit (`250ms`, `5s`, `2m`, `1h`), or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Ok(Duration::from_secs_f64(seconds));
+        }
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}): write e.g. 500ms, 5s, 2m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_uris_give_address_name_and_options() {
+        let e: Endpoint = "kafka://127.0.0.1:9092/clicks?group=eddy&partitions=4"
+            .parse()
+            .unwrap();
+        assert_eq!(e.scheme, "kafka");
+        assert_eq!(e.address(9092), "127.0.0.1:9092");
+        assert_eq!(e.name("topic").unwrap(), "clicks");
+        assert_eq!(e.param("group"), Some("eddy"));
+        assert_eq!(e.parse_param::<u32>("partitions").unwrap(), Some(4));
+        assert!(e.parse_param::<u32>("group").is_err());
+        assert!(e.check_params(&["group", "partitions"]).is_ok());
+        let err = e.check_params(&["group"]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown option 'partitions'") && err.contains("group"),
+            "{err}"
+        );
+        let n: Endpoint = "nats://localhost/orders.eu?stream=ORDERS".parse().unwrap();
+        assert_eq!(n.address(4222), "localhost:4222");
+        assert_eq!(n.name("subject").unwrap(), "orders.eu");
+        let none: Endpoint = "amqp://127.0.0.1:5672/".parse().unwrap();
+        let err = none.name("queue").unwrap_err().to_string();
+        assert!(err.contains("amqp://HOST:PORT/QUEUE"), "{err}");
+    }
+
+    #[test]
+    fn file_uris_give_paths_and_dash_is_stdio() {
+        let p: Endpoint = "parquet:///tmp/out".parse().unwrap();
+        assert_eq!(
+            (p.scheme.as_str(), p.path.as_str()),
+            ("parquet", "/tmp/out")
+        );
+        let rel: Endpoint = "csv://out/rows.csv".parse().unwrap();
+        assert_eq!(rel.path, "out/rows.csv");
+        for dash in ["-", "jsonl:///-", "jsonl://-"] {
+            let e: Endpoint = dash.parse().unwrap();
+            assert_eq!(
+                (e.scheme.as_str(), e.path.as_str()),
+                ("jsonl", "-"),
+                "{dash}"
+            );
+        }
+        let h: Endpoint = "http://127.0.0.1:8080/hooks/orders?secret_env=NOPE_NOT_SET"
+            .parse()
+            .unwrap();
+        assert_eq!(h.path, "/hooks/orders");
+        assert!(h
+            .env_param("secret_env")
+            .unwrap_err()
+            .to_string()
+            .contains("not set"));
+        assert!("no scheme here".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("soon").is_err());
+    }
+}
