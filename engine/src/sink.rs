@@ -53,3 +53,13 @@ pub trait SinkWriter<T> {
         Vec::new()
     }
 }
+
+impl<T: 'static> Sink<T> for Box<dyn Sink<T>> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        (**self).open(partition)
+    }
+}

@@ -97,3 +97,17 @@ pub trait SourceReader<T> {
         None
     }
 }
+
+impl<T: 'static> Source<T> for Box<dyn Source<T>> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        (**self).open(partition)
+    }
+
+    fn expected_records(&self) -> Option<u64> {
+        (**self).expected_records()
+    }
+}
