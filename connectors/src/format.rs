@@ -169,26 +169,35 @@ fn encode_csv<T: Serialize + 'static>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    let any: &dyn std::any::Any = value;
+    let bytes = csv_bytes(options.delimiter, |writer| {
+        match any.downcast_ref::<Value>() {
+            // A dynamic record: its fields' values in order.
+            Some(Value::Object(object)) => writer.write_record(object.values().map(csv_text)),
+            _ => writer.serialize(value),
+        }
+    })
+    .map_err(|e| format!("cannot write this record as CSV: {e}"))?;
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// One CSV row as `write` writes it with `delimiter`, without its line terminator.
+pub(crate) fn csv_bytes(
+    delimiter: u8,
+    write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>,
+) -> Result<Vec<u8>, String> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
-        .delimiter(options.delimiter)
+        .delimiter(delimiter)
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
-    let any: &dyn std::any::Any = value;
-    let written = match any.downcast_ref::<Value>() {
-        // A dynamic record: its fields' values in order.
-        Some(Value::Object(object)) => writer.write_record(object.values().map(csv_text)),
-        _ => writer.serialize(value),
-    };
-    written.map_err(|e| format!("cannot write this record as CSV: {e}"))?;
-    let mut bytes = writer
-        .into_inner()
-        .map_err(|e| format!("cannot write this record as CSV: {e}"))?;
+    write(&mut writer).map_err(|e| e.to_string())?;
+    let mut bytes = writer.into_inner().map_err(|e| e.to_string())?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
-    out.extend_from_slice(&bytes);
-    Ok(())
+    Ok(bytes)
 }
 
 fn csv_text(value: &Value) -> String {

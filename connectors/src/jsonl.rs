@@ -1,39 +1,49 @@
-//! JSON lines: a source reading one JSON object per line, and a sink writing them.
+//! JSON lines: a source reading one JSON object per line (the sink is
+//! [`LinesSink`](crate::files::LinesSink), whose default format is JSON lines).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use eddy_engine::{
-    ConnectorError, Partition, ReadStatus, Record, RecordError, Sink, SinkReport, SinkWriter,
-    Source, SourceReader,
+    wall_clock_ms, ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::staged::{finished_twice, io_error, Staged};
+use crate::event_time::{time_value, EventTimeOf};
+use crate::staged::io_error;
 
-/// A source of JSON lines files: each non-blank line is a JSON object holding its event time
-/// in a named top-level field, as an integer of milliseconds since the Unix epoch (strings,
-/// RFC 3339 or otherwise, are not accepted), and deserialized into `T`.
+/// A source of JSON lines files: each non-blank line is a JSON object, deserialized into `T`,
+/// with its event time from a named top-level field (integer milliseconds since the Unix epoch
+/// or an RFC 3339 string) or as [`EventTimeOf`] says. The path `-` reads standard input.
 ///
 /// File `i` is read by worker `i % count`. A line that is not valid JSON, lacks the time field
-/// or does not fit `T` is rejected (reported with its `path:line`) and the run goes on.
+/// or does not fit `T` is rejected (reported with its `path:line` and its bytes) and the run
+/// goes on.
 #[derive(Debug)]
 pub struct JsonLinesSource<T> {
     paths: Vec<PathBuf>,
-    time_field: String,
+    event_time: EventTimeOf<T>,
     _marker: PhantomData<fn() -> T>,
 }
 
 impl<T> JsonLinesSource<T> {
     /// Reads `paths`, taking each record's event time from the field `time_field`.
     pub fn new(paths: impl IntoIterator<Item = impl Into<PathBuf>>, time_field: &str) -> Self {
+        Self::with_event_time(paths, EventTimeOf::Field(time_field.to_string()))
+    }
+
+    /// Reads `paths`, taking each record's event time as `event_time` says.
+    pub fn with_event_time(
+        paths: impl IntoIterator<Item = impl Into<PathBuf>>,
+        event_time: EventTimeOf<T>,
+    ) -> Self {
         JsonLinesSource {
             paths: paths.into_iter().map(Into::into).collect(),
-            time_field: time_field.to_string(),
+            event_time,
             _marker: PhantomData,
         }
     }
@@ -44,7 +54,7 @@ impl<T> JsonLinesSource<T> {
     }
 }
 
-impl<T: DeserializeOwned + 'static> Source<T> for JsonLinesSource<T> {
+impl<T: DeserializeOwned + Serialize + 'static> Source<T> for JsonLinesSource<T> {
     fn describe(&self) -> String {
         match self.paths.as_slice() {
             [one] => format!("jsonl({})", one.display()),
@@ -68,17 +78,22 @@ impl<T: DeserializeOwned + 'static> Source<T> for JsonLinesSource<T> {
         Ok(Box::new(JsonLinesReader {
             pending: mine.into_iter(),
             current: None,
-            time_field: self.time_field.clone(),
+            event_time: self.event_time.clone(),
             line: Vec::new(),
             _marker: PhantomData,
         }))
     }
 }
 
-fn check_readable(path: &Path) -> Result<(), ConnectorError> {
+/// Fails, with a message saying what to fix, when `path` is not a readable file (`-` is
+/// standard input).
+pub(crate) fn check_readable(path: &Path) -> Result<(), ConnectorError> {
+    if is_stdio(path) {
+        return Ok(());
+    }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Err(ConnectorError::user(format!(
-            "{} is a directory, not a JSON lines file; check --input",
+            "{} is a directory, not a file to read; check the path",
             path.display()
         ))),
         Ok(_) => Ok(()),
@@ -86,10 +101,24 @@ fn check_readable(path: &Path) -> Result<(), ConnectorError> {
     }
 }
 
+/// Whether `path` is `-`: standard input or output.
+pub(crate) fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Opens `path` for reading, buffered (`-`: standard input).
+pub(crate) fn open_input(path: &Path) -> Result<Box<dyn BufRead>, ConnectorError> {
+    if is_stdio(path) {
+        return Ok(Box::new(BufReader::with_capacity(1 << 16, io::stdin())));
+    }
+    let file = File::open(path).map_err(|e| open_error(path, e))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+}
+
 fn open_error(path: &Path, e: io::Error) -> ConnectorError {
     match e.kind() {
         io::ErrorKind::NotFound => {
-            ConnectorError::user(format!("no such file: {}; check --input", path.display()))
+            ConnectorError::user(format!("no such file: {}; check the path", path.display()))
                 .caused_by(e)
         }
         io::ErrorKind::PermissionDenied => ConnectorError::user(format!(
@@ -103,20 +132,20 @@ fn open_error(path: &Path, e: io::Error) -> ConnectorError {
 
 struct OpenFile {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: Box<dyn BufRead>,
     line: u64,
 }
 
 struct JsonLinesReader<T> {
     pending: std::vec::IntoIter<PathBuf>,
     current: Option<OpenFile>,
-    time_field: String,
+    event_time: EventTimeOf<T>,
     /// The line being parsed (reused).
     line: Vec<u8>,
     _marker: PhantomData<fn() -> T>,
 }
 
-impl<T: DeserializeOwned> JsonLinesReader<T> {
+impl<T: DeserializeOwned + Serialize + 'static> JsonLinesReader<T> {
     /// Parses one line into a record; `Err` is why it is rejected.
     fn parse(&self, line: &[u8]) -> Result<Record<T>, String> {
         let value: Value =
@@ -124,17 +153,25 @@ impl<T: DeserializeOwned> JsonLinesReader<T> {
         let Value::Object(object) = &value else {
             return Err(format!("expected a JSON object, found {}", kind(&value)));
         };
-        let time = match object.get(&self.time_field) {
-            None => return Err(format!("missing the time field '{}'", self.time_field)),
-            Some(t) => t.as_u64().ok_or_else(|| {
-                format!(
-                    "the time field '{}' must be an integer of milliseconds since the Unix epoch, found {t}",
-                    self.time_field
-                )
-            })?,
+        let field_time = match &self.event_time {
+            // The common case, read from the parsed object before it becomes a `T`.
+            EventTimeOf::Field(name) => Some(match object.get(name) {
+                None => return Err(format!("missing the time field '{name}'")),
+                Some(t) => time_value(t).ok_or_else(|| {
+                    format!(
+                        "the time field '{name}' must be integer milliseconds since the Unix \
+                         epoch or an RFC 3339 string, found {t}"
+                    )
+                })?,
+            }),
+            _ => None,
         };
         let data = T::deserialize(value)
             .map_err(|e| format!("does not fit {}: {e}", std::any::type_name::<T>()))?;
+        let time = match field_time {
+            Some(time) => time,
+            None => self.event_time.of(&data, None, wall_clock_ms())?,
+        };
         Ok((time, data))
     }
 }
@@ -150,7 +187,7 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-impl<T: DeserializeOwned> SourceReader<T> for JsonLinesReader<T> {
+impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for JsonLinesReader<T> {
     fn poll(
         &mut self,
         out: &mut Vec<Record<T>>,
@@ -163,10 +200,10 @@ impl<T: DeserializeOwned> SourceReader<T> for JsonLinesReader<T> {
             let Some(file) = self.current.as_mut() else {
                 match self.pending.next() {
                     Some(path) => {
-                        let f = File::open(&path).map_err(|e| open_error(&path, e))?;
+                        let reader = open_input(&path)?;
                         self.current = Some(OpenFile {
                             path,
-                            reader: BufReader::with_capacity(1 << 16, f),
+                            reader,
                             line: 0,
                         });
                         continue;
@@ -215,117 +252,11 @@ impl<T: DeserializeOwned> SourceReader<T> for JsonLinesReader<T> {
     }
 }
 
-/// A sink writing each worker's records as JSON lines to `{dir}/{prefix}-{worker:05}.jsonl`:
-/// one JSON object per line (the data only, not the event time). The file is written under a
-/// temporary name and renamed into place when the writer finishes, so a reader never sees half
-/// a file. The directory is created if missing.
-#[derive(Debug)]
-pub struct JsonLinesSink<T> {
-    dir: PathBuf,
-    prefix: String,
-    _marker: PhantomData<fn(T)>,
-}
-
-impl<T> JsonLinesSink<T> {
-    /// Writes into `dir`, naming files `{prefix}-{worker:05}.jsonl`.
-    pub fn new(dir: impl Into<PathBuf>, prefix: &str) -> Self {
-        JsonLinesSink {
-            dir: dir.into(),
-            prefix: prefix.to_string(),
-            _marker: PhantomData,
-        }
-    }
-
-    /// The file worker `index` writes.
-    pub fn file_name(&self, index: usize) -> String {
-        format!("{}-{index:05}.jsonl", self.prefix)
-    }
-}
-
-impl<T: Serialize + 'static> Sink<T> for JsonLinesSink<T> {
-    fn describe(&self) -> String {
-        format!("jsonl({}/{}-*.jsonl)", self.dir.display(), self.prefix)
-    }
-
-    fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
-        let (staged, file) = Staged::create(&self.dir, &self.file_name(partition.index))?;
-        Ok(Box::new(JsonLinesWriter {
-            out: Some((staged, BufWriter::with_capacity(1 << 16, file))),
-            rows: 0,
-            _marker: PhantomData,
-        }))
-    }
-}
-
-struct JsonLinesWriter<T> {
-    out: Option<(Staged, BufWriter<File>)>,
-    rows: u64,
-    _marker: PhantomData<fn(T)>,
-}
-
-impl<T: Serialize> SinkWriter<T> for JsonLinesWriter<T> {
-    fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
-        let Some((staged, w)) = self.out.as_mut() else {
-            return Err(finished_twice("a JSON lines writer"));
-        };
-        for (_, data) in batch.iter() {
-            serde_json::to_writer(&mut *w, data).map_err(|e| {
-                if e.is_io() {
-                    io_error(
-                        format!(
-                            "could not write {}; check free disk space",
-                            staged.dest().display()
-                        ),
-                        e.into(),
-                    )
-                } else {
-                    ConnectorError::user(format!(
-                        "a {} cannot be written as JSON to {}: {e}",
-                        std::any::type_name::<T>(),
-                        staged.dest().display()
-                    ))
-                }
-            })?;
-            w.write_all(b"\n").map_err(|e| {
-                io_error(
-                    format!(
-                        "could not write {}; check free disk space",
-                        staged.dest().display()
-                    ),
-                    e,
-                )
-            })?;
-        }
-        self.rows += batch.len() as u64;
-        batch.clear();
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
-        let Some((staged, w)) = self.out.take() else {
-            return Err(finished_twice("a JSON lines writer"));
-        };
-        let file = w.into_inner().map_err(|e| {
-            io_error(
-                format!(
-                    "could not write {}; check free disk space",
-                    staged.dest().display()
-                ),
-                e.into_error(),
-            )
-        })?;
-        drop(file);
-        let path = staged.commit()?;
-        Ok(SinkReport {
-            rows: self.rows,
-            files: vec![path],
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::JsonLinesSink;
+    use eddy_engine::{Sink, SinkReport};
     use serde::Deserialize;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,7 +266,7 @@ mod tests {
         n: u32,
     }
 
-    fn read_all<T: DeserializeOwned + 'static>(
+    fn read_all<T: DeserializeOwned + Serialize + 'static>(
         source: &JsonLinesSource<T>,
         partition: Partition,
     ) -> (Vec<Record<T>>, Vec<RecordError>) {
@@ -389,7 +320,7 @@ mod tests {
         let (records, rejected) = read_all(&source, Partition { index: 0, count: 1 });
         assert!(records.is_empty());
         assert_eq!(rejected.len(), 3);
-        assert!(rejected[0].message.contains("must be an integer"));
+        assert!(rejected[0].message.contains("must be integer milliseconds"));
         assert!(rejected[1].message.contains("does not fit"));
         assert!(rejected[2].message.contains("expected a JSON object"));
     }

@@ -9,7 +9,12 @@
 //!   source ([`NexmarkSource`]), in-memory generation, and flat rows for export.
 //! - [`replay`]: [`ReplaySource`] and [`PreparedSource`], which replay records held in memory (moving, never
 //!   cloning them), for tests and benchmarks.
-//! - [`jsonl`]: [`JsonLinesSource`] and [`JsonLinesSink`], one JSON object per line.
+//! - [`jsonl`]: [`JsonLinesSource`], one JSON object per line.
+//! - [`files`]: [`CsvSource`], and [`LinesSink`] ([`JsonLinesSink`]) writing JSON lines or CSV
+//!   per worker, to one file or to standard output.
+//! - [`parquet_dynamic`]: [`DynamicParquetSink`], Parquet of JSON records with a schema
+//!   inferred from the first rows.
+//! - [`endpoints`]: sources and sinks of JSON records opened from URIs (`eddy copy`).
 //! - [`parquet`]: [`ParquetSink`], one Parquet file per worker with a schema derived from the row
 //!   type, and [`write_parquet`] for a single file.
 //! - [`parquet_partitioned`]: [`PartitionedParquetSink`], Parquet partitioned by event-time day
@@ -30,11 +35,14 @@
 
 pub mod bridge;
 pub mod count;
+pub mod endpoints;
 pub mod event_time;
+pub mod files;
 pub mod format;
 pub mod jsonl;
 pub mod nexmark;
 pub mod parquet;
+pub mod parquet_dynamic;
 pub mod parquet_partitioned;
 pub mod replay;
 pub mod side_input;
@@ -46,7 +54,9 @@ mod staged;
 pub use crate::count::CountSink;
 pub use crate::event_time::EventTimeOf;
 pub use crate::format::{CsvOptions, Format};
-pub use crate::jsonl::{JsonLinesSink, JsonLinesSource};
+pub use crate::files::{CsvSource, JsonLinesSink, LinesSink};
+pub use crate::jsonl::JsonLinesSource;
+pub use crate::parquet_dynamic::DynamicParquetSink;
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
 pub use crate::parquet::{write_parquet, ParquetSink};
 pub use crate::parquet_partitioned::{PartitionedParquetSink, TimePartitioning};

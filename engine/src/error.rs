@@ -59,6 +59,20 @@ impl ConnectorError {
         }
     }
 
+    /// The error followed by its chain of causes: `what (fault): cause: cause's cause`.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static));
+        while let Some(e) = cause {
+            text.push_str(&format!(": {e}"));
+            cause = e.source();
+        }
+        text
+    }
+
     /// Attach the underlying error.
     pub fn caused_by(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
@@ -69,13 +83,13 @@ impl ConnectorError {
 /// Errors of a pipeline run.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// A source or sink failed; the stage names which one.
-    #[error("stage '{stage}': {error}")]
+    /// A source or sink failed; the stage names which one. The message carries the
+    /// connector's error and its causes, so it is not repeated as this error's source.
+    #[error("stage '{stage}': {}", .error.with_causes())]
     Connector {
         /// The stage's name.
         stage: String,
         /// What went wrong.
-        #[source]
         error: ConnectorError,
     },
     /// The pipeline description is not valid.

@@ -7,9 +7,11 @@
 //!   one by name.
 //! - [`reference`]: obviously-correct batch computations of the same queries over a `Vec` of
 //!   events, for tests.
+//! - [`copy`]: `eddy copy`, a pipeline from any source URI to any sink URI.
 //! - [`output`]: the sinks a query's results can go to (Parquet, JSON lines, a table, a
 //!   counter).
 
+pub mod copy;
 pub mod nexmark;
 pub mod output;
 pub mod reference;

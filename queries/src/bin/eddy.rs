@@ -1,4 +1,5 @@
-//! `eddy`: run the built-in pipelines (Nexmark queries) and generate their input.
+//! `eddy`: run the built-in pipelines (Nexmark queries), generate their input, and copy
+//! records between sources and sinks.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,8 +11,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use eddy_connectors::nexmark::{
     generate, write_csv, AuctionRow, BidRow, NexmarkConfig, NexmarkTables, PersonRow,
 };
-use eddy_connectors::write_parquet;
+use eddy_connectors::uri::parse_duration;
+use eddy_connectors::{write_parquet, Endpoint, Format as ConnectorFormat};
 use eddy_engine::{Cluster, Partition, RunSummary, Runtime};
+use eddy_queries::copy::Copy;
 use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,6 +37,46 @@ enum Command {
         #[command(subcommand)]
         command: NexmarkCommand,
     },
+    /// Copy records between any source and sink: brokers, webhooks, files. Stops when a file
+    /// source ends, after --limit records or after --idle-exit, and commits what it wrote.
+    Copy(CopyArgs),
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// Where to read: kafka://HOST:PORT/TOPIC, amqp://HOST:PORT/QUEUE,
+    /// nats://HOST:PORT/SUBJECT (?stream=NAME for JetStream), mqtt://HOST:PORT/TOPIC,
+    /// http://ADDR:PORT/PATH (a webhook listening there), jsonl:///PATH (- for stdin),
+    /// csv:///PATH. Options as query parameters (docs/connectors.md).
+    #[arg(long)]
+    from: String,
+    /// Where to write: the broker URIs above, http://HOST:PORT/PATH (POST each record there),
+    /// parquet:///DIR, jsonl:///PATH (- for stdout), csv:///PATH.
+    #[arg(long)]
+    to: String,
+    /// The record format of broker and HTTP endpoints: json (default), csv or raw.
+    #[arg(long)]
+    format: Option<String>,
+    /// Stop after this many records.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Stop once the source has been idle this long (e.g. 5s, 500ms).
+    #[arg(long)]
+    idle_exit: Option<String>,
+    /// Take each record's event time from this field (integer ms or RFC 3339); by default the
+    /// broker's timestamp, or the time it was read.
+    #[arg(long)]
+    event_time: Option<String>,
+    /// Where records that cannot be read or written go (any sink URI), with their bytes,
+    /// location and error; without it they are counted and skipped.
+    #[arg(long)]
+    dead_letters: Option<String>,
+    /// Worker threads (broker sources spread their partitions or messages over them).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// No summary on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +193,7 @@ fn main() -> ExitCode {
             NexmarkCommand::Run(args) => report(run(args)),
             NexmarkCommand::Generate(args) => report(generate_files(args)),
         },
+        Command::Copy(args) => report(copy(args)),
     }
 }
 
@@ -262,6 +306,35 @@ fn print_summary(summary: &RunSummary) {
     if summary.files().len() > 8 {
         println!("... and {} more files", summary.files().len() - 8);
     }
+}
+
+fn copy(args: CopyArgs) -> Result<()> {
+    let endpoint = |uri: &str| uri.parse::<Endpoint>().map_err(anyhow::Error::from);
+    let mut spec = Copy::new(endpoint(&args.from)?, endpoint(&args.to)?);
+    spec.format = args
+        .format
+        .as_deref()
+        .map(str::parse::<ConnectorFormat>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    spec.limit = args.limit;
+    spec.idle_exit = args
+        .idle_exit
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--idle-exit: {e}"))?;
+    spec.event_time = args.event_time;
+    spec.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
+    let pipeline = spec.pipeline()?;
+    let summary = Runtime::new(args.workers.max(1)).run(&pipeline)?;
+    if !args.quiet {
+        eprintln!("{summary}");
+        for file in summary.files().iter().take(8) {
+            eprintln!("wrote {}", file.display());
+        }
+    }
+    Ok(())
 }
 
 fn generate_files(args: GenerateArgs) -> Result<()> {

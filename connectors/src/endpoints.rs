@@ -1,0 +1,149 @@
+//! Sources and sinks of dynamic records (JSON values) opened from endpoint URIs: what `eddy
+//! copy --from URI --to URI` is built from. See [`crate::uri`] for the URI forms.
+//!
+//! A broker connector left out of the build (`--no-default-features`) is an error naming the
+//! cargo feature that brings it back.
+
+use std::marker::PhantomData;
+
+use eddy_engine::{
+    ConnectorError, DeadLetter, Partition, Record, RecordError, Sink, SinkReport, SinkWriter,
+    Source,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::bridge::StopRule;
+use crate::event_time::EventTimeOf;
+use crate::format::Format;
+use crate::uri::Endpoint;
+
+/// A source of dynamic records.
+pub type DynSource = Box<dyn Source<Value>>;
+/// A sink of dynamic records.
+pub type DynSink = Box<dyn Sink<Value>>;
+
+/// What an endpoint needs besides its URI.
+#[derive(Clone, Debug)]
+pub struct EndpointOptions {
+    /// How records are encoded in messages, bodies and lines (JSON unless the URI's file
+    /// extension or `--format` says otherwise).
+    pub format: Format,
+    /// When sources stop (`--limit`, `--idle-exit`).
+    pub stop: StopRule,
+    /// Where source records take their event time from (arrival unless `--event-time FIELD`).
+    pub event_time: EventTimeOf<Value>,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            format: Format::Json,
+            stop: StopRule::never(),
+            event_time: EventTimeOf::Arrival,
+        }
+    }
+}
+
+/// The schemes this build can read from, for error messages.
+const SCHEMES: &str = "kafka, amqp, nats, mqtt, http, jsonl, csv (sources); \
+                       the same and parquet (sinks)";
+
+/// Opens the source `endpoint` names.
+pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSource, ConnectorError> {
+    match endpoint.scheme.as_str() {
+        "jsonl" | "csv" => crate::files::endpoint_source(endpoint, options),
+        "parquet" => Err(ConnectorError::user(format!(
+            "{endpoint}: Parquet is a sink only here; read it with DuckDB or pyarrow"
+        ))),
+        // Broker and HTTP schemes: one arm each, added by their modules.
+        other => Err(unknown(endpoint, other)),
+    }
+}
+
+/// Opens the sink `endpoint` names.
+pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, ConnectorError> {
+    match endpoint.scheme.as_str() {
+        "jsonl" | "csv" | "parquet" => crate::files::endpoint_sink(endpoint, options),
+        // Broker and HTTP schemes: one arm each, added by their modules.
+        other => Err(unknown(endpoint, other)),
+    }
+}
+
+/// Opens the sink `endpoint` names as a dead-letter sink: each [`DeadLetter`] is written as a
+/// JSON record with its fields (kind, stage, location, error, raw, ...).
+pub fn dead_letter_sink(
+    endpoint: &Endpoint,
+    options: &EndpointOptions,
+) -> Result<AsJson<DeadLetter>, ConnectorError> {
+    Ok(AsJson {
+        inner: sink(endpoint, options)?,
+        _marker: PhantomData,
+    })
+}
+
+/// A sink of any serializable record, writing each as a JSON value to a sink of dynamic
+/// records.
+pub struct AsJson<T> {
+    inner: DynSink,
+    _marker: PhantomData<fn(T)>,
+}
+
+impl<T: Serialize + 'static> Sink<T> for AsJson<T> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        Ok(Box::new(AsJsonWriter {
+            inner: self.inner.open(partition)?,
+            batch: Vec::new(),
+            _marker: PhantomData,
+        }))
+    }
+}
+
+struct AsJsonWriter<T> {
+    inner: Box<dyn SinkWriter<Value>>,
+    batch: Vec<Record<Value>>,
+    _marker: PhantomData<fn(T)>,
+}
+
+impl<T: Serialize> SinkWriter<T> for AsJsonWriter<T> {
+    fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+        for (time, record) in batch.drain(..) {
+            let value = serde_json::to_value(&record).map_err(|e| {
+                ConnectorError::user(format!("a record cannot be written as JSON: {e}"))
+            })?;
+            self.batch.push((time, value));
+        }
+        self.inner.write(&mut self.batch)
+    }
+
+    fn on_watermark(&mut self, watermark: u64) -> Result<(), ConnectorError> {
+        self.inner.on_watermark(watermark)
+    }
+
+    fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
+        self.inner.finish()
+    }
+
+    fn undeliverable(&mut self) -> Vec<RecordError> {
+        self.inner.undeliverable()
+    }
+}
+
+fn unknown(endpoint: &Endpoint, scheme: &str) -> ConnectorError {
+    ConnectorError::user(format!(
+        "{endpoint}: unknown scheme '{scheme}'; the schemes are {SCHEMES}"
+    ))
+}
+
+/// The error for a connector this build left out.
+#[allow(dead_code)] // used only when a connector feature is off
+pub(crate) fn built_without(endpoint: &Endpoint, feature: &str) -> ConnectorError {
+    ConnectorError::user(format!(
+        "{endpoint}: this build of Eddy has no {feature} connector; rebuild with the cargo \
+         feature '{feature}' (on by default)"
+    ))
+}

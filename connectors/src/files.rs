@@ -1,0 +1,705 @@
+//! Files of records as lines: CSV input ([`CsvSource`]) and output of JSON lines or CSV
+//! ([`LinesSink`]), and the `jsonl://`, `csv://` and `parquet://` endpoints of `eddy copy`.
+//!
+//! **CSV input.** Each row is a record: with a header row (the default) its columns are matched
+//! to `T`'s fields by name (for dynamic records, a JSON object keyed by the header, numbers
+//! read as numbers); without one, by position. A row that does not fit is rejected with its
+//! `path:line` and its text, and the run goes on. File `i` is read by worker `i % count`; the
+//! path `-` reads standard input.
+//!
+//! **Output.** A [`LinesSink`] writes JSON lines or CSV (with a header row) either per worker
+//! into a directory (`{dir}/{prefix}-{worker:05}.{jsonl,csv}`) or into one named file (worker
+//! `i > 0` writes `{path}.{i}`), or to standard output (`-`). Files are written under a
+//! temporary name and renamed into place when complete. A CSV sink takes its header from the
+//! first record; a dynamic record whose fields differ from the header is not written and goes
+//! to the dead-letter sink.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use eddy_engine::{
+    wall_clock_ms, ConnectorError, Partition, ReadStatus, Record, RecordError, Sink, SinkReport,
+    SinkWriter, Source, SourceReader,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::endpoints::{DynSink, DynSource, EndpointOptions};
+use crate::event_time::EventTimeOf;
+use crate::format::{csv_bytes, csv_row, is_dynamic, CsvOptions, Format};
+use crate::jsonl::{check_readable, is_stdio, open_input, JsonLinesSource};
+use crate::parquet_dynamic::DynamicParquetSink;
+use crate::staged::{finished_twice, io_error, Staged};
+use crate::uri::Endpoint;
+
+/// A source of CSV files (see the module docs).
+#[derive(Debug)]
+pub struct CsvSource<T> {
+    paths: Vec<PathBuf>,
+    header: bool,
+    delimiter: u8,
+    event_time: EventTimeOf<T>,
+}
+
+impl<T> CsvSource<T> {
+    /// Reads `paths` (each with a header row), timing records as `event_time` says.
+    pub fn new(
+        paths: impl IntoIterator<Item = impl Into<PathBuf>>,
+        event_time: EventTimeOf<T>,
+    ) -> Self {
+        CsvSource {
+            paths: paths.into_iter().map(Into::into).collect(),
+            header: true,
+            delimiter: b',',
+            event_time,
+        }
+    }
+
+    /// Whether the files start with a header row (default true); without one, columns match
+    /// `T`'s fields by position (dynamic records name them `c0`, `c1`, ...).
+    pub fn header(mut self, header: bool) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The field delimiter (default `,`).
+    pub fn delimiter(mut self, delimiter: u8) -> Self {
+        self.delimiter = delimiter;
+        self
+    }
+}
+
+impl<T: DeserializeOwned + Serialize + 'static> Source<T> for CsvSource<T> {
+    fn describe(&self) -> String {
+        match self.paths.as_slice() {
+            [one] => format!("csv({})", one.display()),
+            paths => format!("csv({} files)", paths.len()),
+        }
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let count = partition.count.max(1);
+        let mine: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % count == partition.index)
+            .map(|(_, p)| p.clone())
+            .collect();
+        for path in &mine {
+            check_readable(path)?;
+        }
+        Ok(Box::new(CsvReader {
+            pending: mine.into_iter(),
+            current: None,
+            header: self.header,
+            delimiter: self.delimiter,
+            event_time: self.event_time.clone(),
+            row: csv::StringRecord::new(),
+        }))
+    }
+}
+
+struct OpenCsv {
+    path: PathBuf,
+    reader: csv::Reader<Box<dyn io::BufRead>>,
+    columns: Vec<String>,
+    headers: Option<csv::StringRecord>,
+}
+
+struct CsvReader<T> {
+    pending: std::vec::IntoIter<PathBuf>,
+    current: Option<OpenCsv>,
+    header: bool,
+    delimiter: u8,
+    event_time: EventTimeOf<T>,
+    row: csv::StringRecord,
+}
+
+impl<T: DeserializeOwned + Serialize + 'static> CsvReader<T> {
+    fn open_next(&mut self) -> Result<bool, ConnectorError> {
+        let Some(path) = self.pending.next() else {
+            return Ok(false);
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(self.header)
+            .delimiter(self.delimiter)
+            .flexible(true)
+            .from_reader(open_input(&path)?);
+        let headers = if self.header {
+            let headers = reader.headers().map_err(|e| read_error(&path, e))?.clone();
+            Some(headers)
+        } else {
+            None
+        };
+        self.current = Some(OpenCsv {
+            columns: headers
+                .as_ref()
+                .map(|h| h.iter().map(str::to_string).collect())
+                .unwrap_or_default(),
+            headers,
+            path,
+            reader,
+        });
+        Ok(true)
+    }
+
+    fn parse(&self, file: &OpenCsv) -> Result<Record<T>, String> {
+        let record: T = match (&file.headers, is_dynamic::<T>()) {
+            (Some(headers), false) => self
+                .row
+                .deserialize(Some(headers))
+                .map_err(|e| format!("this CSV row does not fit the record: {e}"))?,
+            _ => csv_row(&file.columns, &self.row)?,
+        };
+        let time = self.event_time.of(&record, None, wall_clock_ms())?;
+        Ok((time, record))
+    }
+}
+
+fn read_error(path: &Path, e: csv::Error) -> ConnectorError {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => io_error(format!("could not read {}", path.display()), e),
+        other => ConnectorError::user(format!("{} is not valid CSV: {other:?}", path.display())),
+    }
+}
+
+impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for CsvReader<T> {
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record<T>>,
+        max: usize,
+        rejected: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError> {
+        let mut rows = 0;
+        while rows < max {
+            if self.current.is_none() && !self.open_next()? {
+                return Ok(if rows == 0 {
+                    ReadStatus::Done
+                } else {
+                    ReadStatus::Ready
+                });
+            }
+            let file = self.current.as_mut().expect("a file is open");
+            let more = match file.reader.read_record(&mut self.row) {
+                Ok(more) => more,
+                Err(e) => match e.kind() {
+                    // A malformed row (bad UTF-8, an unclosed quote): reject it and go on.
+                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. } => {
+                        let line = e.position().map_or(0, |p| p.line());
+                        let location = format!("{}:{line}", file.path.display());
+                        rejected.push(RecordError::new(location, e.to_string()));
+                        rows += 1;
+                        continue;
+                    }
+                    _ => return Err(read_error(&file.path, e)),
+                },
+            };
+            if !more {
+                self.current = None;
+                continue;
+            }
+            rows += 1;
+            let file = self.current.as_ref().expect("a file is open");
+            match self.parse(file) {
+                Ok(record) => out.push(record),
+                Err(message) => {
+                    let line = self.row.position().map_or(0, |p| p.line());
+                    let location = format!("{}:{line}", file.path.display());
+                    let raw = csv_bytes(self.delimiter, |w| w.write_record(&self.row));
+                    let raw = raw.unwrap_or_default();
+                    rejected.push(RecordError::new(location, message).with_raw(raw));
+                }
+            }
+        }
+        Ok(ReadStatus::Ready)
+    }
+}
+
+/// Where a [`LinesSink`] writes.
+#[derive(Clone, Debug)]
+enum Target {
+    /// `{dir}/{prefix}-{worker:05}.{ext}` per worker.
+    Dir { dir: PathBuf, prefix: String },
+    /// One file (worker `i > 0` writes `{path}.{i}`).
+    File(PathBuf),
+    /// Standard output.
+    Stdout,
+}
+
+/// A sink writing records as lines of JSON or CSV (see the module docs).
+#[derive(Debug)]
+pub struct LinesSink<T> {
+    target: Target,
+    format: Format,
+    _marker: PhantomData<fn(T)>,
+}
+
+/// The sink of JSON lines files: a [`LinesSink`] in its default format.
+pub type JsonLinesSink<T> = LinesSink<T>;
+
+impl<T> LinesSink<T> {
+    /// JSON lines into `dir` (created if missing), one file per worker named
+    /// `{prefix}-{worker:05}.jsonl`.
+    pub fn new(dir: impl Into<PathBuf>, prefix: &str) -> Self {
+        LinesSink {
+            target: Target::Dir {
+                dir: dir.into(),
+                prefix: prefix.to_string(),
+            },
+            format: Format::Json,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Records in `format` (JSON or CSV) into the file `path` (`-`: standard output).
+    pub fn file(path: impl Into<PathBuf>, format: Format) -> Self {
+        let path = path.into();
+        LinesSink {
+            target: if is_stdio(&path) {
+                Target::Stdout
+            } else {
+                Target::File(path)
+            },
+            format,
+            _marker: PhantomData,
+        }
+    }
+
+    /// The same sink writing `format` (JSON or CSV).
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The file worker `index` writes, relative to the sink's directory (or the file itself).
+    pub fn file_name(&self, index: usize) -> String {
+        let ext = match self.format {
+            Format::Csv(_) => "csv",
+            _ => "jsonl",
+        };
+        match &self.target {
+            Target::Dir { prefix, .. } => format!("{prefix}-{index:05}.{ext}"),
+            Target::File(path) => {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let name = name.unwrap_or_else(|| "out".to_string());
+                if index == 0 {
+                    name
+                } else {
+                    format!("{name}.{index}")
+                }
+            }
+            Target::Stdout => "-".to_string(),
+        }
+    }
+}
+
+impl<T: Serialize + 'static> Sink<T> for LinesSink<T> {
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::Dir { dir, .. } => format!(
+                "{}({}/{})",
+                self.format,
+                dir.display(),
+                self.file_name(0).replace("00000", "*")
+            ),
+            Target::File(path) => format!("{}({})", self.format, path.display()),
+            Target::Stdout => format!("{}(stdout)", self.format),
+        }
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        let out = match &self.target {
+            Target::Stdout => Out::Stdout(BufWriter::new(io::stdout())),
+            Target::Dir { dir, .. } => {
+                let (staged, file) = Staged::create(dir, &self.file_name(partition.index))?;
+                Out::File(staged, BufWriter::with_capacity(1 << 16, file))
+            }
+            Target::File(path) => {
+                let dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let (staged, file) = Staged::create(dir, &self.file_name(partition.index))?;
+                Out::File(staged, BufWriter::with_capacity(1 << 16, file))
+            }
+        };
+        Ok(Box::new(LinesWriter {
+            out: Some(out),
+            format: self.format.clone(),
+            header: None,
+            line: Vec::new(),
+            rows: 0,
+            undeliverable: Vec::new(),
+            _marker: PhantomData,
+        }))
+    }
+}
+
+enum Out {
+    File(Staged, BufWriter<File>),
+    Stdout(BufWriter<io::Stdout>),
+}
+
+impl Out {
+    fn name(&self) -> String {
+        match self {
+            Out::File(staged, _) => staged.dest().display().to_string(),
+            Out::Stdout(_) => "standard output".to_string(),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Out::File(_, w) => w.write_all(bytes),
+            Out::Stdout(w) => w.write_all(bytes),
+        }
+    }
+}
+
+struct LinesWriter<T> {
+    out: Option<Out>,
+    format: Format,
+    /// A CSV sink's header, once the first record has set it.
+    header: Option<Vec<String>>,
+    line: Vec<u8>,
+    rows: u64,
+    undeliverable: Vec<RecordError>,
+    _marker: PhantomData<fn(T)>,
+}
+
+impl<T: Serialize + 'static> LinesWriter<T> {
+    /// For a CSV sink: the header line to write before `record` (the first), or why `record`
+    /// does not fit the header already written.
+    fn csv_header(&mut self, record: &T) -> Result<Option<Vec<u8>>, String> {
+        let Format::Csv(options) = &self.format else {
+            return Ok(None);
+        };
+        let fields = field_names(record)?;
+        match &self.header {
+            None => {
+                let header = Format::Csv(CsvOptions {
+                    delimiter: options.delimiter,
+                    ..CsvOptions::default()
+                });
+                let mut line = Vec::new();
+                header.encode(
+                    &Value::Array(fields.iter().cloned().map(Value::String).collect()),
+                    &mut line,
+                )?;
+                self.header = Some(fields);
+                Ok(Some(line))
+            }
+            Some(header) if *header == fields => Ok(None),
+            Some(header) => Err(format!(
+                "its fields ({}) differ from the CSV header ({})",
+                fields.join(", "),
+                header.join(", ")
+            )),
+        }
+    }
+}
+
+/// The top-level field names of a record, in order.
+fn field_names<T: Serialize>(record: &T) -> Result<Vec<String>, String> {
+    match serde_json::to_value(record).map_err(|e| e.to_string())? {
+        Value::Object(object) => Ok(object.keys().cloned().collect()),
+        other => Err(format!(
+            "a CSV row must be a record with named fields, not {other}"
+        )),
+    }
+}
+
+impl<T: Serialize + 'static> SinkWriter<T> for LinesWriter<T> {
+    fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+        if self.out.is_none() {
+            return Err(finished_twice("a lines writer"));
+        }
+        for (_, record) in batch.drain(..) {
+            self.line.clear();
+            let encoded = self.csv_header(&record).and_then(|header| {
+                if let Some(header) = header {
+                    self.line.extend_from_slice(&header);
+                    self.line.push(b'\n');
+                }
+                self.format.encode(&record, &mut self.line)
+            });
+            let out = self.out.as_mut().expect("checked above");
+            if let Err(message) = encoded {
+                let raw = serde_json::to_vec(&record).unwrap_or_default();
+                self.undeliverable
+                    .push(RecordError::new(out.name(), message).with_raw(raw));
+                continue;
+            }
+            self.line.push(b'\n');
+            out.write_all(&self.line).map_err(|e| {
+                io_error(
+                    format!("could not write {}; check free disk space", out.name()),
+                    e,
+                )
+            })?;
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
+        let Some(out) = self.out.take() else {
+            return Err(finished_twice("a lines writer"));
+        };
+        let name = out.name();
+        let flush_error =
+            |e: io::Error| io_error(format!("could not write {name}; check free disk space"), e);
+        let files = match out {
+            Out::Stdout(mut w) => {
+                w.flush().map_err(flush_error)?;
+                Vec::new()
+            }
+            Out::File(staged, w) => {
+                let file = w.into_inner().map_err(|e| flush_error(e.into_error()))?;
+                drop(file);
+                vec![staged.commit()?]
+            }
+        };
+        Ok(SinkReport {
+            rows: self.rows,
+            files,
+        })
+    }
+
+    fn undeliverable(&mut self) -> Vec<RecordError> {
+        std::mem::take(&mut self.undeliverable)
+    }
+}
+
+/// The `jsonl://` and `csv://` sources.
+pub(crate) fn endpoint_source(
+    e: &Endpoint,
+    o: &EndpointOptions,
+) -> Result<DynSource, ConnectorError> {
+    let path = file_path(e)?;
+    match e.scheme.as_str() {
+        "csv" => {
+            e.check_params(&["header", "delimiter"])?;
+            let header = e.parse_param::<bool>("header")?.unwrap_or(true);
+            Ok(Box::new(
+                CsvSource::new([path], o.event_time.clone())
+                    .header(header)
+                    .delimiter(delimiter(e)?),
+            ))
+        }
+        _ => {
+            e.check_params(&[])?;
+            Ok(Box::new(JsonLinesSource::with_event_time(
+                [path],
+                o.event_time.clone(),
+            )))
+        }
+    }
+}
+
+/// The `jsonl://`, `csv://` and `parquet://` sinks.
+pub(crate) fn endpoint_sink(e: &Endpoint, _o: &EndpointOptions) -> Result<DynSink, ConnectorError> {
+    let path = file_path(e)?;
+    match e.scheme.as_str() {
+        "parquet" => {
+            e.check_params(&["row_group_size", "prefix"])?;
+            if is_stdio(&path) {
+                return Err(ConnectorError::user(format!(
+                    "{e}: Parquet cannot be written to standard output; name a directory"
+                )));
+            }
+            let prefix = e.param("prefix").unwrap_or("part");
+            let mut sink = DynamicParquetSink::new(path, prefix);
+            if let Some(rows) = e.parse_param::<usize>("row_group_size")? {
+                sink = sink.row_group_size(rows);
+            }
+            Ok(Box::new(sink))
+        }
+        "csv" => {
+            e.check_params(&["delimiter"])?;
+            let format = Format::Csv(CsvOptions {
+                delimiter: delimiter(e)?,
+                ..CsvOptions::default()
+            });
+            Ok(Box::new(LinesSink::file(path, format)))
+        }
+        _ => {
+            e.check_params(&[])?;
+            Ok(Box::new(LinesSink::file(path, Format::Json)))
+        }
+    }
+}
+
+fn file_path(e: &Endpoint) -> Result<PathBuf, ConnectorError> {
+    if e.path.is_empty() {
+        return Err(ConnectorError::user(format!(
+            "{e}: the URI names no path: write {}:///PATH (or {}:///- for standard input or output)",
+            e.scheme, e.scheme
+        )));
+    }
+    Ok(PathBuf::from(&e.path))
+}
+
+fn delimiter(e: &Endpoint) -> Result<u8, ConnectorError> {
+    match e.param("delimiter") {
+        None => Ok(b','),
+        Some("tab" | "\\t" | "\t") => Ok(b'\t'),
+        Some(d) if d.len() == 1 => Ok(d.as_bytes()[0]),
+        Some(d) => Err(ConnectorError::user(format!(
+            "{e}: option delimiter={d} must be one character (or 'tab')"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Trip {
+        id: u64,
+        city: String,
+        ts: u64,
+    }
+
+    fn read_all<T: DeserializeOwned + Serialize + 'static>(
+        source: &dyn Source<T>,
+    ) -> (Vec<Record<T>>, Vec<RecordError>) {
+        let mut reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        let (mut out, mut rejected) = (Vec::new(), Vec::new());
+        while reader.poll(&mut out, 2, &mut rejected).unwrap() != ReadStatus::Done {}
+        (out, rejected)
+    }
+
+    #[test]
+    fn csv_rows_match_fields_by_header_and_bad_rows_are_rejected_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trips.csv");
+        std::fs::write(
+            &path,
+            "ts,id,city\n10,1,Oslo\n20,x,Rome\n30,3,\"Bergen, NO\"\n40,4\n",
+        )
+        .unwrap();
+        let source = CsvSource::<Trip>::new([&path], EventTimeOf::extract(|t: &Trip| Some(t.ts)));
+        let (rows, rejected) = read_all(&source);
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    10,
+                    Trip {
+                        id: 1,
+                        city: "Oslo".into(),
+                        ts: 10
+                    }
+                ),
+                (
+                    30,
+                    Trip {
+                        id: 3,
+                        city: "Bergen, NO".into(),
+                        ts: 30
+                    }
+                ),
+            ]
+        );
+        let locations: Vec<_> = rejected.iter().map(|r| r.location.clone()).collect();
+        let shown = path.display();
+        assert_eq!(locations, vec![format!("{shown}:3"), format!("{shown}:5")]);
+        assert_eq!(rejected[0].raw, b"20,x,Rome");
+
+        let dynamic = CsvSource::<Value>::new([&path], EventTimeOf::field("ts"));
+        let (rows, _) = read_all(&dynamic);
+        assert_eq!(
+            rows[0].1,
+            serde_json::json!({"ts": 10, "id": 1, "city": "Oslo"})
+        );
+        assert_eq!(rows[1].1["id"], "x", "a dynamic record takes any value");
+    }
+
+    #[test]
+    fn csv_and_jsonl_files_round_trip_through_the_sink_and_bad_rows_are_undeliverable() {
+        let dir = tempfile::tempdir().unwrap();
+        for (format, name) in [
+            (Format::Csv(CsvOptions::default()), "out.csv"),
+            (Format::Json, "out.jsonl"),
+        ] {
+            let path = dir.path().join(name);
+            let sink = LinesSink::<Value>::file(&path, format.clone());
+            let mut writer = sink.open(Partition { index: 0, count: 1 }).unwrap();
+            let mut batch = vec![
+                (1, serde_json::json!({"id": 1, "city": "Oslo"})),
+                (2, serde_json::json!({"id": 2, "town": "Rome"})),
+                (3, serde_json::json!({"id": 3, "city": "Bergen, NO"})),
+            ];
+            writer.write(&mut batch).unwrap();
+            let failed = writer.undeliverable();
+            let report = writer.finish().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            match format {
+                Format::Csv(_) => {
+                    assert_eq!(text, "id,city\n1,Oslo\n3,\"Bergen, NO\"\n");
+                    assert_eq!(report.rows, 2);
+                    assert_eq!(failed.len(), 1);
+                    assert!(
+                        failed[0].message.contains("differ from the CSV header"),
+                        "{}",
+                        failed[0]
+                    );
+                }
+                _ => {
+                    assert_eq!(text.lines().count(), 3);
+                    assert!(failed.is_empty());
+                }
+            }
+        }
+        let typed = dir.path().join("typed.csv");
+        let sink = LinesSink::<Trip>::file(&typed, Format::Csv(CsvOptions::default()));
+        let mut writer = sink.open(Partition { index: 1, count: 2 }).unwrap();
+        writer
+            .write(&mut vec![(
+                5,
+                Trip {
+                    id: 9,
+                    city: "Ulm".into(),
+                    ts: 5,
+                },
+            )])
+            .unwrap();
+        let report = writer.finish().unwrap();
+        assert_eq!(report.files, vec![dir.path().join("typed.csv.1")]);
+        let source = CsvSource::<Trip>::new(
+            [&report.files[0]],
+            EventTimeOf::extract(|t: &Trip| Some(t.ts)),
+        );
+        assert_eq!(
+            read_all(&source).0,
+            vec![(
+                5,
+                Trip {
+                    id: 9,
+                    city: "Ulm".into(),
+                    ts: 5
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn file_endpoints_check_their_options() {
+        let o = EndpointOptions::default();
+        let bad: Endpoint = "csv:///tmp/x.csv?delimter=;".parse().unwrap();
+        let err = endpoint_sink(&bad, &o).err().unwrap().to_string();
+        assert!(err.contains("unknown option 'delimter'"), "{err}");
+        let none: Endpoint = "jsonl://".parse().unwrap();
+        assert!(endpoint_source(&none, &o).is_err());
+        let stdout: Endpoint = "parquet:///-".parse().unwrap();
+        assert!(endpoint_sink(&stdout, &o).is_err());
+    }
+}
