@@ -11,8 +11,11 @@ use eddy_benches::charts::{latency_chart, throughput_chart};
 use eddy_benches::e2e::{self, child_line, multi_process, run_report, Input, RunMeasurement};
 use eddy_benches::flink;
 use eddy_benches::latency::{latency, latency_events, latency_report, DEFAULT_LOAD};
-use eddy_benches::runner::{engine, hand_loop, report, rows_agree, Measurement, ANALYSIS_MARKER};
+use eddy_benches::runner::{
+    self, engine, hand_loop, report, rows_agree, Measurement, ANALYSIS_MARKER,
+};
 use eddy_connectors::nexmark::NexmarkConfig;
+use eddy_connectors::NexmarkCsvSource;
 use eddy_engine::Cluster;
 use eddy_queries::nexmark::Query;
 
@@ -310,6 +313,27 @@ fn run_flink(
             runs.push(run);
         }
     }
+    let mut from_csv = Vec::new();
+    for &query in queries.iter().filter(|q| flink::sql_file(**q).is_some()) {
+        for &workers in &args.flink_parallelism {
+            // Worker i of P reads Flink's part file i (run_query.py split them at p = P).
+            let source = if workers == 1 {
+                NexmarkCsvSource::new(&data)
+            } else if data.join(format!("split{workers}")).is_dir() {
+                NexmarkCsvSource::split(&data, workers)
+            } else {
+                continue;
+            };
+            let m = median(args.repeat, || {
+                runner::from_csv(query, source.clone(), workers, args.batch_size)
+            })?;
+            eprintln!(
+                "{query} Eddy from CSV, {workers} workers: {:.2} M events/s",
+                m.events_per_second() / 1e6
+            );
+            from_csv.push(m);
+        }
+    }
     for r in flink::ratios(measurements, &runs) {
         eprintln!(
             "{}: Eddy ÷ Flink per core = {:.1}× raw, {} net of the baseline (target ≥ {}×)",
@@ -319,7 +343,13 @@ fn run_flink(
             flink::TARGET_RATIO
         );
     }
-    Ok(flink::report(measurements, &runs, command, &version))
+    Ok(flink::report(
+        measurements,
+        &from_csv,
+        &runs,
+        command,
+        &version,
+    ))
 }
 
 /// Runs `measure` `repeat` times (at least once) and keeps the run with the median wall time.

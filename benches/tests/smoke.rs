@@ -130,3 +130,50 @@ fn the_runner_binary_runs_every_mode() {
         assert!(svg.contains("<svg"), "{chart}");
     }
 }
+
+/// The like-for-like Flink comparison's Eddy side: every query over the events read back from
+/// the CSV files Flink reads gives the same rows as over the generated events, at 1 worker and
+/// at 2 workers reading the files split in two as Flink's runner splits them.
+#[test]
+fn every_query_from_the_csv_files_agrees_with_the_in_memory_run() {
+    use eddy_benches::{flink, runner};
+    use eddy_connectors::NexmarkCsvSource;
+
+    let config = NexmarkConfig::with_events(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(flink::export_csv(&config, dir.path()).unwrap(), 10_000);
+    for table in ["person", "auction", "bid"] {
+        let lines: Vec<String> = std::fs::read_to_string(dir.path().join(format!("{table}.csv")))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let parts = dir.path().join("split2").join(table);
+        std::fs::create_dir_all(&parts).unwrap();
+        for part in 0..2 {
+            let mine: Vec<&str> = lines
+                .iter()
+                .skip(part)
+                .step_by(2)
+                .map(String::as_str)
+                .collect();
+            std::fs::write(
+                parts.join(format!("part-{part}.csv")),
+                mine.join("\n") + "\n",
+            )
+            .unwrap();
+        }
+    }
+    for query in Query::ALL.into_iter().filter(|q| *q != Query::Q12) {
+        let memory = engine(query, &config, 1, 1024).unwrap();
+        let one = runner::from_csv(query, NexmarkCsvSource::new(dir.path()), 1, 1024).unwrap();
+        let two = runner::from_csv(query, NexmarkCsvSource::split(dir.path(), 2), 2, 1024).unwrap();
+        for (m, what) in [(&one, "1 worker"), (&two, "2 workers, split files")] {
+            assert_eq!(m.events, 10_000, "{query}, {what}");
+            assert_eq!(
+                m.rows, memory.rows,
+                "{query}, {what}: rows differ from the in-memory run"
+            );
+        }
+    }
+}

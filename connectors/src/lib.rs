@@ -7,6 +7,8 @@
 //!
 //! - [`nexmark`]: the Nexmark benchmark's event generator as a deterministic, partitioned
 //!   source ([`NexmarkSource`]), in-memory generation, and flat rows for export.
+//! - [`nexmark_csv`]: [`NexmarkCsvSource`], the same events read back from CSV files (the
+//!   side-by-side benchmark's input).
 //! - [`replay`]: [`ReplaySource`] and [`PreparedSource`], which replay records held in memory (moving, never
 //!   cloning them), for tests and benchmarks.
 //! - [`jsonl`]: [`JsonLinesSource`], one JSON object per line.
@@ -41,6 +43,7 @@ pub mod files;
 pub mod format;
 pub mod jsonl;
 pub mod nexmark;
+pub mod nexmark_csv;
 pub mod parquet;
 pub mod parquet_dynamic;
 pub mod parquet_partitioned;
@@ -58,6 +61,7 @@ pub use crate::files::{CsvSource, JsonLinesSink, LinesSink};
 pub use crate::jsonl::JsonLinesSource;
 pub use crate::parquet_dynamic::DynamicParquetSink;
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
+pub use crate::nexmark_csv::NexmarkCsvSource;
 pub use crate::parquet::{write_parquet, ParquetSink};
 pub use crate::parquet_partitioned::{PartitionedParquetSink, TimePartitioning};
 pub use crate::replay::{PreparedSource, ReplaySource};
