@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::endpoints::{DynSink, DynSource, EndpointOptions};
 use crate::event_time::EventTimeOf;
 use crate::format::{csv_bytes, csv_row, is_dynamic, CsvOptions, Format};
-use crate::jsonl::{check_readable, is_stdio, open_input, JsonLinesSource};
+use crate::jsonl::{describe_files, files_of, is_stdio, open_input, JsonLinesSource};
 use crate::parquet_dynamic::DynamicParquetSink;
 use crate::staged::{finished_twice, io_error, Staged};
 use crate::uri::Endpoint;
@@ -74,24 +74,11 @@ impl<T> CsvSource<T> {
 
 impl<T: DeserializeOwned + Serialize + 'static> Source<T> for CsvSource<T> {
     fn describe(&self) -> String {
-        match self.paths.as_slice() {
-            [one] => format!("csv({})", one.display()),
-            paths => format!("csv({} files)", paths.len()),
-        }
+        describe_files("csv", &self.paths)
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
-        let count = partition.count.max(1);
-        let mine: Vec<PathBuf> = self
-            .paths
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % count == partition.index)
-            .map(|(_, p)| p.clone())
-            .collect();
-        for path in &mine {
-            check_readable(path)?;
-        }
+        let mine = files_of(&self.paths, partition)?;
         Ok(Box::new(CsvReader {
             pending: mine.into_iter(),
             current: None,

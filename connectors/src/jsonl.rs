@@ -56,25 +56,11 @@ impl<T> JsonLinesSource<T> {
 
 impl<T: DeserializeOwned + Serialize + 'static> Source<T> for JsonLinesSource<T> {
     fn describe(&self) -> String {
-        match self.paths.as_slice() {
-            [one] => format!("jsonl({})", one.display()),
-            paths => format!("jsonl({} files)", paths.len()),
-        }
+        describe_files("jsonl", &self.paths)
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
-        let count = partition.count.max(1);
-        let mine: Vec<PathBuf> = self
-            .paths
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % count == partition.index)
-            .map(|(_, p)| p.clone())
-            .collect();
-        // Fail early, before the run starts, on a file that is not there.
-        for path in &mine {
-            check_readable(path)?;
-        }
+        let mine = files_of(&self.paths, partition)?;
         Ok(Box::new(JsonLinesReader {
             pending: mine.into_iter(),
             current: None,
@@ -83,6 +69,33 @@ impl<T: DeserializeOwned + Serialize + 'static> Source<T> for JsonLinesSource<T>
             _marker: PhantomData,
         }))
     }
+}
+
+/// `kind(path)`, or `kind(N files)`: a file source's description.
+pub(crate) fn describe_files(kind: &str, paths: &[PathBuf]) -> String {
+    match paths {
+        [one] => format!("{kind}({})", one.display()),
+        paths => format!("{kind}({} files)", paths.len()),
+    }
+}
+
+/// The files worker `partition` reads: file `i` goes to worker `i % count`. Fails early, before
+/// the run starts, on a file that is not there.
+pub(crate) fn files_of(
+    paths: &[PathBuf],
+    partition: Partition,
+) -> Result<Vec<PathBuf>, ConnectorError> {
+    let count = partition.count.max(1);
+    let mine: Vec<PathBuf> = paths
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % count == partition.index)
+        .map(|(_, p)| p.clone())
+        .collect();
+    for path in &mine {
+        check_readable(path)?;
+    }
+    Ok(mine)
 }
 
 /// Fails, with a message saying what to fix, when `path` is not a readable file (`-` is
