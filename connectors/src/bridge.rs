@@ -476,12 +476,15 @@ mod tests {
         runtime().block_on(feed.end());
         assert_eq!(poll(&mut reader).0, ReadStatus::Ready);
         assert_eq!(poll(&mut reader).0, ReadStatus::Done);
+        // The task's side of a shutdown: it sees the readers gone, then says it has closed,
+        // which the dropped reader waits for.
+        let task = runtime().spawn(async move {
+            let rest = feed.next_acks().await;
+            feed.closed();
+            rest
+        });
         drop(reader);
-        assert_eq!(
-            runtime().block_on(feed.next_acks()),
-            None,
-            "the reader is gone"
-        );
+        assert_eq!(runtime().block_on(task).unwrap(), None, "the reader is gone");
     }
 
     #[test]
@@ -517,11 +520,13 @@ mod tests {
             3,
             "the rest wait for the next reader, unacknowledged"
         );
+        // The task ends (its feed is dropped), so the readers need not wait for it to close.
+        drop(feed);
     }
 
     #[test]
     fn an_idle_reader_exits_after_its_timeout() {
-        let (_feed, inbox) = channel::<u64>(4);
+        let (feed, inbox) = channel::<u64>(4);
         let stop = StopRule::never().idle_exit(Duration::from_millis(20));
         let mut reader =
             ChannelReader::<Reading, u64>::new(inbox, Format::Json, EventTimeOf::Arrival, stop);
@@ -529,5 +534,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(poll(&mut reader).0, ReadStatus::Ready);
         assert_eq!(poll(&mut reader).0, ReadStatus::Done);
+        drop(feed);
     }
 }
