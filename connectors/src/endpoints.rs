@@ -53,6 +53,10 @@ const SCHEMES: &str = "kafka, amqp, nats, mqtt, http, jsonl, csv (sources); \
 pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSource, ConnectorError> {
     match endpoint.scheme.as_str() {
         "jsonl" | "csv" => crate::files::endpoint_source(endpoint, options),
+        #[cfg(feature = "amqp")]
+        "amqp" => crate::amqp::endpoint_source(endpoint, options),
+        #[cfg(not(feature = "amqp"))]
+        "amqp" => Err(built_without(endpoint, "amqp")),
         "parquet" => Err(ConnectorError::user(format!(
             "{endpoint}: Parquet is a sink only here; read it with DuckDB or pyarrow"
         ))),
@@ -65,6 +69,10 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
 pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, ConnectorError> {
     match endpoint.scheme.as_str() {
         "jsonl" | "csv" | "parquet" => crate::files::endpoint_sink(endpoint, options),
+        #[cfg(feature = "amqp")]
+        "amqp" => crate::amqp::endpoint_sink(endpoint, options),
+        #[cfg(not(feature = "amqp"))]
+        "amqp" => Err(built_without(endpoint, "amqp")),
         // Broker and HTTP schemes: one arm each, added by their modules.
         other => Err(unknown(endpoint, other)),
     }

@@ -30,11 +30,15 @@
 //! - [`bridge`]: the tokio runtime broker and HTTP clients run on, and the bounded channel
 //!   between a client task and the workers' readers (backpressure, acknowledgements).
 //! - [`uri`]: endpoint URIs for `eddy copy` ([`Endpoint`]).
+//! - `amqp` (feature `amqp`): RabbitMQ (AMQP 0.9.1), a queue consumer acknowledged after
+//!   hand-off with bounded prefetch, and a publisher with confirms (`AmqpSource`, `AmqpSink`).
 //!
 //! File sinks write under a temporary name (`.{name}.tmp`) and rename the file into place when
 //! the writer finishes, so a reader never sees half a file; a writer dropped unfinished removes
 //! its temporary file.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod bridge;
 pub mod count;
 pub mod endpoints;

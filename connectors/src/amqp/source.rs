@@ -1,0 +1,301 @@
+//! The RabbitMQ source: one consumer per worker, acknowledged after hand-off, reconnecting when
+//! the connection drops (see the [module docs](super)).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy_engine::{ConnectorError, Partition, Source, SourceReader};
+use futures_util::StreamExt;
+use lapin::message::Delivery as AmqpDelivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{broker_error, close, connect, open_queue, AmqpConfig, Reconnect};
+use crate::bridge::{self, ChannelReader, Delivery, Feed, StopRule};
+use crate::event_time::EventTimeOf;
+use crate::format::Format;
+
+/// A source of the records in a RabbitMQ queue, decoded from each message's body as
+/// `format`.
+pub struct AmqpSource<T> {
+    config: Arc<AmqpConfig>,
+    format: Format,
+    event_time: EventTimeOf<T>,
+    stop: StopRule,
+}
+
+impl<T> AmqpSource<T> {
+    /// The queue `config` names, its messages decoded as `format`, timed on arrival, read until
+    /// the run is stopped.
+    pub fn new(config: AmqpConfig, format: Format) -> Self {
+        AmqpSource {
+            config: Arc::new(config),
+            format,
+            event_time: EventTimeOf::Arrival,
+            stop: StopRule::never(),
+        }
+    }
+
+    /// Where records take their event time from (default: arrival; [`EventTimeOf::Broker`] is
+    /// the message's `timestamp` property).
+    pub fn event_time(mut self, event_time: EventTimeOf<T>) -> Self {
+        self.event_time = event_time;
+        self
+    }
+
+    /// When the readers stop (default: never; a record limit or an idle timeout).
+    pub fn stop(mut self, stop: StopRule) -> Self {
+        self.stop = stop;
+        self
+    }
+}
+
+impl<T> Source<T> for AmqpSource<T>
+where
+    T: DeserializeOwned + Serialize + Send + 'static,
+{
+    fn describe(&self) -> String {
+        format!("amqp({}/{})", self.config.address, self.config.queue)
+    }
+
+    fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let runtime = bridge::runtime();
+        let session = runtime.block_on(Session::open(&self.config, partition.index, 0))?;
+        let (feed, inbox) = bridge::channel(usize::from(self.config.prefetch));
+        let task = ConsumerTask {
+            config: Arc::clone(&self.config),
+            worker: partition.index,
+            session,
+            feed,
+        };
+        runtime.spawn(task.run());
+        Ok(Box::new(ChannelReader::new(
+            inbox,
+            self.format.clone(),
+            self.event_time.clone(),
+            self.stop.clone(),
+        )))
+    }
+}
+
+/// What the readers hand back to acknowledge a message: its delivery tag on the channel of
+/// one session (tags start again at 1 on every new channel, so a tag of an older session must
+/// not be acknowledged on the new one; the broker has requeued that message anyway).
+#[derive(Debug)]
+struct Ack {
+    session: u64,
+    tag: u64,
+}
+
+/// One connection's consumer.
+struct Session {
+    id: u64,
+    connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+    /// Delivery tags handed to the readers and not yet acknowledged.
+    unacked: BTreeSet<u64>,
+}
+
+impl Session {
+    async fn open(config: &AmqpConfig, worker: usize, id: u64) -> Result<Self, ConnectorError> {
+        let connection = connect(config, &format!("source {} #{worker}", config.queue)).await?;
+        let channel = open_queue(&connection, config).await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| broker_error(config, "cannot set the prefetch window", e))?;
+        let consumer = channel
+            .basic_consume(
+                config.queue.as_str().into(),
+                format!("eddy-{worker}").into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                broker_error(
+                    config,
+                    &format!("cannot consume queue '{}'", config.queue),
+                    e,
+                )
+            })?;
+        Ok(Session {
+            id,
+            connection,
+            channel,
+            consumer,
+            unacked: BTreeSet::new(),
+        })
+    }
+
+    /// Acknowledges the tags of this session among `acks`: the ones below every tag still
+    /// unacknowledged with one `multiple` acknowledgement (the readers return tags in the
+    /// order they were delivered, so that is normally all of them), any others one by one.
+    async fn acknowledge(&mut self, acks: Vec<Ack>) -> Result<(), lapin::Error> {
+        let mut tags: Vec<u64> = acks
+            .into_iter()
+            .filter(|ack| ack.session == self.id && self.unacked.remove(&ack.tag))
+            .map(|ack| ack.tag)
+            .collect();
+        tags.sort_unstable();
+        let oldest_unacked = self.unacked.first().copied().unwrap_or(u64::MAX);
+        let contiguous = tags.partition_point(|&tag| tag < oldest_unacked);
+        if let Some(&last) = tags[..contiguous].last() {
+            self.channel
+                .basic_ack(last, BasicAckOptions { multiple: true })
+                .await?;
+        }
+        for &tag in &tags[contiguous..] {
+            self.channel
+                .basic_ack(tag, BasicAckOptions { multiple: false })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a session ended.
+enum End {
+    /// Every reader is gone and every acknowledgement was sent.
+    ReadersGone,
+    /// The connection or channel failed.
+    Lost(String),
+}
+
+/// The client task of one worker's reader.
+struct ConsumerTask {
+    config: Arc<AmqpConfig>,
+    worker: usize,
+    session: Session,
+    feed: Feed<Ack>,
+}
+
+impl ConsumerTask {
+    async fn run(mut self) {
+        loop {
+            match self.consume().await {
+                End::ReadersGone => break,
+                End::Lost(why) => {
+                    eprintln!(
+                        "eddy: RabbitMQ source (queue {}, worker {}): lost the connection to {}: \
+                         {why}; reconnecting for up to {}",
+                        self.config.queue,
+                        self.worker,
+                        self.config.address,
+                        humantime::format_duration(self.config.reconnect_timeout)
+                    );
+                    match self.reconnect().await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(error) => {
+                            self.feed.fail(error).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        // Closing the channel requeues whatever was delivered and not acknowledged.
+        close(&self.session.connection).await;
+        self.feed.closed();
+    }
+
+    /// Hands messages to the readers and acknowledges what they return, until the readers are
+    /// gone or the connection fails.
+    async fn consume(&mut self) -> End {
+        let mut consuming = true;
+        loop {
+            tokio::select! {
+                acks = self.feed.next_acks() => match acks {
+                    None => return End::ReadersGone,
+                    Some(acks) => {
+                        if let Err(error) = self.session.acknowledge(acks).await {
+                            return End::Lost(error.to_string());
+                        }
+                    }
+                },
+                next = self.session.consumer.next(), if consuming => match next {
+                    Some(Ok(delivery)) => {
+                        // `false`: the readers are gone; acknowledge what they return.
+                        consuming = self.deliver(delivery).await;
+                    }
+                    Some(Err(error)) => return End::Lost(error.to_string()),
+                    None => {
+                        return End::Lost(
+                            "the broker cancelled the consumer (was the queue deleted?)".into(),
+                        )
+                    }
+                },
+            }
+        }
+    }
+
+    async fn deliver(&mut self, delivery: AmqpDelivery) -> bool {
+        let tag = delivery.delivery_tag;
+        self.session.unacked.insert(tag);
+        let timestamp_ms = delivery
+            .properties
+            .timestamp()
+            .map(|seconds| seconds.saturating_mul(1000));
+        self.feed
+            .deliver(Delivery {
+                payload: delivery.data,
+                location: format!("queue {} delivery tag {tag}", self.config.queue),
+                timestamp_ms,
+                ack: Ack {
+                    session: self.session.id,
+                    tag,
+                },
+            })
+            .await
+    }
+
+    /// Opens a new session, with backoff: `Ok(false)` if the readers went away meanwhile, an
+    /// error once `reconnect_timeout` is spent (or the broker refuses for good).
+    async fn reconnect(&mut self) -> Result<bool, ConnectorError> {
+        let mut backoff = Reconnect::new(self.config.reconnect_timeout);
+        let id = self.session.id + 1;
+        loop {
+            match Session::open(&self.config, self.worker, id).await {
+                Ok(session) => {
+                    let old = std::mem::replace(&mut self.session, session);
+                    close(&old.connection).await;
+                    eprintln!(
+                        "eddy: RabbitMQ source (queue {}, worker {}): reconnected to {} {}",
+                        self.config.queue,
+                        self.worker,
+                        self.config.address,
+                        backoff.took()
+                    );
+                    return Ok(true);
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay(error)?;
+                    if !self.wait_for_readers(delay).await {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `delay`, dropping acknowledgements of the lost session as they come; `false` if
+    /// the readers are gone.
+    async fn wait_for_readers(&mut self, delay: Duration) -> bool {
+        let pause = tokio::time::sleep(delay);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => return true,
+                acks = self.feed.next_acks() => if acks.is_none() {
+                    return false;
+                },
+            }
+        }
+    }
+}
