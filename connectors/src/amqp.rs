@@ -82,18 +82,39 @@ fn reply_code(error: &lapin::Error) -> Option<u16> {
     }
 }
 
+/// What went wrong, in the broker's or the system's words (`NOT_FOUND - no queue 'orders' in
+/// vhost '/'`, `Connection refused (os error 111)`).
+fn describe(error: &lapin::Error) -> String {
+    match error.kind() {
+        ErrorKind::ProtocolError(e) => e.get_message().to_string(),
+        ErrorKind::IOError(e) => e.to_string(),
+        _ => error.to_string(),
+    }
+}
+
+/// An error whose message already carries its cause (so it is not repeated as a source).
+fn failure(fault: Fault, what: String) -> ConnectorError {
+    ConnectorError {
+        what,
+        fault,
+        source: None,
+    }
+}
+
 /// A failed request to the broker at `config.address`: `what` says which request. Refusals the
 /// user must fix (no such queue, access refused) are user errors, the rest external.
 fn broker_error(config: &AmqpConfig, what: &str, error: lapin::Error) -> ConnectorError {
+    let fault = match reply_code(&error) {
+        Some(code) if USER_FAULT_CODES.contains(&code) => Fault::User,
+        _ => Fault::External,
+    };
     let message = format!(
-        "RabbitMQ at {} (vhost {}): {what}: {error}",
-        config.address, config.vhost
+        "RabbitMQ at {} (vhost {}): {what}: {}",
+        config.address,
+        config.vhost,
+        describe(&error)
     );
-    if reply_code(&error).is_some_and(|code| USER_FAULT_CODES.contains(&code)) {
-        ConnectorError::user(message).caused_by(error)
-    } else {
-        ConnectorError::external(message, error)
-    }
+    failure(fault, message)
 }
 
 /// Connects to the broker, failing within `connect_timeout` with an error that names the
@@ -145,25 +166,24 @@ async fn connect(config: &AmqpConfig, role: &str) -> Result<Connection, Connecto
     .await
     {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(error)) if matches!(error.kind(), ErrorKind::IOError(_)) => Err(
-            ConnectorError::external(unreachable(error.to_string()), error),
-        ),
-        Ok(Err(error)) if reply_code(&error).is_some() => Err(ConnectorError::user(format!(
-            "RabbitMQ at {} refused user '{}' on vhost '{}': {error}; check user=, \
-             password_env= and vhost= (the guest user may connect from loopback only)",
-            config.address, config.user, config.vhost
-        ))
-        .caused_by(error)),
-        Ok(Err(error)) => Err(ConnectorError::external(
-            unreachable(error.to_string()),
-            error,
+        Ok(Err(error)) if reply_code(&error).is_some() => Err(failure(
+            Fault::User,
+            format!(
+                "RabbitMQ at {} refused user '{}' on vhost '{}' ({}): check user=, \
+                 password_env= and vhost= (the guest user may connect from loopback only)",
+                config.address,
+                config.user,
+                config.vhost,
+                describe(&error)
+            ),
         )),
-        Err(elapsed) => Err(ConnectorError::external(
+        Ok(Err(error)) => Err(failure(Fault::External, unreachable(describe(&error)))),
+        Err(_) => Err(failure(
+            Fault::External,
             unreachable(format!(
                 "no answer within {}",
                 humantime::format_duration(config.connect_timeout)
             )),
-            elapsed,
         )),
     }
 }
@@ -202,8 +222,7 @@ async fn open_queue(
             "RabbitMQ at {} (vhost {}) has no queue '{queue}': create it, or leave out \
              declare=false so that Eddy declares it",
             config.address, config.vhost
-        ))
-        .caused_by(error)),
+        ))),
         Err(error) => Err(broker_error(
             config,
             &format!("cannot check queue '{queue}'"),

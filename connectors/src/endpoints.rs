@@ -57,6 +57,10 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
         "amqp" => crate::amqp::endpoint_source(endpoint, options),
         #[cfg(not(feature = "amqp"))]
         "amqp" => Err(built_without(endpoint, "amqp")),
+        #[cfg(feature = "http")]
+        "http" | "https" => crate::webhook::endpoint_source(endpoint, options),
+        #[cfg(not(feature = "http"))]
+        "http" | "https" => Err(built_without(endpoint, "http")),
         "parquet" => Err(ConnectorError::user(format!(
             "{endpoint}: Parquet is a sink only here; read it with DuckDB or pyarrow"
         ))),
@@ -69,6 +73,10 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
 pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, ConnectorError> {
     match endpoint.scheme.as_str() {
         "jsonl" | "csv" | "parquet" => crate::files::endpoint_sink(endpoint, options),
+        #[cfg(feature = "http")]
+        "http" | "https" => crate::http_sink::endpoint_sink(endpoint, options),
+        #[cfg(not(feature = "http"))]
+        "http" | "https" => Err(built_without(endpoint, "http")),
         #[cfg(feature = "amqp")]
         "amqp" => crate::amqp::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "amqp"))]

@@ -30,6 +30,9 @@
 //! - [`bridge`]: the tokio runtime broker and HTTP clients run on, and the bounded channel
 //!   between a client task and the workers' readers (backpressure, acknowledgements).
 //! - [`uri`]: endpoint URIs for `eddy copy` ([`Endpoint`]).
+//! - `webhook` and `http_sink` (feature `http`): an HTTP webhook source (`WebhookSource`:
+//!   signed or token-checked POSTs of JSON or NDJSON, 429 when the pipeline is behind) and a
+//!   sink that POSTs records to a URL with retries (`HttpSink`).
 //! - `amqp` (feature `amqp`): RabbitMQ (AMQP 0.9.1), a queue consumer acknowledged after
 //!   hand-off with bounded prefetch, and a publisher with confirms (`AmqpSource`, `AmqpSink`).
 //!
@@ -45,6 +48,8 @@ pub mod endpoints;
 pub mod event_time;
 pub mod files;
 pub mod format;
+#[cfg(feature = "http")]
+pub mod http_sink;
 pub mod jsonl;
 pub mod nexmark;
 pub mod nexmark_csv;
@@ -55,6 +60,8 @@ pub mod replay;
 pub mod side_input;
 pub mod table;
 pub mod uri;
+#[cfg(feature = "http")]
+pub mod webhook;
 
 mod staged;
 

@@ -15,7 +15,8 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind, Pu
 use serde::Serialize;
 
 use super::{
-    bind_queue, broker_error, close, connect, create_channel, open_queue, AmqpConfig, Reconnect,
+    bind_queue, broker_error, close, connect, create_channel, describe, open_queue, AmqpConfig,
+    Reconnect,
 };
 use crate::bridge;
 use crate::format::Format;
@@ -399,11 +400,12 @@ impl<T> AmqpWriter<T> {
     fn lose(&mut self, error: &lapin::Error) {
         if self.lost.is_none() {
             eprintln!(
-                "eddy: RabbitMQ sink ({}, worker {}): lost the connection to {}: {error}; \
+                "eddy: RabbitMQ sink ({}, worker {}): lost the connection to {}: {}; \
                  reconnecting for up to {}",
                 self.config.target(),
                 self.worker,
                 self.config.address,
+                describe(error),
                 humantime::format_duration(self.config.reconnect_timeout)
             );
             self.lost = Some(Reconnect::new(self.config.reconnect_timeout));

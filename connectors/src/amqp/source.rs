@@ -14,7 +14,7 @@ use lapin::{Channel, Connection, Consumer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{broker_error, close, connect, open_queue, AmqpConfig, Reconnect};
+use super::{broker_error, close, connect, describe, open_queue, AmqpConfig, Reconnect};
 use crate::bridge::{self, ChannelReader, Delivery, Feed, StopRule};
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
@@ -215,7 +215,7 @@ impl ConsumerTask {
                     None => return End::ReadersGone,
                     Some(acks) => {
                         if let Err(error) = self.session.acknowledge(acks).await {
-                            return End::Lost(error.to_string());
+                            return End::Lost(describe(&error));
                         }
                     }
                 },
@@ -224,7 +224,7 @@ impl ConsumerTask {
                         // `false`: the readers are gone; acknowledge what they return.
                         consuming = self.deliver(delivery).await;
                     }
-                    Some(Err(error)) => return End::Lost(error.to_string()),
+                    Some(Err(error)) => return End::Lost(describe(&error)),
                     None => {
                         return End::Lost(
                             "the broker cancelled the consumer (was the queue deleted?)".into(),

@@ -1,0 +1,526 @@
+//! The HTTP sink, or trigger: POSTs records to a URL — the "when this happens, call that"
+//! action of event-driven automation.
+//!
+//! **Requests.** Each batch the sink receives is cut into requests of at most `batch` records
+//! (the sink never holds records back waiting for a fuller request). With `batch = 1` (the
+//! default) each record is one request, its JSON as the body (`application/json`); with more,
+//! the body is NDJSON (`application/x-ndjson`, one record per line) — what the
+//! [webhook source](crate::webhook) takes, so Eddy can feed Eddy. CSV records go as
+//! `text/csv` rows, raw records as `application/octet-stream` lines. A request can carry a
+//! bearer token (`Authorization: Bearer <token>`) and an HMAC-SHA256 signature of its body
+//! ([`SIGNATURE_HEADER`]: `sha256=<hex>`, the webhook's scheme).
+//!
+//! **Retries.** A request is retried on a connection error, an attempt timeout, a 5xx or a 429
+//! answer, after an exponential backoff with jitter (`backoff`, doubling up to `max_backoff`;
+//! a `Retry-After` of whole seconds is honoured instead), at most `retries` times and never
+//! past the total `timeout` of the request. Any other answer that is not 2xx (4xx, 3xx: the
+//! sink does not follow redirects) is final. A request that fails for good makes each of its
+//! records undeliverable: the engine dead-letters it with the URL as its location and the
+//! error (the status and the start of the answer's body, or the connection error); the run
+//! goes on.
+//!
+//! **Concurrency.** Each worker's writer keeps at most `in_flight` requests open; a write
+//! waits while that many are (so a slow receiver slows the pipeline instead of filling
+//! memory), and [`SinkWriter::finish`] waits for all. With `in_flight > 1` requests may
+//! complete out of order; `in_flight = 1` keeps each worker's order.
+//!
+//! **Guarantee.** At-least-once for every record that is not dead-lettered: a record counts as
+//! delivered when the receiver answered 2xx; a request whose answer was lost (a timeout after
+//! the receiver took it) is sent again, so the receiver may see it twice.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use eddy_engine::{ConnectorError, Partition, Record, RecordError, Sink, SinkReport, SinkWriter};
+use rand::Rng;
+use reqwest::header::{self, HeaderMap};
+use reqwest::StatusCode;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::bridge;
+use crate::endpoints::{DynSink, EndpointOptions};
+use crate::format::Format;
+use crate::uri::Endpoint;
+use crate::webhook::{redacted, signature, SIGNATURE_HEADER};
+
+/// How much of a refusing answer's body a dead letter quotes.
+const EXCERPT: usize = 200;
+
+/// The configuration of an HTTP sink.
+#[derive(Clone)]
+pub struct HttpSinkConfig {
+    /// The URL to POST to (`http://` or `https://`).
+    pub url: String,
+    /// How records are encoded (default JSON).
+    pub format: Format,
+    /// The most records per request (default 1: each record its own request).
+    pub batch: usize,
+    /// How many times a failed request is retried (default 5).
+    pub retries: u32,
+    /// The wait before the first retry (default 200 ms); it doubles with each retry, with
+    /// jitter (each wait is between half and all of the doubled value).
+    pub backoff: Duration,
+    /// The longest wait between attempts (default 10 s).
+    pub max_backoff: Duration,
+    /// The longest one attempt may take, connecting included (default 10 s).
+    pub attempt_timeout: Duration,
+    /// The longest a request may take over all its attempts and waits (default 60 s).
+    pub timeout: Duration,
+    /// The most requests each worker keeps open at once (default 4).
+    pub in_flight: usize,
+    /// A bearer token to send (`Authorization: Bearer <token>`); none by default.
+    pub token: Option<String>,
+    /// A secret to sign each body with ([`SIGNATURE_HEADER`]); none by default.
+    pub secret: Option<String>,
+}
+
+impl HttpSinkConfig {
+    /// POSTs to `url`, with the defaults above.
+    pub fn new(url: impl Into<String>) -> Self {
+        HttpSinkConfig {
+            url: url.into(),
+            format: Format::Json,
+            batch: 1,
+            retries: 5,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+            in_flight: 4,
+            token: None,
+            secret: None,
+        }
+    }
+
+    /// The configuration a sink URI gives: `http://HOST:PORT/PATH?batch=100&retries=5
+    /// &backoff=200ms&max_backoff=10s&attempt_timeout=10s&timeout=60s&in_flight=4
+    /// &token_env=VAR&secret_env=VAR` (every query parameter is an option: the URL posted to
+    /// is the URI without them).
+    pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
+        e.check_params(SINK_OPTIONS)?;
+        if e.host.is_empty() {
+            return Err(ConnectorError::user(format!(
+                "{e}: the URI names no host: write {}://HOST:PORT/PATH",
+                e.scheme
+            )));
+        }
+        let port = e.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let mut config = HttpSinkConfig::new(format!("{}://{}{port}{}", e.scheme, e.host, e.path));
+        if let Some(batch) = e.parse_param("batch")? {
+            config.batch = batch;
+        }
+        if let Some(retries) = e.parse_param("retries")? {
+            config.retries = retries;
+        }
+        if let Some(n) = e.parse_param("in_flight")? {
+            config.in_flight = n;
+        }
+        for (name, field) in [
+            ("backoff", &mut config.backoff),
+            ("max_backoff", &mut config.max_backoff),
+            ("attempt_timeout", &mut config.attempt_timeout),
+            ("timeout", &mut config.timeout),
+        ] {
+            if let Some(value) = e.duration_param(name)? {
+                *field = value;
+            }
+        }
+        config.token = e.env_param("token_env")?;
+        config.secret = e.env_param("secret_env")?;
+        Ok(config)
+    }
+}
+
+/// The options a `http://HOST:PORT/PATH` sink URI takes.
+const SINK_OPTIONS: &[&str] = &[
+    "batch",
+    "retries",
+    "backoff",
+    "max_backoff",
+    "attempt_timeout",
+    "timeout",
+    "in_flight",
+    "token_env",
+    "secret_env",
+];
+
+impl fmt::Debug for HttpSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSinkConfig")
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .field("batch", &self.batch)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("timeout", &self.timeout)
+            .field("in_flight", &self.in_flight)
+            .field("token", &redacted(&self.token))
+            .field("secret", &redacted(&self.secret))
+            .finish()
+    }
+}
+
+/// What every writer of one sink shares: the client and the request settings.
+struct Target {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    config: HttpSinkConfig,
+    content_type: &'static str,
+}
+
+/// A sink that POSTs records of type `T` to a URL (see the module docs).
+pub struct HttpSink<T> {
+    target: Arc<Target>,
+    _marker: PhantomData<fn(T)>,
+}
+
+impl<T> HttpSink<T> {
+    /// A sink POSTing to `config.url`; fails on a URL that is not `http://` or `https://` and
+    /// on zero `batch` or `in_flight`.
+    pub fn new(config: HttpSinkConfig) -> Result<Self, ConnectorError> {
+        let url = reqwest::Url::parse(&config.url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| {
+                ConnectorError::user(format!(
+                    "HTTP sink: '{}' is not an http:// or https:// URL with a host",
+                    config.url
+                ))
+            })?;
+        if config.batch == 0 || config.in_flight == 0 {
+            return Err(ConnectorError::user(format!(
+                "HTTP sink {url}: batch and in_flight must be at least 1"
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.attempt_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("eddy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                ConnectorError::external(format!("HTTP sink {url}: cannot set up the client"), e)
+            })?;
+        let content_type = match (&config.format, config.batch) {
+            (Format::Json, 1) => "application/json",
+            (Format::Json, _) => "application/x-ndjson",
+            (Format::Csv(_), _) => "text/csv",
+            (Format::Raw, _) => "application/octet-stream",
+        };
+        Ok(HttpSink {
+            target: Arc::new(Target {
+                client,
+                url,
+                config,
+                content_type,
+            }),
+            _marker: PhantomData,
+        })
+    }
+}
+
+impl<T: Serialize + 'static> Sink<T> for HttpSink<T> {
+    fn describe(&self) -> String {
+        format!("http({})", self.target.url)
+    }
+
+    fn open(&self, _partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        let in_flight = self.target.config.in_flight;
+        Ok(Box::new(HttpWriter {
+            target: Arc::clone(&self.target),
+            slots: Arc::new(Semaphore::new(in_flight)),
+            outcome: Arc::new(Outcome::default()),
+            failed_encoding: Vec::new(),
+            _marker: PhantomData,
+        }))
+    }
+}
+
+/// What a writer's requests came to.
+#[derive(Default)]
+struct Outcome {
+    delivered: AtomicU64,
+    undeliverable: Mutex<Vec<RecordError>>,
+}
+
+struct HttpWriter<T> {
+    target: Arc<Target>,
+    /// One permit per request that may be open.
+    slots: Arc<Semaphore>,
+    outcome: Arc<Outcome>,
+    failed_encoding: Vec<RecordError>,
+    _marker: PhantomData<fn(T)>,
+}
+
+/// One request's body and where each record's bytes lie in it.
+struct Request {
+    body: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl<T: Serialize + 'static> HttpWriter<T> {
+    /// Waits for a free slot, then sends `request` on the connectors' runtime.
+    fn send(&mut self, request: Request) -> Result<(), ConnectorError> {
+        let permit = bridge::runtime()
+            .block_on(Arc::clone(&self.slots).acquire_owned())
+            .map_err(|e| ConnectorError::external("HTTP sink: the request slots closed", e))?;
+        let target = Arc::clone(&self.target);
+        let outcome = Arc::clone(&self.outcome);
+        bridge::runtime().spawn(async move {
+            let Request { body, spans } = request;
+            let body = Bytes::from(body);
+            match target.deliver(body.clone()).await {
+                Ok(()) => {
+                    outcome
+                        .delivered
+                        .fetch_add(spans.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    let url = target.url.as_str();
+                    let failed = spans.iter().map(|&(start, end)| {
+                        RecordError::new(url, format!("POST {url}: {error}"))
+                            .with_raw(body.slice(start..end).to_vec())
+                    });
+                    outcome
+                        .undeliverable
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend(failed);
+                }
+            }
+            drop(permit);
+        });
+        Ok(())
+    }
+}
+
+impl<T: Serialize + 'static> SinkWriter<T> for HttpWriter<T> {
+    fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+        let per_request = self.target.config.batch;
+        let mut request = Request {
+            body: Vec::new(),
+            spans: Vec::new(),
+        };
+        for (_, record) in batch.drain(..) {
+            let start = request.body.len();
+            if let Err(why) = self.target.config.format.encode(&record, &mut request.body) {
+                request.body.truncate(start);
+                let raw = serde_json::to_vec(&record).unwrap_or_default();
+                self.failed_encoding.push(
+                    RecordError::new(
+                        self.target.url.as_str(),
+                        format!(
+                            "cannot encode the record as {}: {why}",
+                            self.target.config.format
+                        ),
+                    )
+                    .with_raw(raw),
+                );
+                continue;
+            }
+            request.spans.push((start, request.body.len()));
+            if per_request > 1 {
+                request.body.push(b'\n');
+            }
+            if request.spans.len() == per_request {
+                let full = std::mem::replace(
+                    &mut request,
+                    Request {
+                        body: Vec::new(),
+                        spans: Vec::new(),
+                    },
+                );
+                self.send(full)?;
+            }
+        }
+        if !request.spans.is_empty() {
+            self.send(request)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
+        let all = u32::try_from(self.target.config.in_flight).unwrap_or(u32::MAX);
+        let _all_done = bridge::runtime()
+            .block_on(self.slots.acquire_many(all))
+            .map_err(|e| ConnectorError::external("HTTP sink: the request slots closed", e))?;
+        Ok(SinkReport {
+            rows: self.outcome.delivered.load(Ordering::Relaxed),
+            files: Vec::new(),
+        })
+    }
+
+    fn undeliverable(&mut self) -> Vec<RecordError> {
+        let mut all = std::mem::take(&mut self.failed_encoding);
+        all.append(
+            &mut self
+                .outcome
+                .undeliverable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        all
+    }
+}
+
+impl Target {
+    /// Sends one request, retrying as the module docs say; the error says why it failed for
+    /// good.
+    async fn deliver(&self, body: Bytes) -> Result<(), String> {
+        let config = &self.config;
+        let deadline = Instant::now() + config.timeout;
+        let signed = config
+            .secret
+            .as_ref()
+            .map(|secret| signature(secret.as_bytes(), &body));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut request = self
+                .client
+                .post(self.url.clone())
+                .header(header::CONTENT_TYPE, self.content_type)
+                .timeout(config.attempt_timeout.min(left))
+                .body(body.clone());
+            if let Some(token) = &config.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(signed) = &signed {
+                request = request.header(SIGNATURE_HEADER, signed);
+            }
+            let (failure, asked) = match request.send().await {
+                Ok(answer) if answer.status().is_success() => return Ok(()),
+                Ok(answer) => {
+                    let status = answer.status();
+                    let asked = retry_after(answer.headers());
+                    let failure = format!("answered {status}{}", excerpt(answer.text().await));
+                    if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
+                        return Err(format!("{failure} (not retried: the receiver refused it)"));
+                    }
+                    (failure, asked)
+                }
+                Err(error) => (self.describe(&error), None),
+            };
+            if attempt > config.retries {
+                return Err(format!("{failure}; gave up after {attempt} attempts"));
+            }
+            let pause = asked.unwrap_or_else(|| backoff(config, attempt));
+            if Instant::now() + pause >= deadline {
+                return Err(format!(
+                    "{failure}; gave up after {attempt} attempts: the next would pass the \
+                     request's timeout of {:?}",
+                    config.timeout
+                ));
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// A connection or timeout error, with its root cause.
+    fn describe(&self, error: &reqwest::Error) -> String {
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let address = match (self.url.host_str(), self.url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            _ => self.url.to_string(),
+        };
+        if error.is_timeout() {
+            format!(
+                "no answer from {address} within {:?} (option attempt_timeout=)",
+                self.config.attempt_timeout
+            )
+        } else if error.is_connect() {
+            format!("cannot connect to {address}: {cause}; is the receiver running?")
+        } else {
+            format!("the request to {address} failed: {cause}")
+        }
+    }
+}
+
+/// The wait before retry `attempt` (1 for the first retry): `backoff` doubled per retry, at
+/// most `max_backoff`, with jitter (between half and all of it).
+fn backoff(config: &HttpSinkConfig, attempt: u32) -> Duration {
+    let doubled = config
+        .backoff
+        .saturating_mul(1u32 << (attempt - 1).min(20))
+        .min(config.max_backoff);
+    doubled.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// A `Retry-After` of whole seconds (the HTTP-date form falls back to the backoff).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// The start of an answer's body, for an error message.
+fn excerpt(body: Result<String, reqwest::Error>) -> String {
+    let text = body.unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let cut: String = text.chars().take(EXCERPT).collect();
+    let more = if cut.len() < text.len() { "..." } else { "" };
+    format!(": {cut}{more}")
+}
+
+/// The `http://HOST:PORT/PATH` sink of `eddy copy`: the URL to POST to.
+pub(crate) fn endpoint_sink(e: &Endpoint, o: &EndpointOptions) -> Result<DynSink, ConnectorError> {
+    let mut config = HttpSinkConfig::from_endpoint(e)?;
+    config.format = o.format.clone();
+    Ok(Box::new(HttpSink::new(config)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap() {
+        let config = HttpSinkConfig::new("http://127.0.0.1:1/");
+        for attempt in 1..=8 {
+            let full = Duration::from_millis(200 << (attempt - 1)).min(config.max_backoff);
+            let wait = backoff(&config, attempt);
+            assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
+        }
+        assert!(backoff(&config, 40) <= config.max_backoff);
+    }
+
+    #[test]
+    fn uris_give_the_url_without_options_and_bad_urls_are_refused() {
+        let e: Endpoint = "http://127.0.0.1:9/hooks/a?batch=50&retries=2&timeout=5s"
+            .parse()
+            .unwrap();
+        let config = HttpSinkConfig::from_endpoint(&e).unwrap();
+        assert_eq!(config.url, "http://127.0.0.1:9/hooks/a");
+        assert_eq!((config.batch, config.retries), (50, 2));
+        assert_eq!(config.timeout, Duration::from_secs(5));
+        let typo: Endpoint = "http://127.0.0.1:9/?retry=2".parse().unwrap();
+        assert!(HttpSinkConfig::from_endpoint(&typo).is_err());
+        assert!(HttpSink::<u64>::new(HttpSinkConfig::new("ftp://x/")).is_err());
+        let debug = format!(
+            "{:?}",
+            HttpSinkConfig {
+                secret: Some("hush".into()),
+                ..HttpSinkConfig::new("http://x/")
+            }
+        );
+        assert!(!debug.contains("hush"), "{debug}");
+    }
+}

@@ -1,0 +1,932 @@
+//! The HTTP webhook source: records POSTed to a path, as one JSON record per request
+//! (`Content-Type: application/json`) or a batch of one JSON record per line
+//! (`application/x-ndjson`).
+//!
+//! **One server per source.** [`WebhookSource::bind`] binds the listening socket (so a port in
+//! use is an error when the pipeline is built, naming the address); the first worker to open
+//! the source starts the server on [`bridge::runtime()`], and every worker reads from the same
+//! bounded channel (each request's records go to whichever worker polls first). It listens on
+//! `127.0.0.1` unless configured otherwise, and answers only its own path (others are 404).
+//!
+//! **What a request gets.** Each request is checked in this order; every refusal has a JSON
+//! body `{"error": "..."}` saying why, and ingests nothing of the request:
+//!
+//! | answer | when |
+//! |---|---|
+//! | 404 | another path |
+//! | 405 | a method other than POST |
+//! | 401 | a bearer token is configured and `Authorization: Bearer <token>` is missing or wrong |
+//! | 413 | the body is larger than `max_body` bytes, or holds more records than the buffer |
+//! | 401 | a secret is configured and `X-Eddy-Signature: sha256=<hex>` (HMAC-SHA256 of the raw body) is missing or wrong |
+//! | 400 | another content type, a body that is not well-formed JSON, an NDJSON line that is not, an empty batch |
+//! | 429 | the pipeline is behind: the buffer has no room for the whole request now (`Retry-After` says when to try again) |
+//! | 503 | the pipeline has stopped reading this source |
+//! | 200 | `{"accepted": n}`: all `n` records of the request are in the buffer |
+//!
+//! Secrets and tokens are compared in constant time. A batch is all-or-nothing: the room check
+//! and the hand-over happen under one lock, so concurrent requests cannot over-commit the buffer
+//! and the records buffered never exceed `buffer` (plus what the workers are processing: one
+//! batch each).
+//!
+//! **Guarantee.** A 2xx answer means every record of the request is in Eddy's buffer, on its way
+//! into the pipeline; there is no acknowledgement after that, so a crash of the process loses
+//! what was buffered (at-most-once past the 2xx; a sender retrying a refused or unanswered
+//! request makes it at-least-once). With a record limit ([`StopRule::limit`]), records accepted
+//! after the readers reached the limit are not read; their number is reported on stderr when
+//! the server shuts down.
+//!
+//! **Bad records.** The HTTP layer checks only that the body is well-formed JSON or NDJSON. A
+//! record that is well-formed but does not fit the pipeline's type is rejected by the reader:
+//! dead-lettered with its bytes and a location such as `POST /orders from 127.0.0.1:50312
+//! line 3`; the rest of the request goes on.
+//!
+//! **Event time.** [`EventTimeOf::Broker`] is the time the request was received.
+//!
+//! **Stopping.** The readers stop by the source's [`StopRule`] (a record limit, an idle exit);
+//! once the last reader is gone the server stops accepting connections, finishes the requests
+//! in progress (a few seconds at most) and shuts down.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use eddy_engine::{
+    wall_clock_ms, ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
+};
+use hmac::{Hmac, Mac};
+use http_body_util::BodyExt;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+
+use crate::bridge::{self, ChannelReader, Delivery, Feed, Inbox, StopRule};
+use crate::endpoints::{DynSource, EndpointOptions};
+use crate::event_time::EventTimeOf;
+use crate::format::Format;
+use crate::uri::Endpoint;
+
+/// The header carrying a request's signature: `sha256=<hex of HMAC-SHA256(secret, body)>`.
+pub const SIGNATURE_HEADER: &str = "x-eddy-signature";
+
+/// The default body size limit: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// The default buffer: how many records may wait between the server and the workers.
+pub const DEFAULT_BUFFER: usize = 10_000;
+
+/// How much of a refused request's body the server reads (and throws away) so the client,
+/// which may still be sending it, gets the answer instead of a reset connection; past that the
+/// connection is closed.
+const DRAIN_LIMIT: usize = 8 << 20;
+
+/// How long the server lets requests in progress finish once the readers are gone.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The value of the [`SIGNATURE_HEADER`] for `body` signed with `secret`: `sha256=<hex>`.
+/// The [HTTP sink](crate::http_sink) signs with it, so Eddy can call Eddy.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, body).finalize().into_bytes())
+    )
+}
+
+fn mac(secret: &[u8], body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    mac
+}
+
+/// Shown instead of a secret in `Debug` output.
+pub(crate) fn redacted(secret: &Option<String>) -> &'static str {
+    match secret {
+        Some(_) => "Some(<redacted>)",
+        None => "None",
+    }
+}
+
+/// Parses a byte size: plain bytes, or with a unit `KiB`/`k` or `MiB`/`M`.
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}': write bytes, or use KiB or MiB"
+            ))
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size: write e.g. 65536, 512KiB or 4MiB"))
+}
+
+/// The configuration of a webhook source.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// The address to listen on (default `127.0.0.1:8080`; port 0 picks a free port, see
+    /// [`WebhookSource::local_addr`]).
+    pub listen: SocketAddr,
+    /// The path records are POSTed to (default `/`).
+    pub path: String,
+    /// The shared secret requests must be signed with ([`SIGNATURE_HEADER`]); none by default.
+    pub secret: Option<String>,
+    /// The bearer token requests must carry (`Authorization: Bearer <token>`); none by default.
+    pub token: Option<String>,
+    /// The largest body accepted, in bytes (default [`DEFAULT_MAX_BODY`], 1 MiB).
+    pub max_body: usize,
+    /// How many records may wait for the workers (default [`DEFAULT_BUFFER`]); a request that
+    /// does not fit now is answered 429.
+    pub buffer: usize,
+    /// What a 429's `Retry-After` says, rounded up to whole seconds (default 1 s).
+    pub retry_after: Duration,
+    /// When the readers stop (default: never).
+    pub stop: StopRule,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            path: "/".to_string(),
+            secret: None,
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+            buffer: DEFAULT_BUFFER,
+            retry_after: Duration::from_secs(1),
+            stop: StopRule::never(),
+        }
+    }
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("listen", &self.listen)
+            .field("path", &self.path)
+            .field("secret", &redacted(&self.secret))
+            .field("token", &redacted(&self.token))
+            .field("max_body", &self.max_body)
+            .field("buffer", &self.buffer)
+            .field("retry_after", &self.retry_after)
+            .field("stop", &self.stop)
+            .finish()
+    }
+}
+
+/// The options a `http://ADDR:PORT/PATH` source URI takes.
+const SOURCE_OPTIONS: &[&str] = &[
+    "secret_env",
+    "token_env",
+    "max_body",
+    "buffer",
+    "retry_after",
+];
+
+impl WebhookConfig {
+    /// A webhook listening on `listen` for POSTs to `path`, with the other defaults.
+    pub fn new(listen: SocketAddr, path: &str) -> Self {
+        WebhookConfig {
+            listen,
+            path: path.to_string(),
+            ..WebhookConfig::default()
+        }
+    }
+
+    /// The configuration a source URI gives: `http://ADDR:PORT/PATH?secret_env=VAR&token_env=VAR
+    /// &max_body=1MiB&buffer=10000&retry_after=1s` (port 80 when it gives none).
+    pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
+        e.check_params(SOURCE_OPTIONS)?;
+        let address = e.address(80);
+        let listen = address
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                ConnectorError::user(format!(
+                    "{e}: cannot listen on {address}: it is not an address of this machine \
+                     (write an IP address such as 127.0.0.1 or 0.0.0.0)"
+                ))
+            })?;
+        let mut config = WebhookConfig::new(listen, &e.path);
+        config.secret = e.env_param("secret_env")?;
+        config.token = e.env_param("token_env")?;
+        if let Some(size) = e.param("max_body") {
+            config.max_body = parse_size(size).map_err(|why| {
+                ConnectorError::user(format!("{e}: option max_body={size}: {why}"))
+            })?;
+        }
+        if let Some(buffer) = e.parse_param::<usize>("buffer")? {
+            config.buffer = buffer;
+        }
+        if let Some(wait) = e.duration_param("retry_after")? {
+            config.retry_after = wait;
+        }
+        Ok(config)
+    }
+}
+
+/// What the request handlers need, fixed when the source is built.
+struct Settings {
+    url: String,
+    path: String,
+    secret: Option<Vec<u8>>,
+    token: Option<Vec<u8>>,
+    max_body: usize,
+    buffer: usize,
+    retry_after_s: u64,
+}
+
+/// The server's state shared by its handlers and the readers.
+struct Intake {
+    settings: Arc<Settings>,
+    feed: Mutex<Feed<()>>,
+    /// Readers open now; when it falls back to zero the server shuts down.
+    readers: AtomicUsize,
+    done: watch::Sender<bool>,
+}
+
+/// Where the source is in its life: bound, then serving.
+struct Lifecycle {
+    listener: Option<StdListener>,
+    serving: Option<(Inbox<()>, Arc<Intake>)>,
+}
+
+/// An HTTP webhook source of records of type `T` (see the module docs).
+pub struct WebhookSource<T> {
+    settings: Arc<Settings>,
+    local: SocketAddr,
+    event_time: EventTimeOf<T>,
+    stop: StopRule,
+    state: Mutex<Lifecycle>,
+}
+
+impl<T> WebhookSource<T> {
+    /// Binds `config.listen` (failing, naming the address, when it is in use or not this
+    /// machine's) for a source whose records take their event time from `event_time`. The
+    /// server starts when the pipeline opens the source.
+    pub fn bind(config: WebhookConfig, event_time: EventTimeOf<T>) -> Result<Self, ConnectorError> {
+        if !config.path.starts_with('/') {
+            return Err(ConnectorError::user(format!(
+                "webhook path '{}' must start with '/'",
+                config.path
+            )));
+        }
+        let listen = config.listen;
+        let listener = StdListener::bind(listen).map_err(|e| bind_error(listen, e))?;
+        let local = listener
+            .set_nonblocking(true)
+            .and_then(|()| listener.local_addr())
+            .map_err(|e| {
+                ConnectorError::external(format!("cannot set up the socket on {listen}"), e)
+            })?;
+        let url = format!("http://{local}{}", config.path);
+        if !local.ip().is_loopback() && config.secret.is_none() && config.token.is_none() {
+            eprintln!(
+                "webhook {url}: listening beyond loopback with neither a secret nor a token: \
+                 anyone who can reach {local} can post records"
+            );
+        }
+        let settings = Settings {
+            url,
+            path: config.path,
+            secret: config.secret.map(String::into_bytes),
+            token: config.token.map(String::into_bytes),
+            max_body: config.max_body,
+            buffer: config.buffer.max(1),
+            retry_after_s: config.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+        };
+        Ok(WebhookSource {
+            settings: Arc::new(settings),
+            local,
+            event_time,
+            stop: config.stop,
+            state: Mutex::new(Lifecycle {
+                listener: Some(listener),
+                serving: None,
+            }),
+        })
+    }
+
+    /// The address the server listens on (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The URL records are POSTed to: `http://ADDR:PORT/PATH`.
+    pub fn url(&self) -> &str {
+        &self.settings.url
+    }
+
+    /// Starts the server on the connectors' runtime.
+    fn serve(&self, listener: StdListener) -> Result<(Inbox<()>, Arc<Intake>), ConnectorError> {
+        let url = &self.settings.url;
+        let listener = {
+            let _runtime = bridge::runtime().enter();
+            tokio::net::TcpListener::from_std(listener).map_err(|e| {
+                ConnectorError::external(format!("webhook {url}: cannot start the server"), e)
+            })?
+        };
+        let (feed, inbox) = bridge::channel::<()>(self.settings.buffer);
+        let (done, _) = watch::channel(false);
+        let intake = Arc::new(Intake {
+            settings: Arc::clone(&self.settings),
+            feed: Mutex::new(feed),
+            readers: AtomicUsize::new(0),
+            done,
+        });
+        bridge::runtime().spawn(run_server(listener, Arc::clone(&intake)));
+        Ok((inbox, intake))
+    }
+}
+
+fn bind_error(address: SocketAddr, error: std::io::Error) -> ConnectorError {
+    use std::io::ErrorKind;
+    let why = match error.kind() {
+        ErrorKind::AddrInUse => {
+            "the address is in use: another process (or another webhook source) listens there; \
+             stop it or choose another port"
+        }
+        ErrorKind::AddrNotAvailable => {
+            "it is not an address of this machine: listen on 127.0.0.1, 0.0.0.0 or one of its \
+             interfaces' addresses"
+        }
+        ErrorKind::PermissionDenied => {
+            "permission denied: ports below 1024 need privileges; choose a port above 1024"
+        }
+        _ => "the system refused the socket",
+    };
+    ConnectorError::user(format!("webhook: cannot listen on {address}: {why}")).caused_by(error)
+}
+
+impl<T> Source<T> for WebhookSource<T>
+where
+    T: DeserializeOwned + Serialize + Send + 'static,
+{
+    fn describe(&self) -> String {
+        format!("webhook({})", self.settings.url)
+    }
+
+    fn open(&self, _partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (inbox, intake) = match &state.serving {
+            Some(serving) => serving.clone(),
+            None => {
+                let listener = state.listener.take().ok_or_else(|| {
+                    ConnectorError::user(format!(
+                        "webhook {}: the server could not start earlier in this run; see the \
+                         first error",
+                        self.settings.url
+                    ))
+                })?;
+                let serving = self.serve(listener)?;
+                state.serving = Some(serving.clone());
+                serving
+            }
+        };
+        if *intake.done.borrow() {
+            return Err(ConnectorError::user(format!(
+                "webhook {}: this source has served its run and shut down; build a new one for \
+                 another run",
+                self.settings.url
+            )));
+        }
+        intake.readers.fetch_add(1, Ordering::AcqRel);
+        Ok(Box::new(WebhookReader {
+            reader: ChannelReader::new(
+                inbox,
+                Format::Json,
+                self.event_time.clone(),
+                self.stop.clone(),
+            ),
+            _open: OpenReader(intake),
+        }))
+    }
+}
+
+/// A worker's reader: the bridge's reader, counted so the server knows when all are gone.
+struct WebhookReader<T> {
+    reader: ChannelReader<T, ()>,
+    _open: OpenReader,
+}
+
+impl<T> SourceReader<T> for WebhookReader<T>
+where
+    T: DeserializeOwned + Serialize + 'static,
+{
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record<T>>,
+        max: usize,
+        rejected: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError> {
+        self.reader.poll(out, max, rejected)
+    }
+}
+
+/// One open reader; the last one dropped tells the server to shut down.
+struct OpenReader(Arc<Intake>);
+
+impl Drop for OpenReader {
+    fn drop(&mut self) {
+        if self.0.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.send_replace(true);
+        }
+    }
+}
+
+/// Serves requests until the readers are gone, then shuts down.
+async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
+    use std::future::IntoFuture;
+    let url = intake.settings.url.clone();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(Arc::clone(&intake));
+    let (mut graceful, mut forced) = (intake.done.subscribe(), intake.done.subscribe());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|done| *done).await;
+    });
+    tokio::select! {
+        served = server.into_future() => {
+            if let Err(error) = served {
+                eprintln!("webhook {url}: the server failed: {error}");
+            }
+        }
+        () = async move {
+            let _ = forced.wait_for(|done| *done).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => eprintln!(
+            "webhook {url}: requests still in progress {SHUTDOWN_GRACE:?} after the readers \
+             finished were cut off"
+        ),
+    }
+    let feed = intake.feed.lock().unwrap_or_else(PoisonError::into_inner);
+    let unread = feed.backlog();
+    if unread > 0 {
+        eprintln!(
+            "webhook {url}: {unread} accepted records were not read: the readers stopped (a \
+             record limit) before they came to them"
+        );
+    }
+    feed.closed();
+}
+
+/// Why a request was refused: its status, the reason (the JSON body's `error`) and a header.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+    header: Option<(HeaderName, HeaderValue)>,
+    /// Whether the connection must close after the answer (the body was not read to its end).
+    close: bool,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            reason: reason.into(),
+            header: None,
+            close: false,
+        }
+    }
+
+    fn bad(reason: impl fmt::Display) -> Self {
+        Refusal::new(StatusCode::BAD_REQUEST, reason.to_string())
+    }
+
+    fn closing(mut self, close: bool) -> Self {
+        self.close |= close;
+        self
+    }
+
+    fn with_header(mut self, name: HeaderName, value: impl ToString) -> Self {
+        self.header = HeaderValue::from_str(&value.to_string())
+            .ok()
+            .map(|value| (name, value));
+        self
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let reason = format!("{}; nothing of this request was accepted", self.reason);
+        let mut response = reply(self.status, json!({ "error": reason }));
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+async fn handle(
+    State(intake): State<Arc<Intake>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    match intake.take(peer, request).await {
+        Ok(accepted) => reply(StatusCode::OK, json!({ "accepted": accepted })),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// How a body holds its records.
+#[derive(Clone, Copy)]
+enum BodyKind {
+    /// One JSON record.
+    Single,
+    /// One JSON record per line.
+    Lines,
+}
+
+impl Intake {
+    /// Checks a request and hands its records to the readers: how many, or why not.
+    async fn take(&self, peer: SocketAddr, request: Request) -> Result<usize, Refusal> {
+        let s = &self.settings;
+        let (parts, body) = request.into_parts();
+        if let Err(refusal) = s.check_head(&parts) {
+            return Err(s.discard(&parts, body, refusal).await);
+        }
+        let body = s.read_body(body).await?;
+        s.check_signature(&parts.headers, &body)?;
+        let kind = body_kind(&parts.headers)?;
+        let origin = format!("POST {} from {peer}", s.path);
+        let records = records(kind, &body, &origin, wall_clock_ms())?;
+        self.offer(records)
+    }
+
+    /// Hands all of `records` to the readers if the buffer has room for all of them now.
+    fn offer(&self, records: Vec<Delivery<()>>) -> Result<usize, Refusal> {
+        let s = &self.settings;
+        let n = records.len();
+        if n > s.buffer {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a batch of {n} records is more than this webhook buffers ({} records, option \
+                     buffer=): send smaller batches",
+                    s.buffer
+                ),
+            ));
+        }
+        let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
+        // The readers' acknowledgements mean nothing here (a 2xx was the acknowledgement); drop
+        // them so they do not pile up.
+        feed.ready_acks();
+        if *self.done.borrow() {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the pipeline has stopped reading this webhook",
+            ));
+        }
+        let waiting = feed.backlog();
+        if s.buffer.saturating_sub(waiting) < n {
+            return Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "the pipeline is behind ({waiting} records wait to be processed, room for {}): \
+                     retry after {} s",
+                    s.buffer.saturating_sub(waiting),
+                    s.retry_after_s
+                ),
+            )
+            .with_header(header::RETRY_AFTER, s.retry_after_s));
+        }
+        for record in records {
+            // Only this lock's holder adds to the channel and the source keeps a reader's end
+            // open, so there is room for every record checked above.
+            if feed.try_deliver(record).is_err() {
+                return Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the buffer refused a record it had room for; this is a bug in Eddy",
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Settings {
+    fn too_large(&self) -> Refusal {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than this webhook's limit of {} bytes (option max_body=): \
+                 send smaller batches",
+                self.max_body
+            ),
+        )
+    }
+
+    /// The checks that need no body: path, method, token, declared length.
+    fn check_head(&self, parts: &Parts) -> Result<(), Refusal> {
+        let path = parts.uri.path();
+        if path != self.path {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no webhook at {path}: this one takes POSTs to {}",
+                    self.path
+                ),
+            ));
+        }
+        if parts.method != Method::POST {
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("this webhook takes POST requests, not {}", parts.method),
+            )
+            .with_header(header::ALLOW, "POST"));
+        }
+        self.check_token(&parts.headers)?;
+        if declared_length(parts).is_some_and(|length| length > self.max_body as u64) {
+            return Err(self.too_large());
+        }
+        Ok(())
+    }
+
+    /// Reads and throws away the body of a request refused before its body was read (up to
+    /// [`DRAIN_LIMIT`]), so the answer reaches the client and the connection stays usable.
+    async fn discard(&self, parts: &Parts, body: Body, refusal: Refusal) -> Refusal {
+        if declared_length(parts).is_some_and(|length| length > DRAIN_LIMIT as u64) {
+            return refusal.closing(true);
+        }
+        let to_end = matches!(read_up_to(body, 0).await, Ok(read) if read.to_end);
+        refusal.closing(!to_end)
+    }
+
+    /// The body, when it holds at most `max_body` bytes.
+    async fn read_body(&self, body: Body) -> Result<Bytes, Refusal> {
+        match read_up_to(body, self.max_body).await {
+            Ok(BodyRead {
+                kept: Some(bytes), ..
+            }) => Ok(bytes),
+            Ok(BodyRead { to_end, .. }) => Err(self.too_large().closing(!to_end)),
+            Err(error) => {
+                Err(Refusal::bad(format!("the body could not be read ({error})")).closing(true))
+            }
+        }
+    }
+
+    fn check_token(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        match given {
+            None => Err(unauthorized(
+                "the request has no Authorization: Bearer <token> header",
+            )),
+            Some(given) if bool::from(given.ct_eq(token)) => Ok(()),
+            Some(_) => Err(unauthorized("the bearer token is wrong")),
+        }
+    }
+
+    fn check_signature(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+        let Some(secret) = &self.secret else {
+            return Ok(());
+        };
+        let Some(given) = headers.get(SIGNATURE_HEADER) else {
+            return Err(unauthorized(format!(
+                "the request is not signed: send {SIGNATURE_HEADER}: sha256=<hex of \
+                 HMAC-SHA256(secret, body)>"
+            )));
+        };
+        let digest = given
+            .as_bytes()
+            .strip_prefix(b"sha256=")
+            .and_then(|hex_digest| hex::decode(hex_digest).ok())
+            .ok_or_else(|| {
+                unauthorized(format!(
+                    "the {SIGNATURE_HEADER} header is not sha256=<hex digest>"
+                ))
+            })?;
+        mac(secret, body)
+            .verify_slice(&digest)
+            .map_err(|_| unauthorized("the signature does not match the body"))
+    }
+}
+
+fn unauthorized(reason: impl fmt::Display) -> Refusal {
+    Refusal::new(StatusCode::UNAUTHORIZED, reason.to_string())
+}
+
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// What [`read_up_to`] read.
+struct BodyRead {
+    /// The body, when it held at most the bytes asked for.
+    kept: Option<Bytes>,
+    /// Whether the body was read to its end (it is not past [`DRAIN_LIMIT`]).
+    to_end: bool,
+}
+
+/// Reads `body` to its end, keeping it if it holds at most `keep` bytes; a longer one is read
+/// on (and thrown away) up to [`DRAIN_LIMIT`] bytes.
+async fn read_up_to(mut body: Body, keep: usize) -> Result<BodyRead, axum::Error> {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame?.into_data() else {
+            continue; // trailers
+        };
+        total = total.saturating_add(chunk.len());
+        if total > DRAIN_LIMIT.max(keep) {
+            return Ok(BodyRead {
+                kept: None,
+                to_end: false,
+            });
+        }
+        if total <= keep {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    Ok(BodyRead {
+        kept: (total <= keep).then(|| Bytes::from(kept)),
+        to_end: true,
+    })
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, Refusal> {
+    const EXPECTED: &str =
+        "send application/json (one record) or application/x-ndjson (one record per line)";
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(Refusal::bad(format!(
+            "the request has no Content-Type: {EXPECTED}"
+        )));
+    };
+    let text = value.to_str().unwrap_or_default();
+    let media = text.split(';').next().unwrap_or_default().trim();
+    match media.to_ascii_lowercase().as_str() {
+        "application/json" => Ok(BodyKind::Single),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines" => Ok(BodyKind::Lines),
+        _ => Err(Refusal::bad(format!(
+            "the Content-Type is {text:?}: {EXPECTED}"
+        ))),
+    }
+}
+
+/// The records of a body, each checked to be well-formed JSON (decoding into the pipeline's
+/// type is the reader's job).
+fn records(
+    kind: BodyKind,
+    body: &[u8],
+    origin: &str,
+    received_ms: u64,
+) -> Result<Vec<Delivery<()>>, Refusal> {
+    let well_formed = |bytes: &[u8]| serde_json::from_slice::<IgnoredAny>(bytes).map(|_| ());
+    let delivery = |payload: &[u8], location: String| Delivery {
+        payload: payload.to_vec(),
+        location,
+        timestamp_ms: Some(received_ms),
+        ack: (),
+    };
+    match kind {
+        BodyKind::Single => {
+            well_formed(body)
+                .map_err(|e| Refusal::bad(format!("the body is not valid JSON ({e})")))?;
+            Ok(vec![delivery(body, origin.to_string())])
+        }
+        BodyKind::Lines => {
+            let mut out = Vec::new();
+            for (index, line) in body.split(|b| *b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let number = index + 1;
+                well_formed(line)
+                    .map_err(|e| Refusal::bad(format!("line {number} is not valid JSON ({e})")))?;
+                out.push(delivery(line, format!("{origin} line {number}")));
+            }
+            if out.is_empty() {
+                return Err(Refusal::bad("the body holds no records"));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The `http://ADDR:PORT/PATH` source of `eddy copy`: a webhook listening there.
+pub(crate) fn endpoint_source(
+    e: &Endpoint,
+    o: &EndpointOptions,
+) -> Result<DynSource, ConnectorError> {
+    if e.scheme == "https" {
+        return Err(ConnectorError::user(format!(
+            "{e}: the webhook source serves plain HTTP: listen on http://ADDR:PORT/PATH and put \
+             a TLS-terminating proxy in front of it"
+        )));
+    }
+    if o.format != Format::Json {
+        return Err(ConnectorError::user(format!(
+            "{e}: webhook bodies are JSON (application/json) or NDJSON \
+             (application/x-ndjson), not {}: drop --format",
+            o.format
+        )));
+    }
+    let mut config = WebhookConfig::from_endpoint(e)?;
+    config.stop = o.stop.clone();
+    Ok(Box::new(WebhookSource::bind(config, o.event_time.clone())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn ndjson_bodies_split_into_located_records_or_are_refused_whole() {
+        let body = b"{\"id\": 1}\r\n\n{\"id\": 2}\n";
+        let records = records(BodyKind::Lines, body, "POST /x from 1.2.3.4:5", 7).unwrap();
+        let located: Vec<_> = records
+            .iter()
+            .map(|d| (d.payload.as_slice(), d.location.as_str()))
+            .collect();
+        assert_eq!(
+            located,
+            vec![
+                (&b"{\"id\": 1}"[..], "POST /x from 1.2.3.4:5 line 1"),
+                (&b"{\"id\": 2}"[..], "POST /x from 1.2.3.4:5 line 3"),
+            ]
+        );
+        let refused = records_error(BodyKind::Lines, b"{\"id\": 1}\n{\"id\": 2\n");
+        assert!(refused.contains("line 2 is not valid JSON"), "{refused}");
+        assert!(records_error(BodyKind::Lines, b"\n \n").contains("no records"));
+        assert!(records_error(BodyKind::Single, b"{} {}").contains("not valid JSON"));
+    }
+
+    fn records_error(kind: BodyKind, body: &[u8]) -> String {
+        match records(kind, body, "here", 0) {
+            Ok(_) => panic!("{:?} was accepted", String::from_utf8_lossy(body)),
+            Err(refusal) => {
+                assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+                refusal.reason
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `eddy copy` with RabbitMQ (127.0.0.1:5672, `bash scripts/brokers.sh up`), through the real
+//! binary and pika: a queue to Parquet (read back with pyarrow) with its bad messages in a
+//! dead-letter queue, a JSON lines file to a queue, and the errors for a mistyped option and an
+//! unreachable broker.
+
+#![cfg(feature = "amqp")]
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[path = "../../connectors/tests/clients/amqp_client.rs"]
+mod amqp_client;
+
+use amqp_client::{client, consume, require_broker, TestQueue, BROKER};
+
+fn eddy_copy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("copy")
+        .args(args)
+        .output()
+        .expect("the eddy binary runs")
+}
+
+fn succeeded(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "eddy copy failed:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "eddy copy should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn parquet_ids(dir: &std::path::Path) -> Vec<u64> {
+    let script = "import json, sys, pyarrow.parquet as pq\n\
+                  print(json.dumps(sorted(pq.read_table(sys.argv[1]).column('id').to_pylist())))";
+    let out = Command::new("python3")
+        .args(["-c", script, dir.to_str().unwrap()])
+        .output()
+        .expect("python3 runs (pyarrow is installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_queue_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_queue() {
+    require_broker();
+    let queue = TestQueue::new("copy-in");
+    let dead = TestQueue::new("copy-dead");
+    let bad = ["{not json", "[1, 2", "just text", "{\"id\": ", "}"];
+    let mut lines = String::new();
+    for i in 0..300 {
+        lines.push_str(&format!(
+            "{{\"id\": {i}, \"customer\": \"c{}\", \"total\": {i}.5}}\n",
+            i % 7
+        ));
+        if i % 60 == 0 {
+            lines.push_str(bad[i / 60]);
+            lines.push('\n');
+        }
+    }
+    client(&["publish", &queue.0], &lines);
+
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("amqp://{BROKER}/{}?prefetch=100", queue.0);
+    let to = format!("parquet://{}", dir.path().display());
+    let dead_uri = format!("amqp://{BROKER}/{}", dead.0);
+    let args = [
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--limit",
+        "305",
+        "--workers",
+        "2",
+        "--dead-letters",
+        &dead_uri,
+    ];
+    succeeded(&eddy_copy(&args));
+
+    assert_eq!(parquet_ids(dir.path()), (0..300).collect::<Vec<u64>>());
+    let letters = consume(&dead, 100);
+    let mut raw: Vec<String> = letters
+        .iter()
+        .map(|message| {
+            let letter: Value = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
+            assert_eq!(letter["kind"], "decode");
+            let location = letter["location"].as_str().unwrap();
+            assert!(
+                location.starts_with(&format!("queue {} delivery tag ", queue.0)),
+                "{location}"
+            );
+            letter["raw"].as_str().unwrap().to_string()
+        })
+        .collect();
+    raw.sort();
+    let mut expected: Vec<String> = bad.iter().map(|b| b.to_string()).collect();
+    expected.sort();
+    assert_eq!(raw, expected, "every bad message, once, with its bytes");
+    let left = client(&["count", &queue.0], "");
+    assert_eq!(left["ready"], 0, "the copy acknowledged what it read");
+}
+
+#[test]
+fn a_json_lines_file_copied_to_a_queue_reaches_pika() {
+    require_broker();
+    let queue = TestQueue::new("copy-out");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.jsonl");
+    let lines: String = (0..400)
+        .map(|i| format!("{{\"id\": {i}, \"total\": {i}.25}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let from = format!("jsonl://{}", input.display());
+    let to = format!("amqp://{BROKER}/{}", queue.0);
+    succeeded(&eddy_copy(&["--from", &from, "--to", &to]));
+
+    let mut ids: Vec<u64> = consume(&queue, 1000)
+        .iter()
+        .map(|message| {
+            assert_eq!(message["delivery_mode"], 2, "persistent");
+            let record: Value = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
+            record["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..400).collect::<Vec<u64>>(), "every record once");
+}
+
+#[test]
+fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
+    require_broker();
+    let out = eddy_copy(&[
+        "--from",
+        &format!("amqp://{BROKER}/orders?prefech=10"),
+        "--to",
+        "jsonl:///-",
+    ]);
+    let err = failed(&out);
+    assert!(
+        err.contains("unknown option 'prefech'") && err.contains("prefetch"),
+        "{err}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let out = eddy_copy(&[
+        "--from",
+        &format!("amqp://{closed}/orders"),
+        "--to",
+        "jsonl:///-",
+    ]);
+    let err = failed(&out);
+    assert!(
+        err.contains(&format!("cannot connect to RabbitMQ at {closed}"))
+            && err.contains("brokers.sh up"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+}
