@@ -328,12 +328,13 @@ impl RunSummary {
         self.events() as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
-    /// Rows written by all sinks (the late-record side output excluded).
+    /// Rows written by all sinks (the late-record side output excluded): the records that
+    /// reached them, less those they could not deliver (dead-lettered).
     pub fn output_rows(&self) -> u64 {
         self.stages
             .iter()
             .filter(|s| s.kind == "sink")
-            .map(|s| s.records_in)
+            .map(|s| s.records_in.saturating_sub(s.rejected))
             .sum()
     }
 
