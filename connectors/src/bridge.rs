@@ -254,6 +254,14 @@ impl StopRule {
         }
     }
 
+    /// How many records the readers may still take under the limit (`None`: no limit).
+    /// Sources that answer their senders (the webhook) refuse what would go beyond it.
+    pub fn remaining(&self) -> Option<u64> {
+        self.remaining
+            .as_ref()
+            .map(|left| left.load(Ordering::Acquire))
+    }
+
     fn spent(&self) -> bool {
         self.remaining
             .as_ref()
@@ -484,7 +492,11 @@ mod tests {
             rest
         });
         drop(reader);
-        assert_eq!(runtime().block_on(task).unwrap(), None, "the reader is gone");
+        assert_eq!(
+            runtime().block_on(task).unwrap(),
+            None,
+            "the reader is gone"
+        );
     }
 
     #[test]

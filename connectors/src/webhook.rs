@@ -20,7 +20,7 @@
 //! | 401 | a secret is configured and `X-Eddy-Signature: sha256=<hex>` (HMAC-SHA256 of the raw body) is missing or wrong |
 //! | 400 | another content type, a body that is not well-formed JSON, an NDJSON line that is not, an empty batch |
 //! | 429 | the pipeline is behind: the buffer has no room for the whole request now (`Retry-After` says when to try again) |
-//! | 503 | the pipeline has stopped reading this source |
+//! | 503 | the pipeline has stopped reading this source, or the records would go beyond its record limit |
 //! | 200 | `{"accepted": n}`: all `n` records of the request are in the buffer |
 //!
 //! Secrets and tokens are compared in constant time. A batch is all-or-nothing: the room check
@@ -263,6 +263,9 @@ struct Intake {
     /// Readers open now; when it falls back to zero the server shuts down.
     readers: AtomicUsize,
     done: watch::Sender<bool>,
+    /// The readers' stop rule: past its record limit nothing more is read, so nothing more
+    /// is accepted.
+    stop: StopRule,
 }
 
 /// Where the source is in its life: bound, then serving.
@@ -353,6 +356,7 @@ impl<T> WebhookSource<T> {
             feed: Mutex::new(feed),
             readers: AtomicUsize::new(0),
             done,
+            stop: self.stop.clone(),
         });
         bridge::runtime().spawn(run_server(listener, Arc::clone(&intake)));
         Ok((inbox, intake))
@@ -617,6 +621,17 @@ impl Intake {
             ));
         }
         let waiting = feed.backlog();
+        if let Some(left) = self.stop.remaining() {
+            if (waiting + n) as u64 > left {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "this webhook stops after a record limit: it reads {left} more, and \
+                         {waiting} already wait, so it cannot take these {n}"
+                    ),
+                ));
+            }
+        }
         if s.buffer.saturating_sub(waiting) < n {
             return Err(Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,

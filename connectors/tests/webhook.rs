@@ -710,3 +710,34 @@ fn a_webhook_uri_listens_there_with_its_options() {
     run.join().unwrap();
     assert_eq!(out.rows().len(), 10);
 }
+
+#[test]
+fn a_request_beyond_the_record_limit_is_refused_so_every_accepted_record_is_read() {
+    let source =
+        WebhookSource::<Order>::bind(config("/limited", limit(10)), EventTimeOf::Arrival).unwrap();
+    let poster = Poster::new(source.url());
+    let out = CollectSink::new();
+    let pipeline = Pipeline::new("webhook-limit");
+    pipeline
+        .source("orders", source, WatermarkConfig::default())
+        .sink("out", out.clone());
+    let run = Runtime::new(1).start(&pipeline).unwrap();
+    let rt = client_runtime();
+    rt.block_on(async {
+        let batch = |ids: std::ops::Range<u64>| ndjson(&ids.map(order).collect::<Vec<_>>());
+        let first = poster.post("application/x-ndjson", batch(0..8)).await;
+        assert_eq!(first.status, 200, "{first:?}");
+        let over = poster.post("application/x-ndjson", batch(8..13)).await;
+        assert_eq!(over.status, 503, "{over:?}");
+        assert!(over.error().contains("record limit"), "{over:?}");
+        let last = poster.post("application/x-ndjson", batch(8..10)).await;
+        assert_eq!(last.status, 200, "{last:?}");
+    });
+    run.join().unwrap();
+    let ids: Vec<u64> = out.values().iter().map(|o| o.id).collect();
+    assert_eq!(
+        ids,
+        (0..10).collect::<Vec<_>>(),
+        "the ten accepted records, once"
+    );
+}
