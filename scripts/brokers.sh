@@ -17,7 +17,8 @@
 # MQTT 1883 (EDDY_MQTT_PORT), Kafka 9092 (EDDY_KAFKA_PORT).
 #
 # Installs: Debian packages rabbitmq-server, nats-server, mosquitto (apt-get); tansu 0.6.0 from
-# crates.io (cargo install, into target/tools; built once, ~10 min on 2 cores); the Python
+# crates.io (cargo install --features dynostore,libsql, into target/tools; built once, about
+# 15-20 min on 2 cores; its SQLite store keeps topics across restarts); the Python
 # clients the tests publish and consume with (pika, paho-mqtt, nats-py, kafka-python) from PyPI.
 set -euo pipefail
 
@@ -28,6 +29,7 @@ NATS_PORT="${EDDY_NATS_PORT:-4222}"
 MQTT_PORT="${EDDY_MQTT_PORT:-1883}"
 KAFKA_PORT="${EDDY_KAFKA_PORT:-9092}"
 TANSU_VERSION="0.6.0"
+TANSU_FEATURES="dynostore,libsql"
 TOOLS="$ROOT/target/tools"
 TANSU="$TOOLS/bin/tansu"
 PYTHON="${PYTHON:-python3}"
@@ -83,12 +85,18 @@ install_debian() {
 }
 
 install_tansu() {
-    if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    # The default build has no storage engine but `null`: libsql brings `sqlite://` (durable,
+    # what start_kafka uses), dynostore `memory://` and `s3://`. The features are recorded
+    # beside the binary, since `tansu --version` does not show them.
+    if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q "$TANSU_VERSION" &&
+        [ "$(cat "$TANSU.features" 2>/dev/null)" = "$TANSU_FEATURES" ]; then
         return 0
     fi
-    log "building tansu $TANSU_VERSION (a Kafka-protocol broker) from crates.io into $TOOLS"
+    log "building tansu $TANSU_VERSION (a Kafka-protocol broker, features $TANSU_FEATURES) from crates.io into $TOOLS"
     CARGO_TARGET_DIR="$ROOT/target/tools-build" \
-        cargo install --quiet --locked tansu --version "$TANSU_VERSION" --root "$TOOLS"
+        cargo install --quiet --locked --force tansu --version "$TANSU_VERSION" \
+        --features "$TANSU_FEATURES" --root "$TOOLS"
+    echo "$TANSU_FEATURES" >"$TANSU.features"
     rm -rf "$ROOT/target/tools-build"
 }
 
@@ -179,19 +187,31 @@ stop_mosquitto() { stop_pidfile mosquitto "$DIR/mosquitto.pid" "$MQTT_PORT"; }
 start_kafka() {
     if listening "$KAFKA_PORT"; then return 0; fi
     mkdir -p "$DIR/kafka"
-    # The memory storage engine: topics live as long as the broker process (a restart loses
-    # them, so the Kafka restart test re-creates its topic; see docs/connectors.md).
-    "$TANSU" broker \
-        --kafka-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --kafka-advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "memory://tansu/" \
-        >"$DIR/kafka.log" 2>&1 &
+    # The SQLite storage engine (libsql): topics, records and the consumer groups' committed
+    # offsets survive a restart. tansu opens `sqlite://NAME` relative to its working directory.
+    (
+        cd "$DIR/kafka"
+        exec "$TANSU" broker \
+            --kafka-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --kafka-advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --storage-engine "sqlite://tansu.db"
+    ) >"$DIR/kafka.log" 2>&1 &
     echo $! >"$DIR/kafka.pid"
     disown
     wait_port kafka "$KAFKA_PORT" 30
 }
 
-stop_kafka() { stop_pidfile kafka "$DIR/kafka.pid" "$KAFKA_PORT"; }
+stop_kafka() {
+    # SIGKILL, not SIGTERM: during its graceful shutdown (about 2 s) tansu keeps answering on
+    # open connections with UNKNOWN_SERVER_ERROR, which clients do not retry, so records
+    # published then are lost to the client. Killed at once, it just drops the connections,
+    # which clients retry; its SQLite store survives a kill (what it acknowledged is committed).
+    if [ -f "$DIR/kafka.pid" ]; then
+        kill -9 "$(cat "$DIR/kafka.pid")" 2>/dev/null || true
+        wait_closed kafka "$KAFKA_PORT" 20
+        rm -f "$DIR/kafka.pid"
+    fi
+}
 
 port_of() {
     case "$1" in

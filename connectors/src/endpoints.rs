@@ -53,6 +53,10 @@ const SCHEMES: &str = "kafka, amqp, nats, mqtt, http, jsonl, csv (sources); \
 pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSource, ConnectorError> {
     match endpoint.scheme.as_str() {
         "jsonl" | "csv" => crate::files::endpoint_source(endpoint, options),
+        #[cfg(feature = "kafka")]
+        "kafka" => crate::kafka::endpoint_source(endpoint, options),
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => Err(built_without(endpoint, "kafka")),
         #[cfg(feature = "amqp")]
         "amqp" => crate::amqp::endpoint_source(endpoint, options),
         #[cfg(not(feature = "amqp"))]
@@ -73,6 +77,10 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
 pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, ConnectorError> {
     match endpoint.scheme.as_str() {
         "jsonl" | "csv" | "parquet" => crate::files::endpoint_sink(endpoint, options),
+        #[cfg(feature = "kafka")]
+        "kafka" => crate::kafka::endpoint_sink(endpoint, options),
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => Err(built_without(endpoint, "kafka")),
         #[cfg(feature = "http")]
         "http" | "https" => crate::http_sink::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "http"))]

@@ -33,6 +33,9 @@
 //! - `webhook` and `http_sink` (feature `http`): an HTTP webhook source (`WebhookSource`:
 //!   signed or token-checked POSTs of JSON or NDJSON, 429 when the pipeline is behind) and a
 //!   sink that POSTs records to a URL with retries (`HttpSink`).
+//! - `kafka` (feature `kafka`): Kafka through librdkafka, a source whose workers share the
+//!   topic's partitions and commit processed offsets to a consumer group, and a keyed sink
+//!   whose delivery reports are checked (`KafkaSource`, `KafkaSink`).
 //! - `amqp` (feature `amqp`): RabbitMQ (AMQP 0.9.1), a queue consumer acknowledged after
 //!   hand-off with bounded prefetch, and a publisher with confirms (`AmqpSource`, `AmqpSink`).
 //!
@@ -51,6 +54,8 @@ pub mod format;
 #[cfg(feature = "http")]
 pub mod http_sink;
 pub mod jsonl;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod nexmark;
 pub mod nexmark_csv;
 pub mod parquet;
