@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -554,4 +554,169 @@ fn a_slow_sink_keeps_memory_bounded_and_commits_only_what_it_was_given() {
         sum, READ,
         "only the records handed to the pipeline are committed, not what was prefetched: {offsets}"
     );
+}
+
+fn reading(id: u64) -> Record<Reading> {
+    (
+        id,
+        Reading {
+            id,
+            ts: id,
+            value: 0,
+        },
+    )
+}
+
+#[test]
+fn records_librdkafka_refuses_go_to_the_dead_letters_and_the_rest_is_delivered() {
+    let _broker = shared();
+    let topic = Topic::create("refused", 2);
+    // Records over librdkafka's message.max.bytes are refused when sent.
+    let mut config = KafkaSinkConfig::new(BROKERS, &topic.0);
+    config
+        .connection
+        .rdkafka
+        .insert("message.max.bytes".into(), "1000".into());
+    // Raw text records, every other one too big.
+    config.format = eddy_connectors::Format::Raw;
+    let pipeline = Pipeline::new("kafka-sink-too-big");
+    let dead = CollectSink::<DeadLetter>::new();
+    pipeline.dead_letters(dead.clone());
+    let texts: Vec<Record<String>> = (0..10u64)
+        .map(|i| {
+            (
+                i,
+                if i % 2 == 0 {
+                    "x".repeat(2000)
+                } else {
+                    format!("small {i}")
+                },
+            )
+        })
+        .collect();
+    pipeline
+        .source(
+            "script",
+            Script::new().records(texts),
+            WatermarkConfig::default(),
+        )
+        .sink("kafka", KafkaSink::new(config));
+    let summary = Runtime::new(1).run(&pipeline).unwrap();
+    assert_eq!(summary.output_rows(), 5, "the small ones are delivered");
+    let dead = dead.values();
+    assert_eq!(dead.len(), 5, "the big ones are dead letters: {dead:?}");
+    for letter in &dead {
+        assert_eq!(
+            (letter.kind.as_str(), letter.stage.as_str()),
+            ("delivery", "kafka")
+        );
+        assert_eq!(letter.location, format!("topic {}", topic.0));
+        assert_eq!(letter.raw, "x".repeat(2000));
+        assert!(letter.error.contains("refused"), "{letter:?}");
+    }
+}
+
+/// A source that emits its records once `open` is set, for a sink to send them when the test
+/// says; `polled` tells the test the dataflow runs (its sinks are open).
+#[derive(Clone)]
+struct Gate {
+    open: Arc<AtomicBool>,
+    polled: Arc<AtomicBool>,
+    records: Vec<Record<Reading>>,
+}
+
+impl eddy_engine::Source<Reading> for Gate {
+    fn describe(&self) -> String {
+        "gate (test)".into()
+    }
+
+    fn open(
+        &self,
+        _: Partition,
+    ) -> Result<Box<dyn eddy_engine::SourceReader<Reading>>, ConnectorError> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl eddy_engine::SourceReader<Reading> for Gate {
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record<Reading>>,
+        _max: usize,
+        _rejected: &mut Vec<eddy_engine::RecordError>,
+    ) -> Result<eddy_engine::ReadStatus, ConnectorError> {
+        self.polled.store(true, Ordering::Release);
+        if !self.open.load(Ordering::Acquire) {
+            return Ok(eddy_engine::ReadStatus::Idle);
+        }
+        out.append(&mut self.records);
+        Ok(eddy_engine::ReadStatus::Done)
+    }
+}
+
+#[test]
+fn records_sent_while_the_broker_is_down_go_to_the_dead_letters_after_the_delivery_timeout() {
+    let _broker = exclusive();
+    let topic = Topic::create("down", 2);
+    let records: Vec<Record<Reading>> = (0..50).map(reading).collect();
+    let gate = Gate {
+        open: Arc::default(),
+        polled: Arc::default(),
+        records: records.clone(),
+    };
+    let mut config = KafkaSinkConfig::new(BROKERS, &topic.0);
+    config.delivery_timeout = Duration::from_secs(2);
+    let pipeline = Pipeline::new("kafka-sink-broker-down");
+    let dead = CollectSink::<DeadLetter>::new();
+    pipeline.dead_letters(dead.clone());
+    pipeline
+        .source("gate", gate.clone(), WatermarkConfig::default())
+        .sink("kafka", KafkaSink::new(config));
+    let brokers = |command: &str| {
+        let out = Command::new("bash")
+            .arg(root().join("../scripts/brokers.sh"))
+            .args([command, "kafka"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "brokers.sh {command} kafka: {}",
+            tail(&out.stderr)
+        );
+    };
+    let handle = Runtime::new(1).start(&pipeline).unwrap();
+    // Once the sink has opened (it checked the broker), the broker goes away.
+    while !gate.polled.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    brokers("stop");
+    gate.open.store(true, Ordering::Release);
+    let started = Instant::now();
+    let result = handle.join();
+    let waited = started.elapsed();
+    brokers("start");
+    let summary = result.unwrap();
+    assert_eq!(summary.output_rows(), 0);
+    assert!(
+        waited >= Duration::from_secs(2),
+        "librdkafka retried for the delivery timeout: {waited:?}"
+    );
+    let dead = dead.values();
+    assert_eq!(dead.len(), records.len(), "{dead:?}");
+    let mut raw: Vec<Reading> = dead
+        .iter()
+        .map(|d| serde_json::from_str(&d.raw).unwrap())
+        .collect();
+    raw.sort();
+    let mut sent: Vec<Reading> = records.into_iter().map(|(_, r)| r).collect();
+    sent.sort();
+    assert_eq!(raw, sent, "each dead letter carries its record's bytes");
+    for letter in &dead {
+        assert_eq!(letter.kind, "delivery");
+        assert!(
+            letter.location.starts_with(&format!("topic {}", topic.0)),
+            "{letter:?}"
+        );
+        assert!(letter.error.contains("timed out"), "{letter:?}");
+    }
 }

@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eddy_engine::{ConnectorError, Partition, Record, RecordError, Sink, SinkReport, SinkWriter};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -27,6 +27,9 @@ const REPORT_WAIT: Duration = Duration::from_millis(100);
 
 /// How much longer than `delivery_timeout` `finish` waits for the last reports.
 const FLUSH_MARGIN: Duration = Duration::from_secs(10);
+
+/// How long one step of `finish`'s flush waits.
+const FLUSH_STEP: Duration = Duration::from_millis(500);
 
 /// A Kafka topic as a sink of `T`s (see the [module docs](super)).
 pub struct KafkaSink<T> {
@@ -206,12 +209,17 @@ impl<T: Serialize + 'static> KafkaWriter<T> {
     fn wait_for_room(&self) {
         while self.reports.in_flight.load(Ordering::Acquire) >= self.in_flight {
             self.producer.poll(REPORT_WAIT);
-            if self.reports.health.failing_since().is_some() {
-                self.reports.health.log_failure(&format!(
-                    "librdkafka retries each record for up to {:?}, then it is dead-lettered",
-                    self.delivery_timeout
-                ));
-            }
+            self.log_trouble();
+        }
+    }
+
+    /// Logs, once, that librdkafka reports errors (the broker is unreachable).
+    fn log_trouble(&self) {
+        if self.reports.health.failing_since().is_some() {
+            self.reports.health.log_failure(&format!(
+                "librdkafka retries each record for up to {:?}, then it is dead-lettered",
+                self.delivery_timeout
+            ));
         }
     }
 
@@ -275,6 +283,7 @@ impl<T: Serialize + 'static> SinkWriter<T> for KafkaWriter<T> {
             self.send(key.as_deref());
         }
         self.producer.poll(Duration::ZERO);
+        self.log_trouble();
         Ok(())
     }
 
@@ -285,16 +294,21 @@ impl<T: Serialize + 'static> SinkWriter<T> for KafkaWriter<T> {
 
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
         let wait = self.delivery_timeout + FLUSH_MARGIN;
-        self.producer.flush(wait).map_err(|e| {
-            ConnectorError::external(
-                format!(
-                    "{} records sent to {} got no delivery report within {wait:?}: {e}",
-                    self.reports.in_flight.load(Ordering::Acquire),
-                    self.reports.name
-                ),
-                e,
-            )
-        })?;
+        let deadline = Instant::now() + wait;
+        // Flush in steps, to log a broker outage while waiting for the last reports.
+        while let Err(e) = self.producer.flush(FLUSH_STEP) {
+            self.log_trouble();
+            if Instant::now() >= deadline {
+                return Err(ConnectorError::external(
+                    format!(
+                        "{} records sent to {} got no delivery report within {wait:?}: {e}",
+                        self.reports.in_flight.load(Ordering::Acquire),
+                        self.reports.name
+                    ),
+                    e,
+                ));
+            }
+        }
         Ok(SinkReport {
             rows: self.reports.delivered.load(Ordering::Acquire),
             files: Vec::new(),
