@@ -61,6 +61,10 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
         "amqp" => crate::amqp::endpoint_source(endpoint, options),
         #[cfg(not(feature = "amqp"))]
         "amqp" => Err(built_without(endpoint, "amqp")),
+        #[cfg(feature = "nats")]
+        "nats" => crate::nats::endpoint_source(endpoint, options),
+        #[cfg(not(feature = "nats"))]
+        "nats" => Err(built_without(endpoint, "nats")),
         #[cfg(feature = "http")]
         "http" | "https" => crate::webhook::endpoint_source(endpoint, options),
         #[cfg(not(feature = "http"))]
@@ -89,6 +93,10 @@ pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, C
         "amqp" => crate::amqp::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "amqp"))]
         "amqp" => Err(built_without(endpoint, "amqp")),
+        #[cfg(feature = "nats")]
+        "nats" => crate::nats::endpoint_sink(endpoint, options),
+        #[cfg(not(feature = "nats"))]
+        "nats" => Err(built_without(endpoint, "nats")),
         // Broker and HTTP schemes: one arm each, added by their modules.
         other => Err(unknown(endpoint, other)),
     }

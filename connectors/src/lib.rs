@@ -38,6 +38,8 @@
 //!   whose delivery reports are checked (`KafkaSource`, `KafkaSink`).
 //! - `amqp` (feature `amqp`): RabbitMQ (AMQP 0.9.1), a queue consumer acknowledged after
 //!   hand-off with bounded prefetch, and a publisher with confirms (`AmqpSource`, `AmqpSink`).
+//! - `nats` (feature `nats`): NATS core subjects and JetStream streams, source and sink
+//!   (`NatsSource`, `NatsSink`).
 //!
 //! File sinks write under a temporary name (`.{name}.tmp`) and rename the file into place when
 //! the writer finishes, so a reader never sees half a file; a writer dropped unfinished removes
@@ -56,6 +58,8 @@ pub mod http_sink;
 pub mod jsonl;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod nexmark;
 pub mod nexmark_csv;
 pub mod parquet;
