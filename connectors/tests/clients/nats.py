@@ -10,14 +10,16 @@ non-zero on errors, with the reason on stderr.
     stream-info NAME                             {"messages": N, "first_seq": S, "last_seq": S}
     consumer-info STREAM DURABLE                 {"num_pending", "num_ack_pending", "delivered",
                                                   "num_redelivered"}
-    produce SUBJECT N [--stream S] [--start K] [--bad-every M] [--interval-ms X]
-            [--wait-subscribed]
+    produce SUBJECT N [--stream S] [--start K] [--bad-every M] [--bad-kinds K,..]
+            [--interval-ms X] [--wait-subscribed]
         publish N records (ids K..K+N); on JetStream each publish is retried until the server
         acknowledges it (a message id makes retries idempotent), so it survives a restart.
-        --bad-every M puts a malformed message after every M-th record (broken JSON, wrong
-        field types, bytes that are not UTF-8, in turn). --wait-subscribed (core NATS) first
-        sends probe requests until one finds a subscriber instead of "no responders": exactly
-        one probe message ({"probe": true}) reaches the subscribers.
+        --bad-every M puts a malformed message after every M-th record, of the kinds
+        --bad-kinds lists in turn (default json,types,bytes: broken JSON, wrong field types,
+        bytes that are not UTF-8; a dynamic record takes any JSON, so types is not bad for it).
+        --wait-subscribed (core NATS) first sends probe requests until one finds a subscriber
+        instead of "no responders": exactly one probe message ({"probe": true}) reaches the
+        subscribers.
         Prints {"acked": [ids], "bad": [{"seq": S or null, "raw_hex": ...}], "probes": P}.
     consume SUBJECT N [--stream S] [--timeout T]
         read N records (core: subscribe first, print {"ready": true}; JetStream: an ephemeral
@@ -48,7 +50,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig  
 from nats.js.errors import NotFoundError  # noqa: E402
 
 SERVER = "nats://127.0.0.1:4222"
-BAD = [b'{"id": 1, "name": "broken', b'{"id": "seven", "name": 7, "ts": 1}', b"\xff\xfe\x00"]
+BAD = {
+    "json": b'{"id": 1, "name": "broken',
+    "types": b'{"id": "seven", "name": 7, "ts": 1}',
+    "bytes": b"\xff\xfe\x00",
+}
 
 
 def emit(obj):
@@ -112,6 +118,7 @@ async def produce(a):
     js = nc.jetstream()
     probes = await wait_subscribed(nc, a.subject) if a.wait_subscribed else 0
     acked, bad = [], []
+    kinds = a.bad_kinds.split(",")
     deadline = time.monotonic() + 120
     run = f"{time.time_ns()}"
     for n, i in enumerate(range(a.start, a.start + a.count)):
@@ -121,7 +128,7 @@ async def produce(a):
             await nc.publish(a.subject, record(i))
         acked.append(i)
         if a.bad_every and (n + 1) % a.bad_every == 0:
-            raw = BAD[len(bad) % len(BAD)]
+            raw = BAD[kinds[len(bad) % len(kinds)]]
             seq = None
             if a.stream:
                 seq = (await js_publish(js, a.subject, raw, f"{run}-bad{len(bad)}", deadline)).seq
@@ -316,6 +323,7 @@ def main():
     s.add_argument("--stream")
     s.add_argument("--start", type=int, default=0)
     s.add_argument("--bad-every", type=int, default=0)
+    s.add_argument("--bad-kinds", default="json,types,bytes")
     s.add_argument("--interval-ms", type=float, default=0)
     s.add_argument("--wait-subscribed", action="store_true")
     s.set_defaults(run=produce)
