@@ -8,10 +8,14 @@
 //! - [`reference`]: obviously-correct batch computations of the same queries over a `Vec` of
 //!   events, for tests.
 //! - [`copy`]: `eddy copy`, a pipeline from any source URI to any sink URI.
+//! - `examples` (features `amqp`, `kafka`, `http`): pipelines on real event systems (`eddy
+//!   example orders`).
 //! - [`output`]: the sinks a query's results can go to (Parquet, JSON lines, a table, a
 //!   counter).
 
 pub mod copy;
+#[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
+pub mod examples;
 pub mod nexmark;
 pub mod output;
 pub mod reference;

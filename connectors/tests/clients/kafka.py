@@ -7,13 +7,17 @@ Subcommands (each prints one JSON object on stdout; exits non-zero on any error)
 `delete`: tansu 0.6.0 deletes every topic of the broker when asked to delete one.
 
   create TOPIC [--partitions P]       create a topic (replication 1)
-  produce TOPIC N [--first F] [--malformed-every K] [--rate R]
+  produce TOPIC N [--first F] [--malformed-every K [--broken-json-only]] [--rate R]
                                       publish records {"id", "ts", "value"} with ids F..F+N-1,
                                       spread round-robin over the partitions; with
                                       --malformed-every K, after every K-th record one malformed
                                       message too (alternately broken JSON and a wrong field
-                                      type); --rate R paces to R records/s. Prints the ids the
-                                      broker acknowledged and the malformed payloads sent.
+                                      type, or only broken JSON); --rate R paces to R records/s.
+                                      Prints the ids the broker acknowledged and the malformed
+                                      payloads sent.
+  publish TOPIC                       publish each line of stdin as one message, round-robin over
+                                      the partitions, waiting for every acknowledgement; prints
+                                      {"published": N}
   consume TOPIC N [--timeout S]       read every partition from its beginning until N messages
                                       arrived or S seconds passed with none; prints them (value
                                       as JSON when it parses, key as text)
@@ -94,6 +98,21 @@ def producer(**extra):
     )
 
 
+def cmd_publish(args):
+    out = producer()
+    parts = partitions_of(out, args.topic)
+    lines = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    futures = [
+        out.send(args.topic, line.encode(), partition=parts[i % len(parts)])
+        for i, line in enumerate(lines)
+    ]
+    out.flush()
+    for future in futures:
+        future.get(timeout=30)
+    out.close()
+    print(json.dumps({"published": len(lines)}))
+
+
 def cmd_produce(args):
     out = producer()
     parts = partitions_of(out, args.topic)
@@ -118,7 +137,7 @@ def cmd_produce(args):
         sent += 1
         future.add_callback(on_ok(record_id)).add_errback(on_err(record_id))
         if args.malformed_every and (n + 1) % args.malformed_every == 0:
-            if len(malformed) % 2 == 0:
+            if args.broken_json_only or len(malformed) % 2 == 0:
                 bad = '{"id": %d, "ts": ' % record_id  # broken JSON
             else:
                 bad = json.dumps({"id": f"not-a-number-{record_id}", "ts": 1, "value": 0})
@@ -231,8 +250,12 @@ def main():
     p.add_argument("n", type=int)
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--malformed-every", type=int, default=0)
+    p.add_argument("--broken-json-only", action="store_true")
     p.add_argument("--rate", type=float, default=0)
     p.set_defaults(run=cmd_produce)
+    p = sub.add_parser("publish")
+    p.add_argument("topic")
+    p.set_defaults(run=cmd_publish)
     p = sub.add_parser("consume")
     p.add_argument("topic")
     p.add_argument("n", type=int)

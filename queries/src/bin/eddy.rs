@@ -40,6 +40,52 @@ enum Command {
     /// Copy records between any source and sink: brokers, webhooks, files. Stops when a file
     /// source ends, after --limit records or after --idle-exit, and commits what it wrote.
     Copy(CopyArgs),
+    /// Example pipelines on real event systems.
+    #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
+    Example {
+        #[command(subcommand)]
+        example: Example,
+    },
+}
+
+#[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
+#[derive(Subcommand)]
+enum Example {
+    /// Orders from RabbitMQ and clicks from Kafka, joined per customer in windows, written to
+    /// Parquet; every order above --threshold is POSTed to --alert.
+    Orders(OrdersArgs),
+}
+
+#[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
+#[derive(Args)]
+struct OrdersArgs {
+    /// The orders queue: amqp://HOST:PORT/QUEUE (JSON {"order_id", "customer", "total", "ts"}).
+    #[arg(long)]
+    orders: String,
+    /// The clicks topic: kafka://HOST:PORT/TOPIC (JSON {"customer", "page", "ts"}).
+    #[arg(long)]
+    clicks: String,
+    /// The Parquet output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Where to POST each large order (http://HOST:PORT/PATH, options as for `eddy copy`).
+    #[arg(long)]
+    alert: Option<String>,
+    /// An order above this total is large.
+    #[arg(long, default_value_t = 500.0)]
+    threshold: f64,
+    /// The join's tumbling window (e.g. 1m, 30s).
+    #[arg(long, default_value = "1m")]
+    window: String,
+    /// Stop each source once it has been idle this long (default: run until killed).
+    #[arg(long)]
+    idle_exit: Option<String>,
+    /// Where malformed and late records go (any sink URI).
+    #[arg(long)]
+    dead_letters: Option<String>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 #[derive(Args)]
@@ -194,6 +240,10 @@ fn main() -> ExitCode {
             NexmarkCommand::Generate(args) => report(generate_files(args)),
         },
         Command::Copy(args) => report(copy(args)),
+        #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
+        Command::Example {
+            example: Example::Orders(args),
+        } => report(orders_example(args)),
     }
 }
 
@@ -334,6 +384,35 @@ fn copy(args: CopyArgs) -> Result<()> {
             eprintln!("wrote {}", file.display());
         }
     }
+    Ok(())
+}
+
+#[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
+fn orders_example(args: OrdersArgs) -> Result<()> {
+    use eddy_connectors::amqp::AmqpConfig;
+    use eddy_connectors::bridge::StopRule;
+    use eddy_connectors::http_sink::HttpSinkConfig;
+    use eddy_connectors::kafka::KafkaSourceConfig;
+    use eddy_queries::examples::orders::OrdersExample;
+
+    let endpoint = |uri: &str| uri.parse::<Endpoint>().map_err(anyhow::Error::from);
+    let mut example = OrdersExample::new(
+        AmqpConfig::from_source_endpoint(&endpoint(&args.orders)?)?,
+        KafkaSourceConfig::from_endpoint(&endpoint(&args.clicks)?)?,
+        &args.out,
+    );
+    if let Some(alert) = &args.alert {
+        example.alert = Some(HttpSinkConfig::from_endpoint(&endpoint(alert)?)?);
+    }
+    example.threshold = args.threshold;
+    example.window = parse_duration(&args.window).map_err(|e| anyhow::anyhow!("--window: {e}"))?;
+    if let Some(idle) = &args.idle_exit {
+        let idle = parse_duration(idle).map_err(|e| anyhow::anyhow!("--idle-exit: {e}"))?;
+        example.stop = StopRule::never().idle_exit(idle);
+    }
+    example.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
+    let summary = Runtime::new(args.workers.max(1)).run(&example.pipeline()?)?;
+    print_summary(&summary);
     Ok(())
 }
 
