@@ -167,7 +167,6 @@ impl KafkaConnection {
             "cannot create a Kafka {what} for {}: {error}; check the rdkafka.* options",
             self.describe()
         ))
-        .caused_by(error)
     }
 
     /// The topic's partitions, from the broker's metadata: fails (within `connect_timeout`)
@@ -179,14 +178,11 @@ impl KafkaConnection {
         let metadata = client
             .fetch_metadata(Some(&self.topic), self.connect_timeout)
             .map_err(|e| {
-                ConnectorError::external(
-                    format!(
-                        "cannot connect to Kafka at {} within {:?}: {e}; is it running? (bash \
+                broker_error(format!(
+                    "cannot connect to Kafka at {} within {:?}: {e}; is it running? (bash \
                          scripts/brokers.sh up)",
-                        self.brokers, self.connect_timeout
-                    ),
-                    e,
-                )
+                    self.brokers, self.connect_timeout
+                ))
             })?;
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
             return Ok(None);
@@ -464,18 +460,24 @@ fn on_log(name: &str, facility: &str, message: &str) {
     }
 }
 
-/// The error that ends a run whose broker stayed unreachable.
-fn unreachable_error(health: &Health, brokers: &str, timeout: Duration) -> ConnectorError {
-    let (last, lasted) = health.failure();
+/// An error of the broker or the connection to it, whose message names librdkafka's error
+/// (so it carries no separate cause, which would repeat it).
+fn broker_error(what: String) -> ConnectorError {
     ConnectorError {
-        what: format!(
-            "Kafka at {brokers} has not answered for {:.0} s (reconnect_timeout {timeout:?}): \
-             {last}; is it running? (bash scripts/brokers.sh up)",
-            lasted.as_secs_f64()
-        ),
+        what,
         fault: Fault::External,
         source: None,
     }
+}
+
+/// The error that ends a run whose broker stayed unreachable.
+fn unreachable_error(health: &Health, brokers: &str, timeout: Duration) -> ConnectorError {
+    let (last, lasted) = health.failure();
+    broker_error(format!(
+        "Kafka at {brokers} has not answered for {:.0} s (reconnect_timeout {timeout:?}): {last}; \
+         is it running? (bash scripts/brokers.sh up)",
+        lasted.as_secs_f64()
+    ))
 }
 
 #[cfg(test)]

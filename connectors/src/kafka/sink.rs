@@ -18,7 +18,7 @@ use rdkafka::{ClientContext, Message};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{on_log, Health, KafkaConnection, KafkaSinkConfig};
+use super::{broker_error, on_log, Health, KafkaConnection, KafkaSinkConfig};
 use crate::bridge;
 use crate::format::Format;
 
@@ -299,14 +299,11 @@ impl<T: Serialize + 'static> SinkWriter<T> for KafkaWriter<T> {
         while let Err(e) = self.producer.flush(FLUSH_STEP) {
             self.log_trouble();
             if Instant::now() >= deadline {
-                return Err(ConnectorError::external(
-                    format!(
-                        "{} records sent to {} got no delivery report within {wait:?}: {e}",
-                        self.reports.in_flight.load(Ordering::Acquire),
-                        self.reports.name
-                    ),
-                    e,
-                ));
+                return Err(broker_error(format!(
+                    "{} records sent to {} got no delivery report within {wait:?}: {e}",
+                    self.reports.in_flight.load(Ordering::Acquire),
+                    self.reports.name
+                )));
             }
         }
         Ok(SinkReport {

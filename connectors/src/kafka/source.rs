@@ -17,7 +17,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{on_log, unreachable_error, Health, KafkaSourceConfig, StartOffset};
+use super::{broker_error, on_log, unreachable_error, Health, KafkaSourceConfig, StartOffset};
 use crate::bridge::{self, ChannelReader, Delivery, Feed, StopRule};
 use crate::event_time::EventTimeOf;
 
@@ -80,16 +80,13 @@ impl<T: Serialize + 'static> KafkaSource<T> {
         let committed = consumer
             .committed_offsets(list, connection.connect_timeout)
             .map_err(|e| {
-                ConnectorError::external(
-                    format!(
-                        "cannot read the committed offsets of consumer group {} for {} within \
+                broker_error(format!(
+                    "cannot read the committed offsets of consumer group {} for {} within \
                          {:?}: {e}; start=earliest or start=latest ignores them",
-                        self.config.group,
-                        connection.describe(),
-                        connection.connect_timeout
-                    ),
-                    e,
-                )
+                    self.config.group,
+                    connection.describe(),
+                    connection.connect_timeout
+                ))
             })?;
         let mut list = TopicPartitionList::new();
         for element in committed.elements() {
@@ -172,13 +169,10 @@ where
         }
         let assignment = self.start_offsets(&consumer, &mine)?;
         consumer.assign(&assignment).map_err(|e| {
-            ConnectorError::external(
-                format!(
-                    "cannot assign partitions {mine:?} of {} to a consumer: {e}",
-                    connection.describe()
-                ),
-                e,
-            )
+            broker_error(format!(
+                "cannot assign partitions {mine:?} of {} to a consumer: {e}",
+                connection.describe()
+            ))
         })?;
         let (feed, inbox) = bridge::channel(config.capacity);
         let task = ConsumerTask {

@@ -1,0 +1,218 @@
+//! `eddy copy` with Kafka (tansu on 127.0.0.1:9092, `bash scripts/brokers.sh up`), through the
+//! real binary and kafka-python (connectors/tests/clients/kafka.py): a topic to Parquet (read
+//! back with pyarrow) with its bad messages in a dead-letter topic, a JSON lines file to a keyed
+//! topic, and the errors for a mistyped option and an unreachable broker.
+//!
+//! Topics get unique names and are kept: tansu 0.6.0 deletes every topic when asked to delete
+//! one.
+
+#![cfg(feature = "kafka")]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BROKER: &str = "127.0.0.1:9092";
+
+fn require_broker() {
+    assert!(
+        TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2)).is_ok(),
+        "Kafka is not reachable at {BROKER}: start the test brokers with `bash scripts/brokers.sh up`"
+    );
+}
+
+fn unique(what: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("eddy-copy-{what}-{}-{now}", std::process::id())
+}
+
+/// Runs kafka-python's client and returns what it printed.
+fn client(args: &[&str]) -> Value {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../connectors/tests/clients/kafka.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka.py {args:?} failed (is the broker up? bash scripts/brokers.sh up): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("kafka.py prints one JSON object")
+}
+
+fn eddy_copy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("copy")
+        .args(args)
+        .output()
+        .expect("the eddy binary runs")
+}
+
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "eddy copy failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "eddy copy should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn parquet_ids(dir: &Path) -> Vec<u64> {
+    let script = "import json, sys, pyarrow.parquet as pq\n\
+                  print(json.dumps(sorted(pq.read_table(sys.argv[1]).column('id').to_pylist())))";
+    let out = Command::new("python3")
+        .args(["-c", script, dir.to_str().unwrap()])
+        .output()
+        .expect("python3 runs (pyarrow is installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_topic_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_topic() {
+    require_broker();
+    let topic = unique("in");
+    let dead = unique("dead");
+    client(&["create", &topic, "--partitions", "2"]);
+    // Broken JSON only: dynamic records have no schema, so a wrong field type is no error.
+    let produced = client(&[
+        "produce",
+        &topic,
+        "300",
+        "--malformed-every",
+        "60",
+        "--broken-json-only",
+    ]);
+    let mut malformed: Vec<String> = produced["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(malformed.len(), 5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("kafka://{BROKER}/{topic}?group={}", unique("group"));
+    let to = format!("parquet://{}", dir.path().display());
+    let dead_uri = format!("kafka://{BROKER}/{dead}");
+    succeeded(&eddy_copy(&[
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--limit",
+        "305",
+        "--idle-exit",
+        "10s",
+        "--workers",
+        "2",
+        "--dead-letters",
+        &dead_uri,
+    ]));
+
+    assert_eq!(parquet_ids(dir.path()), (0..300).collect::<Vec<u64>>());
+    let letters = client(&["consume", &dead, "100", "--timeout", "3"]);
+    let mut raw: Vec<String> = letters["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| {
+            let letter = &message["value"];
+            assert_eq!(letter["kind"], "decode", "{letter}");
+            let location = letter["location"].as_str().unwrap();
+            assert!(
+                location.starts_with("partition ") && location.contains(" offset "),
+                "{location}"
+            );
+            letter["raw"].as_str().unwrap().to_string()
+        })
+        .collect();
+    raw.sort();
+    malformed.sort();
+    assert_eq!(raw, malformed, "every bad message, once, with its bytes");
+}
+
+#[test]
+fn a_json_lines_file_copied_to_a_keyed_topic_reaches_kafka_python() {
+    require_broker();
+    let topic = unique("out");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.jsonl");
+    let lines: String = (0..200)
+        .map(|i| format!("{{\"id\": {i}, \"customer\": \"c{}\"}}\n", i % 7))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let from = format!("jsonl://{}", input.display());
+    let to = format!("kafka://{BROKER}/{topic}?key=customer&partitions=2");
+    succeeded(&eddy_copy(&["--from", &from, "--to", &to]));
+
+    let read = client(&["consume", &topic, "201", "--timeout", "3"]);
+    let records = read["records"].as_array().unwrap();
+    let mut ids: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            let id = r["value"]["id"].as_u64().unwrap();
+            assert_eq!(r["key"], Value::String(format!("c{}", id % 7)), "{r}");
+            id
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..200).collect::<Vec<u64>>(), "every line once");
+}
+
+#[test]
+fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
+    let to = format!(
+        "jsonl://{}",
+        std::env::temp_dir().join("unused.jsonl").display()
+    );
+    let error = failed(&eddy_copy(&[
+        "--from",
+        &format!("kafka://{BROKER}/t?grup=g"),
+        "--to",
+        &to,
+    ]));
+    assert!(
+        error.contains("unknown option 'grup'") && error.contains("group"),
+        "{error}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let error = failed(&eddy_copy(&[
+        "--from",
+        &format!("kafka://{closed}/t?connect_timeout=1s"),
+        "--to",
+        &to,
+    ]));
+    assert!(
+        error.contains(&format!("cannot connect to Kafka at {closed}")),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
