@@ -65,6 +65,10 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
         "nats" => crate::nats::endpoint_source(endpoint, options),
         #[cfg(not(feature = "nats"))]
         "nats" => Err(built_without(endpoint, "nats")),
+        #[cfg(feature = "mqtt")]
+        "mqtt" => crate::mqtt::endpoint_source(endpoint, options),
+        #[cfg(not(feature = "mqtt"))]
+        "mqtt" => Err(built_without(endpoint, "mqtt")),
         #[cfg(feature = "http")]
         "http" | "https" => crate::webhook::endpoint_source(endpoint, options),
         #[cfg(not(feature = "http"))]
@@ -97,6 +101,10 @@ pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, C
         "nats" => crate::nats::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "nats"))]
         "nats" => Err(built_without(endpoint, "nats")),
+        #[cfg(feature = "mqtt")]
+        "mqtt" => crate::mqtt::endpoint_sink(endpoint, options),
+        #[cfg(not(feature = "mqtt"))]
+        "mqtt" => Err(built_without(endpoint, "mqtt")),
         // Broker and HTTP schemes: one arm each, added by their modules.
         other => Err(unknown(endpoint, other)),
     }

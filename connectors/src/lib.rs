@@ -40,6 +40,8 @@
 //!   hand-off with bounded prefetch, and a publisher with confirms (`AmqpSource`, `AmqpSink`).
 //! - `nats` (feature `nats`): NATS core subjects and JetStream streams, source and sink
 //!   (`NatsSource`, `NatsSink`).
+//! - `mqtt` (feature `mqtt`): MQTT 3.1.1 topic filters at QoS 1 with a persistent session and
+//!   manual acknowledgements, and a QoS 1 publisher (`MqttSource`, `MqttSink`).
 //!
 //! File sinks write under a temporary name (`.{name}.tmp`) and rename the file into place when
 //! the writer finishes, so a reader never sees half a file; a writer dropped unfinished removes
@@ -58,6 +60,8 @@ pub mod http_sink;
 pub mod jsonl;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod nexmark;
