@@ -6,7 +6,7 @@
 #![cfg(feature = "nats")]
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -18,26 +18,19 @@ use nats_client::{
     assert_each_once, client, ids_of, number, require_nats, subject, Running, Stream, ADDRESS,
 };
 
-fn eddy_copy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
+/// Runs `eddy copy ARGS`: `Ok` when it succeeds, else `Err` with what it said on stderr.
+fn eddy_copy(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .arg("copy")
         .args(args)
         .output()
-        .expect("the eddy binary runs")
-}
-
-fn succeeded(out: &Output) {
-    assert!(
-        out.status.success(),
-        "eddy copy failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "eddy copy should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        .expect("the eddy binary runs");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(said)
+    }
 }
 
 fn parquet_ids(dir: &std::path::Path) -> Vec<u64> {
@@ -85,7 +78,7 @@ fn a_stream_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_stream() {
         "nats://{ADDRESS}/{}?stream={}&create_stream=true",
         dead.subject, dead.name
     );
-    succeeded(&eddy_copy(&[
+    eddy_copy(&[
         "--from",
         &from,
         "--to",
@@ -96,7 +89,8 @@ fn a_stream_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_stream() {
         "2",
         "--dead-letters",
         &dead_uri,
-    ]));
+    ])
+    .unwrap();
 
     assert_each_once(parquet_ids(dir.path()), 300, "Parquet");
     let letters = dead.records(bad.len());
@@ -141,12 +135,13 @@ fn a_json_lines_file_copied_to_a_subject_and_to_a_stream_reaches_nats_py() {
 
     let subject = subject();
     let consumer = Running::subscribed(&["consume", &subject, "400", "--timeout", "60"]);
-    succeeded(&eddy_copy(&[
+    eddy_copy(&[
         "--from",
         &from,
         "--to",
         &format!("nats://{ADDRESS}/{subject}"),
-    ]));
+    ])
+    .unwrap();
     assert_each_once(ids_of(&consumer.finish()), 400, "core subject");
 
     let stream = Stream::named();
@@ -154,7 +149,7 @@ fn a_json_lines_file_copied_to_a_subject_and_to_a_stream_reaches_nats_py() {
         "nats://{ADDRESS}/{}?stream={}&create_stream=true",
         stream.subject, stream.name
     );
-    succeeded(&eddy_copy(&["--from", &from, "--to", &to]));
+    eddy_copy(&["--from", &from, "--to", &to]).unwrap();
     assert_eq!(number(&stream.info(), "messages"), 400);
     assert_each_once(ids_of(&stream.records(400)), 400, "stream");
 }
@@ -162,12 +157,13 @@ fn a_json_lines_file_copied_to_a_subject_and_to_a_stream_reaches_nats_py() {
 #[test]
 fn a_mistyped_option_and_an_unreachable_server_are_clear_errors() {
     require_nats();
-    let err = failed(&eddy_copy(&[
+    let err = eddy_copy(&[
         "--from",
         &format!("nats://{ADDRESS}/orders?stream=ORDERS&durabel=x"),
         "--to",
         "jsonl:///-",
-    ]));
+    ])
+    .expect_err("eddy copy should fail");
     assert!(
         err.contains("unknown option 'durabel'") && err.contains("durable"),
         "{err}"
@@ -178,12 +174,13 @@ fn a_mistyped_option_and_an_unreachable_server_are_clear_errors() {
         .local_addr()
         .unwrap();
     let started = Instant::now();
-    let err = failed(&eddy_copy(&[
+    let err = eddy_copy(&[
         "--from",
         &format!("nats://{closed}/orders"),
         "--to",
         "jsonl:///-",
-    ]));
+    ])
+    .expect_err("eddy copy should fail");
     assert!(
         err.contains(&format!("cannot connect to NATS at {closed}"))
             && err.contains("brokers.sh up"),

@@ -378,11 +378,16 @@ async fn connect(config: &NatsConfig, buffered: usize) -> Result<Client, Connect
     match tokio::time::timeout(limit, options.connect(config.address.as_str())).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(ConnectorError::external(refused(e.to_string()), e)),
-        Err(_) => Err(ConnectorError {
-            what: refused(format!("no answer within {limit:?}")),
-            fault: Fault::External,
-            source: None,
-        }),
+        Err(_) => Err(outside(refused(format!("no answer within {limit:?}")))),
+    }
+}
+
+/// An error of the server or the network, without an underlying error to attach.
+fn outside(what: String) -> ConnectorError {
+    ConnectorError {
+        what,
+        fault: Fault::External,
+        source: None,
     }
 }
 
@@ -480,15 +485,11 @@ impl Health {
                 self.failing_since = Some(now);
                 None
             }
-            Some(since) if now.duration_since(since) >= self.timeout => Some(ConnectorError {
-                what: format!(
-                    "{}: {problem}, for {:?}: giving up; is the server running? (bash \
-                     scripts/brokers.sh up; reconnect_timeout= waits longer)",
-                    self.what, self.timeout
-                ),
-                fault: Fault::External,
-                source: None,
-            }),
+            Some(since) if now.duration_since(since) >= self.timeout => Some(outside(format!(
+                "{}: {problem}, for {:?}: giving up; is the server running? (bash \
+                 scripts/brokers.sh up; reconnect_timeout= waits longer)",
+                self.what, self.timeout
+            ))),
             Some(_) => None,
         }
     }

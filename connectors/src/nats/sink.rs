@@ -13,7 +13,7 @@ use eddy_engine::{ConnectorError, Partition, Record, RecordError, Sink, SinkRepo
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::{connect, jetstream_context, open_stream, NatsConfig};
+use super::{connect, jetstream_context, open_stream, outside, NatsConfig};
 use crate::bridge;
 use crate::format::Format;
 
@@ -222,7 +222,7 @@ impl<T: Serialize + 'static> SinkWriter<T> for NatsWriter<T> {
                 )),
             };
             if let Some(failure) = failure {
-                return Err(ConnectorError::user(format!(
+                return Err(outside(format!(
                     "{}: cannot flush the last messages to the server: {failure}; is it \
                      running? (bash scripts/brokers.sh up)",
                     self.config.describe()

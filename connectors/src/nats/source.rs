@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{connect, connected, jetstream_context, open_stream, DeliverFrom, Health, NatsConfig};
+use super::{
+    connect, connected, jetstream_context, open_stream, outside, DeliverFrom, Health, NatsConfig,
+};
 use crate::bridge::{self, ChannelReader, Delivery, Feed, StopRule};
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
@@ -161,8 +163,8 @@ impl CoreSubscription {
             tokio::select! {
                 message = self.subscriber.next() => {
                     let Some(message) = message else {
-                        feed.fail(ConnectorError::user(format!(
-                            "{}: the client closed the subscription",
+                        feed.fail(outside(format!(
+                            "{}: the client closed the subscription (the server ended it?)",
                             self.health.what
                         )))
                         .await;
