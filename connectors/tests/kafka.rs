@@ -98,6 +98,20 @@ fn client(args: &[&str]) -> Value {
     parse_client(args, out)
 }
 
+/// `bash scripts/brokers.sh COMMAND kafka`.
+fn brokers_sh(command: &str) {
+    let out = Command::new("bash")
+        .arg(root().join("../scripts/brokers.sh"))
+        .args([command, "kafka"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "brokers.sh {command} kafka: {}",
+        tail(&out.stderr)
+    );
+}
+
 /// A topic of this test run. Topics are not deleted afterwards: tansu 0.6.0's DeleteTopics
 /// deletes every topic of the broker (its `topic_delete_by.sql` matches on the cluster only),
 /// which would pull the topics from under the tests running beside. Unique names keep runs
@@ -375,16 +389,7 @@ fn a_broker_restart_mid_run_loses_nothing_the_broker_acknowledged() {
         .stop(StopRule::never().idle_exit(Duration::from_secs(6)));
     let pipeline_thread = std::thread::spawn(move || run(source, 2));
     std::thread::sleep(Duration::from_secs(2));
-    let restart = Command::new("bash")
-        .arg(root().join("../scripts/brokers.sh"))
-        .args(["restart", "kafka"])
-        .output()
-        .unwrap();
-    assert!(
-        restart.status.success(),
-        "brokers.sh restart kafka: {}",
-        String::from_utf8_lossy(&restart.stderr)
-    );
+    brokers_sh("restart");
     let produced = parse_client(&["produce"], producer.wait_with_output().unwrap());
     let acked = ids(&produced, "acked");
     assert_eq!(
@@ -452,6 +457,33 @@ fn an_unreachable_broker_is_a_clear_error_within_seconds() {
         started.elapsed() < Duration::from_secs(15),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn a_broker_down_longer_than_the_reconnect_timeout_fails_the_run_naming_it() {
+    let _broker = exclusive();
+    let topic = Topic::create("dead", 1);
+    let mut config = source_config(&topic, &unique("group"));
+    config.reconnect_timeout = Duration::from_secs(3);
+    config.commit_interval = Duration::from_millis(200);
+    let source = KafkaSource::<Reading>::new(config);
+    let pipeline_thread = std::thread::spawn(move || run(source, 1));
+    std::thread::sleep(Duration::from_secs(1));
+    brokers_sh("stop");
+    let stopped = Instant::now();
+    let (result, ..) = pipeline_thread.join().unwrap();
+    let failed_after = stopped.elapsed();
+    brokers_sh("start");
+    let error = result.unwrap_err();
+    assert!(
+        error.contains(&format!("Kafka at {BROKERS} has not answered"))
+            && error.contains("reconnect_timeout 3s"),
+        "{error}"
+    );
+    assert!(
+        failed_after >= Duration::from_secs(3) && failed_after < Duration::from_secs(10),
+        "failed {failed_after:?} after the broker stopped"
     );
 }
 
@@ -672,29 +704,17 @@ fn records_sent_while_the_broker_is_down_go_to_the_dead_letters_after_the_delive
     pipeline
         .source("gate", gate.clone(), WatermarkConfig::default())
         .sink("kafka", KafkaSink::new(config));
-    let brokers = |command: &str| {
-        let out = Command::new("bash")
-            .arg(root().join("../scripts/brokers.sh"))
-            .args([command, "kafka"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "brokers.sh {command} kafka: {}",
-            tail(&out.stderr)
-        );
-    };
     let handle = Runtime::new(1).start(&pipeline).unwrap();
     // Once the sink has opened (it checked the broker), the broker goes away.
     while !gate.polled.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    brokers("stop");
+    brokers_sh("stop");
     gate.open.store(true, Ordering::Release);
     let started = Instant::now();
     let result = handle.join();
     let waited = started.elapsed();
-    brokers("start");
+    brokers_sh("start");
     let summary = result.unwrap();
     assert_eq!(summary.output_rows(), 0);
     assert!(
