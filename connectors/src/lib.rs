@@ -25,7 +25,7 @@
 //! - [`side_input`]: bounded tables read from a CSV or JSON-lines file, for lookup joins.
 //! - [`table`]: [`TableSink`], a pretty table of (a sample of) the results on stdout.
 //! - [`count`]: [`CountSink`], which counts rows and discards them, for benchmarks.
-//! - [`format`]: JSON, CSV and raw bytes, decoded into the pipeline's types through serde.
+//! - [`mod@format`]: JSON, CSV and raw bytes, decoded into the pipeline's types through serde.
 //! - [`event_time`]: where a source takes each record's event time from ([`EventTimeOf`]).
 //! - [`bridge`]: the tokio runtime broker and HTTP clients run on, and the bounded channel
 //!   between a client task and the workers' readers (backpressure, acknowledgements).
