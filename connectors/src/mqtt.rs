@@ -51,9 +51,8 @@ use eddy_engine::{
     SinkWriter, Source, SourceReader,
 };
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions,
-    Outgoing, Packet, Publish, QoS, Request, SubAck, Subscribe, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
+    Packet, Publish, QoS, Request, SubAck, Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -108,7 +107,8 @@ pub struct MqttConnection {
     /// How long connecting (and, for the source, subscribing) may take before opening fails
     /// (default 5 s).
     pub connect_timeout: Duration,
-    /// How long a lost connection is retried before the run fails (default 60 s).
+    /// How long a lost connection is retried before the run fails (default 60 s); also how
+    /// long a sink waits, connected, for any PUBACK while records are outstanding.
     pub reconnect_timeout: Duration,
     /// The largest packet sent or received, in bytes (default 1 MiB). A record that does not
     /// fit is dead-lettered by the sink; a larger incoming message breaks the connection.
@@ -212,8 +212,6 @@ impl MqttConnection {
         requests: usize,
         configure: impl FnOnce(&mut MqttOptions),
     ) -> Result<(AsyncClient, EventLoop), ConnectorError> {
-        self.validate()
-            .map_err(|e| ConnectorError::user(format!("MQTT broker {}: {e}", self.address)))?;
         let (host, port) = self
             .address
             .rsplit_once(':')
@@ -243,25 +241,17 @@ impl MqttConnection {
     /// Connects `eventloop` for the first time, within the connect timeout.
     async fn connect(&self, eventloop: &mut EventLoop, what: &str) -> Result<(), ConnectorError> {
         match tokio::time::timeout(self.connect_timeout, eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ConnAck { .. })))) => Ok(()),
-            Ok(Ok(other)) => Err(ConnectorError {
-                what: format!(
-                    "{what}: the broker at {} answered the connection with {other:?}, not CONNACK",
-                    self.address
-                ),
-                fault: Fault::External,
-                source: None,
-            }),
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Ok(()),
+            Ok(Ok(other)) => Err(external(format!(
+                "{what}: the broker at {} answered the connection with {other:?}, not CONNACK",
+                self.address
+            ))),
             Ok(Err(error)) => Err(self.connect_error(what, error)),
-            Err(_) => Err(ConnectorError {
-                what: format!(
-                    "{what}: cannot connect to the MQTT broker at {}: no answer within {:?}; \
+            Err(_) => Err(external(format!(
+                "{what}: cannot connect to the MQTT broker at {}: no answer within {:?}; \
                      {IS_IT_RUNNING}",
-                    self.address, self.connect_timeout
-                ),
-                fault: Fault::External,
-                source: None,
-            }),
+                self.address, self.connect_timeout
+            ))),
         }
     }
 
@@ -272,10 +262,9 @@ impl MqttConnection {
                 "{what}: the MQTT broker at {address} refused the connection: {}",
                 refusal(code)
             )),
-            other => ConnectorError::external(
-                format!("{what}: cannot connect to the MQTT broker at {address}: {other}; {IS_IT_RUNNING}"),
-                other,
-            ),
+            other => external(format!(
+                "{what}: cannot connect to the MQTT broker at {address}: {other}; {IS_IT_RUNNING}"
+            )),
         }
     }
 }
@@ -329,15 +318,11 @@ impl Reconnect {
             Instant::now()
         });
         if lost_at.elapsed() >= self.timeout {
-            return Err(ConnectorError {
-                what: format!(
-                    "{}: lost the connection to the MQTT broker at {} and could not reconnect \
+            return Err(external(format!(
+                "{}: lost the connection to the MQTT broker at {} and could not reconnect \
                      within {:?} (last error: {error}); {IS_IT_RUNNING}",
-                    self.what, self.address, self.timeout
-                ),
-                fault: Fault::External,
-                source: None,
-            });
+                self.what, self.address, self.timeout
+            )));
         }
         tokio::time::sleep(self.backoff).await;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -363,6 +348,15 @@ fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// An error of the broker or the network, whose message says it all.
+fn external(what: String) -> ConnectorError {
+    ConnectorError {
+        what,
+        fault: Fault::External,
+        source: None,
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -683,15 +677,11 @@ async fn first_subscription(
             Ok(Ok(_)) => {}
             Ok(Err(error)) => return Err(connection.connect_error(what, error)),
             Err(_) => {
-                return Err(ConnectorError {
-                    what: format!(
-                        "{what}: the MQTT broker at {} did not confirm the subscription within \
+                return Err(external(format!(
+                    "{what}: the MQTT broker at {} did not confirm the subscription within \
                          {:?}",
-                        connection.address, connection.connect_timeout
-                    ),
-                    fault: Fault::External,
-                    source: None,
-                })
+                    connection.address, connection.connect_timeout
+                )))
             }
         }
     }
@@ -1383,11 +1373,7 @@ impl<T: Serialize + 'static> MqttWriter<T> {
         let mut progress = (state.acknowledged, Instant::now());
         loop {
             if let Some(failure) = &state.failure {
-                return Err(ConnectorError {
-                    what: failure.clone(),
-                    fault: Fault::External,
-                    source: None,
-                });
+                return Err(external(failure.clone()));
             }
             if done(&state) {
                 return Ok(state);

@@ -9,10 +9,8 @@
 #![cfg(feature = "mqtt")]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::TcpListener;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,8 +25,13 @@ use eddy_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-const BROKER: &str = "127.0.0.1:1883";
-const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mqtt.py");
+#[path = "clients/mqtt_client.rs"]
+mod mqtt_client;
+
+use mqtt_client::{
+    assert_each_once, client, forget, ids, require_mosquitto, unique, Running, BROKER,
+};
+
 const BROKERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/brokers.sh");
 
 /// One test at a time: the restart test would disturb the others' counts.
@@ -43,20 +46,8 @@ struct Reading {
 /// Takes the test lock and checks that Mosquitto is up.
 fn broker() -> MutexGuard<'static, ()> {
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Err(e) = TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2)) {
-        panic!("no MQTT broker at {BROKER} ({e}): start it with `bash scripts/brokers.sh up`");
-    }
+    require_mosquitto();
     guard
-}
-
-/// A name no other test (or run) uses.
-fn unique(what: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "eddy-test/{}-{}/{what}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A source of `topic` with its own client id (returned), quick to give up on a dead broker.
@@ -75,89 +66,10 @@ fn create_session(config: &MqttSourceConfig) {
     drop(source.open(Partition { index: 0, count: 1 }).unwrap());
 }
 
-fn python(args: &[&str]) -> Command {
-    let mut command = Command::new("python3");
-    command.arg(CLIENT).args(args);
-    command
-}
-
-/// Runs the client to the end and returns its JSON answer.
-fn client(args: &[&str]) -> Value {
-    let out = python(args)
-        .output()
-        .expect("python3 runs (paho-mqtt comes with scripts/brokers.sh up)");
-    answer(out.status.success(), &out.stdout, &out.stderr, args)
-}
-
-fn answer(ok: bool, stdout: &[u8], stderr: &[u8], args: &[&str]) -> Value {
-    let stdout = String::from_utf8_lossy(stdout);
-    assert!(
-        ok,
-        "mqtt.py {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(stderr)
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("mqtt.py {args:?} printed {stdout:?}: {e}"))
-}
-
-/// Starts a consumer and returns once it is subscribed.
-fn consumer(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
-    let mut child = python(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "mqtt.py {args:?} did not subscribe");
-    (child, stdout)
-}
-
-fn consumed(child: Child, mut stdout: BufReader<ChildStdout>, args: &[&str]) -> Value {
-    let mut rest = Vec::new();
-    std::io::Read::read_to_end(&mut stdout, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
-    answer(out.status.success(), &rest, &out.stderr, args)
-}
-
-fn ids(value: &Value) -> Vec<u64> {
-    let mut ids: Vec<u64> = value
-        .as_array()
-        .unwrap_or_else(|| panic!("{value} is not a list of ids"))
-        .iter()
-        .map(|id| id.as_u64().unwrap())
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
 fn received(out: &CollectSink<Reading>) -> Vec<u64> {
     let mut ids: Vec<u64> = out.rows().iter().map(|(_, r)| r.id).collect();
     ids.sort_unstable();
     ids
-}
-
-/// Fails unless `got` (sorted) is `0..n`, each once, saying what is missing or twice.
-fn assert_each_once(got: &[u64], n: u64, what: &str) {
-    if got.iter().copied().eq(0..n) {
-        return;
-    }
-    let missing: Vec<u64> = (0..n).filter(|id| got.binary_search(id).is_err()).collect();
-    let twice: Vec<u64> = got
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    panic!(
-        "{what}: {} records for {n} ids; missing {} (first {:?}), twice {} (first {:?})",
-        got.len(),
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        twice.len(),
-        &twice[..twice.len().min(10)]
-    );
 }
 
 fn readings(n: u64) -> Vec<Record<Reading>> {
@@ -186,10 +98,6 @@ fn reading_pipeline(config: MqttSourceConfig, stop: StopRule) -> (Pipeline, Coll
         )
         .sink("out", out.clone());
     (pipeline, out)
-}
-
-fn forget(client_id: &str) {
-    client(&["forget", "--client-id", client_id]);
 }
 
 #[test]
@@ -248,7 +156,7 @@ fn eddy_publishes_and_paho_reads_every_record_once() {
         let args = [
             "consume", "--topic", &topic, "--count", &count, "--idle", "10",
         ];
-        let (child, stdout) = consumer(&args);
+        let consumer = Running::subscribed(&args);
         let pipeline = Pipeline::new("mqtt-write");
         pipeline
             .source(
@@ -262,7 +170,7 @@ fn eddy_publishes_and_paho_reads_every_record_once() {
             );
         let summary = Runtime::new(workers).run(&pipeline).unwrap();
         assert_eq!(summary.output_rows(), N);
-        let got = consumed(child, stdout, &args);
+        let got = consumer.finish();
         assert_each_once(&ids(&got["ids"]), N, &format!("{workers} workers"));
         assert_eq!(got["dups"], 0);
     }
@@ -307,15 +215,10 @@ fn restart_while_reading() {
         "--delay-ms",
         "2",
     ];
-    let producer = python(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let producer = Running::spawn(&args);
     std::thread::sleep(Duration::from_millis(1200));
     restart_broker();
-    let sent = producer.wait_with_output().unwrap();
-    let sent = answer(sent.status.success(), &sent.stdout, &sent.stderr, &args);
+    let sent = producer.finish();
     run.join().unwrap();
     let acked = ids(&sent["acked"]);
     assert!(
@@ -363,7 +266,7 @@ fn restart_while_writing() {
         &reader_id,
         "--persistent",
     ];
-    let (child, stdout) = consumer(&args);
+    let consumer = Running::subscribed(&args);
     let pipeline = Pipeline::new("mqtt-write-restart");
     let mut config = MqttSinkConfig::new(BROKER, &topic);
     config.connection.reconnect_timeout = Duration::from_secs(20);
@@ -379,7 +282,7 @@ fn restart_while_writing() {
     restart_broker();
     let summary = run.join().unwrap();
     assert_eq!(summary.output_rows(), N);
-    let got = consumed(child, stdout, &args);
+    let got = consumer.finish();
     let mut distinct = ids(&got["ids"]);
     let all = distinct.len();
     distinct.dedup();
@@ -466,7 +369,7 @@ fn records_the_sink_cannot_send_are_dead_lettered_and_the_rest_arrive() {
     let args = [
         "consume", "--topic", &filter, "--count", "50", "--idle", "10",
     ];
-    let (child, stdout) = consumer(&args);
+    let consumer = Running::subscribed(&args);
     // Records name their topic: a good one, none, a wildcard, or one too large to send.
     let records: Vec<Record<Value>> = (0..100u64)
         .map(|id| {
@@ -496,7 +399,7 @@ fn records_the_sink_cannot_send_are_dead_lettered_and_the_rest_arrive() {
         )
         .sink("mqtt", MqttSink::<Value>::new(config));
     Runtime::new(1).run(&pipeline).unwrap();
-    let got = consumed(child, stdout, &args);
+    let got = consumer.finish();
     let expected: Vec<u64> = (0..100).filter(|id| id % 2 == 0).collect();
     assert_eq!(ids(&got["ids"]), expected);
     let topics: BTreeMap<String, u64> = serde_json::from_value(got["topics"].clone()).unwrap();

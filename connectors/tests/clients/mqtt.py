@@ -9,9 +9,11 @@ stdout; the exit status is non-zero on any error):
       PUBACK, reconnecting when the broker goes away (what a broker restart test needs). With
       --bad-every K, every K-th message is malformed instead (alternately not JSON, and JSON
       with an id that is not a number). Prints {"acked": [ids], "bad": [payloads], "seconds": s}.
-  consume --topic T [--count N] [--idle S] [--client-id C] [--persistent] [--no-subscribe]
+  consume --topic T [--count N] [--messages M] [--idle S] [--client-id C] [--persistent]
+          [--no-subscribe]
       Subscribes at QoS 1, prints the line "ready" once the broker confirmed the subscription,
-      then collects messages until N distinct ids arrived or none came for --idle seconds.
+      then collects messages until N distinct ids (or M messages of any kind) arrived or none
+      came for --idle seconds.
       --persistent keeps a session under --client-id (reconnecting through broker restarts);
       --no-subscribe drains an existing session's queue. Prints {"ids": [...], "count": c,
       "dups": d, "topics": {topic: count}, "raw": [payloads that are not records]}; "dups"
@@ -179,6 +181,8 @@ def consume(args):
                 raw.append(message.payload.decode("utf-8", "replace"))
             if args.count and len(set(ids)) >= args.count:
                 enough.set()
+            if args.messages and len(ids) + len(raw) >= args.messages:
+                enough.set()
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
@@ -301,6 +305,7 @@ def main():
     c = commands.add_parser("consume")
     c.add_argument("--topic", required=True)
     c.add_argument("--count", type=int, default=0)
+    c.add_argument("--messages", type=int, default=0)
     c.add_argument("--idle", type=float, default=5)
     c.add_argument("--timeout", type=float, default=120)
     c.add_argument("--client-id")
