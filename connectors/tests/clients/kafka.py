@@ -8,13 +8,14 @@ Subcommands (each prints one JSON object on stdout; exits non-zero on any error)
 
   create TOPIC [--partitions P]       create a topic (replication 1)
   produce TOPIC N [--first F] [--malformed-every K [--broken-json-only]] [--rate R]
+          [--compression gzip]
                                       publish records {"id", "ts", "value"} with ids F..F+N-1,
                                       spread round-robin over the partitions; with
                                       --malformed-every K, after every K-th record one malformed
                                       message too (alternately broken JSON and a wrong field
                                       type, or only broken JSON); --rate R paces to R records/s.
-                                      Prints the ids the broker acknowledged and the malformed
-                                      payloads sent.
+                                      --compression gzip compresses the batches. Prints the ids
+                                      the broker acknowledged and the malformed payloads sent.
   publish TOPIC                       publish each line of stdin as one message, round-robin over
                                       the partitions, waiting for every acknowledgement; prints
                                       {"published": N}
@@ -114,7 +115,7 @@ def cmd_publish(args):
 
 
 def cmd_produce(args):
-    out = producer()
+    out = producer(compression_type=args.compression)
     parts = partitions_of(out, args.topic)
     acked, failed, malformed = [], [], []
     sent = 0
@@ -251,6 +252,7 @@ def main():
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--malformed-every", type=int, default=0)
     p.add_argument("--broken-json-only", action="store_true")
+    p.add_argument("--compression", choices=["gzip"], default=None)
     p.add_argument("--rate", type=float, default=0)
     p.set_defaults(run=cmd_produce)
     p = sub.add_parser("publish")
