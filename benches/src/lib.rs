@@ -11,12 +11,14 @@
 //! by default) and reports latency percentiles ([`latency`]); with `--end-to-end` and
 //! `--processes N` it measures the generator inside the run and N processes on loopback
 //! ([`e2e`]); with `--flink` it runs the queries in Apache Flink SQL (local mode) over the same
-//! events and reports Eddy's per-core ratio over Flink's ([`flink`]); with `--out` it draws SVG
-//! charts ([`charts`]).
+//! events and reports Eddy's per-core ratio over Flink's ([`flink`]); with `--connectors N` it
+//! reads N records from each broker beside the broker's own client ([`connectors`]); with
+//! `--out` it draws SVG charts ([`charts`]).
 //!
 //! Run it with `cargo run --release -p eddy-benches -- --help`.
 
 pub mod charts;
+pub mod connectors;
 pub mod e2e;
 pub mod flink;
 pub mod hand;

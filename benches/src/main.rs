@@ -9,11 +9,11 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use eddy_benches::charts::{latency_chart, throughput_chart};
 use eddy_benches::e2e::{self, child_line, multi_process, run_report, Input, RunMeasurement};
-use eddy_benches::flink;
 use eddy_benches::latency::{latency, latency_events, latency_report, DEFAULT_LOAD};
 use eddy_benches::runner::{
     self, engine, hand_loop, report, rows_agree, Measurement, ANALYSIS_MARKER,
 };
+use eddy_benches::{connectors, flink};
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_connectors::NexmarkCsvSource;
 use eddy_engine::Cluster;
@@ -87,6 +87,11 @@ struct Args {
     /// seed and rate), at each parallelism, to measure Flink's fixed cost (0: no baseline).
     #[arg(long, default_value_t = flink::BASELINE_EVENTS)]
     flink_baseline_events: u64,
+    /// Also read this many 1 KB JSON records from each broker (RabbitMQ, Kafka, NATS JetStream,
+    /// MQTT) into the counting sink, beside the broker's Python client reading the same ones.
+    /// The brokers must be up: `bash scripts/brokers.sh up`.
+    #[arg(long)]
+    connectors: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -240,6 +245,12 @@ fn main() -> Result<()> {
             );
         }
         eprintln!("wrote the charts in {}", dir.display());
+    }
+    if let Some(records) = args.connectors {
+        md.push_str(&connectors::report(
+            &connectors::run_all(records)?,
+            &command,
+        ));
     }
     if args.flink {
         md.push_str(&run_flink(

@@ -177,3 +177,24 @@ fn every_query_from_the_csv_files_agrees_with_the_in_memory_run() {
         }
     }
 }
+
+/// The connector benchmark against the real brokers (`bash scripts/brokers.sh up`): every
+/// broker's records are read by Eddy and by its Python client, and the report has their rows.
+#[test]
+fn the_connector_benchmark_reads_every_broker() {
+    use eddy_benches::connectors::{report, run_all};
+
+    let runs = run_all(300).expect("the brokers are up (bash scripts/brokers.sh up)");
+    assert_eq!(runs.len(), 4);
+    for run in &runs {
+        assert_eq!(run.records, 300, "{run:?}");
+        assert!(
+            run.eddy_seconds > 0.0 && run.client_seconds > 0.0,
+            "{run:?}"
+        );
+    }
+    let md = report(&runs, "test");
+    for broker in ["RabbitMQ", "Kafka", "NATS JetStream", "MQTT"] {
+        assert!(md.contains(&format!("| {broker}")), "{md}");
+    }
+}
