@@ -9,7 +9,8 @@
 //!
 //! **Output.** A [`LinesSink`] writes JSON lines or CSV (with a header row) either per worker
 //! into a directory (`{dir}/{prefix}-{worker:05}.{jsonl,csv}`) or into one named file (worker
-//! `i > 0` writes `{path}.{i}`), or to standard output (`-`). Files are written under a
+//! `i > 0` writes `{path}.{i}`), or to standard output (`-`); a device or pipe such as
+//! `/dev/null` is written in place by every worker. Files are written under a
 //! temporary name and renamed into place when complete. A CSV sink takes its header from the
 //! first record; a dynamic record whose fields differ from the header is not written and goes
 //! to the dead-letter sink.
@@ -305,6 +306,17 @@ impl<T: Serialize + 'static> Sink<T> for LinesSink<T> {
                 let (staged, file) = Staged::create(dir, &self.file_name(partition.index))?;
                 Out::File(staged, BufWriter::with_capacity(1 << 16, file))
             }
+            // A device or a pipe (`/dev/null`, a FIFO) is written as it is, by every worker:
+            // renaming a finished file over it would replace it.
+            Target::File(path) if is_special(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| {
+                        io_error(format!("could not open {} for writing", path.display()), e)
+                    })?;
+                Out::Special(path.clone(), BufWriter::with_capacity(1 << 16, file))
+            }
             Target::File(path) => {
                 let dir = match path.parent() {
                     Some(p) if !p.as_os_str().is_empty() => p,
@@ -328,20 +340,29 @@ impl<T: Serialize + 'static> Sink<T> for LinesSink<T> {
 
 enum Out {
     File(Staged, BufWriter<File>),
+    /// A device or pipe, written in place.
+    Special(PathBuf, BufWriter<File>),
     Stdout(BufWriter<io::Stdout>),
+}
+
+/// Whether `path` exists and is not a regular file (a device, a FIFO): it must be written in
+/// place, never replaced.
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 impl Out {
     fn name(&self) -> String {
         match self {
             Out::File(staged, _) => staged.dest().display().to_string(),
+            Out::Special(path, _) => path.display().to_string(),
             Out::Stdout(_) => "standard output".to_string(),
         }
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
-            Out::File(_, w) => w.write_all(bytes),
+            Out::File(_, w) | Out::Special(_, w) => w.write_all(bytes),
             Out::Stdout(w) => w.write_all(bytes),
         }
     }
@@ -442,6 +463,10 @@ impl<T: Serialize + 'static> SinkWriter<T> for LinesWriter<T> {
             |e: io::Error| io_error(format!("could not write {name}; check free disk space"), e);
         let files = match out {
             Out::Stdout(mut w) => {
+                w.flush().map_err(flush_error)?;
+                Vec::new()
+            }
+            Out::Special(_, mut w) => {
                 w.flush().map_err(flush_error)?;
                 Vec::new()
             }
@@ -676,6 +701,21 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn a_device_is_written_in_place_never_replaced() {
+        let sink = LinesSink::<Value>::file("/dev/null", Format::Json);
+        for index in 0..2 {
+            let mut writer = sink.open(Partition { index, count: 2 }).unwrap();
+            writer
+                .write(&mut vec![(1, serde_json::json!({"a": 1}))])
+                .unwrap();
+            assert_eq!(writer.finish().unwrap().rows, 1);
+        }
+        let meta = std::fs::metadata("/dev/null").unwrap();
+        assert!(!meta.is_file(), "/dev/null is still a device");
+        assert!(!Path::new("/dev/null.1").exists());
     }
 
     #[test]

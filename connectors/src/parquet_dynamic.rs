@@ -1,8 +1,9 @@
 //! Parquet of dynamic records (JSON objects whose fields are known only at run time), as
 //! `eddy copy --to parquet:///DIR` writes them.
 //!
-//! Each worker's file takes its schema from the first batch of records it receives: every
-//! top-level field seen becomes a nullable column, typed `Int64`, `Float64` (integers and
+//! The files take their schema from the first batch of records any worker of the process
+//! receives (so every worker's file has the same schema and the directory reads as one
+//! table): every top-level field seen becomes a nullable column, typed `Int64`, `Float64` (integers and
 //! floats mixed), `Boolean` or `Utf8`; nested objects and arrays, and fields whose values mix
 //! kinds, become `Utf8` columns holding their JSON text. Later records fill missing fields with
 //! nulls; a record with a field the schema lacks, or a value of another type (a string in an
@@ -10,7 +11,7 @@
 //! reason. Files are renamed into place when complete, as every Parquet file Eddy writes.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow_schema::{DataType, Field, FieldRef};
 use eddy_engine::{ConnectorError, Partition, Record, RecordError, Sink, SinkReport, SinkWriter};
@@ -26,7 +27,12 @@ pub struct DynamicParquetSink {
     dir: PathBuf,
     prefix: String,
     row_group_size: usize,
+    /// The columns, once the first batch has set them: shared by the workers.
+    schema: Arc<Mutex<Option<Columns>>>,
 }
+
+/// Columns by name and kind, in order.
+type Columns = Vec<(String, Kind)>;
 
 impl DynamicParquetSink {
     /// Writes into `dir` (created if missing), naming files `{prefix}-{worker:05}.parquet`.
@@ -35,6 +41,7 @@ impl DynamicParquetSink {
             dir: dir.into(),
             prefix: prefix.to_string(),
             row_group_size: DEFAULT_ROW_GROUP_SIZE,
+            schema: Arc::default(),
         }
     }
 
@@ -55,6 +62,7 @@ impl Sink<Value> for DynamicParquetSink {
             dir: self.dir.clone(),
             name: format!("{}-{:05}.parquet", self.prefix, partition.index),
             row_group_size: self.row_group_size,
+            schema: Arc::clone(&self.schema),
             file: None,
             columns: Vec::new(),
             finished: false,
@@ -162,6 +170,7 @@ struct DynamicWriter {
     dir: PathBuf,
     name: String,
     row_group_size: usize,
+    schema: Arc<Mutex<Option<Columns>>>,
     file: Option<ParquetFile>,
     columns: Vec<(String, Kind)>,
     finished: bool,
@@ -191,7 +200,13 @@ impl SinkWriter<Value> for DynamicWriter {
             return Err(finished_twice("a Parquet writer"));
         }
         if self.file.is_none() && !batch.is_empty() {
-            self.create(infer(batch))?;
+            let columns = self
+                .schema
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| infer(batch))
+                .clone();
+            self.create(columns)?;
         }
         let Some(file) = self.file.as_mut() else {
             return Ok(());
@@ -294,6 +309,26 @@ mod tests {
         );
         let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 4);
+    }
+
+    #[test]
+    fn every_worker_writes_the_schema_the_first_batch_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DynamicParquetSink::new(dir.path(), "copy");
+        let mut first = sink.open(Partition { index: 0, count: 2 }).unwrap();
+        let mut second = sink.open(Partition { index: 1, count: 2 }).unwrap();
+        first.write(&mut vec![(1, json!({"id": 1}))]).unwrap();
+        // Alone, this batch would make `id` a string column; it does not fit the shared one.
+        second
+            .write(&mut vec![(2, json!({"id": "two"})), (3, json!({"id": 3}))])
+            .unwrap();
+        assert_eq!(second.undeliverable().len(), 1);
+        for mut writer in [first, second] {
+            let report = writer.finish().unwrap();
+            let file = std::fs::File::open(&report.files[0]).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            assert_eq!(reader.schema().field(0).data_type(), &DataType::Int64);
+        }
     }
 
     #[test]
