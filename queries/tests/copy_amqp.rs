@@ -5,7 +5,10 @@
 
 #![cfg(feature = "amqp")]
 
-use std::process::{Command, Output};
+mod common;
+
+use common::{eddy_copy, pyarrow_ids};
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,45 +17,6 @@ use serde_json::Value;
 mod amqp_client;
 
 use amqp_client::{client, consume, require_broker, TestQueue, BROKER};
-
-fn eddy_copy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .arg("copy")
-        .args(args)
-        .output()
-        .expect("the eddy binary runs")
-}
-
-fn succeeded(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "eddy copy failed:\n{}\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    stderr
-}
-
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "eddy copy should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn parquet_ids(dir: &std::path::Path) -> Vec<u64> {
-    let script = "import json, sys, pyarrow.parquet as pq\n\
-                  print(json.dumps(sorted(pq.read_table(sys.argv[1]).column('id').to_pylist())))";
-    let out = Command::new("python3")
-        .args(["-c", script, dir.to_str().unwrap()])
-        .output()
-        .expect("python3 runs (pyarrow is installed by .ci/run)");
-    assert!(
-        out.status.success(),
-        "pyarrow could not read {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn a_queue_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_queue() {
@@ -89,9 +53,9 @@ fn a_queue_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_queue() {
         "--dead-letters",
         &dead_uri,
     ];
-    succeeded(&eddy_copy(&args));
+    eddy_copy(&args).expect("eddy copy succeeds");
 
-    assert_eq!(parquet_ids(dir.path()), (0..300).collect::<Vec<u64>>());
+    assert_eq!(pyarrow_ids(dir.path()), (0..300).collect::<Vec<u64>>());
     let letters = consume(&dead, 100);
     let mut raw: Vec<String> = letters
         .iter()
@@ -126,7 +90,7 @@ fn a_json_lines_file_copied_to_a_queue_reaches_pika() {
     std::fs::write(&input, lines).unwrap();
     let from = format!("jsonl://{}", input.display());
     let to = format!("amqp://{BROKER}/{}", queue.0);
-    succeeded(&eddy_copy(&["--from", &from, "--to", &to]));
+    eddy_copy(&["--from", &from, "--to", &to]).expect("eddy copy succeeds");
 
     let mut ids: Vec<u64> = consume(&queue, 1000)
         .iter()
@@ -143,13 +107,13 @@ fn a_json_lines_file_copied_to_a_queue_reaches_pika() {
 #[test]
 fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
     require_broker();
-    let out = eddy_copy(&[
+    let err = eddy_copy(&[
         "--from",
         &format!("amqp://{BROKER}/orders?prefech=10"),
         "--to",
         "jsonl:///-",
-    ]);
-    let err = failed(&out);
+    ])
+    .unwrap_err();
     assert!(
         err.contains("unknown option 'prefech'") && err.contains("prefetch"),
         "{err}"
@@ -160,13 +124,13 @@ fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
         .local_addr()
         .unwrap();
     let started = Instant::now();
-    let out = eddy_copy(&[
+    let err = eddy_copy(&[
         "--from",
         &format!("amqp://{closed}/orders"),
         "--to",
         "jsonl:///-",
-    ]);
-    let err = failed(&out);
+    ])
+    .unwrap_err();
     assert!(
         err.contains(&format!("cannot connect to RabbitMQ at {closed}"))
             && err.contains("brokers.sh up"),

@@ -8,9 +8,13 @@
 
 #![cfg(feature = "kafka")]
 
+mod common;
+
+use common::{eddy_copy, pyarrow_ids};
+
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -49,44 +53,6 @@ fn client(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("kafka.py prints one JSON object")
 }
 
-fn eddy_copy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .arg("copy")
-        .args(args)
-        .output()
-        .expect("the eddy binary runs")
-}
-
-fn succeeded(out: &Output) {
-    assert!(
-        out.status.success(),
-        "eddy copy failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "eddy copy should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn parquet_ids(dir: &Path) -> Vec<u64> {
-    let script = "import json, sys, pyarrow.parquet as pq\n\
-                  print(json.dumps(sorted(pq.read_table(sys.argv[1]).column('id').to_pylist())))";
-    let out = Command::new("python3")
-        .args(["-c", script, dir.to_str().unwrap()])
-        .output()
-        .expect("python3 runs (pyarrow is installed by .ci/run)");
-    assert!(
-        out.status.success(),
-        "pyarrow could not read {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn a_topic_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_topic() {
     require_broker();
@@ -114,7 +80,7 @@ fn a_topic_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_topic() {
     let from = format!("kafka://{BROKER}/{topic}?group={}", unique("group"));
     let to = format!("parquet://{}", dir.path().display());
     let dead_uri = format!("kafka://{BROKER}/{dead}");
-    succeeded(&eddy_copy(&[
+    eddy_copy(&[
         "--from",
         &from,
         "--to",
@@ -127,9 +93,10 @@ fn a_topic_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_topic() {
         "2",
         "--dead-letters",
         &dead_uri,
-    ]));
+    ])
+    .expect("eddy copy succeeds");
 
-    assert_eq!(parquet_ids(dir.path()), (0..300).collect::<Vec<u64>>());
+    assert_eq!(pyarrow_ids(dir.path()), (0..300).collect::<Vec<u64>>());
     let letters = client(&["consume", &dead, "100", "--timeout", "3"]);
     let mut raw: Vec<String> = letters["records"]
         .as_array()
@@ -163,7 +130,7 @@ fn a_json_lines_file_copied_to_a_keyed_topic_reaches_kafka_python() {
     std::fs::write(&input, lines).unwrap();
     let from = format!("jsonl://{}", input.display());
     let to = format!("kafka://{BROKER}/{topic}?key=customer&partitions=2");
-    succeeded(&eddy_copy(&["--from", &from, "--to", &to]));
+    eddy_copy(&["--from", &from, "--to", &to]).expect("eddy copy succeeds");
 
     let read = client(&["consume", &topic, "201", "--timeout", "3"]);
     let records = read["records"].as_array().unwrap();
@@ -185,12 +152,8 @@ fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
         "jsonl://{}",
         std::env::temp_dir().join("unused.jsonl").display()
     );
-    let error = failed(&eddy_copy(&[
-        "--from",
-        &format!("kafka://{BROKER}/t?grup=g"),
-        "--to",
-        &to,
-    ]));
+    let error =
+        eddy_copy(&["--from", &format!("kafka://{BROKER}/t?grup=g"), "--to", &to]).unwrap_err();
     assert!(
         error.contains("unknown option 'grup'") && error.contains("group"),
         "{error}"
@@ -200,12 +163,13 @@ fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
         .local_addr()
         .unwrap();
     let started = Instant::now();
-    let error = failed(&eddy_copy(&[
+    let error = eddy_copy(&[
         "--from",
         &format!("kafka://{closed}/t?connect_timeout=1s"),
         "--to",
         &to,
-    ]));
+    ])
+    .unwrap_err();
     assert!(
         error.contains(&format!("cannot connect to Kafka at {closed}")),
         "{error}"

@@ -5,7 +5,10 @@
 
 #![cfg(feature = "mqtt")]
 
-use std::process::{Command, Output};
+mod common;
+
+use common::{eddy_copy, pyarrow_ids};
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,39 +19,6 @@ mod mqtt_client;
 use mqtt_client::{
     assert_each_once, client, forget, ids, require_mosquitto, unique, Running, BROKER,
 };
-
-/// `eddy copy ARGS`, as it ended.
-fn eddy_copy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .arg("copy")
-        .args(args)
-        .output()
-        .expect("the eddy binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The `id` column of the Parquet files in `dir`, as pyarrow reads them (with the project's
-/// reader, tests/read_parquet.py), sorted.
-fn parquet_ids(dir: &std::path::Path) -> Vec<u64> {
-    let reader = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_parquet.py");
-    let out = Command::new("python3")
-        .args([reader, "--rows", dir.to_str().unwrap()])
-        .output()
-        .expect("python3 runs (pyarrow is installed by .ci/run)");
-    assert!(out.status.success(), "pyarrow: {}", stderr(&out));
-    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut ids: Vec<u64> = read["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row["id"].as_u64().unwrap())
-        .collect();
-    ids.sort_unstable();
-    ids
-}
 
 #[test]
 fn a_filter_copied_to_parquet_with_its_bad_messages_on_a_dead_letter_topic() {
@@ -91,7 +61,7 @@ fn a_filter_copied_to_parquet_with_its_bad_messages_on_a_dead_letter_topic() {
     let from = format!("mqtt://{BROKER}/{base}/%23?client_id={client_id}");
     let to = format!("parquet://{}", dir.path().display());
     let dead_uri = format!("mqtt://{BROKER}/{dead_topic}");
-    let out = eddy_copy(&[
+    eddy_copy(&[
         "--from",
         &from,
         "--to",
@@ -102,12 +72,12 @@ fn a_filter_copied_to_parquet_with_its_bad_messages_on_a_dead_letter_topic() {
         "3s",
         "--dead-letters",
         &dead_uri,
-    ]);
-    assert!(out.status.success(), "eddy copy failed: {}", stderr(&out));
+    ])
+    .expect("eddy copy succeeds");
 
     let good = ids(&sent["acked"]);
     assert_eq!(
-        parquet_ids(dir.path()),
+        pyarrow_ids(dir.path()),
         good,
         "every good record in Parquet, once"
     );
@@ -168,13 +138,13 @@ fn a_json_lines_file_copied_to_a_topic_reaches_paho() {
         "consume", "--topic", &topic, "--count", "400", "--idle", "10",
     ];
     let consumer = Running::subscribed(&args);
-    let out = eddy_copy(&[
+    eddy_copy(&[
         "--from",
         &format!("jsonl://{}", input.display()),
         "--to",
         &format!("mqtt://{BROKER}/{topic}"),
-    ]);
-    assert!(out.status.success(), "eddy copy failed: {}", stderr(&out));
+    ])
+    .expect("eddy copy succeeds");
     let got = consumer.finish();
     assert_each_once(&ids(&got["ids"]), 400, "read by paho");
 }
@@ -182,14 +152,13 @@ fn a_json_lines_file_copied_to_a_topic_reaches_paho() {
 #[test]
 fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
     require_mosquitto();
-    let out = eddy_copy(&[
+    let said = eddy_copy(&[
         "--from",
         &format!("mqtt://{BROKER}/orders?client_idd=x"),
         "--to",
         "jsonl:///-",
-    ]);
-    let said = stderr(&out);
-    assert!(!out.status.success());
+    ])
+    .unwrap_err();
     assert!(
         said.contains("unknown option 'client_idd'") && said.contains("client_id"),
         "{said}"
@@ -200,14 +169,13 @@ fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
         .local_addr()
         .unwrap();
     let started = Instant::now();
-    let out = eddy_copy(&[
+    let said = eddy_copy(&[
         "--from",
         &format!("mqtt://{closed}/orders"),
         "--to",
         "jsonl:///-",
-    ]);
-    let said = stderr(&out);
-    assert!(!out.status.success());
+    ])
+    .unwrap_err();
     assert!(
         said.contains(&format!("cannot connect to the MQTT broker at {closed}"))
             && said.contains("brokers.sh up"),

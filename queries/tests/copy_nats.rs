@@ -5,8 +5,11 @@
 
 #![cfg(feature = "nats")]
 
+mod common;
+
+use common::{eddy_copy, pyarrow_ids};
+
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,37 +20,6 @@ mod nats_client;
 use nats_client::{
     assert_each_once, client, ids_of, number, require_nats, subject, Running, Stream, ADDRESS,
 };
-
-/// Runs `eddy copy ARGS`: `Ok` when it succeeds, else `Err` with what it said on stderr.
-fn eddy_copy(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .arg("copy")
-        .args(args)
-        .output()
-        .expect("the eddy binary runs");
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(said)
-    }
-}
-
-fn parquet_ids(dir: &std::path::Path) -> Vec<u64> {
-    let script = "import json, sys, pyarrow.parquet as pq\n\
-                  print(json.dumps(pq.read_table(sys.argv[1]).column('id').to_pylist()))";
-    let out = Command::new("python3")
-        .args(["-c", script, dir.to_str().unwrap()])
-        .output()
-        .expect("python3 runs (pyarrow is installed by .ci/run)");
-    assert!(
-        out.status.success(),
-        "pyarrow could not read {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn a_stream_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_stream() {
@@ -92,7 +64,7 @@ fn a_stream_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_stream() {
     ])
     .unwrap();
 
-    assert_each_once(parquet_ids(dir.path()), 300, "Parquet");
+    assert_each_once(pyarrow_ids(dir.path()), 300, "Parquet");
     let letters = dead.records(bad.len());
     let locations: BTreeSet<String> = letters["records"]
         .as_array()

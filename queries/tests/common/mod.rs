@@ -386,3 +386,38 @@ pub fn stage_state(summary: &RunSummary, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no stage {name}"))
         .state
 }
+
+/// Runs `eddy copy ARGS` to its end: `Ok` with what it said on stderr when it succeeded, `Err`
+/// with it (and its stdout) when it failed.
+pub fn eddy_copy(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("copy")
+        .args(args)
+        .output()
+        .expect("the eddy binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(stderr)
+    } else {
+        Err(format!("{}{stderr}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+/// The `id` column of the Parquet files in `dir`, as pyarrow reads the directory, sorted.
+pub fn pyarrow_ids(dir: &Path) -> Vec<u64> {
+    let script = "import json, sys, pyarrow.parquet as pq\n\
+                  print(json.dumps(pq.read_table(sys.argv[1]).column('id').to_pylist()))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, dir.to_str().unwrap()])
+        .output()
+        .expect("python3 runs (pyarrow is installed by scripts/test.sh)");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ids: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+    ids.sort_unstable();
+    ids
+}
