@@ -43,7 +43,8 @@ use lapin::types::FieldTable;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
 
-use crate::endpoints::{DynSink, DynSource, EndpointOptions};
+use crate::endpoints::{configured, DynSink, DynSource, EndpointOptions};
+use crate::format::Format;
 use crate::uri::Endpoint;
 
 /// The source `amqp://HOST:PORT/QUEUE?options` names, for `eddy copy --from`.
@@ -52,10 +53,7 @@ pub(crate) fn endpoint_source(
     options: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
     let config = AmqpConfig::from_source_endpoint(endpoint)?;
-    let source = AmqpSource::new(config, options.format.clone())
-        .event_time(options.event_time.clone())
-        .stop(options.stop.clone());
-    Ok(Box::new(source))
+    Ok(configured(AmqpSource::new(config, Format::Json), options))
 }
 
 /// The sink `amqp://HOST:PORT/QUEUE?options` names, for `eddy copy --to`.

@@ -269,6 +269,89 @@ impl StopRule {
     }
 }
 
+/// How a broker source turns messages into records, and when its readers stop: what every
+/// broker source is configured with, besides where it reads.
+pub struct Decoding<T> {
+    /// How messages are encoded (default JSON).
+    pub format: Format,
+    /// Where records take their event time from (default: arrival).
+    pub event_time: EventTimeOf<T>,
+    /// When the readers stop (default: never).
+    pub stop: StopRule,
+}
+
+impl<T> Default for Decoding<T> {
+    fn default() -> Self {
+        Decoding {
+            format: Format::Json,
+            event_time: EventTimeOf::Arrival,
+            stop: StopRule::never(),
+        }
+    }
+}
+
+impl<T> Clone for Decoding<T> {
+    fn clone(&self) -> Self {
+        Decoding {
+            format: self.format.clone(),
+            event_time: self.event_time.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Serialize + 'static> Decoding<T> {
+    /// A worker's reader of `inbox`, decoding and stopping as configured.
+    pub fn reader<A: Send + 'static>(&self, inbox: Inbox<A>) -> Box<dyn SourceReader<T>> {
+        Box::new(ChannelReader::new(
+            inbox,
+            self.format.clone(),
+            self.event_time.clone(),
+            self.stop.clone(),
+        ))
+    }
+}
+
+/// The builder methods every broker source shares, over its [`Decoding`].
+pub trait BrokerSource<T>: Sized {
+    /// The source's decoding settings.
+    fn decoding_mut(&mut self) -> &mut Decoding<T>;
+
+    /// Decodes messages as `format` (default JSON).
+    fn format(mut self, format: Format) -> Self {
+        self.decoding_mut().format = format;
+        self
+    }
+
+    /// Takes each record's event time as `event_time` says (default: arrival;
+    /// [`EventTimeOf::Broker`] is the broker's timestamp of the message, where it has one).
+    fn event_time(mut self, event_time: EventTimeOf<T>) -> Self {
+        self.decoding_mut().event_time = event_time;
+        self
+    }
+
+    /// Stops the readers by `stop` (default: never; a record limit, an idle timeout).
+    fn stop(mut self, stop: StopRule) -> Self {
+        self.decoding_mut().stop = stop;
+        self
+    }
+}
+
+/// The reader of a worker that has nothing to read (no partition, not the subscriber): done
+/// at once.
+pub struct NothingToRead;
+
+impl<T> SourceReader<T> for NothingToRead {
+    fn poll(
+        &mut self,
+        _out: &mut Vec<Record<T>>,
+        _max: usize,
+        _rejected: &mut Vec<RecordError>,
+    ) -> Result<ReadStatus, ConnectorError> {
+        Ok(ReadStatus::Done)
+    }
+}
+
 /// A worker's reader of a channel: decodes each delivery into `T` and acknowledges what it
 /// handed to the pipeline at its next poll (see the module docs).
 pub struct ChannelReader<T, A> {

@@ -13,7 +13,7 @@ use eddy_engine::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bridge::StopRule;
+use crate::bridge::{BrokerSource, StopRule};
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
 use crate::uri::Endpoint;
@@ -108,6 +108,20 @@ pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, C
         // Broker and HTTP schemes: one arm each, added by their modules.
         other => Err(unknown(endpoint, other)),
     }
+}
+
+/// A broker source decoding, timing and stopping as `options` say, boxed.
+#[allow(dead_code)] // used only by the broker connectors, which features may leave out
+pub(crate) fn configured<S>(source: S, options: &EndpointOptions) -> DynSource
+where
+    S: BrokerSource<Value> + Source<Value>,
+{
+    Box::new(
+        source
+            .format(options.format.clone())
+            .event_time(options.event_time.clone())
+            .stop(options.stop.clone()),
+    )
 }
 
 /// Opens the sink `endpoint` names as a dead-letter sink: each [`DeadLetter`] is written as a

@@ -78,15 +78,16 @@ pub mod webhook;
 
 mod staged;
 
+pub use crate::bridge::BrokerSource;
 pub use crate::count::CountSink;
 pub use crate::event_time::EventTimeOf;
-pub use crate::format::{CsvOptions, Format};
 pub use crate::files::{CsvSource, JsonLinesSink, LinesSink};
+pub use crate::format::{CsvOptions, Format};
 pub use crate::jsonl::JsonLinesSource;
-pub use crate::parquet_dynamic::DynamicParquetSink;
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
 pub use crate::nexmark_csv::NexmarkCsvSource;
 pub use crate::parquet::{write_parquet, ParquetSink};
+pub use crate::parquet_dynamic::DynamicParquetSink;
 pub use crate::parquet_partitioned::{PartitionedParquetSink, TimePartitioning};
 pub use crate::replay::{PreparedSource, ReplaySource};
 pub use crate::side_input::SideInputFile;

@@ -47,8 +47,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use eddy_engine::{
-    ConnectorError, Fault, Partition, ReadStatus, Record, RecordError, Sink, SinkReport,
-    SinkWriter, Source, SourceReader,
+    ConnectorError, Fault, Partition, Record, RecordError, Sink, SinkReport, SinkWriter, Source,
+    SourceReader,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
@@ -60,8 +60,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::bridge::{self, ChannelReader, Delivery, Feed, Inbox, StopRule};
-use crate::endpoints::{DynSink, DynSource, EndpointOptions};
+use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed, Inbox, NothingToRead};
+use crate::endpoints::{configured, DynSink, DynSource, EndpointOptions};
+#[cfg(doc)]
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
 use crate::uri::Endpoint;
@@ -452,14 +453,18 @@ impl MqttSourceConfig {
 }
 
 /// A source of the messages of MQTT topic filters, at QoS 1 in a persistent session, decoded
-/// as `T` (see the module docs).
+/// as `T` (see the module docs); [`BrokerSource`]'s methods set the format, event times and
+/// stop rule (MQTT 3.1.1 has no broker timestamp: [`EventTimeOf::Broker`] is the arrival time).
 pub struct MqttSource<T> {
     config: MqttSourceConfig,
     counts: Arc<Counts>,
-    format: Format,
-    event_time: EventTimeOf<T>,
-    stop: StopRule,
-    _marker: PhantomData<fn() -> T>,
+    decoding: Decoding<T>,
+}
+
+impl<T> BrokerSource<T> for MqttSource<T> {
+    fn decoding_mut(&mut self) -> &mut Decoding<T> {
+        &mut self.decoding
+    }
 }
 
 impl<T> MqttSource<T> {
@@ -468,30 +473,8 @@ impl<T> MqttSource<T> {
         MqttSource {
             config,
             counts: Arc::default(),
-            format: Format::Json,
-            event_time: EventTimeOf::Arrival,
-            stop: StopRule::never(),
-            _marker: PhantomData,
+            decoding: Decoding::default(),
         }
-    }
-
-    /// Decodes messages as `format`.
-    pub fn format(mut self, format: Format) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// Takes event times as `event_time` says (MQTT 3.1.1 has no broker timestamp:
-    /// [`EventTimeOf::Broker`] is the arrival time).
-    pub fn event_time(mut self, event_time: EventTimeOf<T>) -> Self {
-        self.event_time = event_time;
-        self
-    }
-
-    /// Stops after a number of records or an idle stretch.
-    pub fn stop(mut self, stop: StopRule) -> Self {
-        self.stop = stop;
-        self
     }
 
     /// The configuration.
@@ -522,29 +505,11 @@ where
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         if partition.index != 0 {
-            return Ok(Box::new(NotSubscribed));
+            // Only worker 0 holds the subscription.
+            return Ok(Box::new(NothingToRead));
         }
         let inbox = subscribe(&self.config, &self.counts)?;
-        Ok(Box::new(ChannelReader::new(
-            inbox,
-            self.format.clone(),
-            self.event_time.clone(),
-            self.stop.clone(),
-        )))
-    }
-}
-
-/// The reader of a worker other than 0, which holds no subscription: done at once.
-struct NotSubscribed;
-
-impl<T> SourceReader<T> for NotSubscribed {
-    fn poll(
-        &mut self,
-        _out: &mut Vec<Record<T>>,
-        _max: usize,
-        _rejected: &mut Vec<RecordError>,
-    ) -> Result<ReadStatus, ConnectorError> {
-        Ok(ReadStatus::Done)
+        Ok(self.decoding.reader(inbox))
     }
 }
 
@@ -1461,12 +1426,7 @@ pub(crate) fn endpoint_source(
     options: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
     let config = MqttSourceConfig::from_endpoint(endpoint)?;
-    Ok(Box::new(
-        MqttSource::new(config)
-            .format(options.format.clone())
-            .event_time(options.event_time.clone())
-            .stop(options.stop.clone()),
-    ))
+    Ok(configured(MqttSource::new(config), options))
 }
 
 /// The sink `mqtt://HOST:PORT/TOPIC?options` names, of JSON values.

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use eddy_connectors::amqp::{AmqpConfig, AmqpSink, AmqpSource};
-use eddy_connectors::bridge::StopRule;
+use eddy_connectors::bridge::{BrokerSource, StopRule};
 use eddy_connectors::{EventTimeOf, Format, ReplaySource};
 use eddy_engine::testing::CollectSink;
 use eddy_engine::{

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use eddy_connectors::bridge::StopRule;
+use eddy_connectors::bridge::{BrokerSource, StopRule};
 use eddy_connectors::kafka::{
     KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, StartOffset,
 };

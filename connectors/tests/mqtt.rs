@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use eddy_connectors::bridge::StopRule;
+use eddy_connectors::bridge::{BrokerSource, StopRule};
 use eddy_connectors::mqtt::{MqttSink, MqttSinkConfig, MqttSource, MqttSourceConfig};
 use eddy_connectors::ReplaySource;
 use eddy_engine::testing::CollectSink;

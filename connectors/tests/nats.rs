@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use eddy_connectors::bridge::StopRule;
+use eddy_connectors::bridge::{BrokerSource, StopRule};
 use eddy_connectors::nats::{NatsConfig, NatsSink, NatsSource};
 use eddy_connectors::{EventTimeOf, ReplaySource};
 use eddy_engine::testing::CollectSink;

@@ -15,17 +15,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{broker_error, close, connect, describe, open_queue, AmqpConfig, Reconnect};
-use crate::bridge::{self, ChannelReader, Delivery, Feed, StopRule};
+use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed};
+#[cfg(doc)]
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
 
 /// A source of the records in a RabbitMQ queue, decoded from each message's body as
-/// `format`.
+/// `format`; its event times and stop rule are set with [`BrokerSource`]'s methods
+/// ([`EventTimeOf::Broker`] is the message's `timestamp` property).
 pub struct AmqpSource<T> {
     config: Arc<AmqpConfig>,
-    format: Format,
-    event_time: EventTimeOf<T>,
-    stop: StopRule,
+    decoding: Decoding<T>,
 }
 
 impl<T> AmqpSource<T> {
@@ -34,23 +34,17 @@ impl<T> AmqpSource<T> {
     pub fn new(config: AmqpConfig, format: Format) -> Self {
         AmqpSource {
             config: Arc::new(config),
-            format,
-            event_time: EventTimeOf::Arrival,
-            stop: StopRule::never(),
+            decoding: Decoding {
+                format,
+                ..Decoding::default()
+            },
         }
     }
+}
 
-    /// Where records take their event time from (default: arrival; [`EventTimeOf::Broker`] is
-    /// the message's `timestamp` property).
-    pub fn event_time(mut self, event_time: EventTimeOf<T>) -> Self {
-        self.event_time = event_time;
-        self
-    }
-
-    /// When the readers stop (default: never; a record limit or an idle timeout).
-    pub fn stop(mut self, stop: StopRule) -> Self {
-        self.stop = stop;
-        self
+impl<T> BrokerSource<T> for AmqpSource<T> {
+    fn decoding_mut(&mut self) -> &mut Decoding<T> {
+        &mut self.decoding
     }
 }
 
@@ -73,12 +67,7 @@ where
             feed,
         };
         runtime.spawn(task.run());
-        Ok(Box::new(ChannelReader::new(
-            inbox,
-            self.format.clone(),
-            self.event_time.clone(),
-            self.stop.clone(),
-        )))
+        Ok(self.decoding.reader(inbox))
     }
 }
 

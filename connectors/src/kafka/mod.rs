@@ -60,7 +60,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
-use crate::endpoints::{DynSink, DynSource, EndpointOptions};
+use crate::endpoints::{configured, DynSink, DynSource, EndpointOptions};
 use crate::format::Format;
 use crate::uri::Endpoint;
 
@@ -228,8 +228,6 @@ pub struct KafkaSourceConfig {
     pub group: String,
     /// Where partitions start (default [`StartOffset::Committed`]; option `start`).
     pub start: StartOffset,
-    /// How messages are encoded (default JSON; `eddy copy --format`).
-    pub format: Format,
     /// Messages the bridge channel of each worker holds (default 1024; option `capacity`).
     pub capacity: usize,
     /// How often processed offsets are committed (default 1 s; option `commit_interval`); they
@@ -247,7 +245,6 @@ impl KafkaSourceConfig {
             connection: KafkaConnection::new(brokers, topic),
             group: "eddy".to_string(),
             start: StartOffset::default(),
-            format: Format::Json,
             capacity: 1024,
             commit_interval: Duration::from_secs(1),
             reconnect_timeout: Duration::from_secs(60),
@@ -360,13 +357,8 @@ pub(crate) fn endpoint_source(
     endpoint: &Endpoint,
     options: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
-    let mut config = KafkaSourceConfig::from_endpoint(endpoint)?;
-    config.format = options.format.clone();
-    Ok(Box::new(
-        KafkaSource::new(config)
-            .event_time(options.event_time.clone())
-            .stop(options.stop.clone()),
-    ))
+    let config = KafkaSourceConfig::from_endpoint(endpoint)?;
+    Ok(configured(KafkaSource::new(config), options))
 }
 
 /// The `kafka://` sink of dynamic records, for `eddy copy`.

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy_engine::{
-    ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
-};
+use eddy_engine::{ConnectorError, Partition, Source, SourceReader};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -18,7 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{broker_error, on_log, unreachable_error, Health, KafkaSourceConfig, StartOffset};
-use crate::bridge::{self, ChannelReader, Delivery, Feed, StopRule};
+use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed, NothingToRead};
+#[cfg(doc)]
 use crate::event_time::EventTimeOf;
 
 /// How long one check of a failing broker waits for its metadata.
@@ -27,11 +26,18 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the source's task waits for the last commit and the consumer's close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A Kafka topic as a source of `T`s (see the [module docs](super)).
+/// A Kafka topic as a source of `T`s (see the [module docs](super)), decoded as JSON unless
+/// [`BrokerSource::format`] says otherwise, timed and stopped by [`BrokerSource`]'s methods
+/// ([`EventTimeOf::Broker`] is the message timestamp).
 pub struct KafkaSource<T> {
     config: KafkaSourceConfig,
-    event_time: EventTimeOf<T>,
-    stop: StopRule,
+    decoding: Decoding<T>,
+}
+
+impl<T> BrokerSource<T> for KafkaSource<T> {
+    fn decoding_mut(&mut self) -> &mut Decoding<T> {
+        &mut self.decoding
+    }
 }
 
 impl<T: Serialize + 'static> KafkaSource<T> {
@@ -39,22 +45,8 @@ impl<T: Serialize + 'static> KafkaSource<T> {
     pub fn new(config: KafkaSourceConfig) -> Self {
         KafkaSource {
             config,
-            event_time: EventTimeOf::Arrival,
-            stop: StopRule::never(),
+            decoding: Decoding::default(),
         }
-    }
-
-    /// Takes each record's event time from `event_time` (e.g. [`EventTimeOf::Broker`], the
-    /// message timestamp).
-    pub fn event_time(mut self, event_time: EventTimeOf<T>) -> Self {
-        self.event_time = event_time;
-        self
-    }
-
-    /// Stops the readers by `stop` (a record limit, an idle timeout).
-    pub fn stop(mut self, stop: StopRule) -> Self {
-        self.stop = stop;
-        self
     }
 
     /// Where each of `partitions` starts.
@@ -183,26 +175,7 @@ where
             reconnect_timeout: config.reconnect_timeout,
         };
         bridge::runtime().spawn(task.run(feed));
-        Ok(Box::new(ChannelReader::new(
-            inbox,
-            config.format.clone(),
-            self.event_time.clone(),
-            self.stop.clone(),
-        )))
-    }
-}
-
-/// The reader of a worker left without a partition.
-struct NothingToRead;
-
-impl<T> SourceReader<T> for NothingToRead {
-    fn poll(
-        &mut self,
-        _out: &mut Vec<Record<T>>,
-        _max: usize,
-        _rejected: &mut Vec<RecordError>,
-    ) -> Result<ReadStatus, ConnectorError> {
-        Ok(ReadStatus::Done)
+        Ok(self.decoding.reader(inbox))
     }
 }
 

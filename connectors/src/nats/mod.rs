@@ -58,7 +58,7 @@ use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions, Event};
 use eddy_engine::{ConnectorError, Fault};
 
-use crate::endpoints::{DynSink, DynSource, EndpointOptions};
+use crate::endpoints::{configured, DynSink, DynSource, EndpointOptions};
 use crate::uri::Endpoint;
 
 pub use sink::NatsSink;
@@ -322,12 +322,7 @@ pub(crate) fn endpoint_source(
 ) -> Result<DynSource, ConnectorError> {
     endpoint.check_params(SOURCE_OPTIONS)?;
     let config = NatsConfig::from_endpoint(endpoint)?;
-    Ok(Box::new(
-        NatsSource::new(config)
-            .format(options.format.clone())
-            .event_time(options.event_time.clone())
-            .stop(options.stop.clone()),
-    ))
+    Ok(configured(NatsSource::new(config), options))
 }
 
 /// Opens a sink of JSON records from a `nats://` URI (`eddy copy --to`).

@@ -15,9 +15,7 @@ use tokio::time::Instant;
 use super::{
     connect, connected, jetstream_context, open_stream, outside, DeliverFrom, Health, NatsConfig,
 };
-use crate::bridge::{self, ChannelReader, Delivery, Feed, StopRule};
-use crate::event_time::EventTimeOf;
-use crate::format::Format;
+use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed};
 
 /// How often an idle client task checks its connection and whether its readers are gone.
 const TICK: Duration = Duration::from_millis(200);
@@ -33,7 +31,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 ///
 /// ```no_run
 /// use eddy_connectors::nats::{NatsConfig, NatsSource};
-/// use eddy_connectors::{bridge::StopRule, EventTimeOf};
+/// use eddy_connectors::{bridge::StopRule, BrokerSource, EventTimeOf};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Order { id: u64, total: f64, ts: u64 }
@@ -48,52 +46,24 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// ```
 pub struct NatsSource<T> {
     config: NatsConfig,
-    format: Format,
-    event_time: EventTimeOf<T>,
-    stop: StopRule,
+    decoding: Decoding<T>,
 }
 
-impl<T> NatsSource<T>
-where
-    T: DeserializeOwned + Serialize + Send + 'static,
-{
+impl<T> NatsSource<T> {
     /// A source as `config` says, of JSON records timed by their arrival, running until
-    /// stopped.
+    /// stopped (NATS has no end of a subject); [`BrokerSource`]'s methods change that
+    /// (`EventTimeOf::Broker` is the JetStream publish time).
     pub fn new(config: NatsConfig) -> Self {
         NatsSource {
             config,
-            format: Format::Json,
-            event_time: EventTimeOf::Arrival,
-            stop: StopRule::never(),
+            decoding: Decoding::default(),
         }
     }
+}
 
-    /// Decodes messages as `format` (default JSON).
-    pub fn format(mut self, format: Format) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// Takes event times from `event_time` (default: arrival; `Broker` is the JetStream
-    /// publish time).
-    pub fn event_time(mut self, event_time: EventTimeOf<T>) -> Self {
-        self.event_time = event_time;
-        self
-    }
-
-    /// Stops the readers by `stop` (default: never; NATS has no end of a subject).
-    pub fn stop(mut self, stop: StopRule) -> Self {
-        self.stop = stop;
-        self
-    }
-
-    fn reader<A: Send + 'static>(&self, inbox: bridge::Inbox<A>) -> Box<dyn SourceReader<T>> {
-        Box::new(ChannelReader::new(
-            inbox,
-            self.format.clone(),
-            self.event_time.clone(),
-            self.stop.clone(),
-        ))
+impl<T> BrokerSource<T> for NatsSource<T> {
+    fn decoding_mut(&mut self) -> &mut Decoding<T> {
+        &mut self.decoding
     }
 }
 
@@ -112,12 +82,12 @@ where
             let puller = runtime.block_on(Puller::open(&self.config))?;
             let (feed, inbox) = bridge::channel(self.config.capacity);
             runtime.spawn(puller.run(feed));
-            Ok(self.reader(inbox))
+            Ok(self.decoding.reader(inbox))
         } else {
             let subscription = runtime.block_on(CoreSubscription::open(&self.config))?;
             let (feed, inbox) = bridge::channel(self.config.capacity);
             runtime.spawn(subscription.run(feed));
-            Ok(self.reader(inbox))
+            Ok(self.decoding.reader(inbox))
         }
     }
 }

@@ -34,7 +34,13 @@ impl TestQueue {
     pub fn new(tag: &str) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TestQueue(format!("eddy-test-{}-{n}-{tag}", std::process::id()))
+        // The time too: a run killed before cleaning up leaves its queues, and process ids
+        // come back.
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        TestQueue(format!("eddy-test-{}-{millis}-{n}-{tag}", std::process::id()))
     }
 }
 

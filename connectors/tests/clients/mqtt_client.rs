@@ -29,8 +29,14 @@ pub fn require_mosquitto() {
 /// A topic no other test (or run) uses: `eddy-test/PID-N/WHAT`.
 pub fn unique(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    // The time too: a run killed before cleaning up leaves its sessions, and process ids come
+    // back.
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     format!(
-        "eddy-test/{}-{}/{what}",
+        "eddy-test/{}-{millis}-{}/{what}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )

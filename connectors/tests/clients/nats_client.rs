@@ -26,14 +26,23 @@ pub fn require_nats() {
     }
 }
 
-/// A name no other test (or run) uses: `PREFIX_PID_N`.
+/// A name no other test (or run) uses: `PREFIX_PID_MILLIS_N` (the time, because a run killed
+/// before cleaning up leaves its streams, and process ids come back).
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!(
-        "{prefix}_{}_{}",
+        "{prefix}_{}_{}_{}",
         std::process::id(),
+        millis(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+fn millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 /// A subject no other test uses: `eddy.test.PID.N`.

@@ -26,7 +26,7 @@ use eddy_connectors::bridge::StopRule;
 use eddy_connectors::endpoints::{self, EndpointOptions};
 use eddy_connectors::http_sink::{HttpSink, HttpSinkConfig};
 use eddy_connectors::kafka::{KafkaSource, KafkaSourceConfig};
-use eddy_connectors::{Endpoint, EventTimeOf, Format, ParquetSink};
+use eddy_connectors::{BrokerSource, Endpoint, EventTimeOf, Format, ParquetSink};
 use eddy_engine::{ConnectorError, Pipeline, WatermarkConfig};
 use eddy_operators::prelude::*;
 use serde::{Deserialize, Serialize};
