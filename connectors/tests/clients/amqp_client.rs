@@ -40,7 +40,10 @@ impl TestQueue {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis();
-        TestQueue(format!("eddy-test-{}-{millis}-{n}-{tag}", std::process::id()))
+        TestQueue(format!(
+            "eddy-test-{}-{millis}-{n}-{tag}",
+            std::process::id()
+        ))
     }
 }
 
