@@ -92,9 +92,13 @@ install_tansu() {
         [ "$(cat "$TANSU.features" 2>/dev/null)" = "$TANSU_FEATURES" ]; then
         return 0
     fi
-    log "building tansu $TANSU_VERSION (a Kafka-protocol broker, features $TANSU_FEATURES) from crates.io into $TOOLS"
+    # EDDY_TANSU_PROFILE=debug builds it unoptimised: minutes faster, and fast enough for the
+    # tests (CI uses it); the connector benchmark wants the release build (the default).
+    local profile=()
+    [ "${EDDY_TANSU_PROFILE:-release}" = debug ] && profile=(--debug)
+    log "building tansu $TANSU_VERSION (a Kafka-protocol broker, features $TANSU_FEATURES, ${EDDY_TANSU_PROFILE:-release}) from crates.io into $TOOLS"
     CARGO_TARGET_DIR="$ROOT/target/tools-build" \
-        cargo install --quiet --locked --force tansu --version "$TANSU_VERSION" \
+        cargo install --quiet --locked --force "${profile[@]}" tansu --version "$TANSU_VERSION" \
         --features "$TANSU_FEATURES" --root "$TOOLS"
     echo "$TANSU_FEATURES" >"$TANSU.features"
     rm -rf "$ROOT/target/tools-build"
