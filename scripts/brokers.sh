@@ -18,7 +18,8 @@
 #
 # Installs: Debian packages rabbitmq-server, nats-server, mosquitto (apt-get); tansu 0.6.0 from
 # crates.io (cargo install --features dynostore,libsql, into target/tools; built once, about
-# 15-20 min on 2 cores; its SQLite store keeps topics across restarts); the Python
+# 15-20 min on 2 cores, less with EDDY_TANSU_PROFILE=debug; its SQLite store keeps topics
+# across restarts); the Python
 # clients the tests publish and consume with (pika, paho-mqtt, nats-py, kafka-python) from PyPI.
 set -euo pipefail
 
