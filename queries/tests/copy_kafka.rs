@@ -10,12 +10,12 @@
 
 mod common;
 
-use common::{eddy_copy, pyarrow_ids};
+use common::{assert_clear_source_errors, eddy_copy, pyarrow_ids, SourceErrors};
 
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -148,35 +148,11 @@ fn a_json_lines_file_copied_to_a_keyed_topic_reaches_kafka_python() {
 
 #[test]
 fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
-    let to = format!(
-        "jsonl://{}",
-        std::env::temp_dir().join("unused.jsonl").display()
-    );
-    let error =
-        eddy_copy(&["--from", &format!("kafka://{BROKER}/t?grup=g"), "--to", &to]).unwrap_err();
-    assert!(
-        error.contains("unknown option 'grup'") && error.contains("group"),
-        "{error}"
-    );
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let started = Instant::now();
-    let error = eddy_copy(&[
-        "--from",
-        &format!("kafka://{closed}/t?connect_timeout=1s"),
-        "--to",
-        &to,
-    ])
-    .unwrap_err();
-    assert!(
-        error.contains(&format!("cannot connect to Kafka at {closed}")),
-        "{error}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_clear_source_errors(SourceErrors {
+        mistyped: format!("kafka://{BROKER}/t?grup=g"),
+        mistyped_says: ["unknown option 'grup'", "group"],
+        unreachable: |closed| format!("kafka://{closed}/t?connect_timeout=1s"),
+        unreachable_says: "cannot connect to Kafka at",
+        within: Duration::from_secs(10),
+    });
 }

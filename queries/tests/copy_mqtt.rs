@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{eddy_copy, pyarrow_ids};
+use common::{assert_clear_source_errors, eddy_copy, pyarrow_ids, SourceErrors};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -152,38 +152,11 @@ fn a_json_lines_file_copied_to_a_topic_reaches_paho() {
 #[test]
 fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
     require_mosquitto();
-    let said = eddy_copy(&[
-        "--from",
-        &format!("mqtt://{BROKER}/orders?client_idd=x"),
-        "--to",
-        "jsonl:///-",
-    ])
-    .unwrap_err();
-    assert!(
-        said.contains("unknown option 'client_idd'") && said.contains("client_id"),
-        "{said}"
-    );
-
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let started = Instant::now();
-    let said = eddy_copy(&[
-        "--from",
-        &format!("mqtt://{closed}/orders"),
-        "--to",
-        "jsonl:///-",
-    ])
-    .unwrap_err();
-    assert!(
-        said.contains(&format!("cannot connect to the MQTT broker at {closed}"))
-            && said.contains("brokers.sh up"),
-        "{said}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert_clear_source_errors(SourceErrors {
+        mistyped: format!("mqtt://{BROKER}/orders?client_idd=x"),
+        mistyped_says: ["unknown option 'client_idd'", "client_id"],
+        unreachable: |closed| format!("mqtt://{closed}/orders"),
+        unreachable_says: "cannot connect to the MQTT broker at",
+        within: Duration::from_secs(8),
+    });
 }

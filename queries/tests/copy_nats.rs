@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{eddy_copy, pyarrow_ids};
+use common::{assert_clear_source_errors, eddy_copy, pyarrow_ids, SourceErrors};
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -129,38 +129,11 @@ fn a_json_lines_file_copied_to_a_subject_and_to_a_stream_reaches_nats_py() {
 #[test]
 fn a_mistyped_option_and_an_unreachable_server_are_clear_errors() {
     require_nats();
-    let err = eddy_copy(&[
-        "--from",
-        &format!("nats://{ADDRESS}/orders?stream=ORDERS&durabel=x"),
-        "--to",
-        "jsonl:///-",
-    ])
-    .expect_err("eddy copy should fail");
-    assert!(
-        err.contains("unknown option 'durabel'") && err.contains("durable"),
-        "{err}"
-    );
-
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let started = Instant::now();
-    let err = eddy_copy(&[
-        "--from",
-        &format!("nats://{closed}/orders"),
-        "--to",
-        "jsonl:///-",
-    ])
-    .expect_err("eddy copy should fail");
-    assert!(
-        err.contains(&format!("cannot connect to NATS at {closed}"))
-            && err.contains("brokers.sh up"),
-        "{err}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert_clear_source_errors(SourceErrors {
+        mistyped: format!("nats://{ADDRESS}/orders?stream=ORDERS&durabel=x"),
+        mistyped_says: ["unknown option 'durabel'", "durable"],
+        unreachable: |closed| format!("nats://{closed}/orders"),
+        unreachable_says: "cannot connect to NATS at",
+        within: Duration::from_secs(8),
+    });
 }

@@ -421,3 +421,44 @@ pub fn pyarrow_ids(dir: &Path) -> Vec<u64> {
     ids.sort_unstable();
     ids
 }
+
+/// What `eddy copy` must say of a broker source URI with a mistyped option, and of one whose
+/// broker does not listen.
+pub struct SourceErrors {
+    /// The URI with the mistyped option.
+    pub mistyped: String,
+    /// What its error names: the option and one it should have been.
+    pub mistyped_says: [&'static str; 2],
+    /// The URI of the source at a closed address.
+    pub unreachable: fn(std::net::SocketAddr) -> String,
+    /// What its error starts with, before the address (`cannot connect to Kafka at`).
+    pub unreachable_says: &'static str,
+    /// How long finding the broker unreachable may take.
+    pub within: std::time::Duration,
+}
+
+/// Checks that `eddy copy` fails on both sources of `errors` with messages naming what is
+/// wrong, the unreachable one within its time.
+pub fn assert_clear_source_errors(errors: SourceErrors) {
+    let copy_from = |from: &str| eddy_copy(&["--from", from, "--to", "jsonl:///-"]);
+    let said = copy_from(&errors.mistyped).expect_err("a mistyped option must fail");
+    assert!(
+        errors.mistyped_says.iter().all(|s| said.contains(s)),
+        "{said}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let said = copy_from(&(errors.unreachable)(closed)).expect_err("no broker: it must fail");
+    assert!(
+        said.contains(&format!("{} {closed}", errors.unreachable_says)),
+        "{said}"
+    );
+    assert!(
+        started.elapsed() < errors.within,
+        "giving up took {:?}",
+        started.elapsed()
+    );
+}
