@@ -53,7 +53,7 @@ pub use join::WindowJoined;
 pub use keyed::{KeyBy, Keyed};
 pub use lookup::{LookupJoin, SideTable};
 pub use process::{KeyedProcess, ProcessContext};
-pub use stateless::Stateless;
+pub use stateless::{Split, Stateless};
 pub use top_n::Ranked;
 pub use updating::{Aggregated, JoinKind, Joined, OuterJoined};
 pub use window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
@@ -67,7 +67,7 @@ pub mod prelude {
     pub use crate::keyed::{KeyBy, Keyed};
     pub use crate::lookup::{LookupJoin, SideTable};
     pub use crate::process::{KeyedProcess, ProcessContext};
-    pub use crate::stateless::Stateless;
+    pub use crate::stateless::{Split, Stateless};
     pub use crate::top_n::Ranked;
     pub use crate::updating::{Aggregated, JoinKind, Joined, OuterJoined};
     pub use crate::window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};

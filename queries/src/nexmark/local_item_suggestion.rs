@@ -52,21 +52,19 @@ pub fn q3_state(state: &str) -> bool {
 
 /// q3: sellers in OR, ID or CA with their auctions in category 10, as a change log.
 pub fn q3(events: Stream<Event>) -> Stream<Change<Q3Row>> {
-    let people = events.clone();
-    // (seller, auction id)
-    let auctions = events
-        .flat_map("q3_auctions", |e| match e {
-            Event::Auction(a) if a.category == Q3_CATEGORY => Some((a.seller as u64, a.id as u64)),
-            _ => None,
-        })
-        .key_by("by_seller", |a: &(u64, u64)| a.0);
-    // (id, name, city, state)
-    let sellers = people
-        .flat_map("q3_people", |e| match e {
-            Event::Person(p) if q3_state(&p.state) => Some((p.id as u64, p.name, p.city, p.state)),
-            _ => None,
-        })
-        .key_by("by_person", |p: &(u64, String, String, String)| p.0);
+    // (seller, auction id) and (id, name, city, state), split in one pass so the bids, most of
+    // the stream, are dropped before the two sides are read.
+    let (auctions, sellers) = events.split("q3_auctions_and_people", |e| match e {
+        Event::Auction(a) if a.category == Q3_CATEGORY => {
+            Some(Split::First((a.seller as u64, a.id as u64)))
+        }
+        Event::Person(p) if q3_state(&p.state) => {
+            Some(Split::Second((p.id as u64, p.name, p.city, p.state)))
+        }
+        _ => None,
+    });
+    let auctions = auctions.key_by("by_seller", |a: &(u64, u64)| a.0);
+    let sellers = sellers.key_by("by_person", |p: &(u64, String, String, String)| p.0);
     auctions
         .inner_join_updating("q3_join", sellers)
         .map("q3", |c| {

@@ -35,20 +35,18 @@ impl Q8Row {
 /// q8: new people who created an auction in their first window.
 pub fn q8(events: Stream<Event>) -> Stream<Q8Row> {
     let window = WindowSpec::tumbling(Q8_WINDOW);
-    let people = events
-        .clone()
-        .flat_map("people", |e| match e {
-            Event::Person(p) => Some((p.id as u64, p.name)),
-            _ => None,
-        })
+    // People and sellers split in one pass: the bids, most of the stream, are dropped before
+    // the two sides are read.
+    let (people, sellers) = events.split("people_and_sellers", |e| match e {
+        Event::Person(p) => Some(Split::First((p.id as u64, p.name))),
+        Event::Auction(a) => Some(Split::Second(a.seller as u64)),
+        Event::Bid(_) => None,
+    });
+    let people = people
         .key_by("people_by_id", |p: &(u64, String)| p.clone())
         .window("person_windows", window, Count)
         .key_by("person_windows_by_id", |w: &WindowResult<_, u64>| w.key.0);
-    let sellers = events
-        .flat_map("sellers", |e| match e {
-            Event::Auction(a) => Some(a.seller as u64),
-            _ => None,
-        })
+    let sellers = sellers
         .key_by("by_seller", |seller: &u64| *seller)
         .window("seller_windows", window, Count)
         .key_by("seller_windows_by_seller", |w: &WindowResult<u64, u64>| {
