@@ -336,7 +336,7 @@ fn run_flink(
                 continue;
             };
             let m = median(args.repeat, || {
-                runner::from_csv(query, source.clone(), workers, args.batch_size)
+                runner::from_csv(query, source.clone(), events, workers, args.batch_size)
             })?;
             eprintln!(
                 "{query} Eddy from CSV, {workers} workers: {:.2} M events/s",

@@ -166,10 +166,17 @@ fn every_query_from_the_csv_files_agrees_with_the_in_memory_run() {
     }
     for query in Query::ALL.into_iter().filter(|q| *q != Query::Q12) {
         let memory = engine(query, &config, 1, 1024).unwrap();
-        let one = runner::from_csv(query, NexmarkCsvSource::new(dir.path()), 1, 1024).unwrap();
-        let two = runner::from_csv(query, NexmarkCsvSource::split(dir.path(), 2), 2, 1024).unwrap();
+        // Each reads only the tables the query names: equal rows say `Query::tables` is right.
+        let one = runner::from_csv(query, NexmarkCsvSource::new(dir.path()), 10_000, 1, 1024);
+        let two = runner::from_csv(
+            query,
+            NexmarkCsvSource::split(dir.path(), 2),
+            10_000,
+            2,
+            1024,
+        );
+        let (one, two) = (one.unwrap(), two.unwrap());
         for (m, what) in [(&one, "1 worker"), (&two, "2 workers, split files")] {
-            assert_eq!(m.events, 10_000, "{query}, {what}");
             assert_eq!(
                 m.rows, memory.rows,
                 "{query}, {what}: rows differ from the in-memory run"

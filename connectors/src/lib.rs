@@ -85,7 +85,7 @@ pub use crate::files::{CsvSource, JsonLinesSink, LinesSink};
 pub use crate::format::{CsvOptions, Format};
 pub use crate::jsonl::JsonLinesSource;
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
-pub use crate::nexmark_csv::NexmarkCsvSource;
+pub use crate::nexmark_csv::{NexmarkCsvSource, NexmarkTable};
 pub use crate::parquet::{write_parquet, ParquetSink};
 pub use crate::parquet_dynamic::DynamicParquetSink;
 pub use crate::parquet_partitioned::{PartitionedParquetSink, TimePartitioning};

@@ -31,6 +31,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use eddy_connectors::nexmark::{Bid, Event, NexmarkConfig, NexmarkSource};
+use eddy_connectors::NexmarkTable;
 use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
 
@@ -146,6 +147,17 @@ impl Query {
         Query::Q21,
         Query::Q22,
     ];
+
+    /// The kinds of event this query reads (the tables its SQL names): the others go through
+    /// its first stage and are dropped, so a source may leave them out.
+    pub fn tables(self) -> &'static [NexmarkTable] {
+        use NexmarkTable::{Auction, Bid, Person};
+        match self {
+            Query::Q3 | Query::Q8 => &[Person, Auction],
+            Query::Q4 | Query::Q6 | Query::Q9 | Query::Q20 => &[Auction, Bid],
+            _ => &[Bid],
+        }
+    }
 
     /// Adds this query's stages to `events`' pipeline and sends its rows to `output`.
     pub fn build(self, events: Stream<Event>, output: &Output) {
