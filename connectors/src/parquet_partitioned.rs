@@ -11,7 +11,8 @@
 //! an empty `_SUCCESS` file into the directory, as Flink's `success-file` commit policy does.
 //! Workers share their progress through small files under `{dir}/_progress/` (so this works
 //! across processes on a shared file system); whichever worker finds every worker past a
-//! partition's end writes its `_SUCCESS`. At the end of the input every partition is complete;
+//! partition's end writes its `_SUCCESS` (an empty file, created at once: two workers may both
+//! write it). At the end of the input every partition is complete;
 //! the last worker to finish removes `_progress/`. Readers ignore `_`-prefixed paths.
 //!
 //! **Late records** — a record whose partition this worker has already closed — are written to a
@@ -265,10 +266,19 @@ impl<T> PartitionedWriter<T> {
         let upto = self.everyone_closed_before();
         let period = self.by.period_ms();
         for (start, dir) in self.by.partitions(&self.root) {
-            if start.saturating_add(period) <= upto && !dir.join(SUCCESS_FILE).exists() {
-                let (staged, file) = Staged::create(&dir, SUCCESS_FILE)?;
-                drop(file);
-                staged.commit()?;
+            let marker = dir.join(SUCCESS_FILE);
+            if start.saturating_add(period) <= upto && !marker.exists() {
+                // Empty, so creating it is all or nothing: no temporary file to stage, and
+                // workers that find the partition complete at the same moment do not race.
+                fs::File::create(&marker).map_err(|e| {
+                    io_error(
+                        format!(
+                            "could not create {}; check the directory's permissions",
+                            marker.display()
+                        ),
+                        e,
+                    )
+                })?;
             }
         }
         if upto == u64::MAX {
