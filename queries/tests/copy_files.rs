@@ -1,9 +1,13 @@
 //! `eddy copy` between files, through the real binary: CSV to Parquet (read back with pyarrow),
 //! JSON lines from stdin to CSV, and bad records into a dead-letter file with their location.
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use common::pyarrow_json;
 
 fn eddy(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
@@ -31,16 +35,7 @@ fn pyarrow_rows(dir: &Path) -> serde_json::Value {
     let script = "import json, sys, pyarrow.parquet as pq\n\
                   t = pq.read_table(sys.argv[1])\n\
                   print(json.dumps({'schema': {f.name: str(f.type) for f in t.schema}, 'rows': t.to_pylist()}))";
-    let out = Command::new("python3")
-        .args(["-c", script, dir.to_str().unwrap()])
-        .output()
-        .expect("python3 runs (pyarrow is installed by scripts/test.sh)");
-    assert!(
-        out.status.success(),
-        "pyarrow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    pyarrow_json(&["-c".as_ref(), script.as_ref()], dir, "rows")
 }
 
 #[test]

@@ -5,11 +5,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{
     assert_parquet_matches, assert_same_rows, assert_two_processes_match, config, events_of,
-    read_parquet_dir, run_two_processes, sorted,
+    pyarrow_json, read_parquet_dir, run_two_processes, sorted,
 };
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_connectors::TimePartitioning;
@@ -112,18 +111,7 @@ fn read_back_with_pyarrow(dir: &Path, expected: &[Q10Row], what: &str) {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_partitioned.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{what}: pyarrow could not read {} (is pyarrow installed?): {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: serde_json::Value = pyarrow_json(&[script.as_os_str()], dir, what);
     assert_eq!(
         found["rows"].as_u64().unwrap(),
         expected.len() as u64,

@@ -1,8 +1,12 @@
 //! The Parquet the `eddy` binary writes, read back by pyarrow (installed by `.ci/run` from pip):
 //! schema and row count. Set `EDDY_SKIP_PYARROW=1` to skip where pyarrow cannot be installed.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+
+use common::pyarrow_json;
 
 use eddy_connectors::nexmark::{generate_all, NexmarkConfig};
 use eddy_queries::reference;
@@ -36,19 +40,9 @@ fn read_with_pyarrow(path: &Path, rows: bool) -> Option<Value> {
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(rows.then_some("--rows"))
-        .arg(path)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "pyarrow could not read {} (is pyarrow installed? `pip install pyarrow`): {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    let mut args = vec![script.as_os_str()];
+    args.extend(rows.then_some(std::ffi::OsStr::new("--rows")));
+    Some(pyarrow_json(&args, path, "read_parquet.py"))
 }
 
 /// The number on the summary line `| name | value |`.

@@ -403,21 +403,28 @@ pub fn eddy_copy(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The `id` column of the Parquet files in `dir`, as pyarrow reads the directory, sorted.
-pub fn pyarrow_ids(dir: &Path) -> Vec<u64> {
-    let script = "import json, sys, pyarrow.parquet as pq\n\
-                  print(json.dumps(pq.read_table(sys.argv[1]).column('id').to_pylist()))";
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, dir.to_str().unwrap()])
+/// Runs `python3` with `args` (a script that reads `path` with pyarrow and prints JSON) and
+/// parses what it prints; fails the test with python's error when it fails.
+pub fn pyarrow_json<T: DeserializeOwned>(args: &[&std::ffi::OsStr], path: &Path, what: &str) -> T {
+    let out = Command::new("python3")
+        .args(args)
+        .arg(path)
         .output()
         .expect("python3 runs (pyarrow is installed by scripts/test.sh)");
     assert!(
         out.status.success(),
-        "pyarrow could not read {}: {}",
-        dir.display(),
+        "{what}: pyarrow could not read {} (is pyarrow installed? `pip install pyarrow`): {}",
+        path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut ids: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `id` column of the Parquet files in `dir`, as pyarrow reads the directory, sorted.
+pub fn pyarrow_ids(dir: &Path) -> Vec<u64> {
+    let script = "import json, sys, pyarrow.parquet as pq\n\
+                  print(json.dumps(pq.read_table(sys.argv[1]).column('id').to_pylist()))";
+    let mut ids: Vec<u64> = pyarrow_json(&["-c".as_ref(), script.as_ref()], dir, "ids");
     ids.sort_unstable();
     ids
 }
