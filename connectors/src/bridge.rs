@@ -105,25 +105,41 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
     let (tx, rx) = async_channel::bounded(capacity.max(1));
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let closed = Arc::new(Closed::default());
+    let broker_backlog = Arc::new(AtomicU64::new(UNKNOWN_BACKLOG));
     (
         Feed {
             tx,
             acks: ack_rx,
             closed: Arc::clone(&closed),
+            broker_backlog: Arc::clone(&broker_backlog),
         },
         Inbox {
             rx,
             acks: ack_tx,
             closed,
+            broker_backlog,
         },
     )
 }
+
+/// A broker backlog not (yet) reported.
+const UNKNOWN_BACKLOG: u64 = u64::MAX;
 
 /// The client task's end of a channel: deliveries go in, acknowledgement tokens come back.
 pub struct Feed<A> {
     tx: async_channel::Sender<Event<A>>,
     acks: mpsc::UnboundedReceiver<Vec<A>>,
     closed: Arc<Closed>,
+    broker_backlog: Arc<AtomicU64>,
+}
+
+impl<A> Feed<A> {
+    /// Where the client reports how many messages wait at the broker for it (a Kafka
+    /// consumer's lag): the readers add it to what waits in the channel
+    /// ([`SourceReader::backlog`]).
+    pub fn broker_backlog(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.broker_backlog)
+    }
 }
 
 impl<A: Send + 'static> Feed<A> {
@@ -205,6 +221,7 @@ pub struct Inbox<A> {
     rx: async_channel::Receiver<Event<A>>,
     acks: mpsc::UnboundedSender<Vec<A>>,
     closed: Arc<Closed>,
+    broker_backlog: Arc<AtomicU64>,
 }
 
 impl<A> Clone for Inbox<A> {
@@ -213,7 +230,21 @@ impl<A> Clone for Inbox<A> {
             rx: self.rx.clone(),
             acks: self.acks.clone(),
             closed: Arc::clone(&self.closed),
+            broker_backlog: Arc::clone(&self.broker_backlog),
         }
+    }
+}
+
+impl<A> Inbox<A> {
+    /// Messages waiting: in the channel, plus at the broker when the client reports it.
+    fn backlog(&self) -> u64 {
+        let at_broker = self.broker_backlog.load(Ordering::Relaxed);
+        let at_broker = if at_broker == UNKNOWN_BACKLOG {
+            0
+        } else {
+            at_broker
+        };
+        self.rx.len() as u64 + at_broker
     }
 }
 
@@ -427,6 +458,10 @@ where
     T: DeserializeOwned + Serialize + 'static,
     A: Send + 'static,
 {
+    fn backlog(&self) -> Option<u64> {
+        self.inbox.as_ref().map(Inbox::backlog)
+    }
+
     fn poll(
         &mut self,
         out: &mut Vec<Record<T>>,

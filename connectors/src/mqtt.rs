@@ -311,10 +311,12 @@ impl Reconnect {
     /// After `error`: waits before the next attempt, or gives up once the deadline passed.
     async fn wait(&mut self, error: &ConnectionError) -> Result<(), ConnectorError> {
         let lost_at = *self.lost_at.get_or_insert_with(|| {
-            eprintln!(
-                "eddy: {}: lost the connection to the MQTT broker at {} ({error}); reconnecting \
+            tracing::warn!(
+                "{}: lost the connection to the MQTT broker at {} ({error}); reconnecting \
                  for up to {:?}",
-                self.what, self.address, self.timeout
+                self.what,
+                self.address,
+                self.timeout
             );
             Instant::now()
         });
@@ -333,8 +335,8 @@ impl Reconnect {
     /// The connection is back (`note` says what became of the session).
     fn connected(&mut self, note: &str) {
         if let Some(lost_at) = self.lost_at.take() {
-            eprintln!(
-                "eddy: {}: reconnected to the MQTT broker at {} after {:.1} s{note}",
+            tracing::info!(
+                "{}: reconnected to the MQTT broker at {} after {:.1} s{note}",
                 self.what,
                 self.address,
                 lost_at.elapsed().as_secs_f64()

@@ -304,7 +304,7 @@ impl<T> WebhookSource<T> {
             })?;
         let url = format!("http://{local}{}", config.path);
         if !local.ip().is_loopback() && config.secret.is_none() && config.token.is_none() {
-            eprintln!(
+            tracing::warn!(
                 "webhook {url}: listening beyond loopback with neither a secret nor a token: \
                  anyone who can reach {local} can post records"
             );
@@ -476,13 +476,13 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
     tokio::select! {
         served = server.into_future() => {
             if let Err(error) = served {
-                eprintln!("webhook {url}: the server failed: {error}");
+                tracing::warn!("webhook {url}: the server failed: {error}");
             }
         }
         () = async move {
             let _ = forced.wait_for(|done| *done).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => eprintln!(
+        } => tracing::warn!(
             "webhook {url}: requests still in progress {SHUTDOWN_GRACE:?} after the readers \
              finished were cut off"
         ),
@@ -490,7 +490,7 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
     let feed = intake.feed.lock().unwrap_or_else(PoisonError::into_inner);
     let unread = feed.backlog();
     if unread > 0 {
-        eprintln!(
+        tracing::warn!(
             "webhook {url}: {unread} accepted records were not read: the readers stopped (a \
              record limit) before they came to them"
         );

@@ -26,13 +26,15 @@
 //! - [`time`]: event time, records, watermarks.
 //! - [`source`] and [`sink`]: the traits connectors implement.
 //! - [`runtime`]: [`Runtime`], [`RunHandle`], [`RunSummary`].
-//! - [`metrics`]: per-stage counters and the end-to-end latency histogram.
+//! - [`metrics`]: per-stage counters, per-worker watermark gauges, the latency histogram.
+//! - [`observe`]: the Prometheus metrics endpoint and the watermark explainer.
 //! - [`error`]: the engine's error types.
 
 pub mod change;
 pub mod dead_letter;
 pub mod error;
 pub mod metrics;
+pub mod observe;
 pub mod pipeline;
 pub mod runtime;
 pub mod sink;
@@ -47,7 +49,8 @@ pub use change::Change;
 pub use dead_letter::{DeadLetter, DeadLetterKind};
 pub use error::{ConnectorError, EngineError, Fault};
 pub use late::{LatePolicy, LateRecord};
-pub use metrics::{StageMetrics, StageSnapshot, StateGauge};
+pub use metrics::{StageMetrics, StageSnapshot, StateGauge, WorkerGauge, WorkerReading};
+pub use observe::Observer;
 pub use pipeline::{Data, Pipeline, Records, StageContext, StageInfo, Stream};
 pub use runtime::{Cluster, RunHandle, RunSummary, Runtime};
 pub use sink::{Sink, SinkReport, SinkWriter};

@@ -1,7 +1,10 @@
-//! Per-stage counters and the end-to-end latency histogram.
+//! Per-stage counters, per-worker watermark gauges, and the end-to-end latency histogram.
 //!
 //! Counters are shared by the workers of a process and updated once per batch, never per
-//! record. The latency of a result is the wall-clock time from the moment it could first be
+//! record. Gauges ([`WorkerGauge`]) are kept per stage and local worker: the stage's output
+//! watermark (its frontier), and for sources their newest event time, idleness and backlog;
+//! for windows the oldest open window. The metrics endpoint and the watermark explainer
+//! ([`crate::observe`]) read them while the run goes on. The latency of a result is the wall-clock time from the moment it could first be
 //! computed — its source emitted it, or, for a result that waits for the watermark (a window's),
 //! the last source's watermark passed it — to the moment it reached a sink ([`LatencyClock`]).
 
@@ -12,8 +15,133 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-/// Counters of one stage, summed over the workers of this process.
-#[derive(Debug, Default)]
+/// "Not known" in a gauge.
+const UNKNOWN: u64 = u64::MAX;
+
+/// What one worker's instance of a stage reports: its watermark and, for sources and windows,
+/// what holds it.
+#[derive(Debug)]
+pub struct WorkerGauge {
+    /// The stage's output frontier on this worker (its watermark); `u64::MAX` once finished.
+    watermark: AtomicU64,
+    /// Sources: the newest event time read (`UNKNOWN` before the first record).
+    max_event_time: AtomicU64,
+    /// Sources: the wall clock (ms) of the last record read (`UNKNOWN` before the first).
+    last_record_ms: AtomicU64,
+    /// Sources: the wall clock (ms) since which the reader has had nothing (`UNKNOWN`: active).
+    idle_since_ms: AtomicU64,
+    /// Sources: records waiting at the source (consumer lag, queue depth), when it tells.
+    backlog: AtomicU64,
+    /// Windows, sessions, joins: when the earliest result still pending on this worker is due
+    /// — the end of the oldest open window (`UNKNOWN`: nothing pending).
+    open_window_end: AtomicU64,
+    /// Windows: the start of that window (`UNKNOWN` for results that are not windows).
+    open_window_start: AtomicU64,
+}
+
+impl Default for WorkerGauge {
+    fn default() -> Self {
+        WorkerGauge {
+            watermark: AtomicU64::new(0),
+            max_event_time: AtomicU64::new(UNKNOWN),
+            last_record_ms: AtomicU64::new(UNKNOWN),
+            idle_since_ms: AtomicU64::new(UNKNOWN),
+            backlog: AtomicU64::new(UNKNOWN),
+            open_window_end: AtomicU64::new(UNKNOWN),
+            open_window_start: AtomicU64::new(UNKNOWN),
+        }
+    }
+}
+
+fn known(v: &AtomicU64) -> Option<u64> {
+    Some(v.load(Ordering::Relaxed)).filter(|v| *v != UNKNOWN)
+}
+
+impl WorkerGauge {
+    /// Sets the watermark (output frontier) of this worker's instance.
+    #[inline]
+    pub fn set_watermark(&self, watermark: u64) {
+        self.watermark.store(watermark, Ordering::Relaxed);
+    }
+
+    /// Notes that a source read records, the newest with event time `max_event_time`, at wall
+    /// clock `now_ms`.
+    #[inline]
+    pub fn note_records(&self, max_event_time: u64, now_ms: u64) {
+        // One worker's instance writes its gauge: a load and a store suffice.
+        let newest = self.max_event_time.load(Ordering::Relaxed);
+        if newest == UNKNOWN || max_event_time > newest {
+            self.max_event_time.store(max_event_time, Ordering::Relaxed);
+        }
+        self.last_record_ms.store(now_ms, Ordering::Relaxed);
+        self.idle_since_ms.store(UNKNOWN, Ordering::Relaxed);
+    }
+
+    /// Notes that a source's reader had nothing to read at wall clock `now_ms`.
+    #[inline]
+    pub fn note_idle(&self, now_ms: u64) {
+        if self.idle_since_ms.load(Ordering::Relaxed) == UNKNOWN {
+            self.idle_since_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the records waiting at the source, when it tells (`None`: unknown).
+    #[inline]
+    pub fn set_backlog(&self, backlog: Option<u64>) {
+        self.backlog
+            .store(backlog.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    /// Sets the oldest window still open on this worker, `[start, end)`, or none.
+    #[inline]
+    pub fn set_open_window(&self, window: Option<(u64, u64)>) {
+        let (start, end) = window.unwrap_or((UNKNOWN, UNKNOWN));
+        self.open_window_start.store(start, Ordering::Relaxed);
+        self.open_window_end.store(end, Ordering::Relaxed);
+    }
+
+    /// Sets when the earliest result pending on this worker is due (a session's end, a join
+    /// result's time): emitted once the watermark reaches it. `None`: nothing pending.
+    #[inline]
+    pub fn set_next_due(&self, due: Option<u64>) {
+        self.open_window_start.store(UNKNOWN, Ordering::Relaxed);
+        self.open_window_end
+            .store(due.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    fn read(&self) -> WorkerReading {
+        WorkerReading {
+            watermark: self.watermark.load(Ordering::Relaxed),
+            max_event_time: known(&self.max_event_time),
+            last_record_ms: known(&self.last_record_ms),
+            idle_since_ms: known(&self.idle_since_ms),
+            backlog: known(&self.backlog),
+            pending: known(&self.open_window_end).map(|end| (known(&self.open_window_start), end)),
+        }
+    }
+}
+
+/// One worker's gauges of one stage at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReading {
+    /// The stage's watermark (output frontier) on this worker; `u64::MAX` once finished.
+    pub watermark: u64,
+    /// Sources: the newest event time read.
+    pub max_event_time: Option<u64>,
+    /// Sources: the wall clock (ms since the epoch) of the last record read.
+    pub last_record_ms: Option<u64>,
+    /// Sources: since when (wall clock, ms) the reader has had nothing to read.
+    pub idle_since_ms: Option<u64>,
+    /// Sources: records waiting at the source (consumer lag, queue depth), when it tells.
+    pub backlog: Option<u64>,
+    /// Windows, sessions, joins: the earliest result pending on this worker, as `(start, end)`
+    /// of the oldest open window (no start for results that are not windows); it is emitted
+    /// once the watermark reaches `end`.
+    pub pending: Option<(Option<u64>, u64)>,
+}
+
+/// Counters of one stage, summed over the workers of this process, and its per-worker gauges.
+#[derive(Debug)]
 pub struct StageMetrics {
     records_in: AtomicU64,
     records_out: AtomicU64,
@@ -22,9 +150,99 @@ pub struct StageMetrics {
     dead_lettered: AtomicU64,
     state: AtomicI64,
     state_peak: AtomicI64,
+    /// Bytes one state entry takes, shallowly (`size_of` of the entry type), when known.
+    entry_bytes: AtomicU64,
+    /// Sources: the idle timeout after which an idle reader's watermark follows the wall clock
+    /// (ms; `UNKNOWN`: none, an idle reader holds the watermark).
+    idle_timeout_ms: AtomicU64,
+    /// When the stage last logged a dead letter (`None`: never).
+    logged_at: Mutex<Option<Instant>>,
+    workers: Vec<WorkerGauge>,
+}
+
+/// How often a stage logs about its dead letters after the first.
+pub(crate) const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Default for StageMetrics {
+    fn default() -> Self {
+        StageMetrics::new(1)
+    }
 }
 
 impl StageMetrics {
+    /// Counters at zero, with gauges for `local_workers` workers.
+    pub fn new(local_workers: usize) -> Self {
+        StageMetrics {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            state: AtomicI64::new(0),
+            state_peak: AtomicI64::new(0),
+            entry_bytes: AtomicU64::new(0),
+            idle_timeout_ms: AtomicU64::new(UNKNOWN),
+            logged_at: Mutex::new(None),
+            workers: (0..local_workers.max(1))
+                .map(|_| WorkerGauge::default())
+                .collect(),
+        }
+    }
+
+    /// The gauges of worker `index` (its index in the run; processes hold consecutive ranges).
+    #[inline]
+    pub fn worker(&self, index: usize) -> &WorkerGauge {
+        &self.workers[index % self.workers.len()]
+    }
+
+    /// Every local worker's gauges now, in worker order.
+    pub fn workers(&self) -> Vec<WorkerReading> {
+        self.workers.iter().map(WorkerGauge::read).collect()
+    }
+
+    /// Notes how many bytes one state entry takes (shallowly), for the state-size estimate.
+    pub fn set_entry_bytes(&self, bytes: usize) {
+        self.entry_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Records written to the dead-letter sink so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// Whether a dead letter should be logged now: `Some(true)` for the stage's first,
+    /// `Some(false)` when [`LOG_EVERY`] has passed since the last line, else `None` (and while
+    /// another worker is logging).
+    pub(crate) fn log_due(&self) -> Option<bool> {
+        let mut at = self.logged_at.try_lock().ok()?;
+        let now = Instant::now();
+        let first = at.is_none();
+        if at.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
+            return None;
+        }
+        *at = Some(now);
+        Some(first)
+    }
+
+    /// Sources: notes the idle timeout of the stage's readers (`None`: an idle reader holds the
+    /// watermark until it reads again).
+    pub fn set_idle_timeout(&self, timeout: Option<std::time::Duration>) {
+        let ms = timeout.map_or(UNKNOWN, |t| t.as_millis() as u64);
+        self.idle_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sources: the readers' idle timeout, if they have one.
+    pub fn idle_timeout_ms(&self) -> Option<u64> {
+        known(&self.idle_timeout_ms)
+    }
+
+    /// The state's size in bytes, estimated as entries × the entry's shallow size, when the
+    /// stage told its entry size.
+    pub fn state_bytes_estimate(&self) -> Option<u64> {
+        let bytes = self.entry_bytes.load(Ordering::Relaxed);
+        (bytes > 0).then(|| bytes * self.state())
+    }
+
     /// Counts records that entered the stage.
     #[inline]
     pub fn add_in(&self, n: usize) {
@@ -148,7 +366,7 @@ impl Drop for StateGauge {
 /// The metrics of one run in this process.
 #[derive(Debug)]
 pub(crate) struct RunMetrics {
-    stages: Vec<(String, String, Arc<StageMetrics>)>,
+    pub(crate) stages: Vec<(String, String, Arc<StageMetrics>)>,
     latency: Mutex<Histogram<u64>>,
     clock: Mutex<LatencyClock>,
     rejected_examples: Mutex<Vec<String>>,
@@ -160,11 +378,14 @@ const MAX_STAMPS: usize = 1 << 16;
 const MAX_REJECTED_EXAMPLES: usize = 10;
 
 impl RunMetrics {
-    pub(crate) fn new(stages: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub(crate) fn new(
+        stages: impl IntoIterator<Item = (String, String)>,
+        local_workers: usize,
+    ) -> Self {
         RunMetrics {
             stages: stages
                 .into_iter()
-                .map(|(name, kind)| (name, kind, Arc::new(StageMetrics::default())))
+                .map(|(name, kind)| (name, kind, Arc::new(StageMetrics::new(local_workers))))
                 .collect(),
             latency: Mutex::new(new_histogram()),
             clock: Mutex::new(LatencyClock::default()),

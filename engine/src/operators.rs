@@ -26,6 +26,8 @@ use crate::time::{wall_clock_ms, WatermarkConfig, WatermarkTracker};
 
 /// How long an idle source waits before it polls again.
 const IDLE_POLL: Duration = Duration::from_millis(1);
+/// How often a sink adds the latencies it measured to the run's histogram.
+const LATENCY_MERGE: Duration = Duration::from_millis(500);
 
 /// Drives one worker's reader: each activation reads one batch, stamps it with the current
 /// watermark (the capability's time), then downgrades the capability to the new watermark.
@@ -48,22 +50,27 @@ pub(crate) fn source<'s, T: 'static>(
             }
         };
         let mut capability = reader.as_ref().map(|_| capability);
+        stage.metrics().set_idle_timeout(watermarks.idle_timeout);
         let clock = stage.run_metrics().register_source(stage.partition().index);
         let mut tracker = WatermarkTracker::new(watermarks);
         let mut polled = Vec::with_capacity(batch_size);
         let mut rejected = Vec::new();
         let mut last_noted = None;
         let metrics = stage.run_metrics_handle();
+        let gauge = stage.clone();
         let advance = move |cap: &mut Capability<u64>, watermark: u64| {
             if watermark > *cap.time() {
                 cap.downgrade(&watermark);
                 metrics.note_watermark(clock, watermark, Instant::now());
+                gauge.gauge().set_watermark(watermark);
             }
         };
         let metrics = stage.run_metrics_handle();
+        let gauge = stage.clone();
         let finish = move |capability: &mut Option<Capability<u64>>| {
             *capability = None;
             metrics.note_watermark(clock, u64::MAX, Instant::now());
+            gauge.gauge().set_watermark(u64::MAX);
         };
         move |output| {
             let (Some(cap), Some(r)) = (capability.as_mut(), reader.as_mut()) else {
@@ -71,10 +78,14 @@ pub(crate) fn source<'s, T: 'static>(
             };
             let status = r.poll(&mut polled, batch_size, &mut rejected);
             stage.reject_all(DeadLetterKind::Decode, &mut rejected);
+            stage.gauge().set_backlog(r.backlog());
             if !polled.is_empty() {
+                let mut newest = 0;
                 for (t, _) in &polled {
                     tracker.observe(*t);
+                    newest = newest.max(*t);
                 }
+                stage.gauge().note_records(newest, wall_clock_ms());
                 stage.metrics().add_out(polled.len());
                 if last_noted != Some(*cap.time()) {
                     stage
@@ -94,6 +105,9 @@ pub(crate) fn source<'s, T: 'static>(
                     activator.activate()
                 }
                 Ok(ReadStatus::Idle) => {
+                    if polled.is_empty() {
+                        stage.gauge().note_idle(wall_clock_ms());
+                    }
                     let watermark = r
                         .watermark()
                         .unwrap_or_else(|| tracker.on_idle(Instant::now(), wall_clock_ms()));
@@ -167,6 +181,7 @@ pub(crate) fn sink<T: 'static>(
         }
     };
     let mut latency = new_histogram();
+    let mut merged_at = Instant::now();
     let name = stage.name().to_string();
     let mut watermark = 0u64;
     input.sink(Local, &name, move |(input, frontier)| {
@@ -183,7 +198,7 @@ pub(crate) fn sink<T: 'static>(
                 }
             }
             if let Some(w) = writer.as_mut() {
-                let written = w.write(batch);
+                let written = w.write_at(cap.least().copied().unwrap_or(0), batch);
                 stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
                 if let Err(error) = written {
                     stage.fail(error);
@@ -192,9 +207,17 @@ pub(crate) fn sink<T: 'static>(
             }
             batch.clear();
         });
+        if merged_at.elapsed() >= LATENCY_MERGE && !latency.is_empty() {
+            // The run's histogram is read live (the metrics endpoint): hand it what this sink
+            // measured so far.
+            stage.run_metrics().merge_latency(&latency);
+            latency.reset();
+            merged_at = Instant::now();
+        }
         if let Some(&least) = frontier.frontier().iter().min() {
             if least > watermark {
                 watermark = least;
+                stage.gauge().set_watermark(least);
                 if let Some(w) = writer.as_mut() {
                     let advanced = w.on_watermark(least);
                     stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
@@ -206,6 +229,7 @@ pub(crate) fn sink<T: 'static>(
             }
         }
         if frontier.is_empty() {
+            stage.gauge().set_watermark(u64::MAX);
             if let Some(mut w) = writer.take() {
                 let finished = w.finish();
                 stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
@@ -219,4 +243,23 @@ pub(crate) fn sink<T: 'static>(
             }
         }
     });
+}
+
+/// Passes a stage's output through unchanged, noting its frontier — the stage's watermark on
+/// this worker — in the stage's gauge ([`StageContext::gauge`]). Built only when the metrics
+/// endpoint is on.
+pub(crate) fn watch<'s, T: 'static>(output: Records<'s, T>, stage: StageContext) -> Records<'s, T> {
+    let name = format!("{}-watch", stage.name());
+    output.unary_frontier(Local, &name, move |_, _| {
+        move |(input, frontier), out| {
+            input.for_each(|cap, data| out.session(&cap).give_container(data));
+            let watermark = frontier
+                .frontier()
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or(u64::MAX);
+            stage.gauge().set_watermark(watermark);
+        }
+    })
 }

@@ -44,7 +44,7 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::dead_letter::{DeadLetter, DeadLetterKind, Rejects};
 use crate::error::{ConnectorError, EngineError};
 use crate::late::{LatePolicy, LateRecord};
-use crate::metrics::{RunMetrics, StageMetrics, StateGauge};
+use crate::metrics::{RunMetrics, StageMetrics, StateGauge, WorkerGauge};
 use crate::operators;
 use crate::sink::{Sink, SinkReport};
 use crate::source::{Partition, RecordError, Source};
@@ -85,6 +85,9 @@ pub struct StageInfo {
     pub detail: String,
     /// The stages it reads from.
     pub inputs: Vec<usize>,
+    /// How its input is exchanged between workers (`by key`, `by window`, `to one worker`),
+    /// when it is.
+    pub exchange: Option<String>,
 }
 
 pub(crate) struct Graph {
@@ -115,6 +118,7 @@ impl Graph {
             kind: kind.to_string(),
             detail,
             inputs,
+            exchange: None,
         });
         index
     }
@@ -235,7 +239,9 @@ impl Pipeline {
         }
     }
 
-    /// The pipeline as a Graphviz DOT graph.
+    /// The pipeline as a Graphviz DOT graph: sources, stages and sinks as nodes (named, with
+    /// their kind and details), the streams between them as edges; an edge into a stage that
+    /// exchanges records between workers is dashed and says how.
     pub fn to_dot(&self) -> String {
         let graph = self.graph();
         let mut dot = format!(
@@ -254,7 +260,14 @@ impl Pipeline {
                 s.index
             ));
             for i in &s.inputs {
-                dot.push_str(&format!("  s{i} -> s{};\n", s.index));
+                match &s.exchange {
+                    Some(how) => dot.push_str(&format!(
+                        "  s{i} -> s{} [style=dashed, label=\"exchange {}\"];\n",
+                        s.index,
+                        how.replace('"', "'")
+                    )),
+                    None => dot.push_str(&format!("  s{i} -> s{};\n", s.index)),
+                }
             }
         }
         dot.push_str("}\n");
@@ -368,7 +381,7 @@ impl<T: Data> Stream<T> {
         let upstream = self.build;
         let build = recipe(move |ctx: &mut Ctx<'_>| {
             let input = build_from(&upstream, ctx);
-            build(input, ctx.stage_context(index))
+            ctx.watched(build(input, ctx.stage_context(index)), index)
         });
         Stream {
             graph: self.graph,
@@ -404,7 +417,7 @@ impl<T: Data> Stream<T> {
         let build = recipe(move |ctx: &mut Ctx<'_>| {
             let a = build_from(&left, ctx);
             let b = build_from(&right, ctx);
-            build(a, b, ctx.stage_context(index))
+            ctx.watched(build(a, b, ctx.stage_context(index)), index)
         });
         Stream {
             graph: self.graph,
@@ -439,6 +452,18 @@ impl<T: Data> Stream<T> {
         }));
     }
 
+    /// Notes that the stage producing this stream exchanges its input between workers (`how`:
+    /// `by key`, `by window`, ...), for graphs ([`Pipeline::to_dot`]). Operators that route
+    /// records call it; it changes nothing in how the stage runs.
+    pub fn exchanged(self, how: &str) -> Self {
+        self.graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stages[self.index]
+            .exchange = Some(how.to_string());
+        self
+    }
+
     /// The name of the stage that produces this stream.
     pub fn stage_name(&self) -> String {
         self.graph
@@ -470,9 +495,20 @@ pub(crate) struct Ctx<'s> {
     pub(crate) reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
     /// The forks built so far on this worker, by stage index ([`operators::ForkPoint`]).
     pub(crate) forks: HashMap<usize, Box<dyn Any>>,
+    /// Whether every stage's output watermark is watched (the metrics endpoint is on).
+    pub(crate) observe: bool,
 }
 
-impl Ctx<'_> {
+impl<'s> Ctx<'s> {
+    /// A stage's output, watched for the metrics endpoint when it is on.
+    fn watched<T: 'static>(&self, output: Records<'s, T>, index: usize) -> Records<'s, T> {
+        if self.observe {
+            operators::watch(output, self.stage_context(index))
+        } else {
+            output
+        }
+    }
+
     fn stage_context(&self, index: usize) -> StageContext {
         StageContext {
             name: Arc::clone(&self.names[index]),
@@ -601,6 +637,28 @@ impl StageContext {
 
     fn dead_letter(&self, letter: DeadLetter) {
         self.metrics.add_dead_lettered(1);
+        match self.metrics.log_due() {
+            Some(true) => tracing::warn!(
+                "stage '{}': dead-lettered a record ({}: {}){}; later ones are counted and \
+                 logged at most every {} s",
+                self.name,
+                letter.kind,
+                letter.error,
+                if letter.location.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", letter.location)
+                },
+                crate::metrics::LOG_EVERY.as_secs()
+            ),
+            Some(false) => tracing::info!(
+                "stage '{}': {} records dead-lettered so far, the last: {}",
+                self.name,
+                self.metrics.dead_lettered(),
+                letter.error
+            ),
+            None => {}
+        }
         if let Err(error) = self.rejects.dead_letter(letter) {
             self.fail(error);
         }
@@ -615,6 +673,20 @@ impl StageContext {
     /// A share of this stage's state gauge for one operator instance.
     pub fn state_gauge(&self) -> StateGauge {
         StateGauge::new(Arc::clone(&self.metrics))
+    }
+
+    /// A share of this stage's state gauge for one operator instance whose state entries are
+    /// values of type `E`: the metrics then estimate the state's bytes as entries × the size of
+    /// `E` (shallow: heap data an entry points to is not counted).
+    pub fn state_gauge_of<E>(&self) -> StateGauge {
+        self.metrics.set_entry_bytes(std::mem::size_of::<E>());
+        self.state_gauge()
+    }
+
+    /// This worker's gauges of this stage: its watermark and, for sources and windows, what
+    /// holds it (read by the metrics endpoint and the watermark explainer).
+    pub fn gauge(&self) -> &WorkerGauge {
+        self.metrics.worker(self.partition.index)
     }
 
     /// Reports a connector failure of this stage; the run ends with it as its error.

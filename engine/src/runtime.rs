@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
@@ -14,6 +15,7 @@ use timely::{CommunicationConfig, WorkerConfig};
 use crate::dead_letter::Rejects;
 use crate::error::EngineError;
 use crate::metrics::{RunMetrics, StageSnapshot};
+use crate::observe::{Observer, Server};
 use crate::pipeline::{Ctx, Failures, Pipeline};
 use crate::sink::SinkReport;
 use crate::source::Partition;
@@ -51,6 +53,7 @@ impl Cluster {
 pub struct Runtime {
     workers: usize,
     cluster: Option<Cluster>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Runtime {
@@ -59,7 +62,17 @@ impl Runtime {
         Runtime {
             workers,
             cluster: None,
+            metrics_addr: None,
         }
+    }
+
+    /// Serves the run's metrics (Prometheus text at `/metrics`) and the watermark explainer
+    /// (`/explain`) over HTTP on `addr` while the run lasts ([`crate::observe`]). Port 0 picks
+    /// a free port: [`RunHandle::metrics_addr`] says which. Every stage's output watermark is
+    /// then watched by a pass-through operator.
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
     }
 
     /// Runs as one process of a cluster (each process has `workers` threads).
@@ -113,6 +126,7 @@ impl Runtime {
         let stages = pipeline.stages();
         let metrics = Arc::new(RunMetrics::new(
             stages.iter().map(|s| (s.name.clone(), s.kind.clone())),
+            self.workers,
         ));
         let names: Arc<Vec<Arc<str>>> =
             Arc::new(stages.iter().map(|s| Arc::from(s.name.as_str())).collect());
@@ -124,6 +138,24 @@ impl Runtime {
         let (m, f) = (Arc::clone(&metrics), Arc::clone(&failures));
         let started = Instant::now();
         let built = Arc::new(Barrier::new(self.workers));
+        let observe = self.metrics_addr.is_some();
+        let first_worker = self
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.process * self.workers);
+        let server = self
+            .metrics_addr
+            .map(|addr| {
+                let view = Observer {
+                    pipeline: pipeline.name(),
+                    stages: stages.clone(),
+                    metrics: Arc::clone(&metrics),
+                    first_worker,
+                    started,
+                };
+                Server::start(addr, view)
+            })
+            .transpose()?;
         let ready_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
         let ready = Arc::clone(&ready_at);
         let guards = timely::execute(config, move |worker| {
@@ -151,6 +183,7 @@ impl Runtime {
                     batch_size,
                     reports: Rc::clone(&reports),
                     forks: Default::default(),
+                    observe,
                 };
                 for build in &sinks {
                     build(&mut ctx);
@@ -181,6 +214,14 @@ impl Runtime {
         let processes = self.cluster.as_ref().map_or(1, |c| c.hosts.len()) as u64;
         Ok(RunHandle {
             guards,
+            observer: Observer {
+                pipeline: pipeline.name(),
+                stages,
+                metrics: Arc::clone(&metrics),
+                first_worker,
+                started,
+            },
+            server,
             metrics,
             failures,
             started,
@@ -203,6 +244,8 @@ impl Runtime {
 /// A running pipeline.
 pub struct RunHandle {
     guards: WorkerGuards<Vec<(String, SinkReport)>>,
+    observer: Observer,
+    server: Option<Server>,
     metrics: Arc<RunMetrics>,
     failures: Failures,
     started: Instant,
@@ -217,7 +260,7 @@ impl RunHandle {
     /// Records the sources of this process have emitted so far, and how many they will emit in
     /// all when known.
     pub fn progress(&self) -> (u64, Option<u64>) {
-        (sources_read(&self.metrics), self.expected_records)
+        (self.observer.records_read(), self.expected_records)
     }
 
     /// Every stage's counters now, while the run goes on (state gauges included).
@@ -225,11 +268,22 @@ impl RunHandle {
         self.metrics.snapshot()
     }
 
+    /// Where the metrics endpoint listens, when [`Runtime::metrics_addr`] turned it on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::addr)
+    }
+
+    /// A live view of the run (metrics, explainer, source readings) that other threads can
+    /// keep.
+    pub fn observer(&self) -> Observer {
+        self.observer.clone()
+    }
+
     /// A function that reads how many records the sources of this process have emitted, for a
     /// progress display on another thread.
     pub fn progress_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
-        let metrics = Arc::clone(&self.metrics);
-        move || sources_read(&metrics)
+        let observer = self.observer.clone();
+        move || observer.records_read()
     }
 
     /// Waits for the workers to finish and returns the run's summary, or its first failure.
@@ -252,6 +306,7 @@ impl RunHandle {
                 Err(panic) => panics.push(panic),
             }
         }
+        drop(self.server);
         let wall = self.started.elapsed();
         let ready_at = *self.ready_at.lock().unwrap_or_else(PoisonError::into_inner);
         let processing = ready_at.map_or(wall, |at| at.elapsed());
@@ -278,15 +333,6 @@ impl RunHandle {
             rejected_examples: self.metrics.rejected_examples(),
         })
     }
-}
-
-fn sources_read(metrics: &RunMetrics) -> u64 {
-    metrics
-        .snapshot()
-        .iter()
-        .filter(|s| s.kind == "source")
-        .map(|s| s.records_out)
-        .sum()
 }
 
 /// What a run did, in this process.

@@ -34,6 +34,15 @@ pub trait SinkWriter<T> {
     /// Writes a batch of records; the writer may drain `batch`.
     fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError>;
 
+    /// Writes a batch stamped `stamp` (the watermark it was emitted at: every record of it is
+    /// in the output once the sink's watermark passes `stamp`). The default calls
+    /// [`write`](Self::write); a writer that cares when records were emitted (the test kit's
+    /// collecting sink) overrides it.
+    fn write_at(&mut self, stamp: u64, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+        let _ = stamp;
+        self.write(batch)
+    }
+
     /// Called when the sink's watermark (the least time of its input frontier) advances to
     /// `watermark`, after the batches stamped before it: no record of a batch at an earlier
     /// time will come. Writers that close time partitions use it; the default does nothing.

@@ -96,6 +96,14 @@ pub trait SourceReader<T> {
     fn watermark(&self) -> Option<u64> {
         None
     }
+
+    /// Records waiting at the source for this reader, when the source tells: a Kafka
+    /// consumer's lag, a queue's depth, records buffered between a broker client and the
+    /// worker. Called once per poll, so it must be cheap (a cached value). Shown by the
+    /// metrics endpoint, the explainer and the live view.
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<T: 'static> Source<T> for Box<dyn Source<T>> {

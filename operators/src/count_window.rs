@@ -60,12 +60,14 @@ impl<K: Key, V: Data + Ord> Keyed<K, V> {
         agg: A,
     ) -> Stream<WindowResult<K, A::Out>> {
         let n = n.max(1);
-        self.stream.stage(
-            name,
-            "count_window",
-            format!("every {n} records"),
-            move |input, stage| count_windows(input, stage, n, agg.clone()),
-        )
+        self.stream
+            .stage(
+                name,
+                "count_window",
+                format!("every {n} records"),
+                move |input, stage| count_windows(input, stage, n, agg.clone()),
+            )
+            .exchanged("by key")
     }
 }
 

@@ -82,6 +82,7 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
                     })
                 })
             })
+            .exchanged("by key")
     }
 
     /// Passes a record unless a record of the same key passed within `ttl_ms` before it in
@@ -99,60 +100,63 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
     /// # }
     /// ```
     pub fn dedup_ttl(self, name: &str, ttl_ms: u64) -> Keyed<K, V> {
-        let stream = self.stream.stage(
-            name,
-            "dedup",
-            format!("ttl {ttl_ms} ms"),
-            move |input, stage| {
-                let name = stage.name().to_string();
-                let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
-                input.unary_frontier(by_key, &name, move |_, _| {
-                    let mut state = TtlState::<K, V>::new(ttl_ms);
-                    let mut held: Option<Capability<u64>> = None;
-                    let mut gauge = stage.state_gauge();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data| {
-                            let Some(&stamp) = cap.least() else { return };
-                            stage.metrics().add_in(data.len());
-                            for (t, (key, value)) in data.drain(..) {
-                                if t < stamp {
-                                    stage.late(&(&key, &value), t, stamp, t);
+        let stream = self
+            .stream
+            .stage(
+                name,
+                "dedup",
+                format!("ttl {ttl_ms} ms"),
+                move |input, stage| {
+                    let name = stage.name().to_string();
+                    let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
+                    input.unary_frontier(by_key, &name, move |_, _| {
+                        let mut state = TtlState::<K, V>::new(ttl_ms);
+                        let mut held: Option<Capability<u64>> = None;
+                        let mut gauge = stage.state_gauge();
+                        move |(input, frontier), output| {
+                            input.for_each(|cap, data| {
+                                let Some(&stamp) = cap.least() else { return };
+                                stage.metrics().add_in(data.len());
+                                for (t, (key, value)) in data.drain(..) {
+                                    if t < stamp {
+                                        stage.late(&(&key, &value), t, stamp, t);
+                                        continue;
+                                    }
+                                    if held.as_ref().is_none_or(|c| *c.time() > t) {
+                                        held = Some(cap.delayed(&t, 0));
+                                    }
+                                    state.wait(t, key, value);
+                                }
+                            });
+                            let limit = frontier_time(frontier);
+                            while let Some((t, passed)) = state.decide_next(limit) {
+                                if passed.is_empty() {
                                     continue;
                                 }
-                                if held.as_ref().is_none_or(|c| *c.time() > t) {
-                                    held = Some(cap.delayed(&t, 0));
+                                let cap = held.as_mut().expect(
+                                    "a waiting record holds a capability; this is a bug in Eddy",
+                                );
+                                cap.downgrade(&t);
+                                stage.metrics().add_out(passed.len());
+                                output
+                                    .session(cap)
+                                    .give_iterator(passed.into_iter().map(|kv| (t, kv)));
+                            }
+                            state.expire(limit);
+                            match state.next_waiting() {
+                                Some(t) => {
+                                    if let Some(c) = held.as_mut() {
+                                        c.downgrade(&t);
+                                    }
                                 }
-                                state.wait(t, key, value);
+                                None => held = None,
                             }
-                        });
-                        let limit = frontier_time(frontier);
-                        while let Some((t, passed)) = state.decide_next(limit) {
-                            if passed.is_empty() {
-                                continue;
-                            }
-                            let cap = held.as_mut().expect(
-                                "a waiting record holds a capability; this is a bug in Eddy",
-                            );
-                            cap.downgrade(&t);
-                            stage.metrics().add_out(passed.len());
-                            output
-                                .session(cap)
-                                .give_iterator(passed.into_iter().map(|kv| (t, kv)));
+                            gauge.set(state.size());
                         }
-                        state.expire(limit);
-                        match state.next_waiting() {
-                            Some(t) => {
-                                if let Some(c) = held.as_mut() {
-                                    c.downgrade(&t);
-                                }
-                            }
-                            None => held = None,
-                        }
-                        gauge.set(state.size());
-                    }
-                })
-            },
-        );
+                    })
+                },
+            )
+            .exchanged("by key");
         Keyed { stream }
     }
 }

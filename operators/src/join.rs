@@ -98,13 +98,15 @@ impl<K: Key, A: Data + Clone> Keyed<K, A> {
         other: Keyed<K, B>,
         spec: WindowSpec,
     ) -> Stream<WindowJoined<K, A, B>> {
-        self.stream.stage2(
-            other.stream,
-            name,
-            "window_join",
-            spec.describe(),
-            move |left, right, stage| drive(left, right, stage, WindowJoin::new(spec)),
-        )
+        self.stream
+            .stage2(
+                other.stream,
+                name,
+                "window_join",
+                spec.describe(),
+                move |left, right, stage| drive(left, right, stage, WindowJoin::new(spec)),
+            )
+            .exchanged("by key")
     }
 
     /// Pairs every record `a` of this stream with every record `b` of `other` that has the same
@@ -132,15 +134,17 @@ impl<K: Key, A: Data + Clone> Keyed<K, A> {
         lower_ms: u64,
         upper_ms: u64,
     ) -> Stream<(K, A, B)> {
-        self.stream.stage2(
-            other.stream,
-            name,
-            "interval_join",
-            format!("b.time in [a.time - {lower_ms} ms, a.time + {upper_ms} ms]"),
-            move |left, right, stage| {
-                drive(left, right, stage, IntervalJoin::new(lower_ms, upper_ms))
-            },
-        )
+        self.stream
+            .stage2(
+                other.stream,
+                name,
+                "interval_join",
+                format!("b.time in [a.time - {lower_ms} ms, a.time + {upper_ms} ms]"),
+                move |left, right, stage| {
+                    drive(left, right, stage, IntervalJoin::new(lower_ms, upper_ms))
+                },
+            )
+            .exchanged("by key")
     }
 
     /// Enriches every record `a` of this stream with the latest record of `other` with the same
@@ -164,13 +168,15 @@ impl<K: Key, A: Data + Clone> Keyed<K, A> {
         name: &str,
         other: Keyed<K, B>,
     ) -> Stream<(K, A, Option<B>)> {
-        self.stream.stage2(
-            other.stream,
-            name,
-            "asof_join",
-            "latest b.time <= a.time".to_string(),
-            move |left, right, stage| drive(left, right, stage, AsOfJoin::new()),
-        )
+        self.stream
+            .stage2(
+                other.stream,
+                name,
+                "asof_join",
+                "latest b.time <= a.time".to_string(),
+                move |left, right, stage| drive(left, right, stage, AsOfJoin::new()),
+            )
+            .exchanged("by key")
     }
 }
 
@@ -272,6 +278,7 @@ where
             let (left_at, right_at) = (frontier_time(left_frontier), frontier_time(right_frontier));
             state.advance(left_at, right_at, &mut results);
             release(&held, &mut results, output, &stage);
+            stage.gauge().set_next_due(state.next_due());
             match state.next_due() {
                 Some(due) => held
                     .as_mut()

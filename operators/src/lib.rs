@@ -72,3 +72,8 @@ pub mod prelude {
     pub use crate::updating::{Aggregated, JoinKind, Joined, OuterJoined};
     pub use crate::window::{GlobalWindow, TopNPerWindow, WindowResult, WindowSpec};
 }
+
+/// The test kit guide, docs/testing.md: its examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/testing.md")]
+pub struct TestingGuide;

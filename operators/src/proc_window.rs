@@ -128,5 +128,6 @@ impl<K: Key, V: Data> Keyed<K, V> {
                     }
                 })
             })
+            .exchanged("by key")
     }
 }

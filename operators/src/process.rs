@@ -172,12 +172,14 @@ impl<K: Key, V: Data + Ord> Keyed<K, V> {
     /// [`KeyedProcess::on_timer`] when the watermark passes a timer (see [the module
     /// docs](crate::process) for the exact order).
     pub fn process<P: KeyedProcess<K, V>>(self, name: &str, f: P) -> Stream<P::Out> {
-        self.stream.stage(
-            name,
-            "process",
-            "keyed process".into(),
-            move |input, stage| process_records(input, stage, f.clone()),
-        )
+        self.stream
+            .stage(
+                name,
+                "process",
+                "keyed process".into(),
+                move |input, stage| process_records(input, stage, f.clone()),
+            )
+            .exchanged("by key")
     }
 }
 

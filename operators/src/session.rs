@@ -66,12 +66,14 @@ impl<K: Key, V: Data> Keyed<K, V> {
         agg: A,
     ) -> Stream<WindowResult<K, A::Out>> {
         let gap = gap_ms.max(1);
-        self.stream.stage(
-            name,
-            "session_window",
-            format!("gap {gap} ms"),
-            move |input, stage| sessions(input, stage, gap, agg.clone()),
-        )
+        self.stream
+            .stage(
+                name,
+                "session_window",
+                format!("gap {gap} ms"),
+                move |input, stage| sessions(input, stage, gap, agg.clone()),
+            )
+            .exchanged("by key")
     }
 }
 
@@ -294,7 +296,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
     input.unary_frontier(by_key, &name, move |_, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
         let mut sessions: Sessions<K, A::Acc> = Sessions::new(gap);
-        let mut gauge = stage.state_gauge();
+        let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
         // Held at or below every open session's end - 1, to emit it at that time.
         let mut cap: Option<Capability<u64>> = None;
         move |(input, frontier), output| {
@@ -314,6 +316,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                 }
             }
             sessions.close(limit, &mut cap, output, &stage, &agg);
+            stage.gauge().set_next_due(sessions.next_due());
             match sessions.next_due() {
                 Some(due) => {
                     if let Some(held) = cap.as_mut() {

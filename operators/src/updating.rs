@@ -169,24 +169,26 @@ where
         name: &str,
         other: Keyed<K, B>,
     ) -> Stream<Change<Joined<K, A, B>>> {
-        self.stream.stage2(
-            other.stream,
-            name,
-            "join",
-            "updating inner".to_string(),
-            move |left, right, stage| {
-                let (l, r) = (
-                    input_updates(left, stage.clone(), "left", None),
-                    input_updates(right, stage.clone(), "right", None),
-                );
-                let joined = l.join_map(r, |k, a, b| Joined {
-                    key: k.clone(),
-                    left: a.clone(),
-                    right: b.clone(),
-                });
-                change_log(joined, stage, |row| route(&row.key))
-            },
-        )
+        self.stream
+            .stage2(
+                other.stream,
+                name,
+                "join",
+                "updating inner".to_string(),
+                move |left, right, stage| {
+                    let (l, r) = (
+                        input_updates(left, stage.clone(), "left", None),
+                        input_updates(right, stage.clone(), "right", None),
+                    );
+                    let joined = l.join_map(r, |k, a, b| Joined {
+                        key: k.clone(),
+                        left: a.clone(),
+                        right: b.clone(),
+                    });
+                    change_log(joined, stage, |row| route(&row.key))
+                },
+            )
+            .exchanged("by key")
     }
 
     fn join_stage<B: Row>(
@@ -200,13 +202,15 @@ where
             Some(ttl) => format!("updating {}, ttl {ttl} ms", kind.describe()),
             None => format!("updating {}", kind.describe()),
         };
-        self.stream.stage2(
-            other.stream,
-            name,
-            "join",
-            detail,
-            move |left, right, stage| join_records(left, right, stage, kind, ttl_ms),
-        )
+        self.stream
+            .stage2(
+                other.stream,
+                name,
+                "join",
+                detail,
+                move |left, right, stage| join_records(left, right, stage, kind, ttl_ms),
+            )
+            .exchanged("by key")
     }
 
     /// Aggregates each key's values over the whole stream, in updating mode: whenever the
@@ -225,16 +229,18 @@ where
         G: Aggregate<A>,
         G::Out: Clone + PartialEq,
     {
-        self.stream.stage(
-            name,
-            "aggregate",
-            "updating".to_string(),
-            move |input, stage| {
-                fold_records(input, stage, None, agg.clone(), |key, _, value| {
-                    Aggregated { key, value }
-                })
-            },
-        )
+        self.stream
+            .stage(
+                name,
+                "aggregate",
+                "updating".to_string(),
+                move |input, stage| {
+                    fold_records(input, stage, None, agg.clone(), |key, _, value| {
+                        Aggregated { key, value }
+                    })
+                },
+            )
+            .exchanged("by key")
     }
 
     /// Aggregates each key's values per window, in updating mode: a window's result appears as
@@ -260,25 +266,27 @@ where
         G: Aggregate<A>,
         G::Out: Clone + PartialEq,
     {
-        self.stream.stage(
-            name,
-            "window",
-            format!("updating {}", spec.describe()),
-            move |input, stage| {
-                fold_records(
-                    input,
-                    stage,
-                    Some(spec),
-                    agg.clone(),
-                    move |key, start, value| WindowResult {
-                        key,
-                        start,
-                        end: start + spec.size(),
-                        value,
-                    },
-                )
-            },
-        )
+        self.stream
+            .stage(
+                name,
+                "window",
+                format!("updating {}", spec.describe()),
+                move |input, stage| {
+                    fold_records(
+                        input,
+                        stage,
+                        Some(spec),
+                        agg.clone(),
+                        move |key, start, value| WindowResult {
+                            key,
+                            start,
+                            end: start + spec.size(),
+                            value,
+                        },
+                    )
+                },
+            )
+            .exchanged("by key")
     }
 }
 

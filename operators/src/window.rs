@@ -148,6 +148,7 @@ impl<K: Key, V: Data> Keyed<K, V> {
             .stage(name, "window", spec.describe(), move |input, stage| {
                 two_phase(input, stage, spec, agg.clone())
             })
+            .exchanged("by key")
     }
 }
 
@@ -194,6 +195,7 @@ impl<T: Data> GlobalWindow<T> for Stream<T> {
                 two_phase(local, stage, spec, agg.clone())
             },
         )
+        .exchanged("to one worker")
     }
 }
 
@@ -459,7 +461,7 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
         let mut stash: Stash<(K, A::Acc)> = Stash::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
-        let mut gauge = stage.state_gauge();
+        let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
@@ -474,7 +476,8 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
                 }
             }
             fire_due(&mut panes, &mut window_cap, output, &stage, &agg, limit);
-            match panes.next_window() {
+            let next = panes.next_window();
+            match next {
                 Some((_, end)) => {
                     if let Some(c) = window_cap.as_mut() {
                         c.downgrade(&(end - 1));
@@ -482,6 +485,7 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
                 }
                 None => window_cap = None,
             }
+            stage.gauge().set_open_window(next);
             gauge.set(panes.accs);
         }
     })
@@ -576,6 +580,7 @@ impl<K: Key + Ord, V: Data + Clone> TopNPerWindow<K, V> for Stream<WindowResult<
                 top_n_global(local, stage, n, rank)
             },
         )
+        .exchanged("by window")
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod copy;
 #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
 pub mod examples;
+pub mod live;
 pub mod nexmark;
 pub mod output;
 pub mod reference;

@@ -399,8 +399,8 @@ impl<T> AmqpWriter<T> {
     /// the backlog, to be published again once the connection is back.
     fn lose(&mut self, error: &lapin::Error) {
         if self.lost.is_none() {
-            eprintln!(
-                "eddy: RabbitMQ sink ({}, worker {}): lost the connection to {}: {}; \
+            tracing::warn!(
+                "RabbitMQ sink ({}, worker {}): lost the connection to {}: {}; \
                  reconnecting for up to {}",
                 self.config.target(),
                 self.worker,
@@ -425,8 +425,8 @@ impl<T> AmqpWriter<T> {
         loop {
             match Link::open(&self.config, self.worker).await {
                 Ok(link) => {
-                    eprintln!(
-                        "eddy: RabbitMQ sink ({}, worker {}): reconnected to {} {}",
+                    tracing::info!(
+                        "RabbitMQ sink ({}, worker {}): reconnected to {} {}",
                         self.config.target(),
                         self.worker,
                         self.config.address,

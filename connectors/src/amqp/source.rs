@@ -170,8 +170,8 @@ impl ConsumerTask {
             match self.consume().await {
                 End::ReadersGone => break,
                 End::Lost(why) => {
-                    eprintln!(
-                        "eddy: RabbitMQ source (queue {}, worker {}): lost the connection to {}: \
+                    tracing::warn!(
+                        "RabbitMQ source (queue {}, worker {}): lost the connection to {}: \
                          {why}; reconnecting for up to {}",
                         self.config.queue,
                         self.worker,
@@ -254,8 +254,8 @@ impl ConsumerTask {
                 Ok(session) => {
                     let old = std::mem::replace(&mut self.session, session);
                     close(&old.connection).await;
-                    eprintln!(
-                        "eddy: RabbitMQ source (queue {}, worker {}): reconnected to {} {}",
+                    tracing::info!(
+                        "RabbitMQ source (queue {}, worker {}): reconnected to {} {}",
                         self.config.queue,
                         self.worker,
                         self.config.address,

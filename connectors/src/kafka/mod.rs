@@ -418,7 +418,7 @@ impl Health {
         let mut state = self.lock();
         if state.failing_since.is_some() && !state.logged {
             state.logged = true;
-            eprintln!("eddy: {}: {}; {doing}", self.name, state.last_error);
+            tracing::warn!("{}: {}; {doing}", self.name, state.last_error);
         }
     }
 
@@ -434,8 +434,8 @@ impl Health {
         let mut state = self.lock();
         if let Some(since) = state.failing_since.take() {
             if std::mem::take(&mut state.logged) {
-                eprintln!(
-                    "eddy: {}: the broker answers again after {:.1} s",
+                tracing::warn!(
+                    "{}: the broker answers again after {:.1} s",
                     self.name,
                     since.elapsed().as_secs_f64()
                 );
@@ -449,7 +449,7 @@ impl Health {
 /// errors through their [`Health`] instead).
 fn on_log(name: &str, facility: &str, message: &str) {
     if facility == "CONFWARN" {
-        eprintln!("eddy: {name}: librdkafka: {message}");
+        tracing::warn!("{name}: librdkafka: {message}");
     }
 }
 

@@ -3,6 +3,7 @@
 //! handed to the dataflow (semantics in the [module docs](super)).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -113,7 +115,10 @@ where
             connection.describe(),
             partition.index
         );
+        let (feed, inbox) = bridge::channel(config.capacity);
         let context = SourceContext {
+            lag: feed.broker_backlog(),
+            topic: connection.topic.clone(),
             health: Arc::new(Health::new(name.clone())),
             commits: Health::new(format!(
                 "{name}: committing offsets of group {}",
@@ -137,6 +142,8 @@ where
             // Bound librdkafka's prefetch (see the module docs).
             ("queued.min.messages", "1000".to_string()),
             ("queued.max.messages.kbytes", "4096".to_string()),
+            // The consumer lag (the backlog the metrics show) comes with the statistics.
+            ("statistics.interval.ms", "1000".to_string()),
         ];
         // The consumer spawns its wake-up task on the runtime it is created in.
         let _runtime = bridge::runtime().enter();
@@ -166,7 +173,6 @@ where
                 connection.describe()
             ))
         })?;
-        let (feed, inbox) = bridge::channel(config.capacity);
         let task = ConsumerTask {
             consumer: Arc::new(consumer),
             topic: connection.topic.clone(),
@@ -184,9 +190,25 @@ struct SourceContext {
     name: String,
     health: Arc<Health>,
     commits: Health,
+    /// The consumer lag over this consumer's partitions, from librdkafka's statistics.
+    lag: Arc<AtomicU64>,
+    topic: String,
 }
 
 impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            // Partition -1 is librdkafka's internal one; -1 lags are not known yet.
+            let lag: i64 = topic
+                .partitions
+                .iter()
+                .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
+                .map(|(_, part)| part.consumer_lag)
+                .sum();
+            self.lag.store(lag as u64, Ordering::Relaxed);
+        }
+    }
+
     fn log(&self, _level: RDKafkaLogLevel, facility: &str, message: &str) {
         on_log(&self.name, facility, message);
     }
@@ -306,8 +328,8 @@ impl ConsumerTask {
             drop(self);
         });
         if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
-            eprintln!(
-                "eddy: {name}: the last commit did not finish within {CLOSE_TIMEOUT:?}; records \
+            tracing::warn!(
+                "{name}: the last commit did not finish within {CLOSE_TIMEOUT:?}; records \
                  handed over since the commit before are read again by the next run"
             );
         }

@@ -355,8 +355,8 @@ async fn connect(config: &NatsConfig, buffered: usize) -> Result<Client, Connect
                 if matches!(event, Event::SlowConsumer(_))
                     && !slow_logged.swap(true, Ordering::Relaxed)
                 {
-                    eprintln!(
-                        "eddy: {what}: the pipeline is behind and the client drops messages \
+                    tracing::warn!(
+                        "{what}: the pipeline is behind and the client drops messages \
                          (core NATS keeps nothing; read a JetStream stream to keep them)"
                     );
                 }
@@ -473,9 +473,10 @@ impl Health {
         let now = Instant::now();
         match self.failing_since {
             None => {
-                eprintln!(
-                    "eddy: {}: {problem}; retrying for up to {:?}",
-                    self.what, self.timeout
+                tracing::warn!(
+                    "{}: {problem}; retrying for up to {:?}",
+                    self.what,
+                    self.timeout
                 );
                 self.failing_since = Some(now);
                 None
@@ -492,8 +493,8 @@ impl Health {
     /// Things work (again).
     fn ok(&mut self) {
         if let Some(since) = self.failing_since.take() {
-            eprintln!(
-                "eddy: {}: working again after {:.1} s",
+            tracing::info!(
+                "{}: working again after {:.1} s",
                 self.what,
                 since.elapsed().as_secs_f64()
             );

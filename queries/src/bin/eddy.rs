@@ -1,10 +1,10 @@
 //! `eddy`: run the built-in pipelines (Nexmark queries), generate their input, and copy
 //! records between sources and sinks.
 
-use std::io::IsTerminal;
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -13,11 +13,11 @@ use eddy_connectors::nexmark::{
 };
 use eddy_connectors::uri::parse_duration;
 use eddy_connectors::{write_parquet, Endpoint, Format as ConnectorFormat};
-use eddy_engine::{Cluster, Partition, RunSummary, Runtime};
+use eddy_engine::{Cluster, Partition, Pipeline, RunSummary, Runtime};
 use eddy_queries::copy::Copy;
+use eddy_queries::live::Live;
 use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,6 +40,11 @@ enum Command {
     /// Copy records between any source and sink: brokers, webhooks, files. Stops when a file
     /// source ends, after --limit records or after --idle-exit, and commits what it wrote.
     Copy(CopyArgs),
+    /// Ask a running pipeline (started with --metrics-addr) why its watermark is where it is:
+    /// every source's watermark, which one holds it back, each window's oldest open window.
+    Explain(ExplainArgs),
+    /// Print a query's pipeline as a Graphviz DOT graph (stages, exchanges, sinks).
+    Graph(GraphArgs),
     /// Example pipelines on real event systems.
     #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
     Example {
@@ -88,6 +93,60 @@ struct OrdersArgs {
     workers: usize,
 }
 
+/// How a run shows itself: the live view and the metrics endpoint.
+#[derive(Args)]
+struct ViewArgs {
+    /// No live view (progress, events/s, watermark lag, source backlog) on stderr, and no
+    /// summary for `eddy copy`.
+    #[arg(long)]
+    quiet: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics and the watermark explainer at
+    /// /explain while the run lasts. ADDR is HOST:PORT or a port on 127.0.0.1; alone, the flag
+    /// serves on 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    metrics_addr: Option<String>,
+}
+
+impl ViewArgs {
+    /// The runtime with the metrics endpoint when asked for.
+    fn apply(&self, runtime: Runtime) -> Result<Runtime> {
+        Ok(match &self.metrics_addr {
+            Some(addr) => runtime.metrics_addr(socket_addr(addr, "--metrics-addr")?),
+            None => runtime,
+        })
+    }
+}
+
+/// Parses HOST:PORT, or a bare port on loopback.
+fn socket_addr(text: &str, flag: &str) -> Result<SocketAddr> {
+    let text = text.trim();
+    let full = if text.chars().all(|c| c.is_ascii_digit()) {
+        format!("127.0.0.1:{text}")
+    } else {
+        text.to_string()
+    };
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("{flag} {text}: give HOST:PORT (e.g. 127.0.0.1:9464) or a port"))
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// The --metrics-addr of the running pipeline.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    addr: String,
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// The query: q0–q22.
+    query: Query,
+    /// Render the graph as SVG into this file with Graphviz's `dot` (Debian package graphviz).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct CopyArgs {
     /// Where to read: kafka://HOST:PORT/TOPIC, amqp://HOST:PORT/QUEUE,
@@ -120,9 +179,8 @@ struct CopyArgs {
     /// Worker threads (broker sources spread their partitions or messages over them).
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// No summary on stderr.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    view: ViewArgs,
 }
 
 #[derive(Subcommand)]
@@ -181,9 +239,8 @@ struct RunArgs {
     /// Event-time rate of the generator: events per second of event time.
     #[arg(long, default_value_t = 10_000)]
     rate: usize,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    view: ViewArgs,
     /// q13's side table: a CSV file of `key,value` lines, or JSON lines (`.jsonl`) of
     /// `{"key": .., "value": ..}`; without it q13 uses keys 0..10000 valued by their decimal string.
     #[arg(long)]
@@ -216,7 +273,19 @@ enum TableFormat {
     Csv,
 }
 
+/// Logs go to stderr, filtered by `RUST_LOG` (default: `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => {
@@ -240,6 +309,8 @@ fn main() -> ExitCode {
             NexmarkCommand::Generate(args) => report(generate_files(args)),
         },
         Command::Copy(args) => report(copy(args)),
+        Command::Explain(args) => report(explain(args)),
+        Command::Graph(args) => report(graph(args)),
         #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
         Command::Example {
             example: Example::Orders(args),
@@ -275,7 +346,7 @@ fn output(args: &RunArgs) -> Result<Output> {
 }
 
 fn runtime(args: &RunArgs) -> Result<Runtime> {
-    let runtime = Runtime::new(args.workers);
+    let runtime = args.view.apply(Runtime::new(args.workers))?;
     if args.processes <= 1 && args.hosts.is_none() {
         return Ok(runtime);
     }
@@ -314,38 +385,21 @@ fn run(args: RunArgs) -> Result<()> {
         None => args.query.pipeline(config, &output),
     };
     pipeline.batch_size(args.batch_size);
-    let handle = runtime.start(&pipeline)?;
-    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(handle.progress().1.unwrap_or(0));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
-            )
-            .expect("the template is valid"),
-        );
-        bar
-    });
-    let summary = match bar {
-        Some(bar) => {
-            let ticker = {
-                let bar = bar.clone();
-                let progress = handle.progress_reader();
-                std::thread::spawn(move || {
-                    while !bar.is_finished() {
-                        bar.set_position(progress());
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                })
-            };
-            let summary = handle.join();
-            bar.finish_and_clear();
-            let _ = ticker.join();
-            summary?
-        }
-        None => handle.join()?,
-    };
+    let summary = run_live(&runtime, &pipeline, &args.view)?;
     print_summary(&summary);
     Ok(())
+}
+
+/// Runs `pipeline` with the live view and, when asked, the metrics endpoint.
+fn run_live(runtime: &Runtime, pipeline: &Pipeline, view: &ViewArgs) -> Result<RunSummary> {
+    let handle = runtime.start(pipeline)?;
+    if let Some(addr) = handle.metrics_addr() {
+        tracing::info!("metrics at http://{addr}/metrics, the explainer at http://{addr}/explain");
+    }
+    let live = Live::start(handle.observer(), handle.progress().1, view.quiet);
+    let summary = handle.join();
+    live.finish();
+    Ok(summary?)
 }
 
 fn print_summary(summary: &RunSummary) {
@@ -377,8 +431,9 @@ fn copy(args: CopyArgs) -> Result<()> {
     spec.event_time = args.event_time;
     spec.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
     let pipeline = spec.pipeline()?;
-    let summary = Runtime::new(args.workers.max(1)).run(&pipeline)?;
-    if !args.quiet {
+    let runtime = args.view.apply(Runtime::new(args.workers.max(1)))?;
+    let summary = run_live(&runtime, &pipeline, &args.view)?;
+    if !args.view.quiet {
         eprintln!("{summary}");
         for file in summary.files().iter().take(8) {
             eprintln!("wrote {}", file.display());
@@ -413,6 +468,56 @@ fn orders_example(args: OrdersArgs) -> Result<()> {
     example.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
     let summary = Runtime::new(args.workers.max(1)).run(&example.pipeline()?)?;
     print_summary(&summary);
+    Ok(())
+}
+
+fn explain(args: ExplainArgs) -> Result<()> {
+    let addr = socket_addr(&args.addr, "--addr")?;
+    let url = format!("http://{addr}/explain");
+    let mut response = ureq::get(&url).call().with_context(|| {
+        format!("cannot reach {url}: is a pipeline running with --metrics-addr {addr}?")
+    })?;
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading {url}"))?;
+    print!("{text}");
+    Ok(())
+}
+
+fn graph(args: GraphArgs) -> Result<()> {
+    let pipeline = args
+        .query
+        .pipeline(NexmarkConfig::default(), &Output::Count);
+    let dot = pipeline.to_dot();
+    let Some(path) = args.svg else {
+        print!("{dot}");
+        return Ok(());
+    };
+    let mut child = match std::process::Command::new("dot")
+        .args(["-Tsvg", "-o"])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--svg needs Graphviz's `dot`, which is not installed: `apt-get install graphviz` \
+             (Debian, Ubuntu) or `brew install graphviz`; without --svg the DOT text is printed"
+        ),
+        Err(e) => bail!("cannot run Graphviz's `dot`: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(dot.as_bytes())
+        .context("writing the graph to `dot`")?;
+    let status = child.wait().context("waiting for `dot`")?;
+    if !status.success() {
+        bail!("`dot` failed ({status}) writing {}", path.display());
+    }
+    println!("wrote {}", path.display());
     Ok(())
 }
 
