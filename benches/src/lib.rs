@@ -13,7 +13,8 @@
 //! ([`e2e`]); with `--flink` it runs the queries in Apache Flink SQL (local mode) over the same
 //! events and reports Eddy's per-core ratio over Flink's ([`flink`]); with `--connectors N` it
 //! reads N records from each broker beside the broker's own client ([`connectors`]); with
-//! `--out` it draws SVG charts ([`charts`]).
+//! `--metrics-overhead` it runs each query with the metrics endpoint off and on
+//! ([`overhead`]); with `--out` it draws SVG charts ([`charts`]).
 //!
 //! Run it with `cargo run --release -p eddy-benches -- --help`.
 
@@ -23,4 +24,5 @@ pub mod e2e;
 pub mod flink;
 pub mod hand;
 pub mod latency;
+pub mod overhead;
 pub mod runner;

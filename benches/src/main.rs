@@ -13,7 +13,7 @@ use eddy_benches::latency::{latency, latency_events, latency_report, DEFAULT_LOA
 use eddy_benches::runner::{
     self, engine, hand_loop, report, rows_agree, Measurement, ANALYSIS_MARKER,
 };
-use eddy_benches::{connectors, flink};
+use eddy_benches::{connectors, flink, overhead};
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_connectors::NexmarkCsvSource;
 use eddy_engine::Cluster;
@@ -92,6 +92,10 @@ struct Args {
     /// The brokers must be up: `bash scripts/brokers.sh up`.
     #[arg(long)]
     connectors: Option<u64>,
+    /// Also run each query with the metrics endpoint off and on (scraped every second),
+    /// alternately, at each worker count, and report the difference.
+    #[arg(long)]
+    metrics_overhead: bool,
 }
 
 fn main() -> Result<()> {
@@ -251,6 +255,16 @@ fn main() -> Result<()> {
             &connectors::run_all(records)?,
             &command,
         ));
+    }
+    if args.metrics_overhead {
+        let overheads = overhead::run(
+            &queries,
+            &config,
+            &args.workers,
+            args.batch_size,
+            args.repeat,
+        )?;
+        md.push_str(&overhead::report(&overheads, &command));
     }
     if args.flink {
         md.push_str(&run_flink(

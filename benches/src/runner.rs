@@ -1,7 +1,7 @@
 //! Times each query through the engine and through its hand-written loop, side by side.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,18 @@ pub fn engine(
     workers: usize,
     batch_size: usize,
 ) -> Result<Measurement, EngineError> {
+    engine_observed(query, config, workers, batch_size, false)
+}
+
+/// As [`engine`]; with `metrics`, the run also serves its metrics endpoint and a thread
+/// scrapes `/metrics` and `/explain` every second, as a monitoring system would.
+pub fn engine_observed(
+    query: Query,
+    config: &NexmarkConfig,
+    workers: usize,
+    batch_size: usize,
+    metrics: bool,
+) -> Result<Measurement, EngineError> {
     let bids = Arc::new(AtomicU64::new(0));
     let (generator, counted) = (config.clone(), Arc::clone(&bids));
     let what = format!("nexmark(events={})", config.events);
@@ -74,7 +86,11 @@ pub fn engine(
         counted.fetch_add(count_bids(&events), Ordering::Relaxed);
         events
     });
-    let mut measured = time_query(query, source, workers, batch_size)?;
+    let mut runtime = Runtime::new(workers);
+    if metrics {
+        runtime = runtime.metrics_addr(([127, 0, 0, 1], 0).into());
+    }
+    let mut measured = time_query(query, source, runtime, workers, batch_size)?;
     measured.bids = bids.load(Ordering::Relaxed);
     Ok(measured)
 }
@@ -90,7 +106,14 @@ pub fn from_csv(
     workers: usize,
     batch_size: usize,
 ) -> Result<Measurement, EngineError> {
-    let measured = time_query(query, source.only(query.tables()), workers, batch_size)?;
+    let runtime = Runtime::new(workers);
+    let measured = time_query(
+        query,
+        source.only(query.tables()),
+        runtime,
+        workers,
+        batch_size,
+    )?;
     Ok(Measurement { events, ..measured })
 }
 
@@ -99,6 +122,7 @@ pub fn from_csv(
 fn time_query(
     query: Query,
     source: impl Source<Event>,
+    runtime: Runtime,
     workers: usize,
     batch_size: usize,
 ) -> Result<Measurement, EngineError> {
@@ -107,7 +131,14 @@ fn time_query(
     let events = pipeline.source("events", source, WatermarkConfig::default());
     query.build(events, &Output::Count);
     reset_peak_rss();
-    let summary = Runtime::new(workers).run(&pipeline)?;
+    let handle = runtime.start(&pipeline)?;
+    let scraper = handle.metrics_addr().map(scrape_every_second);
+    let summary = handle.join();
+    if let Some((stop, thread)) = scraper {
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+    }
+    let summary = summary?;
     Ok(Measurement {
         query,
         workers,
@@ -117,6 +148,33 @@ fn time_query(
         wall: summary.processing,
         peak_rss: peak_rss(),
     })
+}
+
+/// Scrapes `/metrics` and `/explain` at `addr` every second until told to stop.
+fn scrape_every_second(
+    addr: std::net::SocketAddr,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        let mut last = Instant::now() - Duration::from_secs(1);
+        while !stopping.load(Ordering::Relaxed) {
+            if last.elapsed() >= Duration::from_secs(1) {
+                for path in ["/metrics", "/explain"] {
+                    // A failed scrape costs the run nothing; the next one comes in a second.
+                    let _ = ureq::get(&format!("http://{addr}{path}"))
+                        .config()
+                        .timeout_global(Some(std::time::Duration::from_secs(5)))
+                        .build()
+                        .call()
+                        .and_then(|mut r| r.body_mut().read_to_string());
+                }
+                last = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    (stop, thread)
 }
 
 /// Times the hand-written loop of `query` over the same events (one partition), generated on

@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use eddy_engine::{wall_clock_ms, ConnectorError, ReadStatus, Record, RecordError, SourceReader};
+use eddy_engine::{
+    wall_clock_ms, BacklogProbe, ConnectorError, ReadStatus, Record, RecordError, SourceReader,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -235,16 +237,20 @@ impl<A> Clone for Inbox<A> {
     }
 }
 
-impl<A> Inbox<A> {
-    /// Messages waiting: in the channel, plus at the broker when the client reports it.
-    fn backlog(&self) -> u64 {
-        let at_broker = self.broker_backlog.load(Ordering::Relaxed);
-        let at_broker = if at_broker == UNKNOWN_BACKLOG {
-            0
-        } else {
-            at_broker
-        };
-        self.rx.len() as u64 + at_broker
+impl<A: Send + 'static> Inbox<A> {
+    /// Reads the messages waiting: in the channel, plus at the broker when the client reports
+    /// it.
+    fn backlog_probe(&self) -> BacklogProbe {
+        let (rx, at_broker) = (self.rx.clone(), Arc::clone(&self.broker_backlog));
+        Arc::new(move || {
+            let at_broker = at_broker.load(Ordering::Relaxed);
+            let at_broker = if at_broker == UNKNOWN_BACKLOG {
+                0
+            } else {
+                at_broker
+            };
+            rx.len() as u64 + at_broker
+        })
     }
 }
 
@@ -458,8 +464,8 @@ where
     T: DeserializeOwned + Serialize + 'static,
     A: Send + 'static,
 {
-    fn backlog(&self) -> Option<u64> {
-        self.inbox.as_ref().map(Inbox::backlog)
+    fn backlog_probe(&self) -> Option<BacklogProbe> {
+        self.inbox.as_ref().map(Inbox::backlog_probe)
     }
 
     fn poll(

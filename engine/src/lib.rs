@@ -54,7 +54,7 @@ pub use observe::Observer;
 pub use pipeline::{Data, Pipeline, Records, StageContext, StageInfo, Stream};
 pub use runtime::{Cluster, RunHandle, RunSummary, Runtime};
 pub use sink::{Sink, SinkReport, SinkWriter};
-pub use source::{Partition, ReadStatus, RecordError, Source, SourceReader};
+pub use source::{BacklogProbe, Partition, ReadStatus, RecordError, Source, SourceReader};
 pub use time::{wall_clock_ms, EventTime, Record, WatermarkConfig, WatermarkTracker};
 
 /// Re-export of timely, so operator crates build on the same version as the engine.

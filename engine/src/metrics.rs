@@ -15,14 +15,18 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::source::BacklogProbe;
+
 /// "Not known" in a gauge.
 const UNKNOWN: u64 = u64::MAX;
+/// A watermark gauge no operator set: the stage passes its input's watermark on.
+const UNREPORTED: u64 = u64::MAX - 1;
 
 /// What one worker's instance of a stage reports: its watermark and, for sources and windows,
 /// what holds it.
-#[derive(Debug)]
 pub struct WorkerGauge {
-    /// The stage's output frontier on this worker (its watermark); `u64::MAX` once finished.
+    /// The stage's output frontier on this worker (its watermark); `u64::MAX` once finished;
+    /// [`UNREPORTED`] for a stage that does not report one (it passes its input's on).
     watermark: AtomicU64,
     /// Sources: the newest event time read (`UNKNOWN` before the first record).
     max_event_time: AtomicU64,
@@ -30,8 +34,9 @@ pub struct WorkerGauge {
     last_record_ms: AtomicU64,
     /// Sources: the wall clock (ms) since which the reader has had nothing (`UNKNOWN`: active).
     idle_since_ms: AtomicU64,
-    /// Sources: records waiting at the source (consumer lag, queue depth), when it tells.
-    backlog: AtomicU64,
+    /// Sources: reads the records waiting at the source (consumer lag, queue depth), when it
+    /// tells.
+    backlog: Mutex<Option<BacklogProbe>>,
     /// Windows, sessions, joins: when the earliest result still pending on this worker is due
     /// — the end of the oldest open window (`UNKNOWN`: nothing pending).
     open_window_end: AtomicU64,
@@ -39,14 +44,22 @@ pub struct WorkerGauge {
     open_window_start: AtomicU64,
 }
 
+impl std::fmt::Debug for WorkerGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerGauge")
+            .field("reading", &self.read())
+            .finish()
+    }
+}
+
 impl Default for WorkerGauge {
     fn default() -> Self {
         WorkerGauge {
-            watermark: AtomicU64::new(0),
+            watermark: AtomicU64::new(UNREPORTED),
             max_event_time: AtomicU64::new(UNKNOWN),
             last_record_ms: AtomicU64::new(UNKNOWN),
             idle_since_ms: AtomicU64::new(UNKNOWN),
-            backlog: AtomicU64::new(UNKNOWN),
+            backlog: Mutex::new(None),
             open_window_end: AtomicU64::new(UNKNOWN),
             open_window_start: AtomicU64::new(UNKNOWN),
         }
@@ -85,11 +98,12 @@ impl WorkerGauge {
         }
     }
 
-    /// Sets the records waiting at the source, when it tells (`None`: unknown).
-    #[inline]
-    pub fn set_backlog(&self, backlog: Option<u64>) {
-        self.backlog
-            .store(backlog.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    /// Sets how to read the records waiting at the source ([`SourceReader::backlog_probe`];
+    /// `None`: it does not tell).
+    ///
+    /// [`SourceReader::backlog_probe`]: crate::SourceReader::backlog_probe
+    pub fn set_backlog_probe(&self, probe: Option<BacklogProbe>) {
+        *self.backlog.lock().unwrap_or_else(PoisonError::into_inner) = probe;
     }
 
     /// Sets the oldest window still open on this worker, `[start, end)`, or none.
@@ -111,11 +125,16 @@ impl WorkerGauge {
 
     fn read(&self) -> WorkerReading {
         WorkerReading {
-            watermark: self.watermark.load(Ordering::Relaxed),
+            watermark: Some(self.watermark.load(Ordering::Relaxed)).filter(|w| *w != UNREPORTED),
             max_event_time: known(&self.max_event_time),
             last_record_ms: known(&self.last_record_ms),
             idle_since_ms: known(&self.idle_since_ms),
-            backlog: known(&self.backlog),
+            backlog: self
+                .backlog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|probe| probe()),
             pending: known(&self.open_window_end).map(|end| (known(&self.open_window_start), end)),
         }
     }
@@ -124,8 +143,9 @@ impl WorkerGauge {
 /// One worker's gauges of one stage at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerReading {
-    /// The stage's watermark (output frontier) on this worker; `u64::MAX` once finished.
-    pub watermark: u64,
+    /// The stage's watermark (output frontier) on this worker, `u64::MAX` once finished; `None`
+    /// for a stage that does not report its own: it passes its input's watermark on.
+    pub watermark: Option<u64>,
     /// Sources: the newest event time read.
     pub max_event_time: Option<u64>,
     /// Sources: the wall clock (ms since the epoch) of the last record read.

@@ -50,14 +50,13 @@ impl Observer {
 
     /// The watermark explainer's report, as `/explain` serves it: every source reader's
     /// watermark and state, what holds the watermark back, each stage's input and output
-    /// watermark and oldest open window. Intermediate stages' watermarks are watched only with
-    /// [`Runtime::metrics_addr`](crate::Runtime::metrics_addr); without it only sources and
-    /// sinks report theirs.
+    /// watermark and oldest open window.
     pub fn explain(&self) -> String {
         explain(self)
     }
 
-    /// Every source reader of this process now: `(stage, worker, reading)`.
+    /// Every source reader of this process now: `(stage, worker, reading)` (a reader that has
+    /// not moved its watermark yet reads 0).
     pub fn sources(&self) -> Vec<(String, usize, WorkerReading)> {
         self.stages
             .iter()
@@ -65,7 +64,10 @@ impl Observer {
             .flat_map(|s| {
                 self.readings(s.index)
                     .into_iter()
-                    .map(|(worker, r)| (s.name.clone(), worker, r))
+                    .map(|(worker, watermark, mut r)| {
+                        r.watermark = Some(watermark);
+                        (s.name.clone(), worker, r)
+                    })
             })
             .collect()
     }
@@ -94,21 +96,37 @@ impl Observer {
         &self.metrics.stages[index].2
     }
 
-    /// Every stage's gauges, per local worker, with global worker indices.
-    fn readings(&self, index: usize) -> Vec<(usize, WorkerReading)> {
-        self.stage(index)
-            .workers()
+    /// A stage's gauges, per local worker, with global worker indices and each worker's
+    /// watermark: its own where the stage reports one, else its input's (the stage passes it
+    /// on).
+    fn readings(&self, index: usize) -> Vec<(usize, u64, WorkerReading)> {
+        let readings = self.stage(index).workers();
+        let passed_on = || self.input_watermark(index);
+        readings
             .into_iter()
             .enumerate()
-            .map(|(i, r)| (self.first_worker + i, r))
+            .map(|(i, r)| {
+                let watermark = r.watermark.unwrap_or_else(passed_on);
+                (self.first_worker + i, watermark, r)
+            })
             .collect()
+    }
+
+    /// The least watermark of the stages `index` reads (0 for a source).
+    fn input_watermark(&self, index: usize) -> u64 {
+        self.stages[index]
+            .inputs
+            .iter()
+            .map(|i| self.stage_watermark(*i))
+            .min()
+            .unwrap_or(0)
     }
 
     /// The stage's watermark: the least over this process's workers.
     fn stage_watermark(&self, index: usize) -> u64 {
         self.readings(index)
             .iter()
-            .map(|(_, r)| r.watermark)
+            .map(|(_, watermark, _)| *watermark)
             .min()
             .unwrap_or(0)
     }
@@ -186,9 +204,14 @@ fn serve(server: &tiny_http::Server, view: &Observer) {
         };
         let header = tiny_http::Header::from_bytes("Content-Type", content_type)
             .expect("a constant header is valid");
+        // One request per connection: a client is never left waiting on a kept-alive
+        // connection once the run (and with it the server) has ended.
+        let close = tiny_http::Header::from_bytes("Connection", "close")
+            .expect("a constant header is valid");
         let response = tiny_http::Response::from_string(body)
             .with_status_code(status)
-            .with_header(header);
+            .with_header(header)
+            .with_header(close);
         // A client that went away is its own problem; the server goes on.
         let _ = request.respond(response);
     }
@@ -323,11 +346,11 @@ fn worker_gauges(
         "The stage's watermark (output frontier) on a worker, ms since the epoch; +Inf once finished.",
     );
     for stage in &view.stages {
-        for (worker, r) in view.readings(stage.index) {
-            let value = if r.watermark == u64::MAX {
+        for (worker, wm, _) in view.readings(stage.index) {
+            let value = if wm == u64::MAX {
                 f64::INFINITY
             } else {
-                r.watermark as f64
+                wm as f64
             };
             page.sample("eddy_watermark_ms", &per_worker(stage, worker), value);
         }
@@ -338,9 +361,9 @@ fn worker_gauges(
         "How far the stage's watermark on a worker trails the wall clock (absent once finished).",
     );
     for stage in &view.stages {
-        for (worker, r) in view.readings(stage.index) {
-            if r.watermark != u64::MAX {
-                let lag = now_ms.saturating_sub(r.watermark) as f64 / 1000.0;
+        for (worker, wm, _) in view.readings(stage.index) {
+            if wm != u64::MAX {
+                let lag = now_ms.saturating_sub(wm) as f64 / 1000.0;
                 page.sample(
                     "eddy_watermark_lag_seconds",
                     &per_worker(stage, worker),
@@ -356,7 +379,7 @@ fn worker_gauges(
         "The newest event time a source reader has read, ms since the epoch.",
     );
     for stage in &sources {
-        for (worker, r) in view.readings(stage.index) {
+        for (worker, _, r) in view.readings(stage.index) {
             if let Some(t) = r.max_event_time {
                 page.sample(
                     "eddy_source_max_event_time_ms",
@@ -372,8 +395,8 @@ fn worker_gauges(
         "1 while a source reader has had nothing to read since its last poll, else 0.",
     );
     for stage in &sources {
-        for (worker, r) in view.readings(stage.index) {
-            let idle = r.idle_since_ms.is_some() && r.watermark != u64::MAX;
+        for (worker, wm, r) in view.readings(stage.index) {
+            let idle = r.idle_since_ms.is_some() && wm != u64::MAX;
             page.sample(
                 "eddy_source_idle",
                 &per_worker(stage, worker),
@@ -387,7 +410,7 @@ fn worker_gauges(
         "Records waiting at the source for a reader (consumer lag, queue depth), where it tells.",
     );
     for stage in &sources {
-        for (worker, r) in view.readings(stage.index) {
+        for (worker, _, r) in view.readings(stage.index) {
             if let Some(backlog) = r.backlog {
                 page.sample(
                     "eddy_source_backlog_records",
@@ -452,8 +475,8 @@ fn span(ms: u64) -> String {
 }
 
 /// What a source reader is doing, in words.
-fn source_state(r: &WorkerReading, idle_timeout_ms: Option<u64>, now_ms: u64) -> String {
-    if r.watermark == u64::MAX {
+fn source_state(wm: u64, r: &WorkerReading, idle_timeout_ms: Option<u64>, now_ms: u64) -> String {
+    if wm == u64::MAX {
         return "finished".to_string();
     }
     let Some(since) = r.idle_since_ms else {
@@ -513,7 +536,7 @@ fn explain(view: &Observer) -> String {
     let mut holders: Vec<(u64, String)> = Vec::new();
     for stage in view.stages.iter().filter(|s| s.kind == "source") {
         let timeout = view.stage(stage.index).idle_timeout_ms();
-        for (worker, r) in view.readings(stage.index) {
+        for (worker, wm, r) in view.readings(stage.index) {
             let newest = r.max_event_time.map_or_else(|| "none".to_string(), time);
             let backlog = r
                 .backlog
@@ -522,11 +545,11 @@ fn explain(view: &Observer) -> String {
                 out,
                 "  '{}' worker {worker}: watermark {}, newest event {newest}{backlog}; {}",
                 stage.name,
-                time(r.watermark),
-                source_state(&r, timeout, now_ms)
+                time(wm),
+                source_state(wm, &r, timeout, now_ms)
             );
-            if r.watermark != u64::MAX {
-                holders.push((r.watermark, format!("'{}' worker {worker}", stage.name)));
+            if wm != u64::MAX {
+                holders.push((wm, format!("'{}' worker {worker}", stage.name)));
             }
         }
     }
@@ -558,17 +581,12 @@ fn explain(view: &Observer) -> String {
 }
 
 fn explain_stage(out: &mut String, view: &Observer, stage: &StageInfo) {
-    let input = stage
-        .inputs
-        .iter()
-        .map(|i| view.stage_watermark(*i))
-        .min()
-        .unwrap_or(0);
+    let input = view.input_watermark(stage.index);
     let output = view.stage_watermark(stage.index);
     let oldest = view
         .readings(stage.index)
         .into_iter()
-        .filter_map(|(worker, r)| r.pending.map(|(start, end)| (end, start, worker)))
+        .filter_map(|(worker, _, r)| r.pending.map(|(start, end)| (end, start, worker)))
         .min();
     // Only a stage with pending results holds the watermark; elsewhere a gap is progress
     // information still travelling between workers.

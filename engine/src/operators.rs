@@ -51,6 +51,9 @@ pub(crate) fn source<'s, T: 'static>(
         };
         let mut capability = reader.as_ref().map(|_| capability);
         stage.metrics().set_idle_timeout(watermarks.idle_timeout);
+        stage
+            .gauge()
+            .set_backlog_probe(reader.as_ref().and_then(|r| r.backlog_probe()));
         let clock = stage.run_metrics().register_source(stage.partition().index);
         let mut tracker = WatermarkTracker::new(watermarks);
         let mut polled = Vec::with_capacity(batch_size);
@@ -78,7 +81,6 @@ pub(crate) fn source<'s, T: 'static>(
             };
             let status = r.poll(&mut polled, batch_size, &mut rejected);
             stage.reject_all(DeadLetterKind::Decode, &mut rejected);
-            stage.gauge().set_backlog(r.backlog());
             if !polled.is_empty() {
                 let mut newest = 0;
                 for (t, _) in &polled {
@@ -243,23 +245,4 @@ pub(crate) fn sink<T: 'static>(
             }
         }
     });
-}
-
-/// Passes a stage's output through unchanged, noting its frontier — the stage's watermark on
-/// this worker — in the stage's gauge ([`StageContext::gauge`]). Built only when the metrics
-/// endpoint is on.
-pub(crate) fn watch<'s, T: 'static>(output: Records<'s, T>, stage: StageContext) -> Records<'s, T> {
-    let name = format!("{}-watch", stage.name());
-    output.unary_frontier(Local, &name, move |_, _| {
-        move |(input, frontier), out| {
-            input.for_each(|cap, data| out.session(&cap).give_container(data));
-            let watermark = frontier
-                .frontier()
-                .iter()
-                .min()
-                .copied()
-                .unwrap_or(u64::MAX);
-            stage.gauge().set_watermark(watermark);
-        }
-    })
 }

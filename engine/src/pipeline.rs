@@ -381,7 +381,7 @@ impl<T: Data> Stream<T> {
         let upstream = self.build;
         let build = recipe(move |ctx: &mut Ctx<'_>| {
             let input = build_from(&upstream, ctx);
-            ctx.watched(build(input, ctx.stage_context(index)), index)
+            build(input, ctx.stage_context(index))
         });
         Stream {
             graph: self.graph,
@@ -417,7 +417,7 @@ impl<T: Data> Stream<T> {
         let build = recipe(move |ctx: &mut Ctx<'_>| {
             let a = build_from(&left, ctx);
             let b = build_from(&right, ctx);
-            ctx.watched(build(a, b, ctx.stage_context(index)), index)
+            build(a, b, ctx.stage_context(index))
         });
         Stream {
             graph: self.graph,
@@ -495,20 +495,9 @@ pub(crate) struct Ctx<'s> {
     pub(crate) reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
     /// The forks built so far on this worker, by stage index ([`operators::ForkPoint`]).
     pub(crate) forks: HashMap<usize, Box<dyn Any>>,
-    /// Whether every stage's output watermark is watched (the metrics endpoint is on).
-    pub(crate) observe: bool,
 }
 
-impl<'s> Ctx<'s> {
-    /// A stage's output, watched for the metrics endpoint when it is on.
-    fn watched<T: 'static>(&self, output: Records<'s, T>, index: usize) -> Records<'s, T> {
-        if self.observe {
-            operators::watch(output, self.stage_context(index))
-        } else {
-            output
-        }
-    }
-
+impl Ctx<'_> {
     fn stage_context(&self, index: usize) -> StageContext {
         StageContext {
             name: Arc::clone(&self.names[index]),
@@ -684,7 +673,10 @@ impl StageContext {
     }
 
     /// This worker's gauges of this stage: its watermark and, for sources and windows, what
-    /// holds it (read by the metrics endpoint and the watermark explainer).
+    /// holds it (read by the metrics endpoint and the watermark explainer). A stage that holds
+    /// results back (a window, a join) sets its output watermark — the least of its input
+    /// frontier and the capabilities it holds; a stage that does not is taken to pass its
+    /// input's watermark on.
     pub fn gauge(&self) -> &WorkerGauge {
         self.metrics.worker(self.partition.index)
     }

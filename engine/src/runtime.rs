@@ -68,8 +68,9 @@ impl Runtime {
 
     /// Serves the run's metrics (Prometheus text at `/metrics`) and the watermark explainer
     /// (`/explain`) over HTTP on `addr` while the run lasts ([`crate::observe`]). Port 0 picks
-    /// a free port: [`RunHandle::metrics_addr`] says which. Every stage's output watermark is
-    /// then watched by a pass-through operator.
+    /// a free port: [`RunHandle::metrics_addr`] says which. The gauges it reads are kept
+    /// whether it is on or not; it adds a thread that answers requests, nothing to the
+    /// dataflow.
     pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
         self.metrics_addr = Some(addr);
         self
@@ -138,7 +139,6 @@ impl Runtime {
         let (m, f) = (Arc::clone(&metrics), Arc::clone(&failures));
         let started = Instant::now();
         let built = Arc::new(Barrier::new(self.workers));
-        let observe = self.metrics_addr.is_some();
         let first_worker = self
             .cluster
             .as_ref()
@@ -183,7 +183,6 @@ impl Runtime {
                     batch_size,
                     reports: Rc::clone(&reports),
                     forks: Default::default(),
-                    observe,
                 };
                 for build in &sinks {
                     build(&mut ctx);

@@ -78,6 +78,9 @@ pub trait Source<T>: Send + Sync + 'static {
     }
 }
 
+/// Reads a source reader's backlog from any thread ([`SourceReader::backlog_probe`]).
+pub type BacklogProbe = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// One worker's reader of a source.
 pub trait SourceReader<T> {
     /// Appends at most `max` records, each with its event time, to `out`. Records that cannot be read are appended to
@@ -97,11 +100,13 @@ pub trait SourceReader<T> {
         None
     }
 
-    /// Records waiting at the source for this reader, when the source tells: a Kafka
-    /// consumer's lag, a queue's depth, records buffered between a broker client and the
-    /// worker. Called once per poll, so it must be cheap (a cached value). Shown by the
-    /// metrics endpoint, the explainer and the live view.
-    fn backlog(&self) -> Option<u64> {
+    /// How to read the records waiting at the source for this reader, when the source tells:
+    /// a Kafka consumer's lag, a queue's depth, records buffered between a broker client and
+    /// the worker. The engine keeps the probe and calls it from the metrics endpoint, the
+    /// explainer and the live view — on their threads, also while this reader's worker is
+    /// busy or blocked (which is when a growing backlog matters) — so it must be cheap (read a
+    /// value another task keeps up to date).
+    fn backlog_probe(&self) -> Option<BacklogProbe> {
         None
     }
 }

@@ -134,6 +134,9 @@ fn line<'t>(text: &'t str, start: &str) -> &'t str {
 fn get(handle: &RunHandle, path: &str) -> String {
     let addr = handle.metrics_addr().expect("the endpoint is on");
     ureq::get(&format!("http://{addr}{path}"))
+        .config()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
         .call()
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
         .body_mut()

@@ -56,7 +56,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::keyed::{route, Key, Keyed};
-use crate::window::{frontier_time, Out, WindowSpec};
+use crate::window::{frontier_time, held_until, Out, WindowSpec};
 
 /// A pair of the windowed join: a left and a right record with the same key in one window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -286,6 +286,9 @@ where
                     .downgrade(&due),
                 None => held = None,
             }
+            stage
+                .gauge()
+                .set_watermark(held_until(&held, left_at.min(right_at)));
             gauge.set(state.entries());
         }
     })

@@ -44,7 +44,7 @@ use rustc_hash::FxHashMap;
 
 use crate::aggregate::Aggregate;
 use crate::keyed::{route, Key, Keyed};
-use crate::window::{frontier_time, Out, Stash, WindowResult};
+use crate::window::{frontier_time, held_until, Out, Stash, WindowResult};
 
 impl<K: Key, V: Data> Keyed<K, V> {
     /// Aggregates each key's values per session: runs of records less than `gap_ms` apart in
@@ -325,6 +325,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                 }
                 None => cap = None,
             }
+            stage.gauge().set_watermark(held_until(&cap, limit));
             gauge.set(sessions.entries());
         }
     })

@@ -378,6 +378,12 @@ impl<X> Stash<X> {
     }
 }
 
+/// An operator's output watermark: the least of its input frontier `limit` and the time of the
+/// capability it holds, if any.
+pub(crate) fn held_until(held: &Option<Capability<u64>>, limit: u64) -> u64 {
+    held.as_ref().map_or(limit, |c| (*c.time()).min(limit))
+}
+
 /// The frontier as one time (timestamps are totally ordered); `u64::MAX` once it is empty.
 pub(crate) fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
     frontier
@@ -486,6 +492,7 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
                 None => window_cap = None,
             }
             stage.gauge().set_open_window(next);
+            stage.gauge().set_watermark(held_until(&window_cap, limit));
             gauge.set(panes.accs);
         }
     })

@@ -67,7 +67,9 @@ fn dedup_and_hopping_windows_agree_streaming_and_batch() {
 #[test]
 fn window_joins_agree_streaming_and_batch() {
     assert_streaming_matches_batch(&script(), |s| {
-        let left = s.clone().filter("even", |kv: &(u64, u64)| kv.1.is_multiple_of(2));
+        let left = s
+            .clone()
+            .filter("even", |kv: &(u64, u64)| kv.1.is_multiple_of(2));
         let right = s.filter("odd", |kv: &(u64, u64)| kv.1 % 2 == 1);
         left.key_by("left_key", |kv: &(u64, u64)| kv.0).window_join(
             "join",

@@ -84,11 +84,12 @@ fn sources(observer: &Observer) -> Vec<SourceLine> {
             }
         };
         line.readers += 1;
-        line.watermark = line.watermark.min(reading.watermark);
+        let watermark = reading.watermark.unwrap_or(0);
+        line.watermark = line.watermark.min(watermark);
         if let Some(b) = reading.backlog {
             line.backlog = Some(line.backlog.unwrap_or(0) + b);
         }
-        if reading.idle_since_ms.is_some() && reading.watermark != u64::MAX {
+        if reading.idle_since_ms.is_some() && watermark != u64::MAX {
             line.idle += 1;
         }
     }

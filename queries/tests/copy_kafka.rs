@@ -156,3 +156,96 @@ fn a_mistyped_option_and_an_unreachable_broker_are_clear_errors() {
         within: Duration::from_secs(10),
     });
 }
+
+/// The value of `eddy_source_backlog_records` for the copy's source, from a `/metrics` page.
+fn backlog(page: &str) -> Option<u64> {
+    page.lines()
+        .find(|l| l.starts_with("eddy_source_backlog_records{") && l.contains("stage=\"from\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+#[test]
+fn the_backlog_metric_shows_the_consumer_lag_while_the_sink_is_blocked() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    require_broker();
+    let topic = unique("backlog");
+    client(&["create", &topic, "--partitions", "1"]);
+    client(&["produce", &topic, "20000"]);
+    // The sink writes into a pipe that a reader stops reading after a few KB: the worker
+    // blocks, the bridge's channel fills (1024 messages) and the rest waits at the broker.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let release = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (fifo, release) = (fifo.clone(), Arc::clone(&release));
+        std::thread::spawn(move || {
+            let mut pipe = std::fs::File::open(&fifo).unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = pipe.read(&mut buf);
+            while !release.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let mut rest = Vec::new();
+            pipe.read_to_end(&mut rest).unwrap();
+            rest.iter().filter(|b| **b == b'\n').count()
+        })
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let from = format!("kafka://{BROKER}/{topic}?group={}", unique("group"));
+    let mut copy = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "copy",
+            "--from",
+            &from,
+            "--to",
+            &format!("jsonl://{}", fifo.display()),
+        ])
+        .args(["--idle-exit", "3s", "--quiet"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        let page = ureq::get(&url)
+            .config()
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        seen = page.as_deref().and_then(backlog).or(seen);
+        // More than the channel holds: the consumer lag librdkafka reports is counted.
+        if seen.is_some_and(|b| b > 1024 + 1000) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    release.store(true, Ordering::Relaxed);
+    let lines = reader.join().unwrap();
+    let status = copy.wait().unwrap();
+    assert!(
+        seen.is_some_and(|b| b > 1024 + 1000 && b <= 20_000),
+        "the backlog while blocked: {seen:?}"
+    );
+    assert!(status.success());
+    assert!(
+        lines > 10_000,
+        "the copy went on once unblocked: {lines} lines"
+    );
+}

@@ -35,7 +35,13 @@ impl Drop for Running {
 }
 
 fn get(url: &str) -> Result<String, ureq::Error> {
-    ureq::get(url).call()?.body_mut().read_to_string()
+    ureq::get(url)
+        .config()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .call()?
+        .body_mut()
+        .read_to_string()
 }
 
 fn scrape(port: u16) -> Scrape {

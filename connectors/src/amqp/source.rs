@@ -2,13 +2,14 @@
 //! the connection drops (see the [module docs](super)).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eddy_engine::{ConnectorError, Partition, Source, SourceReader};
 use futures_util::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use serde::de::DeserializeOwned;
@@ -19,6 +20,9 @@ use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed};
 #[cfg(doc)]
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
+
+/// How often a source asks RabbitMQ for its queue's depth (the backlog the metrics show).
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(1);
 
 /// A source of the records in a RabbitMQ queue, decoded from each message's body as
 /// `format`; its event times and stop rule are set with [`BrokerSource`]'s methods
@@ -198,8 +202,10 @@ impl ConsumerTask {
     /// gone or the connection fails.
     async fn consume(&mut self) -> End {
         let mut consuming = true;
+        let mut depth_check = tokio::time::interval(QUEUE_DEPTH_EVERY);
         loop {
             tokio::select! {
+                _ = depth_check.tick() => self.note_queue_depth().await,
                 acks = self.feed.next_acks() => match acks {
                     None => return End::ReadersGone,
                     Some(acks) => {
@@ -221,6 +227,26 @@ impl ConsumerTask {
                     }
                 },
             }
+        }
+    }
+
+    /// Asks the broker how many messages wait in the queue (ready, not yet delivered) and
+    /// reports it as the readers' backlog. A failed check is skipped: the consumer's own
+    /// errors say what went wrong.
+    async fn note_queue_depth(&mut self) {
+        let checked = self
+            .session
+            .channel
+            .queue_declare(
+                self.config.queue.as_str().into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await;
+        if let Ok(queue) = checked {
+            self.feed
+                .broker_backlog()
+                .store(u64::from(queue.message_count()), Ordering::Relaxed);
         }
     }
 

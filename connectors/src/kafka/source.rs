@@ -12,7 +12,6 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -117,8 +116,6 @@ where
         );
         let (feed, inbox) = bridge::channel(config.capacity);
         let context = SourceContext {
-            lag: feed.broker_backlog(),
-            topic: connection.topic.clone(),
             health: Arc::new(Health::new(name.clone())),
             commits: Health::new(format!(
                 "{name}: committing offsets of group {}",
@@ -142,8 +139,6 @@ where
             // Bound librdkafka's prefetch (see the module docs).
             ("queued.min.messages", "1000".to_string()),
             ("queued.max.messages.kbytes", "4096".to_string()),
-            // The consumer lag (the backlog the metrics show) comes with the statistics.
-            ("statistics.interval.ms", "1000".to_string()),
         ];
         // The consumer spawns its wake-up task on the runtime it is created in.
         let _runtime = bridge::runtime().enter();
@@ -173,8 +168,15 @@ where
                 connection.describe()
             ))
         })?;
+        let consumer = Arc::new(consumer);
+        bridge::runtime().spawn(report_lag(
+            Arc::downgrade(&consumer),
+            connection.topic.clone(),
+            mine.clone(),
+            feed.broker_backlog(),
+        ));
         let task = ConsumerTask {
-            consumer: Arc::new(consumer),
+            consumer,
             topic: connection.topic.clone(),
             brokers: connection.brokers.clone(),
             commit_interval: config.commit_interval,
@@ -190,25 +192,9 @@ struct SourceContext {
     name: String,
     health: Arc<Health>,
     commits: Health,
-    /// The consumer lag over this consumer's partitions, from librdkafka's statistics.
-    lag: Arc<AtomicU64>,
-    topic: String,
 }
 
 impl ClientContext for SourceContext {
-    fn stats(&self, statistics: Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.topic) {
-            // Partition -1 is librdkafka's internal one; -1 lags are not known yet.
-            let lag: i64 = topic
-                .partitions
-                .iter()
-                .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
-                .map(|(_, part)| part.consumer_lag)
-                .sum();
-            self.lag.store(lag as u64, Ordering::Relaxed);
-        }
-    }
-
     fn log(&self, _level: RDKafkaLogLevel, facility: &str, message: &str) {
         on_log(&self.name, facility, message);
     }
@@ -275,6 +261,49 @@ struct ConsumerTask {
     brokers: String,
     commit_interval: Duration,
     reconnect_timeout: Duration,
+}
+
+/// How often a source works out its consumer's lag (the backlog the metrics show).
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Every second while the consumer lives: the messages of `partitions` past its position —
+/// each partition's high watermark at the broker minus the next offset the consumer will read,
+/// for the partitions it has fetched from — into `lag`. It runs beside the consumer task, so it goes on while that task waits for a
+/// pipeline that is behind. A failed lookup is skipped; the consumer reports broker trouble.
+async fn report_lag(
+    consumer: std::sync::Weak<StreamConsumer<SourceContext>>,
+    topic: String,
+    partitions: Vec<i32>,
+    lag: Arc<AtomicU64>,
+) {
+    loop {
+        tokio::time::sleep(LAG_EVERY).await;
+        let Some(consumer) = consumer.upgrade() else {
+            return;
+        };
+        let topic = topic.clone();
+        let partitions = partitions.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let positions = consumer.position().ok()?;
+            let mut total = 0u64;
+            for p in partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(1))
+                    .ok()?;
+                // A partition the consumer has not fetched from yet has no position: not counted.
+                if let Some(Offset::Offset(next)) =
+                    positions.find_partition(&topic, p).map(|e| e.offset())
+                {
+                    total += u64::try_from(high - next).unwrap_or(0);
+                }
+            }
+            Some(total)
+        })
+        .await;
+        if let Ok(Some(total)) = measured {
+            lag.store(total, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ConsumerTask {

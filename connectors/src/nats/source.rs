@@ -2,6 +2,7 @@
 //! per worker, each feeding its worker through a bounded [`bridge`](crate::bridge) channel.
 //! See the [module docs](super) for the guarantees of each.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
@@ -25,6 +26,8 @@ const PULL_EXPIRES: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a closing task waits for its last acknowledgements to reach the server.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// How often a JetStream source asks for its consumer's pending messages (its backlog).
+const PENDING_EVERY: Duration = Duration::from_secs(1);
 
 /// A NATS source of records of type `T`: a core subject or a JetStream stream (see the
 /// [module docs](super)). Each worker opens its own connection.
@@ -237,7 +240,17 @@ impl Puller {
         // pipeline that is just behind gets a few large pulls rather than many tiny ones.
         let threshold = (self.capacity / 4).clamp(1, self.batch);
         let mut backoff = Duration::from_millis(100);
+        let backlog = feed.broker_backlog();
+        let mut pending_checked: Option<Instant> = None;
         loop {
+            if pending_checked.is_none_or(|at| at.elapsed() >= PENDING_EVERY) {
+                // What the stream holds for this consumer, not yet delivered: the backlog the
+                // metrics show. A failed check is skipped; pulling reports the errors.
+                if let Ok(info) = self.consumer.info().await {
+                    backlog.store(info.num_pending, Ordering::Relaxed);
+                }
+                pending_checked = Some(Instant::now());
+            }
             let acks = feed.ready_acks();
             self.acknowledge(acks).await;
             if feed.readers_gone() {

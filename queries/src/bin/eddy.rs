@@ -474,9 +474,14 @@ fn orders_example(args: OrdersArgs) -> Result<()> {
 fn explain(args: ExplainArgs) -> Result<()> {
     let addr = socket_addr(&args.addr, "--addr")?;
     let url = format!("http://{addr}/explain");
-    let mut response = ureq::get(&url).call().with_context(|| {
-        format!("cannot reach {url}: is a pipeline running with --metrics-addr {addr}?")
-    })?;
+    let mut response = ureq::get(&url)
+        .config()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .call()
+        .with_context(|| {
+            format!("cannot reach {url}: is a pipeline running with --metrics-addr {addr}?")
+        })?;
     let text = response
         .body_mut()
         .read_to_string()
