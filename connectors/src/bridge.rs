@@ -108,6 +108,7 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let closed = Arc::new(Closed::default());
     let broker_backlog = Arc::new(AtomicU64::new(UNKNOWN_BACKLOG));
+    let weak_tx = tx.downgrade();
     (
         Feed {
             tx,
@@ -116,6 +117,7 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
             broker_backlog: Arc::clone(&broker_backlog),
         },
         Inbox {
+            weak_tx,
             rx,
             acks: ack_tx,
             closed,
@@ -224,6 +226,9 @@ pub struct Inbox<A> {
     acks: mpsc::UnboundedSender<Vec<A>>,
     closed: Arc<Closed>,
     broker_backlog: Arc<AtomicU64>,
+    /// For the backlog probe: a weak sender reads the channel's length without keeping a
+    /// receiver alive (readers' count says when they are all gone) or the channel open.
+    weak_tx: async_channel::WeakSender<Event<A>>,
 }
 
 impl<A> Clone for Inbox<A> {
@@ -233,6 +238,7 @@ impl<A> Clone for Inbox<A> {
             acks: self.acks.clone(),
             closed: Arc::clone(&self.closed),
             broker_backlog: Arc::clone(&self.broker_backlog),
+            weak_tx: self.weak_tx.clone(),
         }
     }
 }
@@ -241,7 +247,7 @@ impl<A: Send + 'static> Inbox<A> {
     /// Reads the messages waiting: in the channel, plus at the broker when the client reports
     /// it.
     fn backlog_probe(&self) -> BacklogProbe {
-        let (rx, at_broker) = (self.rx.clone(), Arc::clone(&self.broker_backlog));
+        let (tx, at_broker) = (self.weak_tx.clone(), Arc::clone(&self.broker_backlog));
         Arc::new(move || {
             let at_broker = at_broker.load(Ordering::Relaxed);
             let at_broker = if at_broker == UNKNOWN_BACKLOG {
@@ -249,7 +255,8 @@ impl<A: Send + 'static> Inbox<A> {
             } else {
                 at_broker
             };
-            rx.len() as u64 + at_broker
+            let buffered = tx.upgrade().map_or(0, |tx| tx.len());
+            buffered as u64 + at_broker
         })
     }
 }

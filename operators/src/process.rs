@@ -49,7 +49,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::keyed::{route, Key, Keyed};
-use crate::window::{frontier_time, Out};
+use crate::window::{frontier_time, held_until, Out};
 
 /// A user-written stateful function per key, with event-time timers.
 ///
@@ -235,6 +235,11 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                 }
                 None => held = None,
             }
+            // The next step (a record's event time or a timer) is the earliest pending result.
+            stage
+                .gauge()
+                .set_next_due(keys.next_time().map(|t| t.saturating_add(1)));
+            stage.gauge().set_watermark(held_until(&held, limit));
             gauge.set(keys.states.len() + keys.timer_count);
         }
     })

@@ -674,14 +674,19 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
                     .session(cap)
                     .give_iterator(list.into_iter().map(|r| (end - 1, r)));
             }
-            match windows.first_key_value() {
-                Some(((end, _), _)) => {
+            let oldest = windows
+                .first_key_value()
+                .map(|((end, start), _)| (*start, *end));
+            match oldest {
+                Some((_, end)) => {
                     if let Some(c) = window_cap.as_mut() {
                         c.downgrade(&(end - 1));
                     }
                 }
                 None => window_cap = None,
             }
+            stage.gauge().set_open_window(oldest);
+            stage.gauge().set_watermark(held_until(&window_cap, limit));
             gauge.set(held);
         }
     })
