@@ -329,94 +329,59 @@ fn prometheus(view: &Observer) -> String {
     page.text
 }
 
+/// A reading of one worker's gauge: `None` leaves the sample out.
+type Reading<'a> = &'a dyn Fn(u64, &WorkerReading) -> Option<f64>;
+
 fn worker_gauges(
     page: &mut Page,
     view: &Observer,
     now_ms: u64,
     base: &dyn Fn(&StageInfo) -> Vec<(&'static str, String)>,
 ) {
-    let per_worker = |stage: &StageInfo, worker: usize| {
-        let mut labels = base(stage);
-        labels.push(("worker", worker.to_string()));
-        labels
-    };
-    page.family(
-        "eddy_watermark_ms",
-        "gauge",
-        "The stage's watermark (output frontier) on a worker, ms since the epoch; +Inf once finished.",
-    );
-    for stage in &view.stages {
-        for (worker, wm, _) in view.readings(stage.index) {
-            let value = if wm == u64::MAX {
-                f64::INFINITY
-            } else {
-                wm as f64
-            };
-            page.sample("eddy_watermark_ms", &per_worker(stage, worker), value);
-        }
-    }
-    page.family(
-        "eddy_watermark_lag_seconds",
-        "gauge",
-        "How far the stage's watermark on a worker trails the wall clock (absent once finished).",
-    );
-    for stage in &view.stages {
-        for (worker, wm, _) in view.readings(stage.index) {
-            if wm != u64::MAX {
-                let lag = now_ms.saturating_sub(wm) as f64 / 1000.0;
-                page.sample(
-                    "eddy_watermark_lag_seconds",
-                    &per_worker(stage, worker),
-                    lag,
-                );
-            }
-        }
-    }
+    let all: Vec<&StageInfo> = view.stages.iter().collect();
     let sources: Vec<&StageInfo> = view.stages.iter().filter(|s| s.kind == "source").collect();
-    page.family(
-        "eddy_source_max_event_time_ms",
-        "gauge",
-        "The newest event time a source reader has read, ms since the epoch.",
-    );
-    for stage in &sources {
-        for (worker, _, r) in view.readings(stage.index) {
-            if let Some(t) = r.max_event_time {
-                page.sample(
-                    "eddy_source_max_event_time_ms",
-                    &per_worker(stage, worker),
-                    t as f64,
-                );
-            }
-        }
-    }
-    page.family(
-        "eddy_source_idle",
-        "gauge",
-        "1 while a source reader has had nothing to read since its last poll, else 0.",
-    );
-    for stage in &sources {
-        for (worker, wm, r) in view.readings(stage.index) {
-            let idle = r.idle_since_ms.is_some() && wm != u64::MAX;
-            page.sample(
-                "eddy_source_idle",
-                &per_worker(stage, worker),
-                f64::from(u8::from(idle)),
-            );
-        }
-    }
-    page.family(
-        "eddy_source_backlog_records",
-        "gauge",
-        "Records waiting at the source for a reader (consumer lag, queue depth), where it tells.",
-    );
-    for stage in &sources {
-        for (worker, _, r) in view.readings(stage.index) {
-            if let Some(backlog) = r.backlog {
-                page.sample(
-                    "eddy_source_backlog_records",
-                    &per_worker(stage, worker),
-                    backlog as f64,
-                );
+    let finished = |wm: u64| wm == u64::MAX;
+    let gauges: [(&str, &str, &[&StageInfo], Reading); 5] = [
+        (
+            "eddy_watermark_ms",
+            "The stage's watermark (output frontier) on a worker, ms since the epoch; +Inf once finished.",
+            &all,
+            &|wm, _| Some(if finished(wm) { f64::INFINITY } else { wm as f64 }),
+        ),
+        (
+            "eddy_watermark_lag_seconds",
+            "How far the stage's watermark on a worker trails the wall clock (absent once finished).",
+            &all,
+            &|wm, _| (!finished(wm)).then(|| now_ms.saturating_sub(wm) as f64 / 1000.0),
+        ),
+        (
+            "eddy_source_max_event_time_ms",
+            "The newest event time a source reader has read, ms since the epoch.",
+            &sources,
+            &|_, r| r.max_event_time.map(|t| t as f64),
+        ),
+        (
+            "eddy_source_idle",
+            "1 while a source reader has had nothing to read since its last poll, else 0.",
+            &sources,
+            &|wm, r| Some(f64::from(u8::from(r.idle_since_ms.is_some() && !finished(wm)))),
+        ),
+        (
+            "eddy_source_backlog_records",
+            "Records waiting at the source for a reader (consumer lag, queue depth), where it tells.",
+            &sources,
+            &|_, r| r.backlog.map(|b| b as f64),
+        ),
+    ];
+    for (name, help, stages, reading) in gauges {
+        page.family(name, "gauge", help);
+        for stage in stages {
+            for (worker, wm, r) in view.readings(stage.index) {
+                if let Some(value) = reading(wm, &r) {
+                    let mut labels = base(stage);
+                    labels.push(("worker", worker.to_string()));
+                    page.sample(name, &labels, value);
+                }
             }
         }
     }
