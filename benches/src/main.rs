@@ -386,8 +386,7 @@ fn median<E: Into<anyhow::Error>>(
     for _ in 0..repeat.max(1) {
         runs.push(measure().map_err(Into::into)?);
     }
-    runs.sort_by_key(|m| m.wall);
-    Ok(runs.swap_remove(runs.len() / 2))
+    Ok(runner::median(runs))
 }
 
 /// As [`median`], for runs of [`eddy_benches::e2e`].

@@ -8,7 +8,7 @@ use anyhow::Result;
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_queries::nexmark::Query;
 
-use crate::runner::{engine_observed, Measurement};
+use crate::runner::{engine_observed, median, Measurement};
 
 /// One query at one worker count, metrics off and on.
 #[derive(Clone, Debug)]
@@ -95,11 +95,6 @@ fn range(runs: &[Measurement]) -> (f64, f64) {
         rates.clone().fold(f64::INFINITY, f64::min),
         rates.fold(0.0, f64::max),
     )
-}
-
-fn median(mut runs: Vec<Measurement>) -> Measurement {
-    runs.sort_by_key(|m| m.wall);
-    runs.swap_remove(runs.len() / 2)
 }
 
 /// The report's section.

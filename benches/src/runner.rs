@@ -177,6 +177,12 @@ fn scrape_every_second(
     (stop, thread)
 }
 
+/// The median of `runs` by wall time (the upper one of an even count).
+pub fn median(mut runs: Vec<Measurement>) -> Measurement {
+    runs.sort_by_key(|m| m.wall);
+    runs.swap_remove(runs.len() / 2)
+}
+
 /// Times the hand-written loop of `query` over the same events (one partition), generated on
 /// the thread that runs the loop.
 pub fn hand_loop(query: Query, config: &NexmarkConfig) -> Measurement {
