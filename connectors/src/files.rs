@@ -21,8 +21,8 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use eddy_engine::{
-    wall_clock_ms, ConnectorError, Partition, ReadStatus, Record, RecordError, Sink, SinkReport,
-    SinkWriter, Source, SourceReader,
+    wall_clock_ms, ConnectorError, FileOutput, Partition, ReadStatus, Record, RecordError, Sink,
+    SinkReport, SinkWriter, Source, SourceReader,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -230,6 +230,13 @@ pub struct LinesSink<T> {
 pub type JsonLinesSink<T> = LinesSink<T>;
 
 impl<T> LinesSink<T> {
+    fn extension(&self) -> &'static str {
+        match self.format {
+            Format::Csv(_) => "csv",
+            _ => "jsonl",
+        }
+    }
+
     /// JSON lines into `dir` (created if missing), one file per worker named
     /// `{prefix}-{worker:05}.jsonl`.
     pub fn new(dir: impl Into<PathBuf>, prefix: &str) -> Self {
@@ -265,10 +272,7 @@ impl<T> LinesSink<T> {
 
     /// The file worker `index` writes, relative to the sink's directory (or the file itself).
     pub fn file_name(&self, index: usize) -> String {
-        let ext = match self.format {
-            Format::Csv(_) => "csv",
-            _ => "jsonl",
-        };
+        let ext = self.extension();
         match &self.target {
             Target::Dir { prefix, .. } => format!("{prefix}-{index:05}.{ext}"),
             Target::File(path) => {
@@ -326,7 +330,34 @@ impl<T: Serialize + 'static> Sink<T> for LinesSink<T> {
                 Out::File(staged, BufWriter::with_capacity(1 << 16, file))
             }
         };
-        Ok(Box::new(LinesWriter {
+        Ok(self.writer(out))
+    }
+
+    fn files(&self) -> Option<FileOutput> {
+        match &self.target {
+            Target::Dir { dir, prefix } => Some(FileOutput {
+                dir: dir.clone(),
+                prefix: prefix.clone(),
+                extension: self.extension().to_string(),
+            }),
+            Target::File(_) | Target::Stdout => None,
+        }
+    }
+
+    fn open_file(
+        &self,
+        _partition: Partition,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        let (staged, file) = Staged::create(dir, name)?;
+        Ok(self.writer(Out::File(staged, BufWriter::with_capacity(1 << 16, file))))
+    }
+}
+
+impl<T: Serialize + 'static> LinesSink<T> {
+    fn writer(&self, out: Out) -> Box<dyn SinkWriter<T>> {
+        Box::new(LinesWriter {
             out: Some(out),
             format: self.format.clone(),
             header: None,
@@ -334,7 +365,7 @@ impl<T: Serialize + 'static> Sink<T> for LinesSink<T> {
             rows: 0,
             undeliverable: Vec::new(),
             _marker: PhantomData,
-        }))
+        })
     }
 }
 

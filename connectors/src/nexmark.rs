@@ -65,12 +65,6 @@ impl NexmarkConfig {
         }
         (self.events - index).div_ceil(count)
     }
-
-    fn generator(&self, partition: Partition) -> EventGenerator {
-        EventGenerator::new(self.generator_config())
-            .with_offset(partition.index as u64)
-            .with_step(partition.count.max(1) as u64)
-    }
 }
 
 /// The event time of an event: the `date_time` of its variant (ms since the Unix epoch).
@@ -114,10 +108,34 @@ impl Source<Event> for NexmarkSource {
                 partition.index, partition.count
             )));
         }
-        Ok(Box::new(NexmarkReader {
-            generator: self.config.generator(partition),
-            remaining: self.config.share(partition),
-        }))
+        Ok(Box::new(NexmarkReader::new(
+            &self.config,
+            vec![Split {
+                next: partition.index as u64,
+                step: partition.count as u64,
+            }],
+        )))
+    }
+
+    /// Resumes the splits (each a stride of global event indices) the positions name: after a
+    /// restore at another worker count, one reader may carry on several old readers' splits,
+    /// merged in event order.
+    fn open_at(
+        &self,
+        _partition: Partition,
+        positions: Vec<Vec<u8>>,
+    ) -> Result<Box<dyn SourceReader<Event>>, ConnectorError> {
+        let mut splits = Vec::new();
+        for position in positions {
+            let decoded: Vec<Split> = serde_json::from_slice(&position).map_err(|e| {
+                ConnectorError::user(format!(
+                    "nexmark source: a checkpoint position does not decode ({e}); was the \
+                     checkpoint written by another source?"
+                ))
+            })?;
+            splits.extend(decoded.into_iter().filter(|s| s.step > 0));
+        }
+        Ok(Box::new(NexmarkReader::new(&self.config, splits)))
     }
 
     fn expected_records(&self) -> Option<u64> {
@@ -125,18 +143,66 @@ impl Source<Event> for NexmarkSource {
     }
 }
 
-/// One worker's share of the generator.
+/// A stride of global event indices: `next, next + step, ...` below the event count.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Split {
+    next: u64,
+    step: u64,
+}
+
+/// How many events of `split` are left below `events`.
+fn remaining(events: u64, split: &Split) -> u64 {
+    events.saturating_sub(split.next).div_ceil(split.step)
+}
+
+/// One worker's share of the generator: one split, or several after a restore.
 struct NexmarkReader {
-    generator: EventGenerator,
-    remaining: u64,
+    config: NexmarkConfig,
+    splits: Vec<(Split, EventGenerator)>,
 }
 
 impl NexmarkReader {
+    fn new(config: &NexmarkConfig, splits: Vec<Split>) -> Self {
+        let splits = splits
+            .into_iter()
+            .map(|s| {
+                let generator = EventGenerator::new(config.generator_config())
+                    .with_offset(s.next)
+                    .with_step(s.step.max(1));
+                (s, generator)
+            })
+            .collect();
+        NexmarkReader {
+            config: config.clone(),
+            splits,
+        }
+    }
+
+    /// Appends up to `max` events in event order (the least next index first).
     fn fill(&mut self, out: &mut Vec<Record<Event>>, max: usize) -> usize {
-        let n = self.remaining.min(max as u64) as usize;
-        out.reserve(n);
-        out.extend(self.generator.by_ref().take(n).map(|e| (event_time(&e), e)));
-        self.remaining -= n as u64;
+        let events = self.config.events;
+        if let [(split, generator)] = self.splits.as_mut_slice() {
+            let n = remaining(events, split).min(max as u64) as usize;
+            out.reserve(n);
+            out.extend(generator.by_ref().take(n).map(|e| (event_time(&e), e)));
+            split.next += n as u64 * split.step;
+            return n;
+        }
+        let mut n = 0;
+        while n < max {
+            let next = self
+                .splits
+                .iter_mut()
+                .filter(|(s, _)| s.next < events)
+                .min_by_key(|(s, _)| s.next);
+            let Some((split, generator)) = next else {
+                break;
+            };
+            let e = generator.next().expect("the generator is endless");
+            split.next += split.step;
+            out.push((event_time(&e), e));
+            n += 1;
+        }
         n
     }
 }
@@ -148,11 +214,20 @@ impl SourceReader<Event> for NexmarkReader {
         max: usize,
         _rejected: &mut Vec<RecordError>,
     ) -> Result<ReadStatus, ConnectorError> {
-        if self.remaining == 0 {
+        if self
+            .splits
+            .iter()
+            .all(|(s, _)| remaining(self.config.events, s) == 0)
+        {
             return Ok(ReadStatus::Done);
         }
         self.fill(out, max);
         Ok(ReadStatus::Ready)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        let splits: Vec<Split> = self.splits.iter().map(|(s, _)| *s).collect();
+        Some(serde_json::to_vec(&splits).expect("splits serialize"))
     }
 }
 
@@ -162,10 +237,13 @@ pub fn generate(config: &NexmarkConfig, partition: Partition) -> Vec<Record<Even
     if partition.index >= partition.count {
         return Vec::new();
     }
-    let mut reader = NexmarkReader {
-        generator: config.generator(partition),
-        remaining: config.share(partition),
-    };
+    let mut reader = NexmarkReader::new(
+        config,
+        vec![Split {
+            next: partition.index as u64,
+            step: partition.count as u64,
+        }],
+    );
     let mut out = Vec::new();
     reader.fill(&mut out, usize::MAX);
     out

@@ -15,7 +15,9 @@ use ::parquet::arrow::ArrowWriter;
 use ::parquet::basic::Compression;
 use ::parquet::file::properties::WriterProperties;
 use arrow_schema::{DataType, Field, FieldRef, Schema, TimeUnit};
-use eddy_engine::{Change, ConnectorError, Partition, Record, Sink, SinkReport, SinkWriter};
+use eddy_engine::{
+    Change, ConnectorError, FileOutput, Partition, Record, Sink, SinkReport, SinkWriter,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_arrow::schema::{SchemaLike, TracingOptions};
@@ -313,13 +315,25 @@ impl<T: Serialize + 'static> Sink<T> for ParquetSink<T> {
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        self.open_file(partition, &self.dir, &self.file_name(partition.index))
+    }
+
+    fn files(&self) -> Option<FileOutput> {
+        Some(FileOutput {
+            dir: self.dir.clone(),
+            prefix: self.prefix.clone(),
+            extension: "parquet".to_string(),
+        })
+    }
+
+    fn open_file(
+        &self,
+        _partition: Partition,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
         let fields = self.schema()?;
-        let file = ParquetFile::create(
-            &self.dir,
-            &self.file_name(partition.index),
-            &fields,
-            self.row_group_size,
-        )?;
+        let file = ParquetFile::create(dir, name, &fields, self.row_group_size)?;
         Ok(Box::new(ParquetWriter {
             file: Some(file),
             _marker: PhantomData,

@@ -106,6 +106,9 @@ pub enum EngineError {
     /// Timely could not start (for example, a process could not connect to its peers).
     #[error("could not start the timely workers: {0}")]
     Startup(String),
+    /// A checkpoint could not be written, read or completed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// A worker thread panicked: a bug in Eddy or in a user function.
     #[error("a worker thread panicked: {0}")]
     WorkerPanicked(String),

@@ -26,11 +26,13 @@
 //! - [`time`]: event time, records, watermarks.
 //! - [`source`] and [`sink`]: the traits connectors implement.
 //! - [`runtime`]: [`Runtime`], [`RunHandle`], [`RunSummary`].
+//! - [`checkpoint`]: exactly-once checkpoints, their store and recovery.
 //! - [`metrics`]: per-stage counters, per-worker watermark gauges, the latency histogram.
 //! - [`observe`]: the Prometheus metrics endpoint and the watermark explainer.
 //! - [`error`]: the engine's error types.
 
 pub mod change;
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod error;
 pub mod metrics;
@@ -46,6 +48,9 @@ mod late;
 mod operators;
 
 pub use change::Change;
+pub use checkpoint::{
+    CheckpointError, CheckpointReport, CheckpointStore, LocalDir, StageCheckpoint,
+};
 pub use dead_letter::{DeadLetter, DeadLetterKind};
 pub use error::{ConnectorError, EngineError, Fault};
 pub use late::{LatePolicy, LateRecord};
@@ -53,7 +58,7 @@ pub use metrics::{StageMetrics, StageSnapshot, StateGauge, WorkerGauge, WorkerRe
 pub use observe::Observer;
 pub use pipeline::{Data, Pipeline, Records, StageContext, StageInfo, Stream};
 pub use runtime::{Cluster, RunHandle, RunSummary, Runtime};
-pub use sink::{Sink, SinkReport, SinkWriter};
+pub use sink::{FileOutput, Sink, SinkReport, SinkWriter};
 pub use source::{BacklogProbe, Partition, ReadStatus, RecordError, Source, SourceReader};
 pub use time::{wall_clock_ms, EventTime, Record, WatermarkConfig, WatermarkTracker};
 

@@ -2,6 +2,8 @@
 //! the sink driver, and the fork that lets one stream feed several stages.
 
 use std::cell::RefCell;
+use std::collections::{btree_map, BTreeMap};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,21 +19,67 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Scope;
 use timely::progress::{Source as Port, Timestamp};
 
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{boundary_above, decode, encode, segment_file_name, StageCheckpoint};
 use crate::dead_letter::DeadLetterKind;
+use crate::error::ConnectorError;
 use crate::metrics::new_histogram;
 use crate::pipeline::{Records, StageContext};
-use crate::sink::{Sink, SinkReport};
-use crate::source::{ReadStatus, Source};
-use crate::time::{wall_clock_ms, WatermarkConfig, WatermarkTracker};
+use crate::sink::{FileOutput, Sink, SinkReport, SinkWriter};
+use crate::source::{Partition, ReadStatus, RecordError, Source, SourceReader};
+use crate::time::{wall_clock_ms, Record, WatermarkConfig, WatermarkTracker};
 
 /// How long an idle source waits before it polls again.
 const IDLE_POLL: Duration = Duration::from_millis(1);
 /// How often a sink adds the latencies it measured to the run's histogram.
 const LATENCY_MERGE: Duration = Duration::from_millis(500);
 
+/// A source reader's part of a checkpoint: where it is (`None`: finished) and the watermark it
+/// holds.
+#[derive(Serialize, Deserialize)]
+struct SourcePart {
+    position: Option<Vec<u8>>,
+    watermark: u64,
+    max_seen: Option<u64>,
+}
+
+/// What a source reader resumes from: the positions of the old readers it takes over, and the
+/// watermark they held.
+struct Resume {
+    positions: Vec<Vec<u8>>,
+    watermark: u64,
+    max_seen: Option<u64>,
+}
+
+/// The positions this worker's reader resumes from, when the run resumes.
+fn resume(checkpoint: &StageCheckpoint, partition: Partition) -> Option<Resume> {
+    let at = checkpoint.restored_at()?;
+    let mut resume = Resume {
+        positions: Vec::new(),
+        watermark: u64::MAX,
+        max_seen: None,
+    };
+    let parts = checkpoint.restored_parts(|old| old % partition.count == partition.index);
+    for (_, name, payload) in parts {
+        match decode::<SourcePart>(&payload) {
+            Ok(part) => {
+                resume.positions.extend(part.position);
+                resume.watermark = resume.watermark.min(part.watermark);
+                resume.max_seen = resume.max_seen.max(part.max_seen);
+            }
+            Err(error) => checkpoint.decode_failed(&name, error.to_string()),
+        }
+    }
+    resume.watermark = resume.watermark.max(at);
+    Some(resume)
+}
+
 /// Drives one worker's reader: each activation reads one batch, stamps it with the current
 /// watermark (the capability's time), then downgrades the capability to the new watermark.
-/// A finished reader drops the capability.
+/// A finished reader drops the capability. With checkpoints, every downgrade across a
+/// checkpoint boundary writes the reader's position (and finishing writes the last part); a
+/// resumed reader reopens at its positions, holding the watermark it held then.
 pub(crate) fn source<'s, T: 'static>(
     scope: Scope<'s, u64>,
     stage: StageContext,
@@ -42,35 +90,78 @@ pub(crate) fn source<'s, T: 'static>(
     let name = stage.name().to_string();
     timely_source(scope, &name, move |capability, info| {
         let activator = scope.activator_for(info.address);
-        let mut reader = match source.open(stage.partition()) {
-            Ok(reader) => Some(reader),
-            Err(error) => {
-                stage.fail(error);
-                None
-            }
+        let partition = stage.partition();
+        let checkpoint = stage.checkpoint().cloned();
+        let resume = checkpoint.as_ref().and_then(|c| resume(c, partition));
+        let opened = match &resume {
+            // A worker added on restore that takes over no old reader has nothing to read.
+            Some(r) if r.positions.is_empty() => Ok(None),
+            Some(r) => source.open_at(partition, r.positions.clone()).map(Some),
+            None => source.open(partition).map(Some),
         };
+        let mut reader = opened.unwrap_or_else(|error| {
+            stage.fail(error);
+            None
+        });
+        if checkpoint.is_some() && reader.as_ref().is_some_and(|r| r.position().is_none()) {
+            stage.fail(ConnectorError::user(format!(
+                "{} cannot be checkpointed (its reader has no position to resume from); run it \
+                 without --checkpoint-dir",
+                source.describe()
+            )));
+            reader = None;
+        }
         let mut capability = reader.as_ref().map(|_| capability);
+        let mut tracker = match &resume {
+            Some(r) => WatermarkTracker::resume(watermarks, r.watermark, r.max_seen),
+            None => WatermarkTracker::new(watermarks),
+        };
+        if let (Some(cap), Some(r)) = (capability.as_mut(), &resume) {
+            cap.downgrade(&r.watermark);
+        }
         stage.metrics().set_idle_timeout(watermarks.idle_timeout);
         stage
             .gauge()
             .set_backlog_probe(reader.as_ref().and_then(|r| r.backlog_probe()));
         let clock = stage.run_metrics().register_source(stage.partition().index);
-        let mut tracker = WatermarkTracker::new(watermarks);
         let mut polled = Vec::with_capacity(batch_size);
         let mut rejected = Vec::new();
         let mut last_noted = None;
+        let save = move |from: u64, to: u64, position: Option<Vec<u8>>, max_seen| {
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(from, to)) {
+                let part = SourcePart {
+                    position,
+                    watermark: to,
+                    max_seen,
+                };
+                c.save_bytes(from, to, &encode(&part));
+            }
+        };
+        if let (None, Some(r)) = (&capability, &resume) {
+            // Nothing to read: this reader's part says so for every later checkpoint.
+            save(r.watermark, u64::MAX, None, r.max_seen);
+        }
         let metrics = stage.run_metrics_handle();
         let gauge = stage.clone();
-        let advance = move |cap: &mut Capability<u64>, watermark: u64| {
+        let save_at = save.clone();
+        let advance = move |cap: &mut Capability<u64>,
+                            watermark: u64,
+                            reader: &dyn SourceReader<T>,
+                            max_seen: Option<u64>| {
             if watermark > *cap.time() {
+                let from = *cap.time();
                 cap.downgrade(&watermark);
                 metrics.note_watermark(clock, watermark, Instant::now());
                 gauge.gauge().set_watermark(watermark);
+                save_at(from, watermark, reader.position(), max_seen);
             }
         };
         let metrics = stage.run_metrics_handle();
         let gauge = stage.clone();
-        let finish = move |capability: &mut Option<Capability<u64>>| {
+        let finish = move |capability: &mut Option<Capability<u64>>, max_seen, done: bool| {
+            if let (Some(cap), true) = (capability.as_ref(), done) {
+                save(*cap.time(), u64::MAX, None, max_seen);
+            }
             *capability = None;
             metrics.note_watermark(clock, u64::MAX, Instant::now());
             gauge.gauge().set_watermark(u64::MAX);
@@ -97,12 +188,12 @@ pub(crate) fn source<'s, T: 'static>(
                 }
                 output.session(&*cap).give_container(&mut polled);
                 let watermark = r.watermark().unwrap_or_else(|| tracker.on_data());
-                advance(cap, watermark);
+                advance(cap, watermark, &**r, tracker.max_seen());
             }
             match status {
                 Ok(ReadStatus::Ready) => {
                     if let Some(watermark) = r.watermark() {
-                        advance(cap, watermark);
+                        advance(cap, watermark, &**r, tracker.max_seen());
                     }
                     activator.activate()
                 }
@@ -113,13 +204,13 @@ pub(crate) fn source<'s, T: 'static>(
                     let watermark = r
                         .watermark()
                         .unwrap_or_else(|| tracker.on_idle(Instant::now(), wall_clock_ms()));
-                    advance(cap, watermark);
+                    advance(cap, watermark, &**r, tracker.max_seen());
                     activator.activate_after(IDLE_POLL);
                 }
-                Ok(ReadStatus::Done) => finish(&mut capability),
+                Ok(ReadStatus::Done) => finish(&mut capability, tracker.max_seen(), true),
                 Err(error) => {
                     stage.fail(error);
-                    finish(&mut capability);
+                    finish(&mut capability, tracker.max_seen(), false);
                 }
             }
         }
@@ -166,33 +257,157 @@ pub(crate) fn fork<T: Clone + 'static>(input: Records<'_, T>) -> ForkPoint<T> {
     (port, registry)
 }
 
+/// What a sink driver writes to: the sink's one writer, or — in a run with checkpoints, for a
+/// file sink — one file per checkpoint interval.
+enum Writers<T> {
+    One(Box<dyn SinkWriter<T>>),
+    Segments(Segments<T>),
+}
+
+impl<T: 'static> Writers<T> {
+    fn open(sink: &Arc<dyn Sink<T>>, stage: &StageContext) -> Result<Writers<T>, ConnectorError> {
+        let files = stage.checkpoint().and_then(|c| Some((c, sink.files()?)));
+        Ok(match files {
+            Some((checkpoint, files)) => Writers::Segments(Segments {
+                sink: Arc::clone(sink),
+                partition: stage.partition(),
+                pending: checkpoint.pending_dir(stage.name()),
+                files,
+                every: checkpoint.every(),
+                open: BTreeMap::new(),
+                report: SinkReport::default(),
+            }),
+            None => Writers::One(sink.open(stage.partition())?),
+        })
+    }
+
+    fn write_at(&mut self, stamp: u64, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+        match self {
+            Writers::One(w) => w.write_at(stamp, batch),
+            Writers::Segments(s) => s.write_at(stamp, batch),
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: u64) -> Result<(), ConnectorError> {
+        match self {
+            Writers::One(w) => w.on_watermark(watermark),
+            Writers::Segments(s) => s.close_until(watermark),
+        }
+    }
+
+    fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
+        match self {
+            Writers::One(w) => w.finish(),
+            Writers::Segments(s) => {
+                s.close_until(u64::MAX)?;
+                Ok(std::mem::take(&mut s.report))
+            }
+        }
+    }
+
+    fn undeliverable(&mut self) -> Vec<RecordError> {
+        match self {
+            Writers::One(w) => w.undeliverable(),
+            Writers::Segments(s) => s
+                .open
+                .values_mut()
+                .flat_map(|w| w.undeliverable())
+                .collect(),
+        }
+    }
+}
+
+/// One worker's result files of a file sink in a run with checkpoints: the records stamped in
+/// `[k * every, (k + 1) * every)` go to the file of interval `k`, written under the checkpoint
+/// directory's `pending/` and closed once the watermark passes its end; the coordinator
+/// publishes it when the checkpoint at its end completes.
+struct Segments<T> {
+    sink: Arc<dyn Sink<T>>,
+    partition: Partition,
+    pending: PathBuf,
+    files: FileOutput,
+    every: u64,
+    /// Open files by the end of their interval.
+    open: BTreeMap<u64, Box<dyn SinkWriter<T>>>,
+    report: SinkReport,
+}
+
+impl<T: 'static> Segments<T> {
+    fn write_at(&mut self, stamp: u64, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+        let end = boundary_above(self.every, stamp);
+        let writer = match self.open.entry(end) {
+            btree_map::Entry::Occupied(o) => o.into_mut(),
+            btree_map::Entry::Vacant(v) => {
+                let name = segment_file_name(
+                    &self.files.prefix,
+                    self.partition.index,
+                    end,
+                    &self.files.extension,
+                );
+                v.insert(self.sink.open_file(self.partition, &self.pending, &name)?)
+            }
+        };
+        writer.write_at(stamp, batch)
+    }
+
+    /// Closes the files of the intervals ending at or before `watermark`.
+    fn close_until(&mut self, watermark: u64) -> Result<(), ConnectorError> {
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let report = entry.remove().finish()?;
+            self.report.rows += report.rows;
+            let published = report.files.iter().filter_map(|f| f.file_name());
+            self.report
+                .files
+                .extend(published.map(|name| self.files.dir.join(name)));
+        }
+        Ok(())
+    }
+}
+
 /// Hands every batch to the worker's sink writer, records latency, and finishes the writer when
 /// the input frontier is empty. After a failure the sink keeps draining its input (so the run
-/// ends) but writes nothing more.
+/// ends) but writes nothing more. With checkpoints, file sinks write one file per interval
+/// ([`Segments`]), and every sink writes an (empty) part when its watermark crosses a
+/// checkpoint boundary, after closing the files it completes; other sinks write as they go
+/// (at least once).
 pub(crate) fn sink<T: 'static>(
     input: Records<'_, T>,
     stage: StageContext,
     sink: Arc<dyn Sink<T>>,
     reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
 ) {
-    let mut writer = match sink.open(stage.partition()) {
+    let mut writer = match Writers::open(&sink, &stage) {
         Ok(writer) => Some(writer),
         Err(error) => {
             stage.fail(error);
             None
         }
     };
+    let checkpoint = stage.checkpoint().cloned();
+    // Results stamped below the checkpoint resumed from are in the published files already.
+    let resumed_at = checkpoint
+        .as_ref()
+        .and_then(|c| c.restored_at())
+        .unwrap_or(0);
     let mut latency = new_histogram();
     let mut merged_at = Instant::now();
     let name = stage.name().to_string();
-    let mut watermark = 0u64;
+    let mut watermark = resumed_at;
     input.sink(Local, &name, move |(input, frontier)| {
         input.for_each(|cap, batch| {
             let n = batch.len();
             stage.metrics().add_in(n);
-            if let (Some(stamp), false) = (cap.least(), batch.is_empty()) {
+            let stamp = cap.least().copied().unwrap_or(0);
+            if stamp < resumed_at {
+                batch.clear();
+                return;
+            }
+            if !batch.is_empty() {
                 let worker = stage.partition().index;
-                if let Some(at) = stage.run_metrics().stamp_instant(*stamp, worker) {
+                if let Some(at) = stage.run_metrics().stamp_instant(stamp, worker) {
                     let micros = at.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
                     latency
                         .record_n(micros, n as u64)
@@ -200,7 +415,7 @@ pub(crate) fn sink<T: 'static>(
                 }
             }
             if let Some(w) = writer.as_mut() {
-                let written = w.write_at(cap.least().copied().unwrap_or(0), batch);
+                let written = w.write_at(stamp, batch);
                 stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
                 if let Err(error) = written {
                     stage.fail(error);
@@ -218,16 +433,19 @@ pub(crate) fn sink<T: 'static>(
         }
         if let Some(&least) = frontier.frontier().iter().min() {
             if least > watermark {
-                watermark = least;
                 stage.gauge().set_watermark(least);
                 if let Some(w) = writer.as_mut() {
                     let advanced = w.on_watermark(least);
                     stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
-                    if let Err(error) = advanced {
-                        stage.fail(error);
-                        writer = None;
+                    match advanced {
+                        Ok(()) => save_sink_part(&checkpoint, watermark, least),
+                        Err(error) => {
+                            stage.fail(error);
+                            writer = None;
+                        }
                     }
                 }
+                watermark = least;
             }
         }
         if frontier.is_empty() {
@@ -236,13 +454,23 @@ pub(crate) fn sink<T: 'static>(
                 let finished = w.finish();
                 stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
                 match finished {
-                    Ok(report) => reports
-                        .borrow_mut()
-                        .push((stage.name().to_string(), report)),
+                    Ok(report) => {
+                        save_sink_part(&checkpoint, watermark, u64::MAX);
+                        reports
+                            .borrow_mut()
+                            .push((stage.name().to_string(), report))
+                    }
                     Err(error) => stage.fail(error),
                 }
                 stage.run_metrics().merge_latency(&latency);
             }
         }
     });
+}
+
+/// A sink's part: empty, it says the sink has closed every file of the intervals up to `to`.
+fn save_sink_part(checkpoint: &Option<StageCheckpoint>, from: u64, to: u64) {
+    if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(from, to)) {
+        c.save_bytes(from, to, &[]);
+    }
 }

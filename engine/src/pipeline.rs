@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::checkpoint::{Checkpoints, FileSinkDirs, StageCheckpoint};
 use crate::dead_letter::{DeadLetter, DeadLetterKind, Rejects};
 use crate::error::{ConnectorError, EngineError};
 use crate::late::{LatePolicy, LateRecord};
@@ -88,12 +89,16 @@ pub struct StageInfo {
     /// How its input is exchanged between workers (`by key`, `by window`, `to one worker`),
     /// when it is.
     pub exchange: Option<String>,
+    /// Whether the stage takes part in checkpoints with its state (stateful operators that
+    /// support exactly-once mark themselves with [`Stream::checkpointed`]).
+    pub checkpointed: bool,
 }
 
 pub(crate) struct Graph {
     name: String,
     stages: Vec<StageInfo>,
     sinks: Vec<SinkRecipe>,
+    file_sinks: Vec<FileSinkDirs>,
     late: LatePolicy,
     dead_letters: Option<Arc<dyn Sink<DeadLetter>>>,
     batch_size: usize,
@@ -119,6 +124,7 @@ impl Graph {
             detail,
             inputs,
             exchange: None,
+            checkpointed: false,
         });
         index
     }
@@ -142,6 +148,7 @@ impl Pipeline {
                 name: name.into(),
                 stages: Vec::new(),
                 sinks: Vec::new(),
+                file_sinks: Vec::new(),
                 late: LatePolicy::Drop,
                 dead_letters: None,
                 batch_size: DEFAULT_BATCH_SIZE,
@@ -288,6 +295,44 @@ impl Pipeline {
 
     pub(crate) fn batch_size_value(&self) -> usize {
         self.graph().batch_size
+    }
+
+    pub(crate) fn file_sinks(&self) -> Vec<FileSinkDirs> {
+        self.graph().file_sinks.clone()
+    }
+
+    /// The stages that write checkpoint parts: sources, sinks and checkpointed operators.
+    pub(crate) fn checkpoint_participants(&self) -> Vec<String> {
+        self.graph()
+            .stages
+            .iter()
+            .filter(|s| s.checkpointed || s.kind == "source" || s.kind == "sink")
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Checks that every stage holding keyed state can be checkpointed.
+    pub(crate) fn validate_checkpoints(&self) -> Result<(), EngineError> {
+        let graph = self.graph();
+        let unsupported: Vec<String> = graph
+            .stages
+            .iter()
+            .filter(|s| !s.checkpointed && s.exchange.is_some())
+            .map(|s| format!("'{}' ({})", s.name, s.kind))
+            .collect();
+        if unsupported.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::InvalidPipeline {
+            pipeline: graph.name.clone(),
+            reason: format!(
+                "stage{} {} hold{} state that checkpoints do not save yet; run it without \
+                 --checkpoint-dir (see docs/exactly-once.md for the operators that support it)",
+                if unsupported.len() == 1 { "" } else { "s" },
+                unsupported.join(", "),
+                if unsupported.len() == 1 { "s" } else { "" },
+            ),
+        })
     }
 }
 
@@ -443,6 +488,13 @@ impl<T: Data> Stream<T> {
     pub fn sink(self, name: &str, sink: impl Sink<T>) {
         let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
         let index = graph.add_stage(name, "sink", sink.describe(), vec![self.index]);
+        if let Some(files) = sink.files() {
+            graph.file_sinks.push(FileSinkDirs {
+                stage: name.to_string(),
+                dir: files.dir,
+                prefix: files.prefix,
+            });
+        }
         let sink: Arc<dyn Sink<T>> = Arc::new(sink);
         let upstream = self.build;
         graph.sinks.push(Arc::new(move |ctx: &mut Ctx<'_>| {
@@ -461,6 +513,18 @@ impl<T: Data> Stream<T> {
             .unwrap_or_else(PoisonError::into_inner)
             .stages[self.index]
             .exchange = Some(how.to_string());
+        self
+    }
+
+    /// Marks the stage producing this stream as one that saves and restores its state in
+    /// checkpoints ([`StageContext::checkpoint`]). A pipeline with a stage that exchanges by key
+    /// (so holds keyed state) and is not marked refuses to run with checkpoints.
+    pub fn checkpointed(self) -> Self {
+        self.graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stages[self.index]
+            .checkpointed = true;
         self
     }
 
@@ -495,6 +559,8 @@ pub(crate) struct Ctx<'s> {
     pub(crate) reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
     /// The forks built so far on this worker, by stage index ([`operators::ForkPoint`]).
     pub(crate) forks: HashMap<usize, Box<dyn Any>>,
+    /// The run's checkpoints, when it takes them.
+    pub(crate) checkpoints: Option<Arc<Checkpoints>>,
 }
 
 impl Ctx<'_> {
@@ -506,6 +572,13 @@ impl Ctx<'_> {
             rejects: self.rejects.clone(),
             failures: Arc::clone(&self.failures),
             run: Arc::clone(&self.metrics),
+            checkpoint: self.checkpoints.as_ref().map(|c| {
+                StageCheckpoint::new(
+                    Arc::clone(c),
+                    Arc::clone(&self.names[index]),
+                    self.partition,
+                )
+            }),
         }
     }
 }
@@ -520,9 +593,18 @@ pub struct StageContext {
     rejects: Rejects,
     failures: Failures,
     run: Arc<RunMetrics>,
+    checkpoint: Option<StageCheckpoint>,
 }
 
 impl StageContext {
+    /// This stage's share of the run's checkpoints on this worker, when the run takes them
+    /// ([`Runtime::checkpoint`](crate::Runtime::checkpoint)). A stateful operator that supports
+    /// them restores its state from it when it is built, and saves its state when its frontier
+    /// crosses a checkpoint boundary; it also marks its stage with [`Stream::checkpointed`].
+    pub fn checkpoint(&self) -> Option<&StageCheckpoint> {
+        self.checkpoint.as_ref()
+    }
+
     /// The stage's unique name.
     pub fn name(&self) -> &str {
         &self.name

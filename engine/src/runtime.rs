@@ -12,6 +12,9 @@ use hdrhistogram::Histogram;
 use timely::communication::WorkerGuards;
 use timely::{CommunicationConfig, WorkerConfig};
 
+use crate::checkpoint::{
+    CheckpointReport, CheckpointStats, CheckpointStore, Checkpoints, Coordinator, LocalDir,
+};
 use crate::dead_letter::Rejects;
 use crate::error::EngineError;
 use crate::metrics::{RunMetrics, StageSnapshot};
@@ -54,6 +57,7 @@ pub struct Runtime {
     workers: usize,
     cluster: Option<Cluster>,
     metrics_addr: Option<SocketAddr>,
+    checkpoint: Option<(PathBuf, Duration)>,
 }
 
 impl Runtime {
@@ -63,7 +67,18 @@ impl Runtime {
             workers,
             cluster: None,
             metrics_addr: None,
+            checkpoint: None,
         }
+    }
+
+    /// Takes exactly-once checkpoints in `dir` every `every` of event time (see
+    /// [`crate::checkpoint`]): file sinks publish their results only when the checkpoint
+    /// after them completes, and a run started with a `dir` that holds a complete checkpoint
+    /// resumes from it (with any worker or process count), so that its output ends up as an
+    /// uninterrupted run's. Every process of a cluster must name the same directory.
+    pub fn checkpoint(mut self, dir: impl Into<PathBuf>, every: Duration) -> Self {
+        self.checkpoint = Some((dir.into(), every));
+        self
     }
 
     /// Serves the run's metrics (Prometheus text at `/metrics`) and the watermark explainer
@@ -124,6 +139,8 @@ impl Runtime {
     pub fn start(&self, pipeline: &Pipeline) -> Result<RunHandle, EngineError> {
         pipeline.validate()?;
         let config = self.timely_config()?;
+        let processes = self.cluster.as_ref().map_or(1, |c| c.hosts.len());
+        let process0 = self.cluster.as_ref().is_none_or(|c| c.process == 0);
         let stages = pipeline.stages();
         let metrics = Arc::new(RunMetrics::new(
             stages.iter().map(|s| (s.name.clone(), s.kind.clone())),
@@ -132,11 +149,28 @@ impl Runtime {
         let names: Arc<Vec<Arc<str>>> =
             Arc::new(stages.iter().map(|s| Arc::from(s.name.as_str())).collect());
         let failures: Failures = Arc::new(Mutex::new(Vec::new()));
+        let checkpoints = match &self.checkpoint {
+            Some((dir, every)) => {
+                pipeline.validate_checkpoints()?;
+                let store: Arc<dyn CheckpointStore> = Arc::new(LocalDir::new(dir)?);
+                let every_ms = (every.as_millis() as u64).max(1);
+                Some(Arc::new(Checkpoints::open(
+                    store,
+                    &pipeline.name(),
+                    every_ms,
+                    &pipeline.file_sinks(),
+                    process0,
+                    Arc::clone(&failures),
+                )?))
+            }
+            None => None,
+        };
         let sinks = pipeline.sink_recipes();
         let late = pipeline.late();
         let dead_letters = pipeline.dead_letter_sink();
         let batch_size = pipeline.batch_size_value();
         let (m, f) = (Arc::clone(&metrics), Arc::clone(&failures));
+        let c = checkpoints.clone();
         let started = Instant::now();
         let built = Arc::new(Barrier::new(self.workers));
         let first_worker = self
@@ -183,6 +217,7 @@ impl Runtime {
                     batch_size,
                     reports: Rc::clone(&reports),
                     forks: Default::default(),
+                    checkpoints: c.clone(),
                 };
                 for build in &sinks {
                     build(&mut ctx);
@@ -209,9 +244,19 @@ impl Runtime {
             reports.take()
         })
         .map_err(EngineError::Startup)?;
+        let coordinator = checkpoints.as_ref().filter(|_| process0).map(|c| {
+            Coordinator::start(
+                Arc::clone(c),
+                pipeline.checkpoint_participants(),
+                self.workers * processes,
+                pipeline.file_sinks(),
+            )
+        });
         let local_workers = self.workers as u64;
-        let processes = self.cluster.as_ref().map_or(1, |c| c.hosts.len()) as u64;
+        let processes = processes as u64;
         Ok(RunHandle {
+            coordinator,
+            checkpoints: checkpoints.map(|c| Arc::clone(&c.stats)),
             guards,
             observer: Observer {
                 pipeline: pipeline.name(),
@@ -243,6 +288,8 @@ impl Runtime {
 /// A running pipeline.
 pub struct RunHandle {
     guards: WorkerGuards<Vec<(String, SinkReport)>>,
+    coordinator: Option<Coordinator>,
+    checkpoints: Option<Arc<CheckpointStats>>,
     observer: Observer,
     server: Option<Server>,
     metrics: Arc<RunMetrics>,
@@ -305,6 +352,10 @@ impl RunHandle {
                 Err(panic) => panics.push(panic),
             }
         }
+        if let Some(coordinator) = self.coordinator {
+            // The final checkpoint publishes the last result files.
+            coordinator.finish();
+        }
         drop(self.server);
         let wall = self.started.elapsed();
         let ready_at = *self.ready_at.lock().unwrap_or_else(PoisonError::into_inner);
@@ -330,6 +381,7 @@ impl RunHandle {
             sinks,
             latency: self.metrics.latency(),
             rejected_examples: self.metrics.rejected_examples(),
+            checkpoints: self.checkpoints.map(|c| c.report()),
         })
     }
 }
@@ -356,6 +408,8 @@ pub struct RunSummary {
     pub latency: Histogram<u64>,
     /// The first few records sources could not read, with where and why.
     pub rejected_examples: Vec<String>,
+    /// What checkpoints did, when the run took them.
+    pub checkpoints: Option<CheckpointReport>,
 }
 
 impl RunSummary {
@@ -456,6 +510,9 @@ impl fmt::Display for RunSummary {
         }
         for example in &self.rejected_examples {
             writeln!(f, "rejected: {example}")?;
+        }
+        if let Some(c) = &self.checkpoints {
+            writeln!(f, "{c}")?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! input frontier is empty (every upstream stage is done). In between, it tells the writer of
 //! each advance of the watermark ([`SinkWriter::on_watermark`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::ConnectorError;
 use crate::source::{Partition, RecordError};
@@ -27,6 +27,39 @@ pub trait Sink<T>: Send + Sync + 'static {
 
     /// Opens this worker's writer. Called once per worker.
     fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError>;
+
+    /// For sinks that write files: where and how, so that exactly-once runs can write one file
+    /// per worker and checkpoint interval and publish it when its checkpoint completes. `None`
+    /// (the default): the sink writes as it goes, at least once under checkpoints.
+    fn files(&self) -> Option<FileOutput> {
+        None
+    }
+
+    /// Opens a writer of exactly one file, `dir/name` (written under a temporary name and
+    /// renamed to it by [`SinkWriter::finish`]). Only called when [`Sink::files`] is `Some`.
+    fn open_file(
+        &self,
+        partition: Partition,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        let _ = (partition, dir, name);
+        Err(ConnectorError::user(format!(
+            "{} does not write files one by one",
+            self.describe()
+        )))
+    }
+}
+
+/// Where a file sink writes: result files are `{dir}/{prefix}-*.{extension}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileOutput {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// The result files' name prefix.
+    pub prefix: String,
+    /// Their extension, without the dot.
+    pub extension: String,
 }
 
 /// One worker's writer of a sink.
@@ -70,5 +103,18 @@ impl<T: 'static> Sink<T> for Box<dyn Sink<T>> {
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
         (**self).open(partition)
+    }
+
+    fn files(&self) -> Option<FileOutput> {
+        (**self).files()
+    }
+
+    fn open_file(
+        &self,
+        partition: Partition,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        (**self).open_file(partition, dir, name)
     }
 }

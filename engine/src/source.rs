@@ -76,6 +76,23 @@ pub trait Source<T>: Send + Sync + 'static {
     fn expected_records(&self) -> Option<u64> {
         None
     }
+
+    /// Reopens this worker's share at positions saved by [`SourceReader::position`] (exactly-
+    /// once runs resuming from a checkpoint). `positions` are those of the old readers this
+    /// worker takes over: its own when the worker count is unchanged, else those of the old
+    /// workers `i` with `i % count == index` (possibly none). Sources that cannot resume keep
+    /// the default, an error.
+    fn open_at(
+        &self,
+        partition: Partition,
+        positions: Vec<Vec<u8>>,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let _ = (partition, positions);
+        Err(ConnectorError::user(format!(
+            "{} cannot resume from a checkpoint; run it without --checkpoint-dir",
+            self.describe()
+        )))
+    }
 }
 
 /// Reads a source reader's backlog from any thread ([`SourceReader::backlog_probe`]).
@@ -109,6 +126,14 @@ pub trait SourceReader<T> {
     fn backlog_probe(&self) -> Option<BacklogProbe> {
         None
     }
+
+    /// Where this reader is: enough for [`Source::open_at`] to go on right after the last
+    /// record it returned (a generator's count, a file's byte offset, offsets per partition).
+    /// Called when the engine writes a checkpoint part, between polls. `None` (the default):
+    /// the reader cannot be checkpointed, and a run with checkpoints refuses to start.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 impl<T: 'static> Source<T> for Box<dyn Source<T>> {
@@ -122,5 +147,13 @@ impl<T: 'static> Source<T> for Box<dyn Source<T>> {
 
     fn expected_records(&self) -> Option<u64> {
         (**self).expected_records()
+    }
+
+    fn open_at(
+        &self,
+        partition: Partition,
+        positions: Vec<Vec<u8>>,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        (**self).open_at(partition, positions)
     }
 }

@@ -61,6 +61,26 @@ impl WatermarkTracker {
         }
     }
 
+    /// A tracker resuming at `watermark` after having seen event times up to `max_seen` (a
+    /// source restored from a checkpoint).
+    pub fn resume(
+        config: WatermarkConfig,
+        watermark: EventTime,
+        max_seen: Option<EventTime>,
+    ) -> Self {
+        WatermarkTracker {
+            config,
+            max_seen,
+            watermark,
+            idle: None,
+        }
+    }
+
+    /// The largest event time seen, if any.
+    pub fn max_seen(&self) -> Option<EventTime> {
+        self.max_seen
+    }
+
     /// The current watermark.
     pub fn watermark(&self) -> EventTime {
         self.watermark

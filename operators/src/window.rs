@@ -44,7 +44,7 @@ use eddy_engine::timely::dataflow::channels::pact::{Exchange, Pipeline as Local}
 use eddy_engine::timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use eddy_engine::timely::dataflow::operators::{Capability, InputCapability};
 use eddy_engine::timely::progress::frontier::MutableAntichain;
-use eddy_engine::{Data, Record, Records, StageContext, Stream};
+use eddy_engine::{Data, Record, Records, StageCheckpoint, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +149,7 @@ impl<K: Key, V: Data> Keyed<K, V> {
                 two_phase(input, stage, spec, agg.clone())
             })
             .exchanged("by key")
+            .checkpointed()
     }
 }
 
@@ -196,6 +197,7 @@ impl<T: Data> GlobalWindow<T> for Stream<T> {
             },
         )
         .exchanged("to one worker")
+        .checkpointed()
     }
 }
 
@@ -363,6 +365,23 @@ impl<X> Stash<X> {
         }
     }
 
+    /// Every stashed record stamped below `limit`, with its stamp (for a checkpoint part).
+    pub(crate) fn before(&self, limit: u64) -> impl Iterator<Item = (u64, &Record<X>)> {
+        self.by_time
+            .range(..limit)
+            .flat_map(|(t, (_, records))| records.iter().map(move |r| (*t, r)))
+    }
+
+    /// Puts back a record restored from a checkpoint under its stamp `t`, holding a capability
+    /// for `t` made from the operator's initial one.
+    pub(crate) fn restore(&mut self, initial: &Capability<u64>, t: u64, record: Record<X>) {
+        self.by_time
+            .entry(t)
+            .or_insert_with(|| (initial.delayed(&t), Vec::new()))
+            .1
+            .push(record);
+    }
+
     /// The earliest stashed timestamp below `limit` (the frontier), with its capability and
     /// records, in timestamp order.
     pub(crate) fn pop_passed(
@@ -463,14 +482,32 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
 ) -> Records<'s, WindowResult<K, A::Out>> {
     let name = stage.name().to_string();
     let by_key = Exchange::new(|r: &Record<(K, A::Acc)>| route(&r.1 .0));
-    partials.unary_frontier(by_key, &name, move |_, _| {
+    partials.unary_frontier(by_key, &name, move |initial, _| {
         let mut stash: Stash<(K, A::Acc)> = Stash::default();
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
         let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
+        let checkpoint = stage.checkpoint().cloned();
+        // The frontier this worker has folded up to: its state is the fold of the partials
+        // stamped below it.
+        let mut folded = 0;
+        if let Some((c, at)) = checkpoint
+            .as_ref()
+            .and_then(|c| Some((c, c.restored_at()?)))
+        {
+            restore_windows(c, at, &initial, &mut panes, &mut stash);
+            if let Some((_, end)) = panes.next_window() {
+                window_cap = Some(initial.delayed(&(end - 1)));
+            }
+            folded = at;
+        }
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+                c.save(folded, limit, window_entries(&panes, &stash, limit));
+            }
+            folded = limit;
             while let Some((t, cap, partials)) = stash.pop_passed(limit) {
                 fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t);
                 panes.close_until(t);
@@ -496,6 +533,89 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
             gauge.set(panes.accs);
         }
     })
+}
+
+/// One entry of a window stage's checkpoint part: a pane's accumulator for a key, or a partial
+/// stashed under its stamp and not yet folded.
+#[derive(Serialize, Deserialize)]
+enum WindowEntry<K, Acc> {
+    Pane {
+        start: u64,
+        key: K,
+        acc: Acc,
+    },
+    Stashed {
+        stamp: u64,
+        pane: u64,
+        key: K,
+        acc: Acc,
+    },
+}
+
+impl<K, Acc> WindowEntry<K, Acc> {
+    fn key(&self) -> &K {
+        match self {
+            WindowEntry::Pane { key, .. } | WindowEntry::Stashed { key, .. } => key,
+        }
+    }
+}
+
+/// A window stage's state for a checkpoint part taken at frontier `limit`.
+fn window_entries<'a, K: Key, Acc: Data + Clone>(
+    panes: &'a Panes<K, Acc>,
+    stash: &'a Stash<(K, Acc)>,
+    limit: u64,
+) -> impl Iterator<Item = WindowEntry<&'a K, &'a Acc>> {
+    let held = panes.panes.iter().flat_map(|(start, accs)| {
+        accs.iter().map(|(key, acc)| WindowEntry::Pane {
+            start: *start,
+            key,
+            acc,
+        })
+    });
+    let stashed = stash
+        .before(limit)
+        .map(|(stamp, (pane, (key, acc)))| WindowEntry::Stashed {
+            stamp,
+            pane: *pane,
+            key,
+            acc,
+        });
+    held.chain(stashed)
+}
+
+/// Restores a window stage at checkpoint `at`: the panes of windows still open at `at` and the
+/// partials stashed below it. Every window ending at or before `at` has been emitted (its
+/// result, stamped below `at`, is downstream already), so it is closed.
+fn restore_windows<K: Key, Acc: Data + Clone>(
+    checkpoint: &StageCheckpoint,
+    at: u64,
+    initial: &Capability<u64>,
+    panes: &mut Panes<K, Acc>,
+    stash: &mut Stash<(K, Acc)>,
+) {
+    let spec = panes.spec;
+    for entry in checkpoint.restore(|e: &WindowEntry<K, Acc>| route(e.key())) {
+        match entry {
+            WindowEntry::Pane { start, key, acc } => {
+                let accs = panes.panes.entry(start).or_default();
+                if accs.insert(key, acc).is_none() {
+                    panes.accs += 1;
+                }
+            }
+            WindowEntry::Stashed {
+                stamp,
+                pane,
+                key,
+                acc,
+            } => {
+                if stamp < at && spec.last_end(pane) > at {
+                    stash.restore(initial, stamp, (pane, (key, acc)));
+                }
+            }
+        }
+    }
+    panes.close_until(at);
 }
 
 /// Fires every window whose end is at or below `limit`, in order of end, stamped `end - 1`.

@@ -117,6 +117,35 @@ impl ViewArgs {
     }
 }
 
+/// Exactly-once checkpoints.
+#[derive(Args)]
+struct CheckpointArgs {
+    /// Take exactly-once checkpoints in DIR, and resume from the newest one there: run the same
+    /// command again after a crash and the output ends up as an uninterrupted run's. Result
+    /// files appear when the checkpoint after them completes.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// How often to checkpoint, in event time (for the generator, 10 000 events per second of
+    /// event time by default).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "checkpoint_dir"
+    )]
+    checkpoint_every: humantime::Duration,
+}
+
+impl CheckpointArgs {
+    /// The runtime with checkpoints when asked for.
+    fn apply(&self, runtime: Runtime) -> Runtime {
+        match &self.checkpoint_dir {
+            Some(dir) => runtime.checkpoint(dir, *self.checkpoint_every),
+            None => runtime,
+        }
+    }
+}
+
 /// Parses HOST:PORT, or a bare port on loopback.
 fn socket_addr(text: &str, flag: &str) -> Result<SocketAddr> {
     let text = text.trim();
@@ -180,6 +209,8 @@ struct CopyArgs {
     #[arg(long, default_value_t = 1)]
     workers: usize,
     #[command(flatten)]
+    checkpoints: CheckpointArgs,
+    #[command(flatten)]
     view: ViewArgs,
 }
 
@@ -241,6 +272,8 @@ struct RunArgs {
     rate: usize,
     #[command(flatten)]
     view: ViewArgs,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
     /// q13's side table: a CSV file of `key,value` lines, or JSON lines (`.jsonl`) of
     /// `{"key": .., "value": ..}`; without it q13 uses keys 0..10000 valued by their decimal string.
     #[arg(long)]
@@ -346,7 +379,9 @@ fn output(args: &RunArgs) -> Result<Output> {
 }
 
 fn runtime(args: &RunArgs) -> Result<Runtime> {
-    let runtime = args.view.apply(Runtime::new(args.workers))?;
+    let runtime = args
+        .checkpoints
+        .apply(args.view.apply(Runtime::new(args.workers))?);
     if args.processes <= 1 && args.hosts.is_none() {
         return Ok(runtime);
     }
@@ -431,7 +466,9 @@ fn copy(args: CopyArgs) -> Result<()> {
     spec.event_time = args.event_time;
     spec.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
     let pipeline = spec.pipeline()?;
-    let runtime = args.view.apply(Runtime::new(args.workers.max(1)))?;
+    let runtime = args
+        .checkpoints
+        .apply(args.view.apply(Runtime::new(args.workers.max(1)))?);
     let summary = run_live(&runtime, &pipeline, &args.view)?;
     if !args.view.quiet {
         eprintln!("{summary}");
