@@ -295,6 +295,11 @@ fn largest_boundary(every: u64, lo: u64, hi: u64) -> Option<u64> {
     (b > lo).then_some(b)
 }
 
+/// The participant name of operator `part` of a stage with several.
+pub(crate) fn part_stage(stage: &str, part: &str) -> String {
+    format!("{stage}/{part}")
+}
+
 /// A stage name as one path component: letters, digits, `_`, `-` and `.` kept, others as `%XX`.
 fn escape(stage: &str) -> String {
     let mut out = String::with_capacity(stage.len());
@@ -694,10 +699,15 @@ impl Checkpoints {
         chosen: Vec<(String, usize, &StoredFile)>,
         sinks: &[FileSinkDirs],
     ) -> Result<(), CheckpointError> {
-        let first_written = chosen
+        // The cut began when the first participant crossed `w`; a part valid up to the end
+        // (an idle or finished reader's) may be much older and says nothing about this one.
+        let crossing = chosen
             .iter()
+            .filter(|(_, _, f)| parse_part(&f.name).is_some_and(|(_, _, _, hi)| hi < u64::MAX))
             .map(|(_, _, f)| f.modified)
-            .min()
+            .min();
+        let first_written = crossing
+            .or_else(|| chosen.iter().map(|(_, _, f)| f.modified).max())
             .unwrap_or_else(SystemTime::now);
         let bytes = chosen.iter().map(|(_, _, f)| f.bytes).sum();
         let mut parts: BTreeMap<String, BTreeMap<usize, String>> = BTreeMap::new();
@@ -956,9 +966,24 @@ impl StageCheckpoint {
         crosses(self.shared.every, from, to)
     }
 
+    /// The handle of operator `part` of this stage, for a stage whose operators each write a
+    /// part ([`Stream::checkpointed_parts`](crate::Stream::checkpointed_parts)).
+    pub fn part(&self, part: &str) -> StageCheckpoint {
+        StageCheckpoint {
+            shared: Arc::clone(&self.shared),
+            stage: Arc::from(part_stage(&self.stage, part)),
+            partition: self.partition,
+        }
+    }
+
     /// The checkpoint interval (event-time ms).
     pub fn every(&self) -> u64 {
         self.shared.every
+    }
+
+    /// The first checkpoint boundary above `t`.
+    pub fn boundary_above(&self, t: u64) -> u64 {
+        boundary_above(self.shared.every, t)
     }
 
     /// Writes this stage's part for the boundaries in `(from, to]`: `entries` is its whole
@@ -969,7 +994,7 @@ impl StageCheckpoint {
         let mut count = 0u64;
         for entry in entries {
             if let Err(e) = bincode::serialize_into(&mut payload, &entry) {
-                let path = self.shared.store.path_of(&self.part(from, to));
+                let path = self.shared.store.path_of(&self.part_name(from, to));
                 return self.shared.fail(CheckpointError::Decode {
                     stage: self.stage.to_string(),
                     path,
@@ -983,13 +1008,13 @@ impl StageCheckpoint {
     }
 
     pub(crate) fn save_bytes(&self, from: u64, to: u64, payload: &[u8]) {
-        let name = self.part(from, to);
+        let name = self.part_name(from, to);
         if let Err(error) = self.shared.store.put(&name, &seal(payload)) {
             self.shared.fail(error);
         }
     }
 
-    fn part(&self, from: u64, to: u64) -> String {
+    fn part_name(&self, from: u64, to: u64) -> String {
         part_name(&self.stage, self.partition.index, from, to)
     }
 

@@ -107,7 +107,7 @@ pub enum EngineError {
     #[error("could not start the timely workers: {0}")]
     Startup(String),
     /// A checkpoint could not be written, read or completed.
-    #[error("checkpoint: {0}")]
+    #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// A worker thread panicked: a bug in Eddy or in a user function.
     #[error("a worker thread panicked: {0}")]

@@ -57,21 +57,23 @@ fn resume(checkpoint: &StageCheckpoint, partition: Partition) -> Option<Resume> 
     let at = checkpoint.restored_at()?;
     let mut resume = Resume {
         positions: Vec::new(),
-        watermark: u64::MAX,
+        watermark: at,
         max_seen: None,
     };
+    let mut held = None::<u64>;
     let parts = checkpoint.restored_parts(|old| old % partition.count == partition.index);
     for (_, name, payload) in parts {
         match decode::<SourcePart>(&payload) {
             Ok(part) => {
                 resume.positions.extend(part.position);
-                resume.watermark = resume.watermark.min(part.watermark);
+                held = Some(held.map_or(part.watermark, |h| h.min(part.watermark)));
                 resume.max_seen = resume.max_seen.max(part.max_seen);
             }
             Err(error) => checkpoint.decode_failed(&name, error.to_string()),
         }
     }
-    resume.watermark = resume.watermark.max(at);
+    // The least watermark the old readers held: never below the checkpoint.
+    resume.watermark = held.map_or(at, |h| h.max(at));
     Some(resume)
 }
 

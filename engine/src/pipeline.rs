@@ -92,6 +92,9 @@ pub struct StageInfo {
     /// Whether the stage takes part in checkpoints with its state (stateful operators that
     /// support exactly-once mark themselves with [`Stream::checkpointed`]).
     pub checkpointed: bool,
+    /// The operators of a checkpointed stage that write parts of their own
+    /// ([`Stream::checkpointed_parts`]); empty: the stage writes one part.
+    pub checkpoint_parts: Vec<String>,
 }
 
 pub(crate) struct Graph {
@@ -125,6 +128,7 @@ impl Graph {
             inputs,
             exchange: None,
             checkpointed: false,
+            checkpoint_parts: Vec::new(),
         });
         index
     }
@@ -307,7 +311,13 @@ impl Pipeline {
             .stages
             .iter()
             .filter(|s| s.checkpointed || s.kind == "source" || s.kind == "sink")
-            .map(|s| s.name.clone())
+            .flat_map(|s| match s.checkpoint_parts.as_slice() {
+                [] => vec![s.name.clone()],
+                parts => parts
+                    .iter()
+                    .map(|p| crate::checkpoint::part_stage(&s.name, p))
+                    .collect(),
+            })
             .collect()
     }
 
@@ -520,11 +530,18 @@ impl<T: Data> Stream<T> {
     /// checkpoints ([`StageContext::checkpoint`]). A pipeline with a stage that exchanges by key
     /// (so holds keyed state) and is not marked refuses to run with checkpoints.
     pub fn checkpointed(self) -> Self {
-        self.graph
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stages[self.index]
-            .checkpointed = true;
+        self.checkpointed_parts(&[])
+    }
+
+    /// [`Stream::checkpointed`] for a stage made of several stateful operators, each of which
+    /// writes its own part through [`StageCheckpoint::part`] with one of `parts`.
+    pub fn checkpointed_parts(self, parts: &[&str]) -> Self {
+        {
+            let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+            let stage = &mut graph.stages[self.index];
+            stage.checkpointed = true;
+            stage.checkpoint_parts = parts.iter().map(|p| p.to_string()).collect();
+        }
         self
     }
 

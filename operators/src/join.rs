@@ -50,13 +50,13 @@ use std::collections::BTreeMap;
 
 use eddy_engine::timely::dataflow::channels::pact::Exchange;
 use eddy_engine::timely::dataflow::operators::generic::Operator;
-use eddy_engine::timely::dataflow::operators::{Capability, InputCapability};
-use eddy_engine::{Data, Record, Records, StageContext, Stream};
+use eddy_engine::timely::dataflow::operators::Capability;
+use eddy_engine::{Data, Record, Records, StageCheckpoint, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::keyed::{route, Key, Keyed};
-use crate::window::{frontier_time, held_until, Out, WindowSpec};
+use crate::window::{frontier_time, held_until, Out, Stash, WindowSpec};
 
 /// A pair of the windowed join: a left and a right record with the same key in one window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -107,6 +107,7 @@ impl<K: Key, A: Data + Clone> Keyed<K, A> {
                 move |left, right, stage| drive(left, right, stage, WindowJoin::new(spec)),
             )
             .exchanged("by key")
+            .checkpointed()
     }
 
     /// Pairs every record `a` of this stream with every record `b` of `other` that has the same
@@ -145,6 +146,7 @@ impl<K: Key, A: Data + Clone> Keyed<K, A> {
                 },
             )
             .exchanged("by key")
+            .checkpointed()
     }
 
     /// Enriches every record `a` of this stream with the latest record of `other` with the same
@@ -177,6 +179,7 @@ impl<K: Key, A: Data + Clone> Keyed<K, A> {
                 move |left, right, stage| drive(left, right, stage, AsOfJoin::new()),
             )
             .exchanged("by key")
+            .checkpointed()
     }
 }
 
@@ -217,12 +220,48 @@ pub(crate) trait JoinState<K, A, B> {
 
     /// Entries held in state (records or versions), for the stage's state gauge.
     fn entries(&self) -> usize;
+
+    /// One entry of the state in a checkpoint part.
+    type Entry: Data;
+
+    /// The whole state as entries, for a checkpoint part.
+    fn snapshot(&self) -> Vec<Self::Entry>;
+
+    /// Puts back an entry of a checkpoint part.
+    fn restore(&mut self, entry: Self::Entry);
+
+    /// The key an entry belongs to (entries are routed by it at another worker count).
+    fn entry_key(entry: &Self::Entry) -> &K;
+}
+
+/// An entry of a join's checkpoint part: the state's, or a batch held back at the gate.
+#[derive(Serialize, Deserialize)]
+enum JoinEntry<E, K, A, B> {
+    State(E),
+    Left(u64, Record<(K, A)>),
+    Right(u64, Record<(K, B)>),
+}
+
+impl<E, K: Key, A, B> JoinEntry<E, K, A, B> {
+    fn key(&self, state_key: impl Fn(&E) -> &K) -> u64 {
+        match self {
+            JoinEntry::State(e) => route(state_key(e)),
+            JoinEntry::Left(_, (_, (k, _))) => route(k),
+            JoinEntry::Right(_, (_, (k, _))) => route(k),
+        }
+    }
 }
 
 /// The operator under every join: both inputs exchanged by key; each batch goes to the state
 /// as it arrives (results complete at once leave under the batch's capability); after every
 /// activation the state releases what the frontiers complete, under one capability held at the
 /// earliest pending result.
+///
+/// With checkpoints the state must be the fold of the records stamped below the last frontier
+/// it saved at, so a batch stamped at or after the next checkpoint boundary waits at a gate
+/// until the frontier has crossed it and the state is saved (with the gate's batches); a
+/// restored join then takes the saved batches stamped below the checkpoint, and sends no result
+/// stamped below it (those are downstream already).
 pub(crate) fn drive<'s, K, A, B, S>(
     left: Records<'s, (K, A)>,
     right: Records<'s, (K, B)>,
@@ -231,74 +270,231 @@ pub(crate) fn drive<'s, K, A, B, S>(
 ) -> Records<'s, S::Out>
 where
     K: Key,
-    A: Data,
-    B: Data,
+    A: Data + Clone,
+    B: Data + Clone,
     S: JoinState<K, A, B> + 'static,
 {
     let name = stage.name().to_string();
     let left_by_key = Exchange::new(|r: &Record<(K, A)>| route(&r.1 .0));
     let right_by_key = Exchange::new(|r: &Record<(K, B)>| route(&r.1 .0));
-    left.binary_frontier(right, left_by_key, right_by_key, &name, move |_, _| {
-        let mut held: Option<Capability<u64>> = None;
-        let mut gauge = stage.state_gauge();
-        let mut results: Vec<Record<S::Out>> = Vec::new();
-        move |(left, left_frontier), (right, right_frontier), output| {
-            left.for_each(|cap, batch| {
-                let Some(&t) = cap.least() else { return };
-                stage.metrics().add_in(batch.len());
-                state.left(t, batch, &mut results, |key, a, time, end| {
-                    stage.late(&(key, a), time, t, end)
-                });
-                after_batch(
-                    &cap,
-                    t,
-                    state.next_due(),
-                    &mut held,
-                    &mut results,
-                    output,
-                    &stage,
-                );
-            });
-            right.for_each(|cap, batch| {
-                let Some(&t) = cap.least() else { return };
-                stage.metrics().add_in(batch.len());
-                state.right(t, batch, &mut results, |key, b, time, end| {
-                    stage.late(&(key, b), time, t, end)
-                });
-                after_batch(
-                    &cap,
-                    t,
-                    state.next_due(),
-                    &mut held,
-                    &mut results,
-                    output,
-                    &stage,
-                );
-            });
-            let (left_at, right_at) = (frontier_time(left_frontier), frontier_time(right_frontier));
-            state.advance(left_at, right_at, &mut results);
-            release(&held, &mut results, output, &stage);
-            stage.gauge().set_next_due(state.next_due());
-            match state.next_due() {
-                Some(due) => held
-                    .as_mut()
-                    .expect("a pending join result holds a capability; this is a bug in Eddy")
-                    .downgrade(&due),
-                None => held = None,
+    left.binary_frontier(
+        right,
+        left_by_key,
+        right_by_key,
+        &name,
+        move |initial, _| {
+            let mut held: Option<Capability<u64>> = None;
+            let mut gauge = stage.state_gauge();
+            let mut results: Vec<Record<S::Out>> = Vec::new();
+            let checkpoint = stage.checkpoint().cloned();
+            let resumed_at = checkpoint
+                .as_ref()
+                .and_then(|c| c.restored_at())
+                .unwrap_or(0);
+            let mut gate = Gate::<K, A, B>::default();
+            if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
+                restore_join(c, resumed_at, &mut state);
+                held = state.next_due().map(|due| initial.delayed(&due));
+                gate.folded = resumed_at;
             }
-            stage
-                .gauge()
-                .set_watermark(held_until(&held, left_at.min(right_at)));
-            gauge.set(state.entries());
+            move |(left, left_frontier), (right, right_frontier), output| {
+                left.for_each(|cap, batch| {
+                    let Some(cap) = cap.retain_least(0) else {
+                        return;
+                    };
+                    stage.metrics().add_in(batch.len());
+                    if gate.holds(&checkpoint, *cap.time()) {
+                        return gate.left.push(cap, batch);
+                    }
+                    absorb_left(
+                        &mut state,
+                        &cap,
+                        batch,
+                        &mut held,
+                        &mut results,
+                        output,
+                        &stage,
+                    );
+                });
+                right.for_each(|cap, batch| {
+                    let Some(cap) = cap.retain_least(0) else {
+                        return;
+                    };
+                    stage.metrics().add_in(batch.len());
+                    if gate.holds(&checkpoint, *cap.time()) {
+                        return gate.right.push(cap, batch);
+                    }
+                    absorb_right(
+                        &mut state,
+                        &cap,
+                        batch,
+                        &mut held,
+                        &mut results,
+                        output,
+                        &stage,
+                    );
+                });
+                let (left_at, right_at) =
+                    (frontier_time(left_frontier), frontier_time(right_frontier));
+                if let Some(c) = &checkpoint {
+                    let limit = left_at.min(right_at);
+                    if c.crosses(gate.folded, limit) {
+                        c.save(gate.folded, limit, gate.entries(&state));
+                    }
+                    gate.folded = gate.folded.max(limit);
+                    let open = c.boundary_above(gate.folded);
+                    while let Some((cap, mut batch)) = gate.left.pop_before(open) {
+                        absorb_left(
+                            &mut state,
+                            &cap,
+                            &mut batch,
+                            &mut held,
+                            &mut results,
+                            output,
+                            &stage,
+                        );
+                    }
+                    while let Some((cap, mut batch)) = gate.right.pop_before(open) {
+                        absorb_right(
+                            &mut state,
+                            &cap,
+                            &mut batch,
+                            &mut held,
+                            &mut results,
+                            output,
+                            &stage,
+                        );
+                    }
+                }
+                state.advance(left_at, right_at, &mut results);
+                if resumed_at > 0 {
+                    results.retain(|(t, _)| *t >= resumed_at);
+                }
+                release(&held, &mut results, output, &stage);
+                stage.gauge().set_next_due(state.next_due());
+                match state.next_due() {
+                    Some(due) => held
+                        .as_mut()
+                        .expect("a pending join result holds a capability; this is a bug in Eddy")
+                        .downgrade(&due),
+                    None => held = None,
+                }
+                stage
+                    .gauge()
+                    .set_watermark(held_until(&held, left_at.min(right_at)));
+                gauge.set(state.entries() + gate.len());
+            }
+        },
+    )
+}
+
+/// A left batch stamped `cap`'s time into the join's state.
+fn absorb_left<K: Key, A: Data, B: Data, S: JoinState<K, A, B>>(
+    state: &mut S,
+    cap: &Capability<u64>,
+    batch: &mut Vec<Record<(K, A)>>,
+    held: &mut Option<Capability<u64>>,
+    results: &mut Vec<Record<S::Out>>,
+    output: &mut Out<'_, S::Out>,
+    stage: &StageContext,
+) {
+    let t = *cap.time();
+    state.left(t, batch, results, |key, a, time, end| {
+        stage.late(&(key, a), time, t, end)
+    });
+    after_batch(cap, state.next_due(), held, results, output, stage);
+}
+
+/// [`absorb_left`] for the right input.
+fn absorb_right<K: Key, A: Data, B: Data, S: JoinState<K, A, B>>(
+    state: &mut S,
+    cap: &Capability<u64>,
+    batch: &mut Vec<Record<(K, B)>>,
+    held: &mut Option<Capability<u64>>,
+    results: &mut Vec<Record<S::Out>>,
+    output: &mut Out<'_, S::Out>,
+    stage: &StageContext,
+) {
+    let t = *cap.time();
+    state.right(t, batch, results, |key, b, time, end| {
+        stage.late(&(key, b), time, t, end)
+    });
+    after_batch(cap, state.next_due(), held, results, output, stage);
+}
+
+/// Batches a join holds back until its state is saved (see [`drive`]).
+struct Gate<K, A, B> {
+    left: Stash<(K, A)>,
+    right: Stash<(K, B)>,
+    /// The frontier the state is the fold up to (the last one saved at).
+    folded: u64,
+}
+
+impl<K, A, B> Default for Gate<K, A, B> {
+    fn default() -> Self {
+        Gate {
+            left: Stash::default(),
+            right: Stash::default(),
+            folded: 0,
         }
-    })
+    }
+}
+
+impl<K: Key, A: Data + Clone, B: Data + Clone> Gate<K, A, B> {
+    /// Whether a batch stamped `t` must wait: it is at or after the next boundary.
+    fn holds(&self, checkpoint: &Option<StageCheckpoint>, t: u64) -> bool {
+        checkpoint
+            .as_ref()
+            .is_some_and(|c| t >= c.boundary_above(self.folded))
+    }
+
+    fn len(&self) -> usize {
+        self.left.len() + self.right.len()
+    }
+
+    /// The part: the state and the held batches.
+    fn entries<S: JoinState<K, A, B>>(&self, state: &S) -> Vec<JoinEntry<S::Entry, K, A, B>> {
+        let mut entries: Vec<_> = state.snapshot().into_iter().map(JoinEntry::State).collect();
+        let lefts = self.left.before(u64::MAX);
+        entries.extend(lefts.map(|(t, r)| JoinEntry::Left(t, r.clone())));
+        let rights = self.right.before(u64::MAX);
+        entries.extend(rights.map(|(t, r)| JoinEntry::Right(t, r.clone())));
+        entries
+    }
+}
+
+/// Restores a join at checkpoint `at`: the state, then the held batches stamped below `at`
+/// (their results and late records were sent before the checkpoint: dropped here).
+fn restore_join<K: Key, A: Data + Clone, B: Data + Clone, S: JoinState<K, A, B>>(
+    checkpoint: &StageCheckpoint,
+    at: u64,
+    state: &mut S,
+) {
+    let mut lefts: BTreeMap<u64, Vec<Record<(K, A)>>> = BTreeMap::new();
+    let mut rights: BTreeMap<u64, Vec<Record<(K, B)>>> = BTreeMap::new();
+    let entries = checkpoint.restore(|e: &JoinEntry<S::Entry, K, A, B>| e.key(S::entry_key));
+    for entry in entries {
+        match entry {
+            JoinEntry::State(e) => state.restore(e),
+            JoinEntry::Left(t, r) if t < at => lefts.entry(t).or_default().push(r),
+            JoinEntry::Right(t, r) if t < at => rights.entry(t).or_default().push(r),
+            JoinEntry::Left(..) | JoinEntry::Right(..) => {}
+        }
+    }
+    let mut sent = Vec::new();
+    let ignore = |_: &K, _: &_, _: u64, _: u64| {};
+    for (t, mut batch) in lefts {
+        state.left(t, &mut batch, &mut sent, ignore);
+    }
+    for (t, mut batch) in rights {
+        state.right(t, &mut batch, &mut sent, |_, _, _, _| {});
+    }
 }
 
 /// Sends the results a batch completed under the batch's capability, and makes sure a
 /// capability is held at the earliest pending result.
 fn after_batch<T: Data>(
-    cap: &InputCapability<u64>,
-    t: u64,
+    cap: &Capability<u64>,
     due: Option<u64>,
     held: &mut Option<Capability<u64>>,
     results: &mut Vec<Record<T>>,
@@ -313,10 +509,10 @@ fn after_batch<T: Data>(
     if let Some(due) = due {
         if held.as_ref().is_none_or(|h| *h.time() > due) {
             assert!(
-                due >= t,
+                due >= *cap.time(),
                 "a join result pending before its batch's timestamp; this is a bug in Eddy"
             );
-            *held = Some(cap.delayed(&due, 0));
+            *held = Some(cap.delayed(&due));
         }
     }
 }
@@ -462,6 +658,35 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for WindowJoin
     fn entries(&self) -> usize {
         self.entries
     }
+
+    /// A window's records of one key: `(start, key, lefts, rights)`.
+    type Entry = (u64, K, Vec<A>, Vec<B>);
+
+    fn snapshot(&self) -> Vec<Self::Entry> {
+        let windows = self.windows.iter();
+        windows
+            .flat_map(|(start, keys)| {
+                keys.iter()
+                    .map(|(k, (a, b))| (*start, k.clone(), a.clone(), b.clone()))
+            })
+            .collect()
+    }
+
+    fn restore(&mut self, (start, key, lefts, rights): Self::Entry) {
+        self.entries += lefts.len() + rights.len();
+        let pair = self
+            .windows
+            .entry(start)
+            .or_default()
+            .entry(key)
+            .or_default();
+        pair.0.extend(lefts);
+        pair.1.extend(rights);
+    }
+
+    fn entry_key(entry: &Self::Entry) -> &K {
+        &entry.1
+    }
 }
 
 /// One input's records for the interval join: per key, by event time, with an index by event
@@ -491,6 +716,15 @@ impl<K: Key, V> Side<K, V> {
             .or_default()
             .push(value);
         self.entries += 1;
+    }
+
+    /// Every record held: `(key, event time, record)`.
+    fn records(&self) -> impl Iterator<Item = (&K, u64, &V)> {
+        self.by_key.iter().flat_map(|(k, times)| {
+            times
+                .iter()
+                .flat_map(move |(t, values)| values.iter().map(move |v| (k, *t, v)))
+        })
     }
 
     /// The records of `key` with event times in `[from, to]`.
@@ -641,6 +875,32 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
     fn entries(&self) -> usize {
         self.lefts.entries + self.rights.entries
     }
+
+    /// A record kept on one side: `(key, event time, left or right record)`.
+    type Entry = (K, u64, Result<A, B>);
+
+    fn snapshot(&self) -> Vec<Self::Entry> {
+        let lefts = self
+            .lefts
+            .records()
+            .map(|(k, t, a)| (k.clone(), t, Ok(a.clone())));
+        let rights = self
+            .rights
+            .records()
+            .map(|(k, t, b)| (k.clone(), t, Err(b.clone())));
+        lefts.chain(rights).collect()
+    }
+
+    fn restore(&mut self, (key, time, record): Self::Entry) {
+        match record {
+            Ok(a) => self.lefts.insert(key, time, a),
+            Err(b) => self.rights.insert(key, time, b),
+        }
+    }
+
+    fn entry_key(entry: &Self::Entry) -> &K {
+        &entry.0
+    }
 }
 
 /// The as-of join's state: left records waiting for the right frontier, and right versions.
@@ -764,6 +1024,39 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
 
     fn entries(&self) -> usize {
         self.waiting_len + self.versions_len
+    }
+
+    /// `(key, event time, a waiting left record or a right version)`.
+    type Entry = (K, u64, Result<A, B>);
+
+    fn snapshot(&self) -> Vec<Self::Entry> {
+        let waiting = self
+            .waiting
+            .iter()
+            .flat_map(|(t, records)| records.iter().map(|(k, a)| (k.clone(), *t, Ok(a.clone()))));
+        let versions = self
+            .versions
+            .iter()
+            .flat_map(|(k, times)| times.iter().map(|(t, b)| (k.clone(), *t, Err(b.clone()))));
+        waiting.chain(versions).collect()
+    }
+
+    fn restore(&mut self, (key, time, record): Self::Entry) {
+        match record {
+            Ok(a) => {
+                self.waiting.entry(time).or_default().push((key, a));
+                self.waiting_len += 1;
+            }
+            Err(b) => {
+                self.touched.entry(time).or_default().push(key.clone());
+                self.versions.entry(key).or_default().insert(time, b);
+                self.versions_len += 1;
+            }
+        }
+    }
+
+    fn entry_key(entry: &Self::Entry) -> &K {
+        &entry.0
     }
 }
 

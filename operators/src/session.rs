@@ -31,8 +31,10 @@
 //!   time, accumulator), and per key the end `C` of its last emitted session for `gap` ms after
 //!   that session closed (after that, rule 1 rejects every record rule 2 would). The state
 //!   gauge counts open sessions plus such remembered ends; a bounded run ends with 0.
-//! - **Checkpoint** (with the exactly-once issue): at frontier `W`, the open sessions, the
-//!   remembered ends, and the records stashed at timestamps `>= W`.
+//! - **Checkpoint**: when the frontier crosses a checkpoint boundary, before adding anything
+//!   stamped at or after the frontier it had folded up to: the open sessions, the remembered
+//!   ends, and the stashed records. Restored at checkpoint `W`, it keeps the stashed records
+//!   stamped below `W` and emits no session ending at or before `W` (emitted before it).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +43,7 @@ use eddy_engine::timely::dataflow::operators::generic::Operator;
 use eddy_engine::timely::dataflow::operators::Capability;
 use eddy_engine::{Data, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
 use crate::keyed::{route, Key, Keyed};
@@ -74,6 +77,7 @@ impl<K: Key, V: Data> Keyed<K, V> {
                 move |input, stage| sessions(input, stage, gap, agg.clone()),
             )
             .exchanged("by key")
+            .checkpointed()
     }
 }
 
@@ -128,6 +132,67 @@ impl<K: Key, Acc> Sessions<K, Acc> {
     /// Entries for the state gauge.
     fn entries(&self) -> usize {
         self.open_sessions + self.remembered
+    }
+
+    /// The state as checkpoint entries.
+    fn snapshot<'a, V: 'a>(&'a self) -> impl Iterator<Item = SessionEntry<&'a K, &'a V, &'a Acc>> {
+        self.keys.iter().flat_map(|(key, state)| {
+            let open = state.open.iter().map(move |(start, o)| SessionEntry::Open {
+                key,
+                start: *start,
+                last: o.last,
+                acc: &o.acc,
+            });
+            let closed = state
+                .closed_until
+                .map(|until| SessionEntry::Closed { key, until });
+            open.chain(closed)
+        })
+    }
+
+    /// Puts back an open session or a remembered end from a checkpoint; [`Self::rearm`] must
+    /// follow once every entry is back.
+    fn restore<V>(&mut self, entry: SessionEntry<K, V, Acc>) {
+        let blank = || KeyState {
+            open: BTreeMap::new(),
+            closed_until: None,
+            timer: None,
+        };
+        match entry {
+            SessionEntry::Open {
+                key,
+                start,
+                last,
+                acc,
+            } => {
+                let state = self.keys.entry(key).or_insert_with(blank);
+                state.open.insert(start, Open { last, acc });
+                self.open_sessions += 1;
+            }
+            SessionEntry::Closed { key, until } => {
+                self.expiries
+                    .entry(until.saturating_add(self.gap))
+                    .or_default()
+                    .push(key.clone());
+                let state = self.keys.entry(key).or_insert_with(blank);
+                if state.closed_until.replace(until).is_none() {
+                    self.remembered += 1;
+                }
+            }
+            SessionEntry::Stashed { .. } => {}
+        }
+    }
+
+    /// Sets every restored key's timer at its earliest session end.
+    fn rearm(&mut self) {
+        let gap = self.gap;
+        for (key, state) in &mut self.keys {
+            if let Some((_, first)) = state.open.iter().next() {
+                let end = first.last.saturating_add(gap);
+                state.timer = Some(end);
+                self.due.entry(end).or_default().push(key.clone());
+            }
+        }
     }
 
     /// The earliest time a session may end (a lower bound of every open session's end).
@@ -198,9 +263,11 @@ impl<K: Key, Acc> Sessions<K, Acc> {
 
     /// Emits, in order of end, every session ending at or before `limit`, and forgets the
     /// emitted ends that can no longer make a record late.
+    #[allow(clippy::too_many_arguments)]
     fn close<V, A: Aggregate<V, Acc = Acc>>(
         &mut self,
         limit: u64,
+        resumed_at: u64,
         cap: &mut Option<Capability<u64>>,
         output: &mut Out<'_, WindowResult<K, A::Out>>,
         stage: &StageContext,
@@ -233,20 +300,24 @@ impl<K: Key, Acc> Sessions<K, Acc> {
                     }
                     let (start, session) = first.remove_entry();
                     self.open_sessions -= 1;
-                    let cap = cap
-                        .as_mut()
-                        .expect("an open session holds a capability; this is a bug in Eddy");
-                    cap.downgrade(&(end - 1));
-                    output.session(cap).give((
-                        end - 1,
-                        WindowResult {
-                            key: key.clone(),
-                            start,
-                            end,
-                            value: agg.finish(session.acc),
-                        },
-                    ));
-                    emitted += 1;
+                    // A session ending at or before the checkpoint resumed from was emitted
+                    // before it.
+                    if end > resumed_at {
+                        let cap = cap
+                            .as_mut()
+                            .expect("an open session holds a capability; this is a bug in Eddy");
+                        cap.downgrade(&(end - 1));
+                        output.session(cap).give((
+                            end - 1,
+                            WindowResult {
+                                key: key.clone(),
+                                start,
+                                end,
+                                value: agg.finish(session.acc),
+                            },
+                        ));
+                        emitted += 1;
+                    }
                     if state.closed_until.replace(end).is_none() {
                         self.remembered += 1;
                     }
@@ -293,20 +364,61 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
 ) -> Records<'s, WindowResult<K, A::Out>> {
     let name = stage.name().to_string();
     let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
-    input.unary_frontier(by_key, &name, move |_, _| {
+    input.unary_frontier(by_key, &name, move |initial, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
         let mut sessions: Sessions<K, A::Acc> = Sessions::new(gap);
         let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
         // Held at or below every open session's end - 1, to emit it at that time.
         let mut cap: Option<Capability<u64>> = None;
+        let checkpoint = stage.checkpoint().cloned();
+        let resumed_at = checkpoint
+            .as_ref()
+            .and_then(|c| c.restored_at())
+            .unwrap_or(0);
+        // The frontier the state is the fold up to.
+        let mut folded = resumed_at;
+        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
+            let entries = c.restore(|e: &SessionEntry<K, V, A::Acc>| route(e.key()));
+            for entry in entries {
+                match entry {
+                    SessionEntry::Stashed {
+                        stamp,
+                        event_time,
+                        key,
+                        value,
+                    } => {
+                        if stamp < resumed_at {
+                            stash.restore(&initial, stamp, (event_time, (key, value)));
+                        }
+                    }
+                    other => sessions.restore(other),
+                }
+            }
+            sessions.rearm();
+            cap = sessions.next_due().map(|due| initial.delayed(&(due - 1)));
+        }
         move |(input, frontier), output| {
             input.for_each(|c, data| {
                 stage.metrics().add_in(data.len());
                 stash.absorb(&c, data);
             });
             let limit = frontier_time(frontier);
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+                let stashed = stash
+                    .before(limit)
+                    .map(
+                        |(stamp, (event_time, (key, value)))| SessionEntry::Stashed {
+                            stamp,
+                            event_time: *event_time,
+                            key,
+                            value,
+                        },
+                    );
+                c.save(folded, limit, sessions.snapshot().chain(stashed));
+            }
+            folded = folded.max(limit);
             while let Some((t, c, records)) = stash.pop_passed(limit) {
-                sessions.close(t, &mut cap, output, &stage, &agg);
+                sessions.close(t, resumed_at, &mut cap, output, &stage, &agg);
                 sessions.add(t, records, &stage, &agg);
                 if let Some(due) = sessions.next_due() {
                     // Every new session ends after `t`, so `c` (at `t`) can reach `due - 1`.
@@ -315,7 +427,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                     }
                 }
             }
-            sessions.close(limit, &mut cap, output, &stage, &agg);
+            sessions.close(limit, resumed_at, &mut cap, output, &stage, &agg);
             stage.gauge().set_next_due(sessions.next_due());
             match sessions.next_due() {
                 Some(due) => {
@@ -329,4 +441,35 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
             gauge.set(sessions.entries());
         }
     })
+}
+
+/// One entry of a session stage's checkpoint part.
+#[derive(Serialize, Deserialize)]
+enum SessionEntry<K, V, Acc> {
+    /// An open session `[start, last + gap)`.
+    Open {
+        key: K,
+        start: u64,
+        last: u64,
+        acc: Acc,
+    },
+    /// The end of the key's last emitted session (late-record rule 2).
+    Closed { key: K, until: u64 },
+    /// A record stashed under its stamp, not yet added.
+    Stashed {
+        stamp: u64,
+        event_time: u64,
+        key: K,
+        value: V,
+    },
+}
+
+impl<K, V, Acc> SessionEntry<K, V, Acc> {
+    fn key(&self) -> &K {
+        match self {
+            SessionEntry::Open { key, .. }
+            | SessionEntry::Closed { key, .. }
+            | SessionEntry::Stashed { key, .. } => key,
+        }
+    }
 }

@@ -62,7 +62,7 @@ use eddy_engine::timely::dataflow::channels::pact::{Exchange, Pipeline as Local}
 use eddy_engine::timely::dataflow::operators::generic::Operator;
 use eddy_engine::timely::dataflow::operators::Capability;
 use eddy_engine::timely::dataflow::StreamVec;
-use eddy_engine::{Change, Data, Record, Records, StageContext, Stream};
+use eddy_engine::{Change, Data, Record, Records, StageCheckpoint, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +189,7 @@ where
                 },
             )
             .exchanged("by key")
+            .checkpointed_parts(&["left", "right"])
     }
 
     fn join_stage<B: Row>(
@@ -211,6 +212,7 @@ where
                 move |left, right, stage| join_records(left, right, stage, kind, ttl_ms),
             )
             .exchanged("by key")
+            .checkpointed_parts(&["left", "right"])
     }
 
     /// Aggregates each key's values over the whole stream, in updating mode: whenever the
@@ -361,15 +363,31 @@ fn input_updates<'s, K: Key, V: Data + Clone>(
     ttl_ms: Option<u64>,
 ) -> Updates<'s, (K, V)> {
     let name = format!("{}-{side}", stage.name());
+    let checkpoint = stage.checkpoint().map(|c| c.part(side));
     input
-        .unary_frontier(Local, &name, move |_, _| {
+        .unary_frontier(Local, &name, move |initial, _| {
             let mut gauge = stage.state_gauge();
             // Expiry times of records received but not yet passed by the frontier, by stamp.
             let mut pending: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
             // Records held at the frontier, by expiry time.
             let mut held: BTreeMap<u64, usize> = BTreeMap::new();
             let mut held_total = 0usize;
+            let mut log = InputLog::<K, V>::default();
+            let mut replay = BTreeMap::new();
+            if let Some(c) = &checkpoint {
+                log.folded = c.restored_at().unwrap_or(0);
+                replay = log.restore(c, &initial, ttl_ms);
+                for (t, records) in &log.by_stamp {
+                    let expiries = pending.entry(*t).or_default();
+                    expiries.extend(records.iter().map(|(expiry, _, _)| *expiry));
+                }
+            }
             move |(input, frontier), output| {
+                // A restored run first sends the records of the checkpoint again, at their
+                // stamps: the arrangements downstream rebuild from them.
+                for (_, (cap, mut updates)) in std::mem::take(&mut replay) {
+                    output.session(&cap).give_container(&mut updates);
+                }
                 input.for_each(|cap, data| {
                     let Some(&t) = cap.least() else { return };
                     stage.metrics().add_in(data.len());
@@ -382,6 +400,9 @@ fn input_updates<'s, K: Key, V: Data + Clone>(
                             continue;
                         }
                         expiries.push(expiry);
+                        if checkpoint.is_some() {
+                            log.push(t, expiry, &key, &value);
+                        }
                         if ttl_ms.is_some() {
                             updates.push(((key.clone(), value.clone()), expiry, -1));
                         }
@@ -392,6 +413,9 @@ fn input_updates<'s, K: Key, V: Data + Clone>(
                     }
                 });
                 let limit = frontier_time(frontier);
+                if let Some(c) = &checkpoint {
+                    log.save(c, limit);
+                }
                 while let Some(entry) = pending.first_entry() {
                     if *entry.key() >= limit {
                         break;
@@ -415,6 +439,86 @@ fn input_updates<'s, K: Key, V: Data + Clone>(
         .as_collection()
 }
 
+/// The accepted records of one input of an updating join, kept for checkpoints: the join's
+/// arrangements hold exactly the records stamped below the frontier, so a part is the log of
+/// those records, and a restore sends them again at their stamps.
+struct InputLog<K, V> {
+    /// `(expiry, key, value)` by stamp.
+    by_stamp: BTreeMap<u64, Vec<(u64, K, V)>>,
+    /// The frontier of the last part.
+    folded: u64,
+}
+
+impl<K, V> Default for InputLog<K, V> {
+    fn default() -> Self {
+        InputLog {
+            by_stamp: BTreeMap::new(),
+            folded: 0,
+        }
+    }
+}
+
+/// A logged record in a checkpoint part: `(stamp, expiry, key, value)`.
+type Logged<K, V> = (u64, u64, K, V);
+
+impl<K: Key, V: Data + Clone> InputLog<K, V> {
+    fn push(&mut self, t: u64, expiry: u64, key: &K, value: &V) {
+        self.by_stamp
+            .entry(t)
+            .or_default()
+            .push((expiry, key.clone(), value.clone()));
+    }
+
+    /// Writes a part when the frontier crosses a boundary. Records expired by the frontier
+    /// saved before are dropped first: at any checkpoint after it they are gone from the
+    /// arrangement (inserted and retracted before it).
+    fn save(&mut self, checkpoint: &StageCheckpoint, limit: u64) {
+        if !checkpoint.crosses(self.folded, limit) {
+            self.folded = self.folded.max(limit);
+            return;
+        }
+        let folded = self.folded;
+        for records in self.by_stamp.values_mut() {
+            records.retain(|(expiry, _, _)| *expiry > folded);
+        }
+        self.by_stamp.retain(|_, records| !records.is_empty());
+        let entries = self.by_stamp.iter().flat_map(|(t, records)| {
+            records
+                .iter()
+                .map(move |(expiry, key, value)| (*t, *expiry, key, value))
+        });
+        checkpoint.save(folded, limit, entries);
+        self.folded = limit;
+    }
+
+    /// Reads this input's log back (the records stamped below the checkpoint) and returns the
+    /// updates to send again, with a capability at each stamp.
+    #[allow(clippy::type_complexity)]
+    fn restore(
+        &mut self,
+        checkpoint: &StageCheckpoint,
+        initial: &Capability<u64>,
+        ttl_ms: Option<u64>,
+    ) -> BTreeMap<u64, (Capability<u64>, Vec<((K, V), u64, isize)>)> {
+        let mut replay = BTreeMap::new();
+        let Some(at) = checkpoint.restored_at() else {
+            return replay;
+        };
+        let entries = checkpoint.restore(|e: &Logged<K, V>| route(&e.2));
+        for (t, expiry, key, value) in entries.into_iter().filter(|e| e.0 < at) {
+            let (_, updates) = replay
+                .entry(t)
+                .or_insert_with(|| (initial.delayed(&t), Vec::new()));
+            if ttl_ms.is_some() {
+                updates.push(((key.clone(), value.clone()), expiry, -1));
+            }
+            updates.push(((key.clone(), value.clone()), t, 1));
+            self.push(t, expiry, &key, &value);
+        }
+        replay
+    }
+}
+
 /// Turns differential updates into a change log: exchanged by `route` (so every change of a
 /// row meets on one worker), held until the frontier passes their time, consolidated per row
 /// and time, and emitted as `Change`s stamped with their time, event time the same.
@@ -428,6 +532,11 @@ where
     F: Fn(&D) -> u64 + 'static,
 {
     let name = format!("{}-changes", stage.name());
+    // Changes stamped below the checkpoint resumed from were sent before it.
+    let resumed_at = stage
+        .checkpoint()
+        .and_then(|c| c.restored_at())
+        .unwrap_or(0);
     let by_row = Exchange::new(move |u: &(D, u64, isize)| route(&u.0));
     let stream: StreamVec<'s, u64, (D, u64, isize)> = updates.inner;
     stream.unary_frontier(by_row, &name, move |_, _| {
@@ -449,6 +558,9 @@ where
                 }
                 let t = *entry.key();
                 let (cap, mut changes) = entry.remove();
+                if t < resumed_at {
+                    continue;
+                }
                 differential_dataflow::consolidation::consolidate(&mut changes);
                 stage.metrics().add_out(changes.len());
                 let mut records: Vec<Record<Change<D>>> = changes

@@ -372,6 +372,28 @@ impl<X> Stash<X> {
             .flat_map(|(t, (_, records))| records.iter().map(move |r| (*t, r)))
     }
 
+    /// Takes a batch under its stamp, holding `cap` (a join's gate).
+    pub(crate) fn push(&mut self, cap: Capability<u64>, data: &mut Vec<Record<X>>) {
+        let t = *cap.time();
+        match self.by_time.entry(t) {
+            Entry::Vacant(v) => {
+                v.insert((cap, std::mem::take(data)));
+            }
+            Entry::Occupied(mut o) => o.get_mut().1.append(data),
+        }
+    }
+
+    /// The earliest stashed batch stamped below `limit`, with its capability.
+    pub(crate) fn pop_before(&mut self, limit: u64) -> Option<(Capability<u64>, Vec<Record<X>>)> {
+        self.pop_passed(limit)
+            .map(|(_, cap, records)| (cap, records))
+    }
+
+    /// How many records are stashed.
+    pub(crate) fn len(&self) -> usize {
+        self.by_time.values().map(|(_, r)| r.len()).sum()
+    }
+
     /// Puts back a record restored from a checkpoint under its stamp `t`, holding a capability
     /// for `t` made from the operator's initial one.
     pub(crate) fn restore(&mut self, initial: &Capability<u64>, t: u64, record: Record<X>) {
@@ -507,7 +529,8 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
             if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
                 c.save(folded, limit, window_entries(&panes, &stash, limit));
             }
-            folded = limit;
+            // After a restore the input frontier starts below the checkpoint.
+            folded = folded.max(limit);
             while let Some((t, cap, partials)) = stash.pop_passed(limit) {
                 fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t);
                 panes.close_until(t);
