@@ -321,8 +321,10 @@ impl Pipeline {
             .collect()
     }
 
-    /// Checks that every stage holding keyed state can be checkpointed.
-    pub(crate) fn validate_checkpoints(&self) -> Result<(), EngineError> {
+    /// Checks that every stage holding keyed state saves it in checkpoints, so the pipeline can
+    /// run exactly once ([`Runtime::checkpoint`](crate::Runtime::checkpoint) refuses it
+    /// otherwise, with this error).
+    pub fn validate_checkpoints(&self) -> Result<(), EngineError> {
         let graph = self.graph();
         let unsupported: Vec<String> = graph
             .stages
