@@ -6,7 +6,8 @@
 
 use ::nexmark::EventGenerator;
 use eddy_engine::{
-    ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
+    ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourcePositions,
+    SourceReader,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,12 +123,12 @@ impl Source<Event> for NexmarkSource {
     /// merged in event order.
     fn open_at(
         &self,
-        _partition: Partition,
-        positions: Vec<Vec<u8>>,
+        partition: Partition,
+        positions: &SourcePositions,
     ) -> Result<Box<dyn SourceReader<Event>>, ConnectorError> {
         let mut splits = Vec::new();
-        for position in positions {
-            let decoded: Vec<Split> = serde_json::from_slice(&position).map_err(|e| {
+        for position in positions.by_old_worker(partition) {
+            let decoded: Vec<Split> = serde_json::from_slice(position).map_err(|e| {
                 ConnectorError::user(format!(
                     "nexmark source: a checkpoint position does not decode ({e}); was the \
                      checkpoint written by another source?"

@@ -959,6 +959,11 @@ impl StageCheckpoint {
         self.shared.restored.as_ref().map(|r| r.checkpoint)
     }
 
+    /// The worker count of the run that wrote the checkpoint resumed from (0 if none).
+    pub fn restored_workers(&self) -> usize {
+        self.shared.restored.as_ref().map_or(0, |r| r.workers)
+    }
+
     /// Whether the frontier moving from `from` to `to` crosses a checkpoint boundary, so that
     /// the stage must [`save`](Self::save) its state (before it folds anything stamped at or
     /// after `from`).

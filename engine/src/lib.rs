@@ -59,7 +59,9 @@ pub use observe::Observer;
 pub use pipeline::{Data, Pipeline, Records, StageContext, StageInfo, Stream};
 pub use runtime::{Cluster, RunHandle, RunSummary, Runtime};
 pub use sink::{FileOutput, Sink, SinkReport, SinkWriter};
-pub use source::{BacklogProbe, Partition, ReadStatus, RecordError, Source, SourceReader};
+pub use source::{
+    BacklogProbe, Partition, ReadStatus, RecordError, Source, SourcePositions, SourceReader,
+};
 pub use time::{wall_clock_ms, EventTime, Record, WatermarkConfig, WatermarkTracker};
 
 /// Re-export of timely, so operator crates build on the same version as the engine.

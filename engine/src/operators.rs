@@ -27,7 +27,7 @@ use crate::error::ConnectorError;
 use crate::metrics::new_histogram;
 use crate::pipeline::{Records, StageContext};
 use crate::sink::{FileOutput, Sink, SinkReport, SinkWriter};
-use crate::source::{Partition, ReadStatus, RecordError, Source, SourceReader};
+use crate::source::{Partition, ReadStatus, RecordError, Source, SourcePositions, SourceReader};
 use crate::time::{wall_clock_ms, Record, WatermarkConfig, WatermarkTracker};
 
 /// How long an idle source waits before it polls again.
@@ -44,28 +44,30 @@ struct SourcePart {
     max_seen: Option<u64>,
 }
 
-/// What a source reader resumes from: the positions of the old readers it takes over, and the
+/// What a source reader resumes from: the positions of the old readers handed to it, and the
 /// watermark they held.
 struct Resume {
-    positions: Vec<Vec<u8>>,
+    positions: SourcePositions,
     watermark: u64,
     max_seen: Option<u64>,
 }
 
 /// The positions this worker's reader resumes from, when the run resumes.
-fn resume(checkpoint: &StageCheckpoint, partition: Partition) -> Option<Resume> {
+fn resume(checkpoint: &StageCheckpoint) -> Option<Resume> {
     let at = checkpoint.restored_at()?;
     let mut resume = Resume {
-        positions: Vec::new(),
+        positions: SourcePositions {
+            workers: checkpoint.restored_workers(),
+            positions: Vec::new(),
+        },
         watermark: at,
         max_seen: None,
     };
     let mut held = None::<u64>;
-    let parts = checkpoint.restored_parts(|old| old % partition.count == partition.index);
-    for (_, name, payload) in parts {
+    for (old, name, payload) in checkpoint.restored_parts(|_| true) {
         match decode::<SourcePart>(&payload) {
             Ok(part) => {
-                resume.positions.extend(part.position);
+                resume.positions.positions.extend(part.position.map(|p| (old, p)));
                 held = Some(held.map_or(part.watermark, |h| h.min(part.watermark)));
                 resume.max_seen = resume.max_seen.max(part.max_seen);
             }
@@ -94,11 +96,9 @@ pub(crate) fn source<'s, T: 'static>(
         let activator = scope.activator_for(info.address);
         let partition = stage.partition();
         let checkpoint = stage.checkpoint().cloned();
-        let resume = checkpoint.as_ref().and_then(|c| resume(c, partition));
+        let resume = checkpoint.as_ref().and_then(resume);
         let opened = match &resume {
-            // A worker added on restore that takes over no old reader has nothing to read.
-            Some(r) if r.positions.is_empty() => Ok(None),
-            Some(r) => source.open_at(partition, r.positions.clone()).map(Some),
+            Some(r) => source.open_at(partition, &r.positions).map(Some),
             None => source.open(partition).map(Some),
         };
         let mut reader = opened.unwrap_or_else(|error| {
@@ -139,10 +139,6 @@ pub(crate) fn source<'s, T: 'static>(
                 c.save_bytes(from, to, &encode(&part));
             }
         };
-        if let (None, Some(r)) = (&capability, &resume) {
-            // Nothing to read: this reader's part says so for every later checkpoint.
-            save(r.watermark, u64::MAX, None, r.max_seen);
-        }
         let metrics = stage.run_metrics_handle();
         let gauge = stage.clone();
         let save_at = save.clone();

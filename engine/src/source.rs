@@ -78,20 +78,48 @@ pub trait Source<T>: Send + Sync + 'static {
     }
 
     /// Reopens this worker's share at positions saved by [`SourceReader::position`] (exactly-
-    /// once runs resuming from a checkpoint). `positions` are those of the old readers this
-    /// worker takes over: its own when the worker count is unchanged, else those of the old
-    /// workers `i` with `i % count == index` (possibly none). Sources that cannot resume keep
-    /// the default, an error.
+    /// once runs resuming from a checkpoint): see [`SourcePositions`] for which. Sources that
+    /// cannot resume keep the default, an error.
     fn open_at(
         &self,
         partition: Partition,
-        positions: Vec<Vec<u8>>,
+        positions: &SourcePositions,
     ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let _ = (partition, positions);
         Err(ConnectorError::user(format!(
             "{} cannot resume from a checkpoint; run it without --checkpoint-dir",
             self.describe()
         )))
+    }
+}
+
+/// Where the readers of a source were at the checkpoint a run resumes from, as
+/// [`Source::open_at`] receives them. With the worker count unchanged, a worker gets only its
+/// own old reader's position; otherwise it gets every old reader's, and the source decides
+/// which share is whose at the new count (a generator's splits by old worker, a broker's
+/// partitions by partition number).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourcePositions {
+    /// The worker count of the run that wrote them.
+    pub workers: usize,
+    /// `(old worker, position)`; a reader that had finished has none.
+    pub positions: Vec<(usize, Vec<u8>)>,
+}
+
+impl SourcePositions {
+    /// The positions of the old readers worker `partition` takes over when a source's share is
+    /// by old reader: its own at an unchanged count, else those of the old workers `i` with
+    /// `i % count == index`.
+    pub fn by_old_worker(&self, partition: Partition) -> impl Iterator<Item = &[u8]> {
+        self.positions
+            .iter()
+            .filter(move |(i, _)| i % partition.count.max(1) == partition.index)
+            .map(|(_, p)| p.as_slice())
+    }
+
+    /// Every position handed over.
+    pub fn all(&self) -> impl Iterator<Item = &[u8]> {
+        self.positions.iter().map(|(_, p)| p.as_slice())
     }
 }
 
@@ -152,7 +180,7 @@ impl<T: 'static> Source<T> for Box<dyn Source<T>> {
     fn open_at(
         &self,
         partition: Partition,
-        positions: Vec<Vec<u8>>,
+        positions: &SourcePositions,
     ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         (**self).open_at(partition, positions)
     }
