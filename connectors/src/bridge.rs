@@ -347,12 +347,17 @@ impl<T> Clone for Decoding<T> {
 impl<T: DeserializeOwned + Serialize + 'static> Decoding<T> {
     /// A worker's reader of `inbox`, decoding and stopping as configured.
     pub fn reader<A: Send + 'static>(&self, inbox: Inbox<A>) -> Box<dyn SourceReader<T>> {
-        Box::new(ChannelReader::new(
+        Box::new(self.channel_reader(inbox))
+    }
+
+    /// [`Self::reader`], unboxed.
+    pub fn channel_reader<A: Send + 'static>(&self, inbox: Inbox<A>) -> ChannelReader<T, A> {
+        ChannelReader::new(
             inbox,
             self.format.clone(),
             self.event_time.clone(),
             self.stop.clone(),
-        ))
+        )
     }
 }
 
@@ -394,6 +399,26 @@ impl<T> SourceReader<T> for NothingToRead {
     ) -> Result<ReadStatus, ConnectorError> {
         Ok(ReadStatus::Done)
     }
+
+    /// Finished before it starts, so any checkpoint has it at its end.
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(Vec::new())
+    }
+}
+
+/// Where a reader is in its broker's log, worked out from the acknowledgement tokens of the
+/// records it returned: what checkpoints save for sources that can seek (Kafka offsets).
+pub trait Tracks<A>: Send {
+    /// A record with token `ack` was returned (or rejected): it is behind the position now.
+    fn note(&mut self, ack: &A);
+    /// The position after every record noted, encoded for [`SourceReader::position`].
+    fn position(&self) -> Vec<u8>;
+
+    /// A checkpoint holding the reader at `position` completed ([`SourceReader::committed`]):
+    /// what is before it may be forgotten. The default does nothing.
+    fn committed(&mut self, position: &[u8]) {
+        let _ = position;
+    }
 }
 
 /// A worker's reader of a channel: decodes each delivery into `T` and acknowledges what it
@@ -403,6 +428,7 @@ pub struct ChannelReader<T, A> {
     format: Format,
     event_time: EventTimeOf<T>,
     stop: StopRule,
+    tracker: Option<Box<dyn Tracks<A>>>,
     handed: Vec<A>,
     last_delivery: Instant,
     finished: bool,
@@ -427,11 +453,18 @@ where
             format,
             event_time,
             stop,
+            tracker: None,
             handed: Vec::new(),
             last_delivery: Instant::now(),
             finished: false,
             _marker: PhantomData,
         }
+    }
+
+    /// The same reader, keeping its position with `tracker` (so it can be checkpointed).
+    pub fn tracked(mut self, tracker: impl Tracks<A> + 'static) -> Self {
+        self.tracker = Some(Box::new(tracker));
+        self
     }
 
     fn acknowledge_handed(&mut self) {
@@ -462,6 +495,9 @@ where
             Err(message) => rejected
                 .push(RecordError::new(delivery.location, message).with_raw(delivery.payload)),
         }
+        if let Some(tracker) = &mut self.tracker {
+            tracker.note(&delivery.ack);
+        }
         self.handed.push(delivery.ack);
     }
 }
@@ -473,6 +509,16 @@ where
 {
     fn backlog_probe(&self) -> Option<BacklogProbe> {
         self.inbox.as_ref().map(Inbox::backlog_probe)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.tracker.as_ref().map(|t| t.position())
+    }
+
+    fn committed(&mut self, position: &[u8]) {
+        if let Some(tracker) = &mut self.tracker {
+            tracker.committed(position);
+        }
     }
 
     fn poll(

@@ -68,6 +68,17 @@ impl NexmarkConfig {
     }
 }
 
+/// The event time of an event encoded as JSON (`{"Bid": {..., "date_time": ...}}`, as serde
+/// writes an [`Event`]): its variant's `date_time`.
+pub fn json_event_time(event: &serde_json::Value) -> Option<u64> {
+    event
+        .as_object()?
+        .values()
+        .next()?
+        .get("date_time")?
+        .as_u64()
+}
+
 /// The event time of an event: the `date_time` of its variant (ms since the Unix epoch).
 pub fn event_time(e: &Event) -> u64 {
     match e {

@@ -516,7 +516,16 @@ pub(crate) struct Checkpoints {
     /// Stages whose state failed to restore or save: the coordinator completes no more
     /// checkpoints once any participant failed.
     failed: AtomicBool,
+    /// The newest complete checkpoint (0: none yet): set by the coordinator in process 0, read
+    /// from the store at most every [`COMMITTED_REFRESH`] in the other processes.
+    committed: AtomicU64,
+    committed_read: Mutex<Option<Instant>>,
+    /// Whether this process runs the coordinator (process 0).
+    coordinates: bool,
 }
+
+/// How often a process without the coordinator looks for newly completed checkpoints.
+const COMMITTED_REFRESH: Duration = Duration::from_millis(500);
 
 impl Checkpoints {
     /// Opens the store and finds the newest usable checkpoint. Process 0 (`clean_up`) then
@@ -612,11 +621,35 @@ impl Checkpoints {
             store,
             pipeline: pipeline.to_string(),
             every: every.max(1),
-            restored,
             stats,
             failures,
             failed: AtomicBool::new(false),
+            committed: AtomicU64::new(restored.as_ref().map_or(0, |r| r.checkpoint)),
+            committed_read: Mutex::new(None),
+            coordinates: clean_up,
+            restored,
         })
+    }
+
+    /// The newest complete checkpoint, if any.
+    fn committed(&self, coordinated_here: bool) -> Option<u64> {
+        if !coordinated_here {
+            let mut read = self
+                .committed_read
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if read.is_none_or(|at| at.elapsed() >= COMMITTED_REFRESH) {
+                *read = Some(Instant::now());
+                let newest = self.store.list("manifests/").ok().and_then(|files| {
+                    let name = files.last()?.name.clone();
+                    name.strip_prefix("manifests/")?.parse::<u64>().ok()
+                });
+                if let Some(w) = newest {
+                    self.committed.fetch_max(w, Ordering::Relaxed);
+                }
+            }
+        }
+        Some(self.committed.load(Ordering::Relaxed)).filter(|&w| w > 0)
     }
 
     /// Adds time spent restoring on the workers (state loaded) to the recovery time.
@@ -727,14 +760,22 @@ impl Checkpoints {
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         self.store.put(&manifest_name(w), &seal(&json))?;
+        self.committed.fetch_max(w, Ordering::Relaxed);
         let took = SystemTime::now()
             .duration_since(first_written)
             .unwrap_or_default();
         self.stats.note_taken(w, took, bytes);
-        tracing::debug!(
-            "checkpoint {w} complete: {} parts, {bytes} bytes, {took:?} from its first part",
-            chosen.len()
+        let line = format!(
+            "checkpoint at {} complete: {} parts, {bytes} bytes, {:.1} ms from its first part",
+            boundary_text(w),
+            chosen.len(),
+            took.as_secs_f64() * 1e3
         );
+        if self.stats.taken.load(Ordering::Relaxed) == 1 {
+            tracing::info!("{line} (later ones are logged at debug level)");
+        } else {
+            tracing::debug!("{line}");
+        }
         for sink in sinks {
             publish(&sink.pending(&self.store.local_dir()), sink, w)?;
         }
@@ -957,6 +998,12 @@ impl StageCheckpoint {
     /// downstream.
     pub fn restored_at(&self) -> Option<u64> {
         self.shared.restored.as_ref().map(|r| r.checkpoint)
+    }
+
+    /// The newest complete checkpoint, if one completed (or was resumed from): sources tie
+    /// what they may forget to it (see [`SourceReader::committed`](crate::SourceReader::committed)).
+    pub fn committed(&self) -> Option<u64> {
+        self.shared.committed(self.shared.coordinates)
     }
 
     /// The worker count of the run that wrote the checkpoint resumed from (0 if none).

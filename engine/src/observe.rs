@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use crate::checkpoint::CheckpointStats;
 use crate::error::EngineError;
 use crate::metrics::{RunMetrics, StageMetrics, WorkerReading};
 use crate::pipeline::StageInfo;
@@ -40,6 +41,8 @@ pub struct Observer {
     /// The index of this process's first worker.
     pub(crate) first_worker: usize,
     pub(crate) started: Instant,
+    /// The run's checkpoints, when it takes them.
+    pub(crate) checkpoints: Option<Arc<CheckpointStats>>,
 }
 
 impl Observer {
@@ -326,6 +329,7 @@ fn prometheus(view: &Observer) -> String {
     }
     worker_gauges(&mut page, view, now_ms, &base);
     latency(&mut page, view);
+    checkpoints(&mut page, view);
     page.text
 }
 
@@ -383,6 +387,49 @@ fn worker_gauges(
                     page.sample(name, &labels, value);
                 }
             }
+        }
+    }
+}
+
+/// Checkpoint gauges: how many completed, the last one's duration, size and age.
+fn checkpoints(page: &mut Page, view: &Observer) {
+    let Some(stats) = &view.checkpoints else {
+        return;
+    };
+    let report = stats.report();
+    let pipeline = [("pipeline", view.pipeline.clone())];
+    page.family(
+        "eddy_checkpoints_total",
+        "counter",
+        "Checkpoints completed (by process 0, which completes them).",
+    );
+    page.sample("eddy_checkpoints_total", &pipeline, report.taken as f64);
+    let gauges = [
+        (
+            "eddy_checkpoint_duration_seconds",
+            "How long the last checkpoint took, from its first part to its manifest.",
+            report.last.map(|_| report.last_duration.as_secs_f64()),
+        ),
+        (
+            "eddy_checkpoint_bytes",
+            "The size of the last checkpoint (all its parts).",
+            report.last.map(|_| report.last_bytes as f64),
+        ),
+        (
+            "eddy_checkpoint_age_seconds",
+            "Seconds since the last checkpoint completed.",
+            report.age.map(|a| a.as_secs_f64()),
+        ),
+        (
+            "eddy_checkpoint_watermark_ms",
+            "The boundary (event-time ms) of the last checkpoint.",
+            report.last.filter(|&w| w != u64::MAX).map(|w| w as f64),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        page.family(name, "gauge", help);
+        if let Some(value) = value {
+            page.sample(name, &pipeline, value);
         }
     }
 }

@@ -67,7 +67,10 @@ fn resume(checkpoint: &StageCheckpoint) -> Option<Resume> {
     for (old, name, payload) in checkpoint.restored_parts(|_| true) {
         match decode::<SourcePart>(&payload) {
             Ok(part) => {
-                resume.positions.positions.extend(part.position.map(|p| (old, p)));
+                resume
+                    .positions
+                    .positions
+                    .extend(part.position.map(|p| (old, p)));
                 held = Some(held.map_or(part.watermark, |h| h.min(part.watermark)));
                 resume.max_seen = resume.max_seen.max(part.max_seen);
             }
@@ -77,6 +80,31 @@ fn resume(checkpoint: &StageCheckpoint) -> Option<Resume> {
     // The least watermark the old readers held: never below the checkpoint.
     resume.watermark = held.map_or(at, |h| h.max(at));
     Some(resume)
+}
+
+/// The positions a reader's parts saved, until a checkpoint they belong to completes.
+#[derive(Default)]
+struct Saved {
+    /// `(lo, hi, position)` of the parts saved and not yet behind a completed checkpoint.
+    parts: std::collections::VecDeque<(u64, u64, Vec<u8>)>,
+    /// The last completed checkpoint handed to the reader.
+    told: u64,
+}
+
+impl Saved {
+    /// The position of the part checkpoint `w` holds, once, when `w` is new; forgets the parts
+    /// before it.
+    fn committed(&mut self, w: u64) -> Option<Vec<u8>> {
+        if w <= self.told {
+            return None;
+        }
+        self.told = w;
+        while self.parts.front().is_some_and(|(_, hi, _)| *hi < w) {
+            self.parts.pop_front();
+        }
+        let (lo, _, position) = self.parts.front()?;
+        (*lo < w).then(|| position.clone())
+    }
 }
 
 /// Drives one worker's reader: each activation reads one batch, stamps it with the current
@@ -129,6 +157,8 @@ pub(crate) fn source<'s, T: 'static>(
         let mut polled = Vec::with_capacity(batch_size);
         let mut rejected = Vec::new();
         let mut last_noted = None;
+        let saved = Rc::new(RefCell::new(Saved::default()));
+        let saving = Rc::clone(&saved);
         let save = move |from: u64, to: u64, position: Option<Vec<u8>>, max_seen| {
             if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(from, to)) {
                 let part = SourcePart {
@@ -137,8 +167,12 @@ pub(crate) fn source<'s, T: 'static>(
                     max_seen,
                 };
                 c.save_bytes(from, to, &encode(&part));
+                if let Some(position) = part.position {
+                    saving.borrow_mut().parts.push_back((from, to, position));
+                }
             }
         };
+        let committed = stage.checkpoint().cloned();
         let metrics = stage.run_metrics_handle();
         let gauge = stage.clone();
         let save_at = save.clone();
@@ -168,6 +202,11 @@ pub(crate) fn source<'s, T: 'static>(
             let (Some(cap), Some(r)) = (capability.as_mut(), reader.as_mut()) else {
                 return;
             };
+            if let Some(w) = committed.as_ref().and_then(StageCheckpoint::committed) {
+                if let Some(position) = saved.borrow_mut().committed(w) {
+                    r.committed(&position);
+                }
+            }
             let status = r.poll(&mut polled, batch_size, &mut rejected);
             stage.reject_all(DeadLetterKind::Decode, &mut rejected);
             if !polled.is_empty() {

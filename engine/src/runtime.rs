@@ -186,6 +186,7 @@ impl Runtime {
                     metrics: Arc::clone(&metrics),
                     first_worker,
                     started,
+                    checkpoints: checkpoints.as_ref().map(|c| Arc::clone(&c.stats)),
                 };
                 Server::start(addr, view)
             })
@@ -256,7 +257,7 @@ impl Runtime {
         let processes = processes as u64;
         Ok(RunHandle {
             coordinator,
-            checkpoints: checkpoints.map(|c| Arc::clone(&c.stats)),
+            checkpoints: checkpoints.as_ref().map(|c| Arc::clone(&c.stats)),
             guards,
             observer: Observer {
                 pipeline: pipeline.name(),
@@ -264,6 +265,7 @@ impl Runtime {
                 metrics: Arc::clone(&metrics),
                 first_worker,
                 started,
+                checkpoints: checkpoints.as_ref().map(|c| Arc::clone(&c.stats)),
             },
             server,
             metrics,

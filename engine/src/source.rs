@@ -162,6 +162,14 @@ pub trait SourceReader<T> {
     fn position(&self) -> Option<Vec<u8>> {
         None
     }
+
+    /// A checkpoint holding this reader at `position` (bytes it returned from
+    /// [`position`](Self::position)) has completed: whatever is before it will never be read
+    /// again, so a reader may forget it (truncate a write-ahead log, commit offsets). The
+    /// default does nothing.
+    fn committed(&mut self, position: &[u8]) {
+        let _ = position;
+    }
 }
 
 impl<T: 'static> Source<T> for Box<dyn Source<T>> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy_engine::{ConnectorError, Partition, Source, SourceReader};
+use eddy_engine::{ConnectorError, Partition, Source, SourcePositions, SourceReader};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{broker_error, on_log, unreachable_error, Health, KafkaSourceConfig, StartOffset};
-use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed, NothingToRead};
+use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed, NothingToRead, Tracks};
 #[cfg(doc)]
 use crate::event_time::EventTimeOf;
 
@@ -50,13 +50,29 @@ impl<T: Serialize + 'static> KafkaSource<T> {
         }
     }
 
-    /// Where each of `partitions` starts.
+    /// Where each of `partitions` starts: at `resume`'s offset for those it has (a restore from
+    /// a checkpoint), else as the configuration says.
     fn start_offsets(
         &self,
         consumer: &StreamConsumer<SourceContext>,
         partitions: &[i32],
+        resume: &Offsets,
     ) -> Result<TopicPartitionList, ConnectorError> {
         let connection = &self.config.connection;
+        if resume.resumed {
+            let mut list = TopicPartitionList::new();
+            for &p in partitions {
+                // A partition no record had been read from starts at the beginning: nothing of
+                // it is in the committed output.
+                let offset = resume
+                    .next
+                    .get(&p)
+                    .map_or(Offset::Beginning, |&n| Offset::Offset(n));
+                list.add_partition_offset(&connection.topic, p, offset)
+                    .map_err(|e| connection.create_error("partition list", e))?;
+            }
+            return Ok(list);
+        }
         let mut list = TopicPartitionList::new();
         let fixed = match self.config.start {
             StartOffset::Earliest => Some(Offset::Beginning),
@@ -107,6 +123,45 @@ where
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        self.open_from(partition, Offsets::default())
+    }
+
+    /// Resumes at the offsets of the checkpoint: this worker's partitions (`p % workers ==
+    /// index`, whatever the old worker count was) from where the old readers had got to.
+    fn open_at(
+        &self,
+        partition: Partition,
+        positions: &SourcePositions,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let mut resume = Offsets::default();
+        for position in positions.all() {
+            let old: Offsets = serde_json::from_slice(position).map_err(|e| {
+                ConnectorError::user(format!(
+                    "{}: a checkpoint position does not decode as Kafka offsets ({e}); was the \
+                     checkpoint written by another source?",
+                    self.describe()
+                ))
+            })?;
+            for (p, next) in old.next {
+                let at = resume.next.entry(p).or_insert(next);
+                *at = (*at).max(next);
+            }
+        }
+        // Even a checkpoint that had read nothing resumes at explicit offsets.
+        resume.resumed = true;
+        self.open_from(partition, resume)
+    }
+}
+
+impl<T> KafkaSource<T>
+where
+    T: DeserializeOwned + Serialize + Send + 'static,
+{
+    fn open_from(
+        &self,
+        partition: Partition,
+        resume: Offsets,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let config = &self.config;
         let connection = &config.connection;
         let name = format!(
@@ -161,7 +216,7 @@ where
             // More workers than partitions: this one has nothing to read.
             return Ok(Box::new(NothingToRead));
         }
-        let assignment = self.start_offsets(&consumer, &mine)?;
+        let assignment = self.start_offsets(&consumer, &mine, &resume)?;
         consumer.assign(&assignment).map_err(|e| {
             broker_error(format!(
                 "cannot assign partitions {mine:?} of {} to a consumer: {e}",
@@ -183,7 +238,32 @@ where
             reconnect_timeout: config.reconnect_timeout,
         };
         bridge::runtime().spawn(task.run(feed));
-        Ok(self.decoding.reader(inbox))
+        let mut position = resume;
+        position.next.retain(|p, _| mine.contains(p));
+        Ok(Box::new(
+            self.decoding.channel_reader(inbox).tracked(position),
+        ))
+    }
+}
+
+/// A reader's position in a topic: per partition, the offset of the next record to read (one
+/// past the last one it returned), as checkpoints save it.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+struct Offsets {
+    next: BTreeMap<i32, i64>,
+    /// Opened from a checkpoint (partitions missing from `next` start at the beginning).
+    #[serde(skip)]
+    resumed: bool,
+}
+
+impl Tracks<Ack> for Offsets {
+    fn note(&mut self, ack: &Ack) {
+        let next = self.next.entry(ack.partition).or_insert(0);
+        *next = (*next).max(ack.offset + 1);
+    }
+
+    fn position(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("offsets serialize")
     }
 }
 

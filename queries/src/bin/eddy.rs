@@ -8,11 +8,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use eddy_connectors::bridge::StopRule;
+use eddy_connectors::endpoints::EndpointOptions;
 use eddy_connectors::nexmark::{
-    generate, write_csv, AuctionRow, BidRow, NexmarkConfig, NexmarkTables, PersonRow,
+    generate, json_event_time, write_csv, AuctionRow, BidRow, NexmarkConfig, NexmarkTables,
+    PersonRow,
 };
 use eddy_connectors::uri::parse_duration;
-use eddy_connectors::{write_parquet, Endpoint, Format as ConnectorFormat};
+use eddy_connectors::{write_parquet, Endpoint, EventTimeOf, Format as ConnectorFormat};
 use eddy_engine::{Cluster, Partition, Pipeline, RunSummary, Runtime};
 use eddy_queries::copy::Copy;
 use eddy_queries::live::Live;
@@ -270,6 +273,14 @@ struct RunArgs {
     /// Event-time rate of the generator: events per second of event time.
     #[arg(long, default_value_t = 10_000)]
     rate: usize,
+    /// Read the events from this source URI instead of the built-in generator (any `eddy copy
+    /// --from` URI, e.g. kafka://127.0.0.1:9092/events): Nexmark events as JSON, as serde
+    /// writes them (`{"Bid": {...}}`), timed by their date_time. --events is then ignored.
+    #[arg(long, value_name = "URI")]
+    source: Option<String>,
+    /// With --source: stop once it has been idle this long (e.g. 5s).
+    #[arg(long, value_name = "DURATION", requires = "source")]
+    idle_exit: Option<String>,
     #[command(flatten)]
     view: ViewArgs,
     #[command(flatten)]
@@ -412,12 +423,25 @@ fn run(args: RunArgs) -> Result<()> {
         events_per_second: args.rate,
         ..Default::default()
     };
-    let pipeline = match &args.side_input {
-        Some(path) => args
+    let pipeline = match (&args.source, &args.side_input) {
+        (Some(uri), _) => {
+            let endpoint: Endpoint = uri.parse()?;
+            let mut options = EndpointOptions {
+                event_time: EventTimeOf::extract(json_event_time),
+                ..Default::default()
+            };
+            if let Some(idle) = &args.idle_exit {
+                let idle = parse_duration(idle).map_err(|e| anyhow::anyhow!("--idle-exit: {e}"))?;
+                options.stop = StopRule::never().idle_exit(idle);
+            }
+            let source = eddy_connectors::endpoints::source(&endpoint, &options)?;
+            args.query.pipeline_from(source, &output)
+        }
+        (None, Some(path)) => args
             .query
             .pipeline_with_side_input(config, &output, path)
             .map_err(anyhow::Error::msg)?,
-        None => args.query.pipeline(config, &output),
+        (None, None) => args.query.pipeline(config, &output),
     };
     pipeline.batch_size(args.batch_size);
     let summary = run_live(&runtime, &pipeline, &args.view)?;
@@ -482,7 +506,6 @@ fn copy(args: CopyArgs) -> Result<()> {
 #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
 fn orders_example(args: OrdersArgs) -> Result<()> {
     use eddy_connectors::amqp::AmqpConfig;
-    use eddy_connectors::bridge::StopRule;
     use eddy_connectors::http_sink::HttpSinkConfig;
     use eddy_connectors::kafka::KafkaSourceConfig;
     use eddy_queries::examples::orders::OrdersExample;

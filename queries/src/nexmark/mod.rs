@@ -30,10 +30,12 @@ mod winning_bids;
 use std::fmt;
 use std::str::FromStr;
 
+use eddy_connectors::endpoints::DynSource;
 use eddy_connectors::nexmark::{Bid, Event, NexmarkConfig, NexmarkSource};
 use eddy_connectors::NexmarkTable;
 use eddy_engine::{Pipeline, Stream, WatermarkConfig};
 use eddy_operators::prelude::*;
+use serde::Deserialize;
 
 pub use add_channel_id::{channel_id, q21, url_channel_id, Q21Row, Q21_KNOWN_CHANNELS};
 pub use auction_statistics::{q17, Q17Row};
@@ -201,6 +203,21 @@ impl Query {
     /// processing-time windows depend on when records are processed.
     pub fn deterministic(self) -> bool {
         self != Query::Q12
+    }
+
+    /// A pipeline running this query on events read from `source`: Nexmark events as JSON
+    /// (`{"Bid": {...}}`, serde's encoding of [`Event`]), timed by their `date_time` (see
+    /// [`eddy_connectors::nexmark::json_event_time`]). Records that are not events are
+    /// rejected (dead letters).
+    pub fn pipeline_from(self, source: DynSource, output: &Output) -> Pipeline {
+        let pipeline = Pipeline::new(self.to_string());
+        let events = pipeline
+            .source("events", source, WatermarkConfig::default())
+            .try_map("decode_events", |event: &serde_json::Value| {
+                Event::deserialize(event)
+            });
+        self.build(events, output);
+        pipeline
     }
 
     /// A pipeline running this query on the built-in generator.
