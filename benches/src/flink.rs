@@ -375,6 +375,7 @@ mod tests {
             rows: 0,
             wall: Duration::from_secs_f64(secs),
             peak_rss: None,
+            checkpoints: None,
         }
     }
 

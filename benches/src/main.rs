@@ -96,6 +96,11 @@ struct Args {
     /// alternately, at each worker count, and report the difference.
     #[arg(long)]
     metrics_overhead: bool,
+    /// Also run each query without and with exactly-once checkpoints every DURATION of event
+    /// time (generator to Parquet), alternately, at each worker count, and report the
+    /// difference, the checkpoints' size and duration.
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_overhead: Option<humantime::Duration>,
 }
 
 fn main() -> Result<()> {
@@ -256,8 +261,19 @@ fn main() -> Result<()> {
             &command,
         ));
     }
+    if let Some(every) = args.checkpoint_overhead {
+        let overheads = overhead::checkpoints(
+            &queries,
+            &config,
+            &args.workers,
+            args.batch_size,
+            args.repeat,
+            *every,
+        )?;
+        md.push_str(&overhead::checkpoints_report(&overheads, *every, &command));
+    }
     if args.metrics_overhead {
-        let overheads = overhead::run(
+        let overheads = overhead::metrics(
             &queries,
             &config,
             &args.workers,

@@ -1,6 +1,7 @@
-//! What observing a run costs: each query with the metrics endpoint off and on (served, and
-//! `/metrics` and `/explain` scraped every second), run alternately — and
-//! alternating which goes first — so both see the same machine, the median of each.
+//! What a feature costs a run: each query with it off and on, run alternately — and
+//! alternating which goes first — so both see the same machine, the median of each. The
+//! features measured: the metrics endpoint (served, and `/metrics` and `/explain` scraped
+//! every second) and exactly-once checkpoints.
 
 use std::fmt::Write as _;
 
@@ -8,14 +9,16 @@ use anyhow::Result;
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_queries::nexmark::Query;
 
-use crate::runner::{engine_observed, median, Measurement};
+use std::time::Duration;
 
-/// One query at one worker count, metrics off and on.
+use crate::runner::{engine_checkpointed, engine_observed, median, Measurement};
+
+/// One query at one worker count, the feature off and on.
 #[derive(Clone, Debug)]
 pub struct Overhead {
-    /// Metrics off (the median run).
+    /// The feature off (the median run).
     pub off: Measurement,
-    /// Metrics on and scraped (the median run).
+    /// The feature on (the median run).
     pub on: Measurement,
     /// The slowest and fastest run off, in events/s.
     pub off_range: (f64, f64),
@@ -27,19 +30,50 @@ pub struct Overhead {
 }
 
 impl Overhead {
-    /// How much slower the median run is with metrics on, in percent (negative: faster).
+    /// How much slower the median run is with the feature on, in percent (negative: faster).
     pub fn percent(&self) -> f64 {
         100.0 * (1.0 - self.on.events_per_second() / self.off.events_per_second())
     }
 }
 
-/// Runs each query at each worker count `repeat` times with metrics off and on, alternating.
-pub fn run(
+/// Runs each query at each worker count `repeat` times with the metrics endpoint off and on,
+/// alternating.
+pub fn metrics(
     queries: &[Query],
     config: &NexmarkConfig,
     workers: &[usize],
     batch_size: usize,
     repeat: usize,
+) -> Result<Vec<Overhead>> {
+    run("metrics", queries, workers, repeat, |query, w, on| {
+        Ok(engine_observed(query, config, w, batch_size, on)?)
+    })
+}
+
+/// Runs each query at each worker count `repeat` times without and with checkpoints every
+/// `every` of event time, alternating, from the generator to Parquet.
+pub fn checkpoints(
+    queries: &[Query],
+    config: &NexmarkConfig,
+    workers: &[usize],
+    batch_size: usize,
+    repeat: usize,
+    every: Duration,
+) -> Result<Vec<Overhead>> {
+    run("checkpoints", queries, workers, repeat, |query, w, on| {
+        let every = on.then_some(every);
+        Ok(engine_checkpointed(query, config, w, batch_size, every)?)
+    })
+}
+
+/// Runs each query at each worker count `repeat` times with `feature` off and on (`measure`'s
+/// last argument), alternating.
+fn run(
+    feature: &str,
+    queries: &[Query],
+    workers: &[usize],
+    repeat: usize,
+    measure: impl Fn(Query, usize, bool) -> Result<Measurement>,
 ) -> Result<Vec<Overhead>> {
     let mut all = Vec::new();
     for &query in queries {
@@ -48,14 +82,14 @@ pub fn run(
             for i in 0..repeat.max(1) {
                 // Alternate which goes first: a run right after another finds the allocator's
                 // memory already mapped and is faster.
-                for metrics in [i % 2 == 1, i % 2 == 0] {
-                    let m = engine_observed(query, config, w, batch_size, metrics)?;
+                for enabled in [i % 2 == 1, i % 2 == 0] {
+                    let m = measure(query, w, enabled)?;
                     eprintln!(
-                        "  {query} {w} workers, metrics {}: {:.2} M events/s",
-                        if metrics { "on" } else { "off" },
+                        "  {query} {w} workers, {feature} {}: {:.2} M events/s",
+                        if enabled { "on" } else { "off" },
                         m.events_per_second() / 1e6
                     );
-                    if metrics {
+                    if enabled {
                         on.push(m)
                     } else {
                         off.push(m)
@@ -76,7 +110,7 @@ pub fn run(
                 on: median(on),
             };
             eprintln!(
-                "{query} {w} workers: metrics off {:.2}, on {:.2} M events/s ({:+.1}%; median \
+                "{query} {w} workers: {feature} off {:.2}, on {:.2} M events/s ({:+.1}%; median \
                  of pairs {:+.1}%)",
                 overhead.off.events_per_second() / 1e6,
                 overhead.on.events_per_second() / 1e6,
@@ -97,7 +131,7 @@ fn range(runs: &[Measurement]) -> (f64, f64) {
     )
 }
 
-/// The report's section.
+/// The report's section on the metrics endpoint.
 pub fn report(overheads: &[Overhead], command: &str) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "\n## Metrics endpoint overhead\n");
@@ -129,6 +163,45 @@ pub fn report(overheads: &[Overhead], command: &str) -> String {
             o.on_range.1 / 1e6,
             -o.percent(),
             o.paired_percent
+        );
+    }
+    md
+}
+
+/// The report's section on checkpoints.
+pub fn checkpoints_report(overheads: &[Overhead], every: Duration, command: &str) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "\n## Checkpoint overhead\n");
+    let _ = writeln!(
+        md,
+        "Generated by `{command}` (the `--checkpoint-overhead` part). Each query from the \
+         generator to Parquet files, without and with exactly-once checkpoints every {} of \
+         event time (the generator makes 10 000 events per second of event time); runs \
+         alternate as above and each figure is the median of `--repeat` runs. \"Per s\" is \
+         checkpoints completed per second of processing; size is the last checkpoint's parts, \
+         duration from its first part to its manifest. Target: at most 10% slower.\n",
+        humantime::format_duration(every)
+    );
+    let _ = writeln!(
+        md,
+        "| query | workers | off M events/s | on M events/s | on vs off, medians | on vs off, median of pairs | checkpoints | per s | size | mean duration |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for o in overheads {
+        let c = o.on.checkpoints.clone().unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.2} | {:+.1}% | {:+.1}% | {} | {:.1} | {:.0} KB | {:.1} ms |",
+            o.off.query,
+            o.off.workers,
+            o.off.events_per_second() / 1e6,
+            o.on.events_per_second() / 1e6,
+            -o.percent(),
+            o.paired_percent,
+            c.taken,
+            c.taken as f64 / o.on.wall.as_secs_f64().max(1e-9),
+            c.last_bytes as f64 / 1024.0,
+            c.mean_duration.as_secs_f64() * 1e3
         );
     }
     md

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use eddy_connectors::nexmark::{generate, Event, NexmarkConfig};
 use eddy_connectors::{NexmarkCsvSource, PreparedSource};
-use eddy_engine::{EngineError, Partition, Pipeline, Record, Runtime, Source, WatermarkConfig};
+use eddy_engine::{
+    CheckpointReport, EngineError, Partition, Pipeline, Record, Runtime, Source, WatermarkConfig,
+};
 use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
 
@@ -30,6 +32,8 @@ pub struct Measurement {
     pub wall: Duration,
     /// Peak resident memory during the run, in bytes, when the OS tells.
     pub peak_rss: Option<u64>,
+    /// What checkpoints did, in a run that took them.
+    pub checkpoints: Option<CheckpointReport>,
 }
 
 impl Measurement {
@@ -147,6 +151,44 @@ fn time_query(
         rows: summary.output_rows(),
         wall: summary.processing,
         peak_rss: peak_rss(),
+        checkpoints: summary.checkpoints,
+    })
+}
+
+/// Times `query` on `workers` threads from the generator (which can resume, so checkpoints can
+/// hold it) to Parquet files in a temporary directory, with exactly-once checkpoints every
+/// `every` of event time when given: what checkpointing costs a pipeline that writes files.
+pub fn engine_checkpointed(
+    query: Query,
+    config: &NexmarkConfig,
+    workers: usize,
+    batch_size: usize,
+    every: Option<Duration>,
+) -> Result<Measurement, EngineError> {
+    let dir = tempfile::tempdir().map_err(|e| {
+        EngineError::InvalidRuntime(format!("cannot create a temporary directory: {e}"))
+    })?;
+    let output = Output::Parquet {
+        dir: dir.path().join("out"),
+        row_group_size: 65_536,
+    };
+    let pipeline = query.pipeline(config.clone(), &output);
+    pipeline.batch_size(batch_size);
+    let mut runtime = Runtime::new(workers);
+    if let Some(every) = every {
+        runtime = runtime.checkpoint(dir.path().join("checkpoints"), every);
+    }
+    reset_peak_rss();
+    let summary = runtime.run(&pipeline)?;
+    Ok(Measurement {
+        query,
+        workers,
+        events: summary.events(),
+        bids: 0,
+        rows: summary.output_rows(),
+        wall: summary.processing,
+        peak_rss: peak_rss(),
+        checkpoints: summary.checkpoints,
     })
 }
 
@@ -201,6 +243,7 @@ pub fn hand_loop(query: Query, config: &NexmarkConfig) -> Measurement {
         rows,
         wall,
         peak_rss: peak_rss(),
+        checkpoints: None,
     }
 }
 

@@ -5,7 +5,8 @@
 //! to `T`'s fields by name (for dynamic records, a JSON object keyed by the header, numbers
 //! read as numbers); without one, by position. A row that does not fit is rejected with its
 //! `path:line` and its text, and the run goes on. File `i` is read by worker `i % count`; the
-//! path `-` reads standard input.
+//! path `-` reads standard input. Runs with checkpoints resume at the byte offset of the next
+//! row, the header read again from the file's first line (see [`crate::jsonl`]'s docs).
 //!
 //! **Output.** A [`LinesSink`] writes JSON lines or CSV (with a header row) either per worker
 //! into a directory (`{dir}/{prefix}-{worker:05}.{jsonl,csv}`) or into one named file (worker
@@ -16,13 +17,13 @@
 //! to the dead-letter sink.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use eddy_engine::{
     wall_clock_ms, ConnectorError, FileOutput, Partition, ReadStatus, Record, RecordError, Sink,
-    SinkReport, SinkWriter, Source, SourceReader,
+    SinkReport, SinkWriter, Source, SourcePositions, SourceReader,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,7 +32,7 @@ use serde_json::Value;
 use crate::endpoints::{DynSink, DynSource, EndpointOptions};
 use crate::event_time::EventTimeOf;
 use crate::format::{csv_bytes, csv_row, is_dynamic, CsvOptions, Format};
-use crate::jsonl::{describe_files, files_of, is_stdio, open_input, JsonLinesSource};
+use crate::jsonl::{describe_files, is_stdio, open_error, FileQueue, JsonLinesSource, Offset};
 use crate::parquet_dynamic::DynamicParquetSink;
 use crate::staged::{finished_twice, io_error, Staged};
 use crate::uri::Endpoint;
@@ -79,27 +80,83 @@ impl<T: DeserializeOwned + Serialize + 'static> Source<T> for CsvSource<T> {
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
-        let mine = files_of(&self.paths, partition)?;
-        Ok(Box::new(CsvReader {
-            pending: mine.into_iter(),
+        let files = FileQueue::fresh(&self.paths, partition)?;
+        Ok(Box::new(self.reader(files)))
+    }
+
+    /// Reopens this worker's files (file `i` for worker `i % count`) where the old readers'
+    /// positions say, reading each resumed file's header row again from its start.
+    fn open_at(
+        &self,
+        partition: Partition,
+        positions: &SourcePositions,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let files = FileQueue::resumed(&self.describe(), &self.paths, partition, positions)?;
+        Ok(Box::new(self.reader(files)))
+    }
+}
+
+impl<T> CsvSource<T> {
+    fn reader(&self, files: FileQueue) -> CsvReader<T> {
+        CsvReader {
+            files,
             current: None,
             header: self.header,
             delimiter: self.delimiter,
             event_time: self.event_time.clone(),
             row: csv::StringRecord::new(),
-        }))
+        }
+    }
+}
+
+/// What a CSV reader reads: a file, which can seek, or standard input, which cannot.
+enum CsvInput {
+    File(File),
+    Stdin(io::Stdin),
+}
+
+impl CsvInput {
+    fn open(path: &Path) -> Result<Self, ConnectorError> {
+        if is_stdio(path) {
+            return Ok(CsvInput::Stdin(io::stdin()));
+        }
+        File::open(path)
+            .map(CsvInput::File)
+            .map_err(|e| open_error(path, e))
+    }
+}
+
+impl Read for CsvInput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            CsvInput::File(f) => f.read(buf),
+            CsvInput::Stdin(s) => s.read(buf),
+        }
+    }
+}
+
+impl Seek for CsvInput {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match self {
+            CsvInput::File(f) => f.seek(pos),
+            CsvInput::Stdin(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "standard input cannot seek",
+            )),
+        }
     }
 }
 
 struct OpenCsv {
     path: PathBuf,
-    reader: csv::Reader<Box<dyn io::BufRead>>,
+    reader: csv::Reader<CsvInput>,
     columns: Vec<String>,
     headers: Option<csv::StringRecord>,
 }
 
 struct CsvReader<T> {
-    pending: std::vec::IntoIter<PathBuf>,
+    files: FileQueue,
+    /// The current file of `files`, once opened.
     current: Option<OpenCsv>,
     header: bool,
     delimiter: u8,
@@ -108,21 +165,32 @@ struct CsvReader<T> {
 }
 
 impl<T: DeserializeOwned + Serialize + 'static> CsvReader<T> {
+    /// Opens the current file of the queue at its next row (reading its header row first);
+    /// `false` when every file is done.
     fn open_next(&mut self) -> Result<bool, ConnectorError> {
-        let Some(path) = self.pending.next() else {
+        let Some((path, next)) = self.files.current() else {
             return Ok(false);
         };
+        let path = path.to_path_buf();
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(self.header)
             .delimiter(self.delimiter)
             .flexible(true)
-            .from_reader(open_input(&path)?);
+            .buffer_capacity(1 << 16)
+            .from_reader(CsvInput::open(&path)?);
         let headers = if self.header {
             let headers = reader.headers().map_err(|e| read_error(&path, e))?.clone();
             Some(headers)
         } else {
             None
         };
+        if next.byte > 0 {
+            let mut at = csv::Position::new();
+            at.set_byte(next.byte)
+                .set_line(next.line.saturating_add(1))
+                .set_record(next.record);
+            reader.seek(at).map_err(|e| read_error(&path, e))?;
+        }
         self.current = Some(OpenCsv {
             columns: headers
                 .as_ref()
@@ -188,6 +256,7 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for CsvReader<T>
             };
             if !more {
                 self.current = None;
+                self.files.finish_current();
                 continue;
             }
             rows += 1;
@@ -204,6 +273,18 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for CsvReader<T>
             }
         }
         Ok(ReadStatus::Ready)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        let reading = self.current.as_ref().map(|file| {
+            let at = file.reader.position();
+            Offset {
+                byte: at.byte(),
+                line: at.line().saturating_sub(1),
+                record: at.record(),
+            }
+        });
+        self.files.position(reading)
     }
 }
 
@@ -556,11 +637,12 @@ pub(crate) fn endpoint_sink(e: &Endpoint, _o: &EndpointOptions) -> Result<DynSin
                 )));
             }
             let prefix = e.param("prefix").unwrap_or("part");
-            let mut sink = DynamicParquetSink::new(path, prefix);
-            if let Some(rows) = e.parse_param::<usize>("row_group_size")? {
-                sink = sink.row_group_size(rows);
-            }
-            Ok(Box::new(sink))
+            let rows = e.parse_param::<usize>("row_group_size")?;
+            let sink = DynamicParquetSink::new(path, prefix);
+            Ok(Box::new(match rows {
+                Some(rows) => sink.row_group_size(rows),
+                None => sink,
+            }))
         }
         "csv" => {
             e.check_params(&["delimiter"])?;
@@ -603,6 +685,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+    use crate::jsonl::resume_testing::assert_resumes_exactly;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Trip {
@@ -759,5 +842,108 @@ mod tests {
         assert!(endpoint_source(&none, &o).is_err());
         let stdout: Endpoint = "parquet:///-".parse().unwrap();
         assert!(endpoint_sink(&stdout, &o).is_err());
+    }
+    /// A CSV file of `n` trips (`ts` from `first`): with a header row when `header`, quoted
+    /// fields holding the delimiter and a line break, CRLF line ends, and a bad row.
+    fn trips_file(path: &Path, header: bool, first: u64, n: u64) {
+        let mut text = String::new();
+        if header {
+            text.push_str("ts,id,city\r\n");
+        }
+        for i in 0..n {
+            let city = match i % 3 {
+                0 => "Oslo".to_string(),
+                1 => "\"Bergen, NO\"".to_string(),
+                _ => format!("\"two\nlines {i}\""),
+            };
+            text.push_str(&format!("{},{i},{city}\r\n", first + i));
+            if i == 3 {
+                text.push_str("x,not-a-number,Rome\r\n");
+            }
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A dynamic trip's time: its `ts` column, or the first one without a header.
+    fn dynamic_time(trip: &Value) -> Option<u64> {
+        trip.get("ts").or_else(|| trip.get("c0"))?.as_u64()
+    }
+
+    #[test]
+    fn csv_positions_resume_right_after_the_last_row_at_any_worker_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for header in [true, false] {
+            let paths: Vec<PathBuf> = (0..4)
+                .map(|i| dir.path().join(format!("{i}-{header}.csv")))
+                .collect();
+            for (i, path) in paths.iter().enumerate() {
+                trips_file(path, header, i as u64 * 100, 3 + i as u64 * 2);
+            }
+            let typed =
+                CsvSource::<Trip>::new(paths.clone(), EventTimeOf::extract(|t: &Trip| Some(t.ts)))
+                    .header(header);
+            let dynamic =
+                CsvSource::<Value>::new(paths, EventTimeOf::extract(dynamic_time)).header(header);
+            if header {
+                assert_resumes_exactly(&typed, 12, 2);
+                assert_resumes_exactly(&typed, 4, 5);
+            }
+            assert_resumes_exactly(&dynamic, 12, 2);
+        }
+    }
+
+    #[test]
+    fn a_resumed_csv_file_knows_its_header_and_its_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trips.csv");
+        trips_file(&path, true, 0, 8);
+        let source = CsvSource::<Trip>::new([&path], EventTimeOf::extract(|t: &Trip| Some(t.ts)));
+        let mut reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        let (mut out, mut rejected) = (Vec::new(), Vec::new());
+        reader.poll(&mut out, 3, &mut rejected).unwrap();
+        let position: Value = serde_json::from_slice(&reader.position().unwrap()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The header, "0,0,Oslo", "1,1,Bergen", "2,2,two\nlines 2": four records, the last
+        // ending at the fourth CRLF (the csv crate stops between its CR and LF).
+        let end = text.match_indices("\r\n").nth(3).unwrap().0;
+        let file = &position["files"][0];
+        assert_eq!(file["file"], 0);
+        assert_eq!(file["path"], path.display().to_string());
+        assert_eq!(file["record"], 4);
+        let byte = file["byte"].as_u64().unwrap() as usize;
+        assert!(byte == end + 1 || byte == end + 2, "{position}");
+        let positions = SourcePositions {
+            workers: 1,
+            positions: vec![(0, serde_json::to_vec(&position).unwrap())],
+        };
+        let mut reader = source
+            .open_at(Partition { index: 0, count: 1 }, &positions)
+            .unwrap();
+        let (mut rest, mut rejected) = (Vec::new(), Vec::new());
+        while reader.poll(&mut rest, 10, &mut rejected).unwrap() != ReadStatus::Done {}
+        let ids: Vec<u64> = rest.iter().map(|(_, t)| t.id).collect();
+        assert_eq!(ids, vec![3, 4, 5, 6, 7], "columns matched by the header");
+        assert_eq!(rest[2].1.city, "two\nlines 5");
+        // The bad row keeps the line number an uninterrupted read gives it.
+        let (_, whole) = read_all(&source);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].location, whole[0].location);
+    }
+
+    #[test]
+    fn csv_from_standard_input_cannot_be_checkpointed() {
+        let source = CsvSource::<Value>::new(["-"], EventTimeOf::field("ts"));
+        let reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        assert_eq!(reader.position(), None);
+        let Err(error) = source.open_at(
+            Partition { index: 0, count: 1 },
+            &SourcePositions::default(),
+        ) else {
+            panic!("standard input cannot resume");
+        };
+        assert!(
+            error.what.contains("standard input (-) cannot be resumed"),
+            "{error}"
+        );
     }
 }

@@ -1,16 +1,26 @@
 //! JSON lines: a source reading one JSON object per line (the sink is
 //! [`LinesSink`](crate::files::LinesSink), whose default format is JSON lines).
+//!
+//! **Checkpoints.** The file sources (this one and [`CsvSource`](crate::files::CsvSource))
+//! resume where they were: a reader's position lists each of its files with whether it is read
+//! to the end and the byte offset (and line number) of its next record, so a resumed reader
+//! seeks straight there. At another worker count, file `i` goes to worker `i % count` as in a
+//! fresh run, and resumes from the old position that lists it; a file no old position lists
+//! belonged to an old reader that had finished, so it is done. Standard input (`-`) cannot be
+//! resumed: a run with checkpoints reading it refuses to start.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use eddy_engine::{
-    wall_clock_ms, ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
+    wall_clock_ms, ConnectorError, Partition, ReadStatus, Record, RecordError, Source,
+    SourcePositions, SourceReader,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event_time::{time_value, EventTimeOf};
@@ -22,7 +32,8 @@ use crate::staged::io_error;
 ///
 /// File `i` is read by worker `i % count`. A line that is not valid JSON, lacks the time field
 /// or does not fit `T` is rejected (reported with its `path:line` and its bytes) and the run
-/// goes on.
+/// goes on. Runs with checkpoints resume at the byte offset of the next line (see the module
+/// docs).
 #[derive(Debug)]
 pub struct JsonLinesSource<T> {
     paths: Vec<PathBuf>,
@@ -60,14 +71,25 @@ impl<T: DeserializeOwned + Serialize + 'static> Source<T> for JsonLinesSource<T>
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
-        let mine = files_of(&self.paths, partition)?;
-        Ok(Box::new(JsonLinesReader {
-            pending: mine.into_iter(),
-            current: None,
-            event_time: self.event_time.clone(),
-            line: Vec::new(),
-            _marker: PhantomData,
-        }))
+        let files = FileQueue::fresh(&self.paths, partition)?;
+        Ok(Box::new(JsonLinesReader::new(
+            files,
+            self.event_time.clone(),
+        )))
+    }
+
+    /// Reopens this worker's files (file `i` for worker `i % count`) where the old readers'
+    /// positions say (see the module docs).
+    fn open_at(
+        &self,
+        partition: Partition,
+        positions: &SourcePositions,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let files = FileQueue::resumed(&self.describe(), &self.paths, partition, positions)?;
+        Ok(Box::new(JsonLinesReader::new(
+            files,
+            self.event_time.clone(),
+        )))
     }
 }
 
@@ -79,23 +101,229 @@ pub(crate) fn describe_files(kind: &str, paths: &[PathBuf]) -> String {
     }
 }
 
-/// The files worker `partition` reads: file `i` goes to worker `i % count`. Fails early, before
-/// the run starts, on a file that is not there.
-pub(crate) fn files_of(
-    paths: &[PathBuf],
-    partition: Partition,
-) -> Result<Vec<PathBuf>, ConnectorError> {
+/// The indices of the files worker `partition` reads: file `i` goes to worker `i % count`.
+fn indices_of(files: usize, partition: Partition) -> impl Iterator<Item = usize> {
     let count = partition.count.max(1);
-    let mine: Vec<PathBuf> = paths
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % count == partition.index)
-        .map(|(_, p)| p.clone())
-        .collect();
-    for path in &mine {
-        check_readable(path)?;
+    (0..files).filter(move |i| i % count == partition.index)
+}
+
+/// How far a file source's reader has read one of its files: an entry of its checkpoint
+/// position, `{"files": [FileAt, ...]}` as JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileAt {
+    /// The file's index among the source's paths (its worker is `file % count`).
+    pub file: usize,
+    /// Its path, to check that a run resumes reading the same files.
+    pub path: String,
+    /// Whether it is read to the end.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub done: bool,
+    /// Where its next record starts, when not done (all zero: not started).
+    #[serde(flatten)]
+    pub next: Offset,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Where a record starts in a file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Offset {
+    /// Its byte offset.
+    #[serde(default)]
+    pub byte: u64,
+    /// The lines before it (so that rejected records keep their line numbers).
+    #[serde(default)]
+    pub line: u64,
+    /// The records before it (CSV only: the csv crate numbers records in its messages).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub record: u64,
+}
+
+/// A file source reader's checkpoint position.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct FilesPosition {
+    files: Vec<FileAt>,
+}
+
+/// One reader's files, in the order it reads them, with how far each is read: what the file
+/// sources' readers save as their positions and resume from.
+#[derive(Debug)]
+pub(crate) struct FileQueue {
+    paths: Vec<PathBuf>,
+    at: Vec<FileAt>,
+    /// The file being read, or the next one to open: the files before it are done.
+    next: usize,
+}
+
+impl FileQueue {
+    /// The files worker `partition` reads in a fresh run (file `i` goes to worker
+    /// `i % count`), each from its start. Fails early, before the run starts, on a file that
+    /// is not there.
+    pub(crate) fn fresh(paths: &[PathBuf], partition: Partition) -> Result<Self, ConnectorError> {
+        let mut queue = FileQueue {
+            paths: Vec::new(),
+            at: Vec::new(),
+            next: 0,
+        };
+        for i in indices_of(paths.len(), partition) {
+            check_readable(&paths[i])?;
+            queue.push(i, &paths[i], FileAt::default());
+        }
+        Ok(queue)
     }
-    Ok(mine)
+
+    /// The files worker `partition` reads when the run resumes from `positions` (`what`: the
+    /// source, for messages): the same files as a fresh run's, each from where the old reader
+    /// that had it (at the old worker count: `i % old count`) was. A file that no position
+    /// lists belonged to an old reader that had finished (it left no position): it is done.
+    pub(crate) fn resumed(
+        what: &str,
+        paths: &[PathBuf],
+        partition: Partition,
+        positions: &SourcePositions,
+    ) -> Result<Self, ConnectorError> {
+        let old_count = positions.workers.max(1);
+        let mut listed: BTreeMap<usize, FileAt> = BTreeMap::new();
+        let mut reported = BTreeSet::new();
+        for (old, bytes) in &positions.positions {
+            let position: FilesPosition = serde_json::from_slice(bytes).map_err(|e| {
+                ConnectorError::user(format!(
+                    "{what}: a checkpoint position does not decode ({e}); was the checkpoint \
+                     written by another source? Use a new --checkpoint-dir"
+                ))
+            })?;
+            reported.insert(*old);
+            for at in position.files {
+                match paths.get(at.file) {
+                    Some(path) if path.to_string_lossy() == at.path => {}
+                    now => {
+                        let now = now.map_or_else(
+                            || format!("only {} files", paths.len()),
+                            |p| p.display().to_string(),
+                        );
+                        return Err(ConnectorError::user(format!(
+                            "{what}: the checkpoint was taken reading {} as file {} of the \
+                             source, but this run reads {now} there; resume with the same \
+                             input files in the same order, or use a new --checkpoint-dir",
+                            at.path,
+                            at.file + 1
+                        )));
+                    }
+                }
+                listed.insert(at.file, at);
+            }
+        }
+        let mut queue = FileQueue {
+            paths: Vec::new(),
+            at: Vec::new(),
+            next: 0,
+        };
+        for i in indices_of(paths.len(), partition) {
+            let path = &paths[i];
+            if is_stdio(path) {
+                return Err(stdin_cannot_resume(what));
+            }
+            let at = match listed.remove(&i) {
+                Some(at) => at,
+                None if reported.contains(&(i % old_count)) => {
+                    return Err(ConnectorError::user(format!(
+                        "{what}: the checkpoint's positions do not name {} (file {} of the \
+                         source); was the checkpoint written reading other files? Use a new \
+                         --checkpoint-dir",
+                        path.display(),
+                        i + 1
+                    )))
+                }
+                // Its old reader had read all its files.
+                None => FileAt {
+                    done: true,
+                    ..FileAt::default()
+                },
+            };
+            if !at.done {
+                check_readable(path)?;
+                let len = std::fs::metadata(path)
+                    .map_err(|e| open_error(path, e))?
+                    .len();
+                if len < at.next.byte {
+                    return Err(ConnectorError::user(format!(
+                        "{what}: {} has {len} bytes, but the checkpoint had read it to byte {}: \
+                         the file changed since; restore it, or use a new --checkpoint-dir",
+                        path.display(),
+                        at.next.byte
+                    )));
+                }
+            }
+            queue.push(i, path, at);
+        }
+        // The files done come first: `next` is the first one not done.
+        let (done, rest): (Vec<_>, Vec<_>) = queue
+            .paths
+            .into_iter()
+            .zip(queue.at)
+            .partition(|(_, at)| at.done);
+        queue.next = done.len();
+        (queue.paths, queue.at) = done.into_iter().chain(rest).unzip();
+        Ok(queue)
+    }
+
+    fn push(&mut self, file: usize, path: &Path, at: FileAt) {
+        self.paths.push(path.to_path_buf());
+        self.at.push(FileAt {
+            file,
+            path: path.to_string_lossy().into_owned(),
+            ..at
+        });
+    }
+
+    /// The file being read or to be opened next, and where its next record starts (when it
+    /// is opened: where to start); `None` once every file is done.
+    pub(crate) fn current(&self) -> Option<(&Path, Offset)> {
+        let at = self.at.get(self.next)?;
+        Some((&self.paths[self.next], at.next))
+    }
+
+    /// Marks the current file read to the end: the next one becomes current.
+    pub(crate) fn finish_current(&mut self) {
+        if let Some(at) = self.at.get_mut(self.next) {
+            at.done = true;
+            at.next = Offset::default();
+            self.next += 1;
+        }
+    }
+
+    /// Whether every file is done.
+    pub(crate) fn is_done(&self) -> bool {
+        self.next >= self.at.len()
+    }
+
+    /// The checkpoint position: every file, the current one at `reading` (where its next
+    /// record starts) when it is open. `None` when a file is standard input, which cannot be
+    /// resumed.
+    pub(crate) fn position(&self, reading: Option<Offset>) -> Option<Vec<u8>> {
+        if self.paths.iter().any(|p| is_stdio(p)) {
+            return None;
+        }
+        let mut files = self.at.clone();
+        if let (Some(at), Some(offset)) = (files.get_mut(self.next), reading) {
+            at.next = offset;
+        }
+        Some(serde_json::to_vec(&FilesPosition { files }).expect("positions serialize"))
+    }
+}
+
+/// The error of a resumed file source asked to read standard input.
+fn stdin_cannot_resume(what: &str) -> ConnectorError {
+    ConnectorError::user(format!(
+        "{what}: standard input (-) cannot be resumed from a checkpoint; read a file, or run \
+         without --checkpoint-dir"
+    ))
 }
 
 /// Fails, with a message saying what to fix, when `path` is not a readable file (`-` is
@@ -128,7 +356,26 @@ pub(crate) fn open_input(path: &Path) -> Result<Box<dyn BufRead>, ConnectorError
     Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
 }
 
-fn open_error(path: &Path, e: io::Error) -> ConnectorError {
+/// Opens the file `path` for reading from byte `byte` on, buffered (from `0`: as
+/// [`open_input`]). Standard input cannot start anywhere but at its beginning.
+pub(crate) fn open_input_at(path: &Path, byte: u64) -> Result<Box<dyn BufRead>, ConnectorError> {
+    if byte == 0 {
+        return open_input(path);
+    }
+    if is_stdio(path) {
+        return Err(stdin_cannot_resume("standard input"));
+    }
+    let mut file = File::open(path).map_err(|e| open_error(path, e))?;
+    file.seek(SeekFrom::Start(byte)).map_err(|e| {
+        io_error(
+            format!("could not seek to byte {byte} of {}", path.display()),
+            e,
+        )
+    })?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+}
+
+pub(crate) fn open_error(path: &Path, e: io::Error) -> ConnectorError {
     match e.kind() {
         io::ErrorKind::NotFound => {
             ConnectorError::user(format!("no such file: {}; check the path", path.display()))
@@ -146,11 +393,13 @@ fn open_error(path: &Path, e: io::Error) -> ConnectorError {
 struct OpenFile {
     path: PathBuf,
     reader: Box<dyn BufRead>,
-    line: u64,
+    /// Where the next line starts (`line`: the lines before it).
+    next: Offset,
 }
 
 struct JsonLinesReader<T> {
-    pending: std::vec::IntoIter<PathBuf>,
+    files: FileQueue,
+    /// The current file of `files`, once opened.
     current: Option<OpenFile>,
     event_time: EventTimeOf<T>,
     /// The line being parsed (reused).
@@ -159,6 +408,16 @@ struct JsonLinesReader<T> {
 }
 
 impl<T: DeserializeOwned + Serialize + 'static> JsonLinesReader<T> {
+    fn new(files: FileQueue, event_time: EventTimeOf<T>) -> Self {
+        JsonLinesReader {
+            files,
+            current: None,
+            event_time,
+            line: Vec::new(),
+            _marker: PhantomData,
+        }
+    }
+
     /// Parses one line into a record; `Err` is why it is rejected.
     fn parse(&self, line: &[u8]) -> Result<Record<T>, String> {
         let value: Value =
@@ -211,13 +470,13 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for JsonLinesRea
         let mut lines = 0;
         while lines < max {
             let Some(file) = self.current.as_mut() else {
-                match self.pending.next() {
-                    Some(path) => {
-                        let reader = open_input(&path)?;
+                match self.files.current() {
+                    Some((path, next)) => {
+                        let reader = open_input_at(path, next.byte)?;
                         self.current = Some(OpenFile {
-                            path,
+                            path: path.to_path_buf(),
                             reader,
-                            line: 0,
+                            next,
                         });
                         continue;
                     }
@@ -230,16 +489,18 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for JsonLinesRea
                     format!(
                         "could not read {} after line {}",
                         file.path.display(),
-                        file.line
+                        file.next.line
                     ),
                     e,
                 )
             })?;
             if n == 0 {
                 self.current = None;
+                self.files.finish_current();
                 continue;
             }
-            file.line += 1;
+            file.next.byte += n as u64;
+            file.next.line += 1;
             lines += 1;
             let text = self.line.trim_ascii();
             if text.is_empty() {
@@ -249,24 +510,126 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for JsonLinesRea
                 Ok(record) => out.push(record),
                 Err(message) => {
                     let location = match &self.current {
-                        Some(f) => format!("{}:{}", f.path.display(), f.line),
+                        Some(f) => format!("{}:{}", f.path.display(), f.next.line),
                         None => String::new(),
                     };
                     rejected.push(RecordError::new(location, message).with_raw(text));
                 }
             }
         }
-        let exhausted = self.current.is_none() && self.pending.as_slice().is_empty();
-        if exhausted && out.len() == before {
+        if self.files.is_done() && out.len() == before {
             Ok(ReadStatus::Done)
         } else {
             Ok(ReadStatus::Ready)
+        }
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.files.position(self.current.as_ref().map(|f| f.next))
+    }
+}
+
+/// Test helpers for the file sources' checkpoint positions, shared with [`crate::files`].
+#[cfg(test)]
+pub(crate) mod resume_testing {
+    use eddy_engine::{Partition, ReadStatus, Source, SourcePositions, SourceReader};
+
+    /// What a reader returned: its records (debug-formatted) and its rejected records'
+    /// locations.
+    pub(crate) type Read = (Vec<String>, Vec<String>);
+
+    /// Polls `reader` (`max` records a poll) at most `polls` times or to its end; says
+    /// whether it is done.
+    fn drain<T: std::fmt::Debug>(
+        reader: &mut dyn SourceReader<T>,
+        polls: usize,
+        max: usize,
+        read: &mut Read,
+    ) -> bool {
+        let (mut out, mut rejected) = (Vec::new(), Vec::new());
+        for _ in 0..polls {
+            let status = reader.poll(&mut out, max, &mut rejected).unwrap();
+            read.0.extend(out.drain(..).map(|r| format!("{r:?}")));
+            read.1.extend(rejected.drain(..).map(|r| r.location));
+            if status == ReadStatus::Done {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reads `source` at `old` workers, worker `w` stopping after `polls[w]` polls of `max`
+    /// records (or at its end), then resumes it at `new` workers from the positions the old
+    /// readers left, handed over as the engine does (a finished reader leaves none; at an
+    /// unchanged count a worker gets only its own), and reads to the end. Returns everything
+    /// read, sorted: it must be what one uninterrupted reader reads.
+    pub(crate) fn read_resumed<T: std::fmt::Debug + 'static>(
+        source: &dyn Source<T>,
+        old: usize,
+        polls: &[usize],
+        new: usize,
+        max: usize,
+    ) -> Read {
+        let mut read = Read::default();
+        let mut positions = Vec::new();
+        for (index, &stop) in polls.iter().enumerate().take(old) {
+            let mut reader = source.open(Partition { index, count: old }).unwrap();
+            assert!(reader.position().is_some(), "a file reader has a position");
+            if !drain(&mut *reader, stop, max, &mut read) {
+                positions.push((index, reader.position().unwrap()));
+            }
+        }
+        for index in 0..new {
+            let handed = SourcePositions {
+                workers: old,
+                positions: positions
+                    .iter()
+                    .filter(|(w, _)| old != new || *w == index)
+                    .cloned()
+                    .collect(),
+            };
+            let mut reader = source
+                .open_at(Partition { index, count: new }, &handed)
+                .unwrap();
+            assert!(drain(&mut *reader, usize::MAX, max, &mut read));
+        }
+        read.0.sort();
+        read.1.sort();
+        read
+    }
+
+    /// Checks [`read_resumed`] against one uninterrupted reader for every worker count from 1
+    /// to 3 before and after, and every stopping point up to `polls` polls of `max` records.
+    pub(crate) fn assert_resumes_exactly<T: std::fmt::Debug + 'static>(
+        source: &dyn Source<T>,
+        polls: usize,
+        max: usize,
+    ) {
+        let mut whole = Read::default();
+        let mut reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        assert!(drain(&mut *reader, usize::MAX, max, &mut whole));
+        whole.0.sort();
+        whole.1.sort();
+        assert!(!whole.0.is_empty());
+        for old in 1..=3 {
+            for new in 1..=3 {
+                for cut in 0..=polls {
+                    // Each old worker stops at another point; some finish.
+                    let stops: Vec<usize> = (0..old).map(|w| (cut + w * 3) % (polls + 1)).collect();
+                    let got = read_resumed(source, old, &stops, new, max);
+                    assert_eq!(
+                        got, whole,
+                        "{old} workers stopped after {stops:?} polls, resumed at {new}"
+                    );
+                }
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::resume_testing::assert_resumes_exactly;
     use super::*;
     use crate::files::JsonLinesSink;
     use eddy_engine::{Sink, SinkReport};
@@ -418,5 +781,132 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(writer);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+    /// `n` lines of clicks (`ts` from `first`), with a blank line and a bad one among them.
+    fn clicks_file(path: &Path, first: u64, n: u64) {
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&format!(
+                "{{\"ts\": {}, \"user\": \"u{i}\", \"n\": {i}}}\n",
+                first + i
+            ));
+            if i == 2 {
+                text.push_str("\n{\"ts\": \"bad\"}\n");
+            }
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn positions_resume_right_after_the_last_line_at_any_worker_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..4)
+            .map(|i| dir.path().join(format!("{i}.jsonl")))
+            .collect();
+        for (i, path) in paths.iter().enumerate() {
+            clicks_file(path, i as u64 * 100, 3 + i as u64 * 2);
+        }
+        let source = JsonLinesSource::<Click>::new(paths, "ts");
+        assert_resumes_exactly(&source, 12, 2);
+        assert_resumes_exactly(&source, 5, 5);
+    }
+
+    #[test]
+    fn a_position_names_each_file_with_its_next_byte_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        clicks_file(&a, 0, 2);
+        clicks_file(&b, 10, 5);
+        let first_line = std::fs::read_to_string(&b).unwrap().find('\n').unwrap() + 1;
+        let source = JsonLinesSource::<Click>::new([&a, &b], "ts");
+        let mut reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        let (mut out, mut rejected) = (Vec::new(), Vec::new());
+        // Both lines of a.jsonl, then one of b.jsonl.
+        reader.poll(&mut out, 2, &mut rejected).unwrap();
+        reader.poll(&mut out, 1, &mut rejected).unwrap();
+        assert_eq!(out.len(), 3);
+        let position: Value = serde_json::from_slice(&reader.position().unwrap()).unwrap();
+        assert_eq!(
+            position,
+            serde_json::json!({"files": [
+                {"file": 0, "path": a.display().to_string(), "done": true, "byte": 0, "line": 0},
+                {"file": 1, "path": b.display().to_string(), "byte": first_line, "line": 1},
+            ]})
+        );
+        // Resumed there, a bad line keeps its line number.
+        let positions = SourcePositions {
+            workers: 1,
+            positions: vec![(0, serde_json::to_vec(&position).unwrap())],
+        };
+        let mut reader = source
+            .open_at(Partition { index: 0, count: 1 }, &positions)
+            .unwrap();
+        let (mut out, mut rejected) = (Vec::new(), Vec::new());
+        while reader.poll(&mut out, 10, &mut rejected).unwrap() != ReadStatus::Done {}
+        let times: Vec<u64> = out.iter().map(|r| r.0).collect();
+        assert_eq!(times, vec![11, 12, 13, 14]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].location, format!("{}:5", b.display()));
+    }
+
+    #[test]
+    fn standard_input_cannot_be_checkpointed_nor_resumed() {
+        let source = JsonLinesSource::<Click>::new(["-"], "ts");
+        let reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        assert_eq!(reader.position(), None);
+        let positions = SourcePositions {
+            workers: 1,
+            positions: Vec::new(),
+        };
+        let Err(error) = source.open_at(Partition { index: 0, count: 1 }, &positions) else {
+            panic!("standard input cannot resume");
+        };
+        assert_eq!(error.fault, eddy_engine::Fault::User);
+        assert!(
+            error.what.contains("standard input (-) cannot be resumed"),
+            "{error}"
+        );
+        // Another worker, reading no standard input, is not affected.
+        let reader = source.open(Partition { index: 1, count: 2 }).unwrap();
+        assert!(reader.position().is_some());
+    }
+
+    #[test]
+    fn positions_of_other_files_or_changed_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        clicks_file(&a, 0, 6);
+        clicks_file(&b, 0, 6);
+        let source = JsonLinesSource::<Click>::new([&a], "ts");
+        let mut reader = source.open(Partition { index: 0, count: 1 }).unwrap();
+        reader.poll(&mut Vec::new(), 4, &mut Vec::new()).unwrap();
+        let positions = SourcePositions {
+            workers: 1,
+            positions: vec![(0, reader.position().unwrap())],
+        };
+        let open_at = |source: &JsonLinesSource<Click>, positions: &SourcePositions| match source
+            .open_at(Partition { index: 0, count: 1 }, positions)
+        {
+            Ok(_) => panic!("must be refused"),
+            Err(error) => error.what,
+        };
+        let other = JsonLinesSource::<Click>::new([&b], "ts");
+        let said = open_at(&other, &positions);
+        assert!(said.contains("the checkpoint was taken reading"), "{said}");
+        assert!(
+            said.contains("a.jsonl") && said.contains("b.jsonl"),
+            "{said}"
+        );
+
+        std::fs::write(&a, "{}\n").unwrap();
+        let said = open_at(&source, &positions);
+        assert!(said.contains("the file changed since"), "{said}");
+
+        let garbage = SourcePositions {
+            workers: 1,
+            positions: vec![(0, b"[1, 2]".to_vec())],
+        };
+        let said = open_at(&source, &garbage);
+        assert!(said.contains("does not decode"), "{said}");
     }
 }

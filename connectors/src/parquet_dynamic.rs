@@ -10,11 +10,13 @@
 //! `Int64` column), does not fit: it is not written and goes to the dead-letter sink with the
 //! reason. Files are renamed into place when complete, as every Parquet file Eddy writes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow_schema::{DataType, Field, FieldRef};
-use eddy_engine::{ConnectorError, Partition, Record, RecordError, Sink, SinkReport, SinkWriter};
+use eddy_engine::{
+    ConnectorError, FileOutput, Partition, Record, RecordError, Sink, SinkReport, SinkWriter,
+};
 use serde_json::{Map, Value};
 
 use crate::parquet::{ParquetFile, DEFAULT_ROW_GROUP_SIZE};
@@ -58,9 +60,29 @@ impl Sink<Value> for DynamicParquetSink {
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<Value>>, ConnectorError> {
-        Ok(Box::new(DynamicWriter {
+        let name = format!("{}-{:05}.parquet", self.prefix, partition.index);
+        self.open_file(partition, &self.dir, &name)
+    }
+
+    fn files(&self) -> Option<FileOutput> {
+        Some(FileOutput {
             dir: self.dir.clone(),
-            name: format!("{}-{:05}.parquet", self.prefix, partition.index),
+            prefix: self.prefix.clone(),
+            extension: "parquet".to_string(),
+        })
+    }
+
+    /// One file of an exactly-once run; every file of the process shares the schema the first
+    /// records set (after a restart: the first records read again).
+    fn open_file(
+        &self,
+        _partition: Partition,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Box<dyn SinkWriter<Value>>, ConnectorError> {
+        Ok(Box::new(DynamicWriter {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
             row_group_size: self.row_group_size,
             schema: Arc::clone(&self.schema),
             file: None,

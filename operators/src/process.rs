@@ -32,8 +32,11 @@
 //!   the pending timers, and the records waiting for their step. The stage's state gauge counts
 //!   keys with state plus pending timers; the waiting records are input in flight (as much as
 //!   the sources run ahead of the watermark), not counted.
-//! - **Checkpoint** (with the exactly-once issue): at frontier `W`, the states, the timers
-//!   (all at times `≥ W`) and the waiting records (event times `≥ W`).
+//! - **Checkpoint**: when the frontier crosses a checkpoint boundary, before running the steps
+//!   it allows: the states, the timers and the waiting records (with their stamps). Restored
+//!   at checkpoint `W`, it keeps the waiting records stamped below `W`, runs the steps as
+//!   before, and sends nothing from a step before `W` (sent before the checkpoint). So the
+//!   function must be deterministic: the same calls give the same results.
 //!
 //! The function's `&mut self` is one instance per worker, shared by the keys on that worker:
 //! keep per-key data in `State`, or results will depend on the number of workers.
@@ -46,7 +49,7 @@ use eddy_engine::timely::dataflow::operators::Capability;
 use eddy_engine::{Data, Record, Records, StageContext, Stream};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::keyed::{route, Key, Keyed};
 use crate::window::{frontier_time, held_until, Out};
@@ -180,6 +183,7 @@ impl<K: Key, V: Data + Ord> Keyed<K, V> {
                 move |input, stage| process_records(input, stage, f.clone()),
             )
             .exchanged("by key")
+            .checkpointed()
     }
 }
 
@@ -192,11 +196,25 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
 ) -> Records<'s, P::Out> {
     let name = stage.name().to_string();
     let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
-    input.unary_frontier(by_key, &name, move |_, _| {
+    input.unary_frontier(by_key, &name, move |initial, _| {
         let mut keys: KeySpace<K, V, P::State> = KeySpace::default();
         let mut held: Option<Capability<u64>> = None;
         let mut ctx = ProcessContext::new();
         let mut gauge = stage.state_gauge();
+        let checkpoint = stage.checkpoint().cloned();
+        keys.resumed_at = checkpoint
+            .as_ref()
+            .and_then(|c| c.restored_at())
+            .unwrap_or(0);
+        // The frontier the keys' states are the result of (every step before it has run).
+        let mut folded = keys.resumed_at;
+        if let Some(c) = checkpoint.as_ref().filter(|_| keys.resumed_at > 0) {
+            let entries = c.restore(|e: &ProcessEntry<K, V, P::State>| route(e.key()));
+            for entry in entries {
+                keys.restore(entry);
+            }
+            held = keys.next_time().map(|t| initial.delayed(&t));
+        }
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let Some(&t) = cap.least() else { return };
@@ -211,7 +229,7 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                     keys.records
                         .entry(event_time)
                         .or_default()
-                        .push((key, value));
+                        .push((key, value, t));
                     keys.waiting += 1;
                 }
                 if earliest != u64::MAX && held.as_ref().is_none_or(|h| *h.time() > earliest) {
@@ -219,6 +237,10 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                 }
             });
             let limit = frontier_time(frontier);
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+                c.save(folded, limit, keys.snapshot());
+            }
+            folded = folded.max(limit);
             while let Some(now) = keys.next_time().filter(|&now| now < limit) {
                 let cap = held
                     .as_mut()
@@ -245,13 +267,37 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
     })
 }
 
+/// One entry of a keyed process stage's checkpoint part.
+#[derive(Serialize, Deserialize)]
+enum ProcessEntry<K, V, S> {
+    /// A key's state.
+    State(K, S),
+    /// A key's timer.
+    Timer(K, u64),
+    /// A record waiting for its step: `(key, value, event time, stamp)`.
+    Waiting(K, V, u64, u64),
+}
+
+impl<K, V, S> ProcessEntry<K, V, S> {
+    fn key(&self) -> &K {
+        match self {
+            ProcessEntry::State(k, _)
+            | ProcessEntry::Timer(k, _)
+            | ProcessEntry::Waiting(k, ..) => k,
+        }
+    }
+}
+
 /// One worker's keys: their states, their timers, and the records waiting for their step.
 struct KeySpace<K, V, S> {
     states: FxHashMap<K, S>,
     timers: BTreeMap<u64, FxHashSet<K>>,
     timer_count: usize,
-    records: BTreeMap<u64, Vec<(K, V)>>,
+    /// Waiting records by event time: `(key, value, stamp)`.
+    records: BTreeMap<u64, Vec<(K, V, u64)>>,
     waiting: usize,
+    /// The checkpoint resumed from (0: none): steps before it sent their results before it.
+    resumed_at: u64,
 }
 
 impl<K, V, S> Default for KeySpace<K, V, S> {
@@ -262,6 +308,7 @@ impl<K, V, S> Default for KeySpace<K, V, S> {
             timer_count: 0,
             records: BTreeMap::new(),
             waiting: 0,
+            resumed_at: 0,
         }
     }
 }
@@ -270,6 +317,47 @@ impl<K, V, S> Default for KeySpace<K, V, S> {
 enum Call<V> {
     Record(V),
     Timer,
+}
+
+impl<K: Key, V, S> KeySpace<K, V, S> {
+    /// The states, timers and waiting records, for a checkpoint part.
+    fn snapshot(&self) -> impl Iterator<Item = ProcessEntry<&K, &V, &S>> + '_ {
+        let states = self.states.iter().map(|(k, s)| ProcessEntry::State(k, s));
+        let timers = self
+            .timers
+            .iter()
+            .flat_map(|(t, keys)| keys.iter().map(move |k| ProcessEntry::Timer(k, *t)));
+        let waiting = self.records.iter().flat_map(|(e, records)| {
+            records
+                .iter()
+                .map(move |(k, v, stamp)| ProcessEntry::Waiting(k, v, *e, *stamp))
+        });
+        states.chain(timers).chain(waiting)
+    }
+
+    /// Puts back an entry of a checkpoint part (records stamped at or after the checkpoint
+    /// come again from upstream, and are left out).
+    fn restore(&mut self, entry: ProcessEntry<K, V, S>) {
+        match entry {
+            ProcessEntry::State(k, s) => {
+                self.states.insert(k, s);
+            }
+            ProcessEntry::Timer(k, t) => {
+                if self.timers.entry(t).or_default().insert(k) {
+                    self.timer_count += 1;
+                }
+            }
+            ProcessEntry::Waiting(k, v, event_time, stamp) => {
+                if stamp < self.resumed_at {
+                    self.records
+                        .entry(event_time)
+                        .or_default()
+                        .push((k, v, stamp));
+                    self.waiting += 1;
+                }
+            }
+        }
+    }
 }
 
 impl<K: Key, V: Ord, S: Default + PartialEq> KeySpace<K, V, S> {
@@ -295,14 +383,20 @@ impl<K: Key, V: Ord, S: Default + PartialEq> KeySpace<K, V, S> {
     ) -> usize {
         let mut session = output.session(cap);
         let mut emitted = 0;
+        // A step before the checkpoint resumed from sent its results before it.
+        let sent = now < self.resumed_at;
         let mut give = |ctx: &mut ProcessContext<P::Out>| {
+            if sent {
+                ctx.out.clear();
+                return;
+            }
             emitted += ctx.out.len();
             session.give_iterator(ctx.out.drain(..).map(|out| (now, out)));
         };
         if let Some(mut records) = self.records.remove(&now) {
             self.waiting -= records.len();
             records.sort_by(|a, b| a.1.cmp(&b.1));
-            for (key, value) in records {
+            for (key, value, _) in records {
                 self.call(key, now, Call::Record(value), f, ctx);
                 give(ctx);
             }
