@@ -129,23 +129,35 @@ impl Source<Event> for NexmarkSource {
         )))
     }
 
-    /// Resumes the splits (each a stride of global event indices) the positions name: after a
-    /// restore at another worker count, one reader may carry on several old readers' splits,
-    /// merged in event order.
+    /// Resumes the splits (each a stride of global event indices) the positions name. At an
+    /// unchanged worker count a reader carries on its own splits. At another count `n`, every
+    /// old split `(next, step)` is cut into `n` strides `(next + w·step, n·step)` and worker `w`
+    /// takes the `w`-th of each, merged in event order: the events left are shared evenly.
     fn open_at(
         &self,
         partition: Partition,
         positions: &SourcePositions,
     ) -> Result<Box<dyn SourceReader<Event>>, ConnectorError> {
+        let rescaled = positions.workers != partition.count;
         let mut splits = Vec::new();
-        for position in positions.by_old_worker(partition) {
+        for position in positions.all() {
             let decoded: Vec<Split> = serde_json::from_slice(position).map_err(|e| {
                 ConnectorError::user(format!(
                     "nexmark source: a checkpoint position does not decode ({e}); was the \
                      checkpoint written by another source?"
                 ))
             })?;
-            splits.extend(decoded.into_iter().filter(|s| s.step > 0));
+            for split in decoded.into_iter().filter(|s| s.step > 0) {
+                splits.push(if rescaled {
+                    let (w, n) = (partition.index as u64, partition.count as u64);
+                    Split {
+                        next: split.next.saturating_add(w.saturating_mul(split.step)),
+                        step: split.step.saturating_mul(n),
+                    }
+                } else {
+                    split
+                });
+            }
         }
         Ok(Box::new(NexmarkReader::new(&self.config, splits)))
     }

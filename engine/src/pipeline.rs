@@ -102,6 +102,8 @@ pub(crate) struct Graph {
     stages: Vec<StageInfo>,
     sinks: Vec<SinkRecipe>,
     file_sinks: Vec<FileSinkDirs>,
+    /// Sinks that write as they go (not files): at least once under checkpoints.
+    streaming_sinks: Vec<String>,
     late: LatePolicy,
     dead_letters: Option<Arc<dyn Sink<DeadLetter>>>,
     batch_size: usize,
@@ -153,6 +155,7 @@ impl Pipeline {
                 stages: Vec::new(),
                 sinks: Vec::new(),
                 file_sinks: Vec::new(),
+                streaming_sinks: Vec::new(),
                 late: LatePolicy::Drop,
                 dead_letters: None,
                 batch_size: DEFAULT_BATCH_SIZE,
@@ -303,6 +306,12 @@ impl Pipeline {
 
     pub(crate) fn file_sinks(&self) -> Vec<FileSinkDirs> {
         self.graph().file_sinks.clone()
+    }
+
+    /// The sinks that write as they go (brokers, HTTP, a single file, stdout): with checkpoints
+    /// they are at least once, not exactly once.
+    pub(crate) fn streaming_sinks(&self) -> Vec<String> {
+        self.graph().streaming_sinks.clone()
     }
 
     /// The stages that write checkpoint parts: sources, sinks and checkpointed operators.
@@ -500,12 +509,15 @@ impl<T: Data> Stream<T> {
     pub fn sink(self, name: &str, sink: impl Sink<T>) {
         let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
         let index = graph.add_stage(name, "sink", sink.describe(), vec![self.index]);
-        if let Some(files) = sink.files() {
-            graph.file_sinks.push(FileSinkDirs {
+        match sink.files() {
+            Some(files) => graph.file_sinks.push(FileSinkDirs {
                 stage: name.to_string(),
                 dir: files.dir,
                 prefix: files.prefix,
-            });
+            }),
+            None => graph
+                .streaming_sinks
+                .push(format!("'{name}' ({})", sink.describe())),
         }
         let sink: Arc<dyn Sink<T>> = Arc::new(sink);
         let upstream = self.build;

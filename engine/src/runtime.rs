@@ -152,6 +152,19 @@ impl Runtime {
         let checkpoints = match &self.checkpoint {
             Some((dir, every)) => {
                 pipeline.validate_checkpoints()?;
+                let streaming = pipeline.streaming_sinks();
+                if !streaming.is_empty() {
+                    tracing::warn!(
+                        "sink{} {} write{} as records come, so with checkpoints {} at least \
+                         once: after a crash it may repeat what it wrote since the last \
+                         checkpoint (file sinks into a directory — Parquet, JSON lines — are \
+                         exactly once)",
+                        if streaming.len() == 1 { "" } else { "s" },
+                        streaming.join(", "),
+                        if streaming.len() == 1 { "s" } else { "" },
+                        if streaming.len() == 1 { "it is" } else { "they are" },
+                    );
+                }
                 let store: Arc<dyn CheckpointStore> = Arc::new(LocalDir::new(dir)?);
                 let every_ms = (every.as_millis() as u64).max(1);
                 Some(Arc::new(Checkpoints::open(
