@@ -75,6 +75,8 @@ pub mod table;
 pub mod uri;
 #[cfg(feature = "http")]
 pub mod webhook;
+#[cfg(feature = "http")]
+mod webhook_wal;
 
 mod staged;
 

@@ -20,20 +20,43 @@
 //! | 401 | a secret is configured and `X-Eddy-Signature: sha256=<hex>` (HMAC-SHA256 of the raw body) is missing or wrong |
 //! | 400 | another content type, a body that is not well-formed JSON, an NDJSON line that is not, an empty batch |
 //! | 429 | the pipeline is behind: the buffer has no room for the whole request now (`Retry-After` says when to try again) |
-//! | 503 | the pipeline has stopped reading this source, or the records would go beyond its record limit |
-//! | 200 | `{"accepted": n}`: all `n` records of the request are in the buffer |
+//! | 503 | the pipeline has stopped reading this source, the records would go beyond its record limit, or the write-ahead log could not be written |
+//! | 200 | `{"accepted": n}`: all `n` records of the request are in the buffer (with a write-ahead log: in the log, fsynced) |
 //!
 //! Secrets and tokens are compared in constant time. A batch is all-or-nothing: the room check
 //! and the hand-over happen under one lock, so concurrent requests cannot over-commit the buffer
 //! and the records buffered never exceed `buffer` (plus what the workers are processing: one
 //! batch each).
 //!
-//! **Guarantee.** A 2xx answer means every record of the request is in Eddy's buffer, on its way
-//! into the pipeline; there is no acknowledgement after that, so a crash of the process loses
-//! what was buffered (at-most-once past the 2xx; a sender retrying a refused or unanswered
-//! request makes it at-least-once). With a record limit ([`StopRule::limit`]), records accepted
-//! after the readers reached the limit are not read; their number is reported on stderr when
-//! the server shuts down.
+//! **Guarantee.** Without a write-ahead log, a 2xx answer means every record of the request is
+//! in Eddy's buffer, on its way into the pipeline; there is no acknowledgement after that, so a
+//! crash of the process loses what was buffered (at-most-once past the 2xx; a sender retrying a
+//! refused or unanswered request makes it at-least-once). Such a webhook cannot be
+//! checkpointed: a run with `--checkpoint-dir` refuses to start, saying to add `?wal=DIR`.
+//! With a record limit ([`StopRule::limit`]), records accepted after the readers reached the
+//! limit are not read; their number is reported on stderr when the server shuts down.
+//!
+//! **With a write-ahead log** ([`WebhookConfig::wal()`], `?wal=DIR`), a 2xx answer means the
+//! records are on disk and will be read: after every check above, the handler appends the
+//! request's records (bytes, receive time, location) to the log in `DIR` and fsyncs it — one
+//! write and one fsync per request, under one lock — before it answers; a log that cannot be
+//! written is answered 503 with an error naming its file, and nothing of the request is taken.
+//! The log, not the request, is the source: only worker 0 reads (the other workers' readers
+//! are done at once), tailing the log, so its position is one `(segment, byte offset)`, which
+//! checkpoints save. A run resuming from a checkpoint reads on from there; a run without one
+//! starts at the oldest segment in `DIR` (records answered 2xx by a run that never
+//! checkpointed are read too). Segments wholly behind a completed checkpoint are deleted
+//! (those behind the checkpoint before the newest, which the engine may fall back to). So,
+//! with checkpoints, every record answered 2xx is in the committed output exactly once, across
+//! crashes of Eddy (not of the disk). A request that got no answer (the process died during
+//! it) is in the log whole or not at all (a request whose entries were torn by the crash is
+//! skipped, with a warning): a sender that retries it may see its records twice, never a part.
+//! Without checkpoints nothing is deleted and every run re-reads the whole log
+//! (at-least-once). The 429 backlog is what was appended and not yet read. Once the reader has
+//! stopped (a record limit, an idle exit) requests are answered 503; records answered 2xx just
+//! before are reported on stderr at shutdown (a run resuming from that run's final checkpoint,
+//! the end of its input, does not read them). The log's format is in the `webhook_wal`
+//! module's source.
 //!
 //! **Bad records.** The HTTP layer checks only that the body is well-formed JSON or NDJSON. A
 //! record that is well-formed but does not fit the pipeline's type is rejected by the reader:
@@ -48,7 +71,8 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -59,7 +83,8 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::{
-    wall_clock_ms, ConnectorError, Partition, ReadStatus, Record, RecordError, Source, SourceReader,
+    wall_clock_ms, BacklogProbe, ConnectorError, Partition, ReadStatus, Record, RecordError,
+    Source, SourcePositions, SourceReader,
 };
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
@@ -70,11 +95,12 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
-use crate::bridge::{self, ChannelReader, Delivery, Feed, Inbox, StopRule};
+use crate::bridge::{self, ChannelReader, Delivery, Feed, Inbox, NothingToRead, StopRule};
 use crate::endpoints::{DynSource, EndpointOptions};
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
 use crate::uri::Endpoint;
+use crate::webhook_wal::{self as wal, Published, WalPosition, WalTail, WalTracker, WalWriter};
 
 /// The header carrying a request's signature: `sha256=<hex of HMAC-SHA256(secret, body)>`.
 pub const SIGNATURE_HEADER: &str = "x-eddy-signature";
@@ -92,6 +118,13 @@ const DRAIN_LIMIT: usize = 8 << 20;
 
 /// How long the server lets requests in progress finish once the readers are gone.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How many log entries the tailer reads at a time.
+const TAIL_BATCH: usize = 512;
+
+/// How long a tailer at the end of the log waits before it looks again (an append wakes it
+/// sooner).
+const TAIL_WAIT: Duration = Duration::from_millis(200);
 
 /// The value of the [`SIGNATURE_HEADER`] for `body` signed with `secret`: `sha256=<hex>`.
 /// The [HTTP sink](crate::http_sink) signs with it, so Eddy can call Eddy.
@@ -161,6 +194,10 @@ pub struct WebhookConfig {
     pub retry_after: Duration,
     /// When the readers stop (default: never).
     pub stop: StopRule,
+    /// The directory of the write-ahead log records are appended to before a 2xx (see the
+    /// module docs); none by default: records go straight to the buffer, and the source
+    /// cannot be checkpointed.
+    pub wal: Option<PathBuf>,
 }
 
 impl Default for WebhookConfig {
@@ -174,6 +211,7 @@ impl Default for WebhookConfig {
             buffer: DEFAULT_BUFFER,
             retry_after: Duration::from_secs(1),
             stop: StopRule::never(),
+            wal: None,
         }
     }
 }
@@ -189,6 +227,7 @@ impl fmt::Debug for WebhookConfig {
             .field("buffer", &self.buffer)
             .field("retry_after", &self.retry_after)
             .field("stop", &self.stop)
+            .field("wal", &self.wal)
             .finish()
     }
 }
@@ -200,6 +239,7 @@ const SOURCE_OPTIONS: &[&str] = &[
     "max_body",
     "buffer",
     "retry_after",
+    "wal",
 ];
 
 impl WebhookConfig {
@@ -212,8 +252,15 @@ impl WebhookConfig {
         }
     }
 
+    /// The same webhook, appending what it answers 2xx to a write-ahead log in `dir` (created
+    /// when missing) and reading from there, so it can be checkpointed (see the module docs).
+    pub fn wal(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.wal = Some(dir.into());
+        self
+    }
+
     /// The configuration a source URI gives: `http://ADDR:PORT/PATH?secret_env=VAR&token_env=VAR
-    /// &max_body=1MiB&buffer=10000&retry_after=1s` (port 80 when it gives none).
+    /// &max_body=1MiB&buffer=10000&retry_after=1s&wal=/path/dir` (port 80 when it gives none).
     pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
         e.check_params(SOURCE_OPTIONS)?;
         let address = e.address(80);
@@ -241,6 +288,15 @@ impl WebhookConfig {
         if let Some(wait) = e.duration_param("retry_after")? {
             config.retry_after = wait;
         }
+        match e.param("wal") {
+            Some("") => {
+                return Err(ConnectorError::user(format!(
+                    "{e}: option wal= needs a directory for the write-ahead log: wal=/path/dir"
+                )))
+            }
+            Some(dir) => config.wal = Some(PathBuf::from(dir)),
+            None => {}
+        }
         Ok(config)
     }
 }
@@ -254,12 +310,14 @@ struct Settings {
     max_body: usize,
     buffer: usize,
     retry_after_s: u64,
+    /// The write-ahead log's directory, if there is one.
+    wal: Option<PathBuf>,
 }
 
 /// The server's state shared by its handlers and the readers.
 struct Intake {
     settings: Arc<Settings>,
-    feed: Mutex<Feed<()>>,
+    ingest: Ingest,
     /// Readers open now; when it falls back to zero the server shuts down.
     readers: AtomicUsize,
     done: watch::Sender<bool>,
@@ -268,10 +326,63 @@ struct Intake {
     stop: StopRule,
 }
 
+/// Where the handlers put the records of a request.
+enum Ingest {
+    /// Straight into the readers' channel.
+    Buffer(Mutex<Feed<()>>),
+    /// Into the write-ahead log, which a tailer feeds the reader from.
+    Log(Logged),
+}
+
+/// A webhook's write-ahead log, as its handlers and its reader share it.
+struct Logged {
+    log: Mutex<Appending>,
+    /// How many records of this run's segments the reader has read.
+    read: Arc<AtomicU64>,
+}
+
+/// The log's writer, under the handlers' lock.
+struct Appending {
+    writer: WalWriter,
+    /// How many records this run appended.
+    appended: u64,
+    /// The reader has finished: nothing more is read in this run.
+    stopped: bool,
+}
+
+impl Logged {
+    /// Records appended and not yet read: the backlog the 429s are about.
+    fn waiting(&self, log: &Appending) -> usize {
+        let read = self.read.load(Ordering::Relaxed);
+        usize::try_from(log.appended.saturating_sub(read)).unwrap_or(usize::MAX)
+    }
+}
+
 /// Where the source is in its life: bound, then serving.
 struct Lifecycle {
     listener: Option<StdListener>,
-    serving: Option<(Inbox<()>, Arc<Intake>)>,
+    /// The write-ahead log, taken (locked, a fresh segment started) when the source is built.
+    writer: Option<WalWriter>,
+    serving: Option<Serving>,
+}
+
+/// A serving source: its server's state, and a reader's end of the channel (kept, so the
+/// channel stays open while the readers come and go).
+#[derive(Clone)]
+enum Serving {
+    Buffer(Inbox<()>, Arc<Intake>),
+    Log { _inbox: Inbox<WalPosition> },
+}
+
+/// Where the log's reader starts.
+enum Start {
+    /// At the oldest segment: nothing in the log has been checkpointed.
+    Oldest,
+    /// Where a checkpoint's reader was.
+    At(WalPosition),
+    /// At this run's first segment: the checkpoint resumed from is the end of a run whose
+    /// reader had finished.
+    Fresh,
 }
 
 /// An HTTP webhook source of records of type `T` (see the module docs).
@@ -285,8 +396,10 @@ pub struct WebhookSource<T> {
 
 impl<T> WebhookSource<T> {
     /// Binds `config.listen` (failing, naming the address, when it is in use or not this
-    /// machine's) for a source whose records take their event time from `event_time`. The
-    /// server starts when the pipeline opens the source.
+    /// machine's) for a source whose records take their event time from `event_time`, and
+    /// takes its write-ahead log when it has one (failing, naming the directory, when it
+    /// cannot be written or another webhook writes it). The server starts when the pipeline
+    /// opens the source.
     pub fn bind(config: WebhookConfig, event_time: EventTimeOf<T>) -> Result<Self, ConnectorError> {
         if !config.path.starts_with('/') {
             return Err(ConnectorError::user(format!(
@@ -309,6 +422,12 @@ impl<T> WebhookSource<T> {
                  anyone who can reach {local} can post records"
             );
         }
+        let writer = match &config.wal {
+            Some(dir) => Some(WalWriter::create(dir, wal::SEGMENT_BYTES).map_err(|e| {
+                ConnectorError::user(format!("webhook {url}: write-ahead log: {e}")).caused_by(e)
+            })?),
+            None => None,
+        };
         let settings = Settings {
             url,
             path: config.path,
@@ -317,6 +436,7 @@ impl<T> WebhookSource<T> {
             max_body: config.max_body,
             buffer: config.buffer.max(1),
             retry_after_s: config.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            wal: config.wal,
         };
         Ok(WebhookSource {
             settings: Arc::new(settings),
@@ -325,6 +445,7 @@ impl<T> WebhookSource<T> {
             stop: config.stop,
             state: Mutex::new(Lifecycle {
                 listener: Some(listener),
+                writer,
                 serving: None,
             }),
         })
@@ -340,8 +461,9 @@ impl<T> WebhookSource<T> {
         &self.settings.url
     }
 
-    /// Starts the server on the connectors' runtime.
-    fn serve(&self, listener: StdListener) -> Result<(Inbox<()>, Arc<Intake>), ConnectorError> {
+    /// Starts the server on the connectors' runtime, its handlers putting records into
+    /// `ingest`.
+    fn serve(&self, listener: StdListener, ingest: Ingest) -> Result<Arc<Intake>, ConnectorError> {
         let url = &self.settings.url;
         let listener = {
             let _runtime = bridge::runtime().enter();
@@ -349,17 +471,34 @@ impl<T> WebhookSource<T> {
                 ConnectorError::external(format!("webhook {url}: cannot start the server"), e)
             })?
         };
-        let (feed, inbox) = bridge::channel::<()>(self.settings.buffer);
         let (done, _) = watch::channel(false);
         let intake = Arc::new(Intake {
             settings: Arc::clone(&self.settings),
-            feed: Mutex::new(feed),
+            ingest,
             readers: AtomicUsize::new(0),
             done,
             stop: self.stop.clone(),
         });
         bridge::runtime().spawn(run_server(listener, Arc::clone(&intake)));
-        Ok((inbox, intake))
+        Ok(intake)
+    }
+
+    /// The listener, for the one start of the server.
+    fn take_listener(&self, state: &mut Lifecycle) -> Result<StdListener, ConnectorError> {
+        state.listener.take().ok_or_else(|| {
+            ConnectorError::user(format!(
+                "webhook {}: the server could not start earlier in this run; see the first error",
+                self.settings.url
+            ))
+        })
+    }
+
+    fn served_error(&self) -> ConnectorError {
+        ConnectorError::user(format!(
+            "webhook {}: this source has served its run and shut down; build a new one for \
+             another run",
+            self.settings.url
+        ))
     }
 }
 
@@ -386,33 +525,83 @@ impl<T> Source<T> for WebhookSource<T>
 where
     T: DeserializeOwned + Serialize + Send + 'static,
 {
+    /// `webhook(URL, write-ahead log DIR)`; without a log it says how to get one, since the
+    /// engine's "cannot be checkpointed" error starts with it.
     fn describe(&self) -> String {
-        format!("webhook({})", self.settings.url)
+        match &self.settings.wal {
+            Some(dir) => format!(
+                "webhook({}, write-ahead log {})",
+                self.settings.url,
+                dir.display()
+            ),
+            None => format!(
+                "webhook({}, no write-ahead log: add ?wal=DIR to checkpoint it)",
+                self.settings.url
+            ),
+        }
     }
 
-    fn open(&self, _partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+    fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        if self.settings.wal.is_none() {
+            return self.open_buffered();
+        }
+        if partition.index != 0 {
+            return Ok(Box::new(NothingToRead));
+        }
+        self.open_logged(Start::Oldest)
+    }
+
+    /// With a write-ahead log, worker 0 reads on from where the checkpoint's reader was.
+    fn open_at(
+        &self,
+        partition: Partition,
+        positions: &SourcePositions,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        if self.settings.wal.is_none() {
+            return Err(ConnectorError::user(format!(
+                "{} cannot resume from a checkpoint; run it without --checkpoint-dir",
+                self.describe()
+            )));
+        }
+        if partition.index != 0 {
+            return Ok(Box::new(NothingToRead));
+        }
+        let mut at = None::<WalPosition>;
+        // Only the old worker 0 read; the others' readers were done at once, with no position.
+        for bytes in positions.all().filter(|p| !p.is_empty()) {
+            let position = WalPosition::decode(bytes).map_err(|e| {
+                ConnectorError::user(format!(
+                    "{}: a checkpoint position does not decode as a write-ahead log position \
+                     ({e}); was the checkpoint written by another source?",
+                    self.describe()
+                ))
+            })?;
+            at = at.max(Some(position));
+        }
+        self.open_logged(at.map_or(Start::Fresh, Start::At))
+    }
+}
+
+impl<T> WebhookSource<T>
+where
+    T: DeserializeOwned + Serialize + Send + 'static,
+{
+    /// A reader of the buffer, starting the server at the first.
+    fn open_buffered(&self) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (inbox, intake) = match &state.serving {
-            Some(serving) => serving.clone(),
+            Some(Serving::Buffer(inbox, intake)) => (inbox.clone(), Arc::clone(intake)),
+            Some(Serving::Log { .. }) => return Err(self.served_error()),
             None => {
-                let listener = state.listener.take().ok_or_else(|| {
-                    ConnectorError::user(format!(
-                        "webhook {}: the server could not start earlier in this run; see the \
-                         first error",
-                        self.settings.url
-                    ))
-                })?;
-                let serving = self.serve(listener)?;
-                state.serving = Some(serving.clone());
-                serving
+                let listener = self.take_listener(&mut state)?;
+                let (feed, inbox) = bridge::channel::<()>(self.settings.buffer);
+                let intake = self.serve(listener, Ingest::Buffer(Mutex::new(feed)))?;
+                state.serving = Some(Serving::Buffer(inbox.clone(), Arc::clone(&intake)));
+                (inbox, intake)
             }
         };
         if *intake.done.borrow() {
-            return Err(ConnectorError::user(format!(
-                "webhook {}: this source has served its run and shut down; build a new one for \
-                 another run",
-                self.settings.url
-            )));
+            return Err(self.served_error());
         }
         intake.readers.fetch_add(1, Ordering::AcqRel);
         Ok(Box::new(WebhookReader {
@@ -422,20 +611,113 @@ where
                 self.event_time.clone(),
                 self.stop.clone(),
             ),
-            _open: OpenReader(intake),
+            open: OpenReader(intake),
+        }))
+    }
+
+    /// Worker 0's reader of the write-ahead log from `start`: starts the server and the tailer
+    /// that feeds the reader from the log.
+    fn open_logged(&self, start: Start) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+        let url = &self.settings.url;
+        let dir = self.settings.wal.clone().expect("a webhook with a log");
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.serving.is_some() {
+            return Err(self.served_error());
+        }
+        let log_error = |e: wal::WalError| {
+            ConnectorError::user(format!("webhook {url}: write-ahead log: {e}")).caused_by(e)
+        };
+        let writer = state.writer.take().ok_or_else(|| {
+            ConnectorError::user(format!(
+                "webhook {url}: the write-ahead log could not be opened earlier in this run; see \
+                 the first error"
+            ))
+        })?;
+        let first = writer.first_seq();
+        let at = match start {
+            Start::Oldest => {
+                let oldest = wal::segments(&dir).map_err(log_error)?.first().copied();
+                WalPosition::start_of(oldest.unwrap_or(first))
+            }
+            Start::At(at) => {
+                let segment = wal::segment_path(&dir, at.seq);
+                if !segment.exists() {
+                    return Err(ConnectorError::user(format!(
+                        "webhook {url}: the checkpoint resumes reading the write-ahead log at \
+                         {} (byte {}), which is not there: records answered 2xx would be lost. \
+                         Give ?wal= the directory of the run that wrote the checkpoint, or start \
+                         over with a new --checkpoint-dir",
+                        segment.display(),
+                        at.offset
+                    )));
+                }
+                at
+            }
+            Start::Fresh => {
+                let older = wal::segments(&dir)
+                    .map_err(log_error)?
+                    .into_iter()
+                    .filter(|&s| s < first)
+                    .count();
+                if older > 0 {
+                    tracing::warn!(
+                        "webhook {url}: the checkpoint resumed from is the end of a finished run, \
+                         so the {older} older segment(s) of the write-ahead log {} are not read \
+                         again",
+                        dir.display()
+                    );
+                }
+                WalPosition::start_of(first)
+            }
+        };
+        let listener = self.take_listener(&mut state)?;
+        let published = writer.published();
+        let read = Arc::new(AtomicU64::new(0));
+        let (feed, inbox) = bridge::channel::<WalPosition>(self.settings.buffer);
+        let ingest = Ingest::Log(Logged {
+            log: Mutex::new(Appending {
+                writer,
+                appended: 0,
+                stopped: false,
+            }),
+            read: Arc::clone(&read),
+        });
+        let intake = self.serve(listener, ingest)?;
+        state.serving = Some(Serving::Log {
+            _inbox: inbox.clone(),
+        });
+        let tail = WalTail::new(&dir, at, Some(Arc::clone(&published)));
+        bridge::runtime().spawn(run_tail(
+            tail,
+            feed,
+            published,
+            intake.done.subscribe(),
+            url.clone(),
+        ));
+        intake.readers.fetch_add(1, Ordering::AcqRel);
+        Ok(Box::new(WebhookReader {
+            reader: ChannelReader::new(
+                inbox,
+                Format::Json,
+                self.event_time.clone(),
+                self.stop.clone(),
+            )
+            .tracked(WalTracker::new(&dir, at, first, read)),
+            open: OpenReader(intake),
         }))
     }
 }
 
 /// A worker's reader: the bridge's reader, counted so the server knows when all are gone.
-struct WebhookReader<T> {
-    reader: ChannelReader<T, ()>,
-    _open: OpenReader,
+struct WebhookReader<T, A> {
+    reader: ChannelReader<T, A>,
+    open: OpenReader,
 }
 
-impl<T> SourceReader<T> for WebhookReader<T>
+impl<T, A> SourceReader<T> for WebhookReader<T, A>
 where
     T: DeserializeOwned + Serialize + 'static,
+    A: Send + 'static,
 {
     fn poll(
         &mut self,
@@ -443,7 +725,23 @@ where
         max: usize,
         rejected: &mut Vec<RecordError>,
     ) -> Result<ReadStatus, ConnectorError> {
-        self.reader.poll(out, max, rejected)
+        let status = self.reader.poll(out, max, rejected);
+        if !matches!(status, Ok(ReadStatus::Ready | ReadStatus::Idle)) {
+            self.open.0.reader_finished();
+        }
+        status
+    }
+
+    fn backlog_probe(&self) -> Option<BacklogProbe> {
+        self.reader.backlog_probe()
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.reader.position()
+    }
+
+    fn committed(&mut self, position: &[u8]) {
+        self.reader.committed(position);
     }
 }
 
@@ -456,6 +754,68 @@ impl Drop for OpenReader {
             self.0.done.send_replace(true);
         }
     }
+}
+
+/// Reads the write-ahead log from where `tail` is and hands each entry to the reader (its
+/// token: the position after it), until the reader is gone.
+async fn run_tail(
+    mut tail: WalTail,
+    mut feed: Feed<WalPosition>,
+    published: Arc<Published>,
+    mut done: watch::Receiver<bool>,
+    url: String,
+) {
+    'run: loop {
+        // The reader's tokens mean nothing to the log (its tracker keeps the position).
+        feed.ready_acks();
+        if *done.borrow() || feed.readers_gone() {
+            break;
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            let batch = tail.read(TAIL_BATCH);
+            (tail, batch)
+        })
+        .await;
+        let entries = match read {
+            Ok((back, Ok(entries))) => {
+                tail = back;
+                entries
+            }
+            Ok((_, Err(error))) => {
+                let message = format!("webhook {url}: cannot read its write-ahead log");
+                feed.fail(ConnectorError::external(message, error)).await;
+                break;
+            }
+            Err(panicked) => {
+                let message = format!("webhook {url}: the write-ahead log's reader failed");
+                feed.fail(ConnectorError::external(message, panicked)).await;
+                break;
+            }
+        };
+        if entries.is_empty() {
+            tokio::select! {
+                () = published.changed.notified() => {}
+                () = tokio::time::sleep(TAIL_WAIT) => {}
+                _ = done.wait_for(|done| *done) => break,
+            }
+            continue;
+        }
+        for (entry, end) in entries {
+            let delivery = Delivery {
+                payload: entry.payload,
+                location: entry.location,
+                timestamp_ms: Some(entry.received_ms),
+                ack: end,
+            };
+            tokio::select! {
+                delivered = feed.deliver(delivery) => if !delivered {
+                    break 'run;
+                },
+                _ = done.wait_for(|done| *done) => break 'run,
+            }
+        }
+    }
+    feed.closed();
 }
 
 /// Serves requests until the readers are gone, then shuts down.
@@ -487,15 +847,32 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
              finished were cut off"
         ),
     }
-    let feed = intake.feed.lock().unwrap_or_else(PoisonError::into_inner);
-    let unread = feed.backlog();
-    if unread > 0 {
-        tracing::warn!(
-            "webhook {url}: {unread} accepted records were not read: the readers stopped (a \
-             record limit) before they came to them"
-        );
+    match &intake.ingest {
+        Ingest::Buffer(feed) => {
+            let feed = feed.lock().unwrap_or_else(PoisonError::into_inner);
+            let unread = feed.backlog();
+            if unread > 0 {
+                tracing::warn!(
+                    "webhook {url}: {unread} accepted records were not read: the readers \
+                     stopped (a record limit) before they came to them"
+                );
+            }
+            feed.closed();
+        }
+        Ingest::Log(logged) => {
+            let mut log = logged.log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.stopped = true;
+            let unread = logged.waiting(&log);
+            if unread > 0 {
+                tracing::warn!(
+                    "webhook {url}: {unread} records answered 2xx were not read by this run: \
+                     its reader stopped (a record limit, an idle exit) before it came to them; \
+                     they stay in the write-ahead log {}",
+                    log.writer.dir().display()
+                );
+            }
+        }
     }
-    feed.closed();
 }
 
 /// Why a request was refused: its status, the reason (the JSON body's `error`) and a header.
@@ -565,7 +942,7 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    match intake.take(peer, request).await {
+    match Arc::clone(&intake).take(peer, request).await {
         Ok(accepted) => reply(StatusCode::OK, json!({ "accepted": accepted })),
         Err(refusal) => refusal.into_response(),
     }
@@ -581,8 +958,9 @@ enum BodyKind {
 }
 
 impl Intake {
-    /// Checks a request and hands its records to the readers: how many, or why not.
-    async fn take(&self, peer: SocketAddr, request: Request) -> Result<usize, Refusal> {
+    /// Checks a request and hands its records to the readers (or the log): how many, or why
+    /// not.
+    async fn take(self: Arc<Self>, peer: SocketAddr, request: Request) -> Result<usize, Refusal> {
         let s = &self.settings;
         let (parts, body) = request.into_parts();
         if let Err(refusal) = s.check_head(&parts) {
@@ -593,13 +971,29 @@ impl Intake {
         let kind = body_kind(&parts.headers)?;
         let origin = format!("POST {} from {peer}", s.path);
         let records = records(kind, &body, &origin, wall_clock_ms())?;
-        self.offer(records)
+        self.check_batch(records.len())?;
+        match &self.ingest {
+            Ingest::Buffer(feed) => self.offer(feed, records),
+            Ingest::Log(_) => {
+                // The append and its fsync block; they run to their end (and the answer says
+                // what happened) even if the client goes away meanwhile.
+                let intake = Arc::clone(&self);
+                tokio::task::spawn_blocking(move || intake.append(records))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Refusal::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "appending to the write-ahead log failed unexpectedly; this is a bug \
+                             in Eddy",
+                        ))
+                    })
+            }
+        }
     }
 
-    /// Hands all of `records` to the readers if the buffer has room for all of them now.
-    fn offer(&self, records: Vec<Delivery<()>>) -> Result<usize, Refusal> {
+    /// A batch larger than the buffer can never be taken.
+    fn check_batch(&self, n: usize) -> Result<(), Refusal> {
         let s = &self.settings;
-        let n = records.len();
         if n > s.buffer {
             return Err(Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -610,17 +1004,18 @@ impl Intake {
                 ),
             ));
         }
-        let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
-        // The readers' acknowledgements mean nothing here (a 2xx was the acknowledgement); drop
-        // them so they do not pile up.
-        feed.ready_acks();
-        if *self.done.borrow() {
+        Ok(())
+    }
+
+    /// Whether `n` more records may be taken now, with `waiting` taken and not yet read.
+    fn admit(&self, n: usize, waiting: usize, stopped: bool) -> Result<(), Refusal> {
+        let s = &self.settings;
+        if stopped || *self.done.borrow() {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the pipeline has stopped reading this webhook",
             ));
         }
-        let waiting = feed.backlog();
         if let Some(left) = self.stop.remaining() {
             if (waiting + n) as u64 > left {
                 return Err(Refusal::new(
@@ -644,6 +1039,17 @@ impl Intake {
             )
             .with_header(header::RETRY_AFTER, s.retry_after_s));
         }
+        Ok(())
+    }
+
+    /// Hands all of `records` to the readers if the buffer has room for all of them now.
+    fn offer(&self, feed: &Mutex<Feed<()>>, records: Vec<Delivery<()>>) -> Result<usize, Refusal> {
+        let n = records.len();
+        let mut feed = feed.lock().unwrap_or_else(PoisonError::into_inner);
+        // The readers' acknowledgements mean nothing here (a 2xx was the acknowledgement); drop
+        // them so they do not pile up.
+        feed.ready_acks();
+        self.admit(n, feed.backlog(), false)?;
         for record in records {
             // Only this lock's holder adds to the channel and the source keeps a reader's end
             // open, so there is room for every record checked above.
@@ -655,6 +1061,53 @@ impl Intake {
             }
         }
         Ok(n)
+    }
+
+    /// Appends all of `records` to the write-ahead log, fsynced, if the backlog has room for
+    /// them now: the room check, the append and the count happen under one lock.
+    fn append(&self, records: Vec<Delivery<()>>) -> Result<usize, Refusal> {
+        let Ingest::Log(logged) = &self.ingest else {
+            unreachable!("appending needs a log");
+        };
+        let n = records.len();
+        let mut log = logged.log.lock().unwrap_or_else(PoisonError::into_inner);
+        self.admit(n, logged.waiting(&log), log.stopped)?;
+        let entries = records.iter().map(|d| {
+            (
+                d.payload.as_slice(),
+                d.location.as_str(),
+                d.timestamp_ms.unwrap_or_default(),
+            )
+        });
+        match log.writer.append(entries) {
+            Ok(_) => {
+                log.appended += n as u64;
+                Ok(n)
+            }
+            Err(error) => {
+                tracing::warn!("webhook {}: {error}", self.settings.url);
+                Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the write-ahead log could not be written ({error}); retry after {} s",
+                        self.settings.retry_after_s
+                    ),
+                )
+                .with_header(header::RETRY_AFTER, self.settings.retry_after_s))
+            }
+        }
+    }
+
+    /// The reader has finished (or failed): with a log, nothing more is taken, since nothing
+    /// more would be read in this run.
+    fn reader_finished(&self) {
+        if let Ingest::Log(logged) = &self.ingest {
+            logged
+                .log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stopped = true;
+        }
     }
 }
 

@@ -162,7 +162,11 @@ impl Runtime {
                         if streaming.len() == 1 { "" } else { "s" },
                         streaming.join(", "),
                         if streaming.len() == 1 { "s" } else { "" },
-                        if streaming.len() == 1 { "it is" } else { "they are" },
+                        if streaming.len() == 1 {
+                            "it is"
+                        } else {
+                            "they are"
+                        },
                     );
                 }
                 let store: Arc<dyn CheckpointStore> = Arc::new(LocalDir::new(dir)?);

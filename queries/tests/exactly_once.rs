@@ -301,6 +301,60 @@ fn session_query_q11_survives_kills() {
     );
 }
 
+#[test]
+fn two_processes_survive_kills_and_resume_in_one() {
+    let (query, events) = ("q5", 400_000);
+    let mut rng = StdRng::seed_from_u64(seed());
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, out, checkpoints) = (
+        dir.path().join("reference"),
+        dir.path().join("out"),
+        dir.path().join("checkpoints"),
+    );
+    finish(eddy(query, events, 1, &reference, None));
+    for attempt in 0..2 {
+        let hosts = dir.path().join(format!("hosts{attempt}"));
+        let lines: String = common::free_ports(2)
+            .into_iter()
+            .map(|port| format!("127.0.0.1:{port}\n"))
+            .collect();
+        std::fs::write(&hosts, lines).unwrap();
+        let mut children: Vec<Child> = (0..2)
+            .map(|process| {
+                eddy(query, events, 1, &out, Some(&checkpoints))
+                    .args(["--processes", "2", "--process", &process.to_string()])
+                    .arg("--hosts")
+                    .arg(&hosts)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Checkpoints complete only with both processes' parts: wait for 1–3 more.
+        let running = await_checkpoints(&mut children[0], &checkpoints, rng.gen_range(1..=3));
+        assert!(
+            running,
+            "{query} in two processes finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..=250)));
+        for child in &mut children {
+            kill(child);
+        }
+    }
+    // Two processes of one worker each, resumed in one process of two workers.
+    let (stdout, _) = finish(eddy(query, events, 2, &out, Some(&checkpoints)));
+    assert!(
+        stdout.contains("resumed from the checkpoint at watermark"),
+        "{stdout}"
+    );
+    let (count, shown) = differences(&rows(&reference), &rows(&out));
+    assert_eq!(
+        count, 0,
+        "two processes killed twice, then one: output differs:\n{shown}"
+    );
+}
+
 /// The newest manifest in `checkpoints` and the parts it names.
 fn newest_manifest(checkpoints: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(checkpoints.join("manifests"))

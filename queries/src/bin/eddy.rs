@@ -219,8 +219,8 @@ struct CopyArgs {
 
 #[derive(Subcommand)]
 enum NexmarkCommand {
-    /// Run a query on the built-in generator and write its results.
-    Run(RunArgs),
+    /// Run a query on the built-in generator (or events from --source) and write its results.
+    Run(Box<RunArgs>),
     /// Write the generator's events as person.parquet, auction.parquet and bid.parquet
     /// (or .csv with --format csv).
     Generate(GenerateArgs),
@@ -349,7 +349,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Nexmark { command } => match command {
-            NexmarkCommand::Run(args) => report(run(args)),
+            NexmarkCommand::Run(args) => report(run(*args)),
             NexmarkCommand::Generate(args) => report(generate_files(args)),
         },
         Command::Copy(args) => report(copy(args)),
