@@ -399,6 +399,7 @@ pub struct CheckpointStats {
     max_duration_us: AtomicU64,
     total_duration_us: AtomicU64,
     last_bytes: AtomicU64,
+    max_bytes: AtomicU64,
     last_at: Mutex<Option<Instant>>,
     restored: Mutex<Option<(u64, Duration)>>,
     skipped: Mutex<Vec<String>>,
@@ -419,6 +420,8 @@ pub struct CheckpointReport {
     pub mean_duration: Duration,
     /// The newest one's size (all its parts), bytes.
     pub last_bytes: u64,
+    /// The largest one's size, bytes.
+    pub max_bytes: u64,
     /// Time since the newest completed.
     pub age: Option<Duration>,
     /// The checkpoint this run resumed from, and how long restoring took (directory clean-up
@@ -442,11 +445,11 @@ impl std::fmt::Display for CheckpointReport {
         match self.last {
             Some(last) => write!(
                 f,
-                "checkpoints: {} taken, the last at {} ({} bytes); duration mean {:.1} ms, max \
-                 {:.1} ms",
+                "checkpoints: {} taken, the last at {}; size up to {} bytes; duration mean {:.1} \
+                 ms, max {:.1} ms",
                 self.taken,
                 boundary_text(last),
-                self.last_bytes,
+                self.max_bytes,
                 self.mean_duration.as_secs_f64() * 1e3,
                 self.max_duration.as_secs_f64() * 1e3
             )?,
@@ -479,6 +482,7 @@ impl CheckpointStats {
             max_duration: us(&self.max_duration_us),
             mean_duration: us(&self.total_duration_us) / taken.max(1) as u32,
             last_bytes: self.last_bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes.load(Ordering::Relaxed),
             age: self
                 .last_at
                 .lock()
@@ -501,6 +505,7 @@ impl CheckpointStats {
         self.max_duration_us.fetch_max(us, Ordering::Relaxed);
         self.total_duration_us.fetch_add(us, Ordering::Relaxed);
         self.last_bytes.store(bytes, Ordering::Relaxed);
+        self.max_bytes.fetch_max(bytes, Ordering::Relaxed);
         *self.last_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 }
@@ -515,7 +520,9 @@ pub(crate) struct Checkpoints {
     failures: Failures,
     /// Stages whose state failed to restore or save: the coordinator completes no more
     /// checkpoints once any participant failed.
-    failed: AtomicBool,
+    failed: Arc<AtomicBool>,
+    /// Writes the parts, off the workers' threads.
+    writer: PartWriter,
     /// The newest complete checkpoint (0: none yet): set by the coordinator in process 0, read
     /// from the store at most every [`COMMITTED_REFRESH`] in the other processes.
     committed: AtomicU64,
@@ -617,13 +624,15 @@ impl Checkpoints {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some((r.checkpoint, started.elapsed()));
         }
+        let failed = Arc::new(AtomicBool::new(false));
         Ok(Checkpoints {
+            writer: PartWriter::start(Arc::clone(&store), Arc::clone(&failures), Arc::clone(&failed)),
             store,
             pipeline: pipeline.to_string(),
             every: every.max(1),
             stats,
             failures,
-            failed: AtomicBool::new(false),
+            failed,
             committed: AtomicU64::new(restored.as_ref().map_or(0, |r| r.checkpoint)),
             committed_read: Mutex::new(None),
             coordinates: clean_up,
@@ -666,11 +675,12 @@ impl Checkpoints {
     }
 
     fn fail(&self, error: CheckpointError) {
-        self.failed.store(true, Ordering::Relaxed);
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(EngineError::Checkpoint(error));
+        fail(&self.failures, &self.failed, error);
+    }
+
+    /// Waits until every part handed over is written (at the end of this process's run).
+    pub(crate) fn flush(&self) {
+        self.writer.flush();
     }
 
     /// Tries to complete the next checkpoint. Returns the boundary completed, if any.
@@ -807,6 +817,66 @@ impl Checkpoints {
             }
         }
         Ok(())
+    }
+}
+
+/// Records a checkpoint failure: the run ends with it, and no checkpoint completes after it.
+fn fail(failures: &Failures, failed: &AtomicBool, error: CheckpointError) {
+    failed.store(true, Ordering::Relaxed);
+    failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(EngineError::Checkpoint(error));
+}
+
+/// Writes parts on a thread of its own, so a worker that saves its state hands the bytes over
+/// and goes on instead of waiting for the disk; parts of one participant are written in the
+/// order they were saved. A part appears in the store (renamed into place after its fsync)
+/// only once it is durable, so the coordinator never counts one that is not. The queue is
+/// bounded: workers wait when the disk falls far behind.
+struct PartWriter {
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Parts handed over and not yet written, at most.
+const PART_QUEUE: usize = 256;
+
+impl PartWriter {
+    fn start(store: Arc<dyn CheckpointStore>, failures: Failures, failed: Arc<AtomicBool>) -> Self {
+        let (queue, parts) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(PART_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("eddy-parts".into())
+            .spawn(move || {
+                for (name, bytes) in parts {
+                    if failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if let Err(error) = store.put(&name, &bytes) {
+                        fail(&failures, &failed, error);
+                    }
+                }
+            })
+            .expect("the checkpoint part writer thread starts");
+        PartWriter {
+            queue: Mutex::new(Some(queue)),
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    fn write(&self, name: String, bytes: Vec<u8>) {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = queue.as_ref() {
+            // The writer thread lives until `flush`: a send fails only after it.
+            let _ = queue.send((name, bytes));
+        }
+    }
+
+    fn flush(&self) {
+        drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -1061,9 +1131,7 @@ impl StageCheckpoint {
 
     pub(crate) fn save_bytes(&self, from: u64, to: u64, payload: &[u8]) {
         let name = self.part_name(from, to);
-        if let Err(error) = self.shared.store.put(&name, &seal(payload)) {
-            self.shared.fail(error);
-        }
+        self.shared.writer.write(name, seal(payload));
     }
 
     fn part_name(&self, from: u64, to: u64) -> String {

@@ -308,9 +308,10 @@ impl Pipeline {
         self.graph().file_sinks.clone()
     }
 
-    /// The sinks that write as they go (brokers, HTTP, a single file, stdout): with checkpoints
-    /// they are at least once, not exactly once.
-    pub(crate) fn streaming_sinks(&self) -> Vec<String> {
+    /// The sinks that write as they go (brokers, HTTP, a single file, stdout, partitioned
+    /// Parquet), each as `'name' (description)`: with checkpoints they are at least once, not
+    /// exactly once.
+    pub fn streaming_sinks(&self) -> Vec<String> {
         self.graph().streaming_sinks.clone()
     }
 

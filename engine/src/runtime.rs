@@ -274,6 +274,7 @@ impl Runtime {
         let processes = processes as u64;
         Ok(RunHandle {
             coordinator,
+            checkpoint_parts: checkpoints.clone(),
             checkpoints: checkpoints.as_ref().map(|c| Arc::clone(&c.stats)),
             guards,
             observer: Observer {
@@ -308,6 +309,7 @@ impl Runtime {
 pub struct RunHandle {
     guards: WorkerGuards<Vec<(String, SinkReport)>>,
     coordinator: Option<Coordinator>,
+    checkpoint_parts: Option<Arc<Checkpoints>>,
     checkpoints: Option<Arc<CheckpointStats>>,
     observer: Observer,
     server: Option<Server>,
@@ -370,6 +372,9 @@ impl RunHandle {
                 }
                 Err(panic) => panics.push(panic),
             }
+        }
+        if let Some(checkpoints) = &self.checkpoint_parts {
+            checkpoints.flush();
         }
         if let Some(coordinator) = self.coordinator {
             // The final checkpoint publishes the last result files.
