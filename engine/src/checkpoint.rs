@@ -626,7 +626,11 @@ impl Checkpoints {
         }
         let failed = Arc::new(AtomicBool::new(false));
         Ok(Checkpoints {
-            writer: PartWriter::start(Arc::clone(&store), Arc::clone(&failures), Arc::clone(&failed)),
+            writer: PartWriter::start(
+                Arc::clone(&store),
+                Arc::clone(&failures),
+                Arc::clone(&failed),
+            ),
             store,
             pipeline: pipeline.to_string(),
             every: every.max(1),
@@ -873,8 +877,18 @@ impl PartWriter {
     }
 
     fn flush(&self) {
-        drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
-        if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        drop(
+            self.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(thread) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             let _ = thread.join();
         }
     }

@@ -25,8 +25,9 @@
 //!   and accumulator. The state gauge counts both; a bounded run ends with 0 (partial windows
 //!   are dropped when the input ends). Keys whose last window is partial stay in state until
 //!   the input ends: the state grows with the number of such keys.
-//! - **Checkpoint** (with the exactly-once issue): at frontier `W`, the unreleased records, the
-//!   partial windows, and the records stashed at timestamps `>= W`.
+//! - **Checkpoint**: not saved yet: a pipeline with this stage refuses to run with checkpoints
+//!   ([docs/exactly-once.md](../../docs/exactly-once.md)). It would hold the unreleased records, the
+//!   partial windows and the stash.
 
 use std::collections::BTreeMap;
 

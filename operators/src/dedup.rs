@@ -13,7 +13,9 @@
 //! - **Late records**: as in windows: a window `[s, e)` takes a record stamped `t` if and only
 //!   if `t < e`; a record none of whose windows is open is late (counted, or written to the side
 //!   output).
-//! - **Checkpoint**: the candidates per key and pane, and the partials stashed, at frontier `W`.
+//! - **Checkpoint**: not saved yet: a pipeline with this stage refuses to run with checkpoints
+//!   ([docs/exactly-once.md](../../docs/exactly-once.md)). It would hold the candidates per key and pane,
+//!   and the partials stashed.
 //!
 //! **[`Keyed::dedup_ttl`]** — drop repeats of a key within a time-to-live.
 //! - **Input**: a [`Keyed`] stream of `(key, value)`; values are `Ord`.
@@ -30,7 +32,9 @@
 //! - **Late records**: a record whose event time is below its timestamp (the watermark it
 //!   arrived at) is late: records after it in event time may already have been decided. It is
 //!   counted, or written to the side output with lateness `watermark - event time`.
-//! - **Checkpoint**: the waiting records and the last-passed time per key at frontier `W`.
+//! - **Checkpoint**: not saved yet: a pipeline with this stage refuses to run with checkpoints
+//!   ([docs/exactly-once.md](../../docs/exactly-once.md)). It would hold the waiting records and the
+//!   last-passed time per key.
 
 use std::collections::BTreeMap;
 

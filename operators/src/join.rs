@@ -38,9 +38,12 @@
 //!
 //!   Late records are counted and, under
 //!   [`LatePolicy::SideOutput`](eddy_engine::LatePolicy), written to the side output.
-//! - **Checkpoint** (with the exactly-once issue): the state above once every record stamped
-//!   before `W` has been absorbed and the frontiers stand at `W`, plus the capability held for
-//!   the earliest pending result.
+//! - **Checkpoint**: when the lesser of the two frontiers crosses a checkpoint boundary, the
+//!   state above — the fold of the records stamped below the frontier the last part was taken
+//!   at: a batch stamped at or after the next boundary waits at a gate until the part is
+//!   written — and the batches at the gate, with their stamps. Restored at checkpoint `W`, it
+//!   takes the gate's batches stamped below `W` (their results and late records are not sent
+//!   again) and sends no result stamped below `W`.
 //!
 //! The three joins share one driver (`drive`): it exchanges both inputs, hands every batch to
 //! the join's state at once (no stash: a record is matched as it arrives), and releases pending

@@ -14,7 +14,8 @@
 //!   empties), so that a bounded input is counted whole.
 //! - **State**: one accumulator per key and open window; the stage's state gauge counts them.
 //! - **Late records**: none: a record always falls in the current window.
-//! - **Checkpoint**: the open windows' accumulators (with the exactly-once issue).
+//! - **Checkpoint**: none: processing time cannot be replayed, so a pipeline with this stage
+//!   refuses to run with checkpoints.
 //!
 //! Results are **not deterministic**: which window a record lands in depends on when it
 //! arrives, hence on machine speed, batching and the number of workers. Only sums over windows

@@ -26,12 +26,17 @@
 //!   join whose inputs repeat a record can emit `diff = 2`); rows whose changes cancel within
 //!   `t` are not emitted. Summing the diffs of every change stamped `<= T` gives the result
 //!   as it stands at `T`: the operator evaluated on the records stamped `<= T`.
-//! - **State at frontier `W`** (what a checkpoint would hold): joins — the differential
-//!   arrangements of both inputs, i.e. every input record stamped `< W` (with TTL, only those
-//!   still alive at `W`), plus changes not yet emitted; aggregates — per key (and window) the
-//!   accumulator and the value last emitted, plus records stamped `>= W` waiting for the
-//!   frontier. The stage's state gauge counts input records held (joins) or key/window slots
-//!   (aggregates).
+//! - **State at frontier `W`**: joins — the differential arrangements of both inputs, i.e.
+//!   every input record stamped `< W` (with TTL, only those still alive at `W`), plus changes
+//!   not yet emitted; aggregates — per key (and window) the accumulator and the value last
+//!   emitted, plus records stamped `>= W` waiting for the frontier. The stage's state gauge
+//!   counts input records held (joins) or key/window slots (aggregates).
+//! - **Checkpoint**: joins keep a log of each input's accepted records (with their stamps and
+//!   expiries) and write it, per input, when the frontier crosses a boundary (records expired
+//!   before the last part are dropped from it). Restored at checkpoint `W`, each input sends
+//!   its logged records stamped below `W` again at their stamps, the arrangements rebuild from
+//!   them, and the change log sends no change stamped below `W`. The aggregates are not saved
+//!   yet: a pipeline with them refuses to run with checkpoints.
 //!
 //! ## Late records
 //!

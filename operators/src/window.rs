@@ -24,8 +24,11 @@
 //!   record none of whose windows is still open is late: counted, and written to the side output
 //!   under [`LatePolicy::SideOutput`](eddy_engine::LatePolicy). A record some of whose windows
 //!   are still open goes into those.
-//! - **Checkpoint** (with the exactly-once issue): phase 2's panes and stash at frontier `W`
-//!   (phase 1 holds nothing).
+//! - **Checkpoint**: phase 2 writes its panes and stash when its frontier crosses a checkpoint
+//!   boundary, before folding anything stamped at or after the frontier it had folded up to
+//!   (phase 1 holds nothing). Restored at checkpoint `W`, it keeps the stashed partials stamped
+//!   below `W` and closes every window ending at or before `W` (its result, stamped below `W`,
+//!   is downstream already).
 //!
 //! Phase 1 is a combiner: a hot key costs one partial per batch, and only partials cross
 //! between workers. Phase 2 splits the work of firing windows between workers by key. A global
@@ -692,7 +695,8 @@ fn fire_due<K: Key, V, A: Aggregate<V>>(
 /// - **Late results**: a result stamped at or after its window's end is late (its window may
 ///   have been emitted): counted, or written to the side output. A window stage's results are
 ///   stamped `end - 1`, so they are never late.
-/// - **Checkpoint**: step 2's ranked lists and stash at frontier `W`.
+/// - **Checkpoint**: not saved yet (a pipeline with it refuses to run with checkpoints); it
+///   would hold step 2's ranked lists and stash.
 pub trait TopNPerWindow<K, V> {
     /// Keeps the `n` results of each window with the highest `score`.
     ///

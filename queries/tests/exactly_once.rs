@@ -524,5 +524,8 @@ fn soak() {
         table.push(line);
     }
     println!("{}", table.join("\n"));
-    println!("not exactly once yet (see docs/exactly-once.md): {}", skipped.join(" "));
+    println!(
+        "not exactly once yet (see docs/exactly-once.md): {}",
+        skipped.join(" ")
+    );
 }
