@@ -839,16 +839,19 @@ fn fail(failures: &Failures, failed: &AtomicBool, error: CheckpointError) {
 /// only once it is durable, so the coordinator never counts one that is not. The queue is
 /// bounded: workers wait when the disk falls far behind.
 struct PartWriter {
-    queue: Mutex<Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>>,
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<NamedPart>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// A part's name and its sealed bytes.
+type NamedPart = (String, Vec<u8>);
 
 /// Parts handed over and not yet written, at most.
 const PART_QUEUE: usize = 256;
 
 impl PartWriter {
     fn start(store: Arc<dyn CheckpointStore>, failures: Failures, failed: Arc<AtomicBool>) -> Self {
-        let (queue, parts) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(PART_QUEUE);
+        let (queue, parts) = std::sync::mpsc::sync_channel::<NamedPart>(PART_QUEUE);
         let thread = std::thread::Builder::new()
             .name("eddy-parts".into())
             .spawn(move || {
