@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{boundary_above, decode, encode, segment_file_name, StageCheckpoint};
 use crate::dead_letter::DeadLetterKind;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, Fault};
 use crate::metrics::new_histogram;
 use crate::pipeline::{Records, StageContext};
 use crate::sink::{FileOutput, Sink, SinkReport, SinkWriter};
@@ -438,9 +438,18 @@ pub(crate) fn sink<T: 'static>(
             let n = batch.len();
             stage.metrics().add_in(n);
             let stamp = cap.least().copied().unwrap_or(0);
-            if stamp < resumed_at {
-                batch.clear();
-                return;
+            if stamp < resumed_at && !batch.is_empty() {
+                // Every stage sends nothing stamped below the checkpoint it resumed from (that
+                // is downstream already): such records here would be written twice.
+                stage.fail(ConnectorError {
+                    what: format!(
+                        "{n} records stamped {stamp} reached the sink after a restore from the \
+                         checkpoint at {resumed_at}; a stage upstream sent them again"
+                    ),
+                    fault: Fault::Internal,
+                    source: None,
+                });
+                writer = None;
             }
             if !batch.is_empty() {
                 let worker = stage.partition().index;

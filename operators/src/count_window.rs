@@ -25,9 +25,10 @@
 //!   and accumulator. The state gauge counts both; a bounded run ends with 0 (partial windows
 //!   are dropped when the input ends). Keys whose last window is partial stay in state until
 //!   the input ends: the state grows with the number of such keys.
-//! - **Checkpoint**: not saved yet: a pipeline with this stage refuses to run with checkpoints
-//!   ([docs/exactly-once.md](../../docs/exactly-once.md)). It would hold the unreleased records, the
-//!   partial windows and the stash.
+//! - **Checkpoint**: when the frontier crosses a checkpoint boundary, before taking anything
+//!   stamped at or after the frontier it had taken up to: the unreleased records, the partial
+//!   windows and the stash. Restored at checkpoint `W`, it keeps the stashed records stamped
+//!   below `W` and sends no window completed at an event time below `W` (sent before it).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,7 @@ use eddy_engine::timely::dataflow::operators::generic::Operator;
 use eddy_engine::timely::dataflow::operators::Capability;
 use eddy_engine::{Data, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
 use crate::keyed::{route, Key, Keyed};
@@ -69,6 +71,7 @@ impl<K: Key, V: Data + Ord> Keyed<K, V> {
                 move |input, stage| count_windows(input, stage, n, agg.clone()),
             )
             .exchanged("by key")
+            .checkpointed()
     }
 }
 
@@ -86,6 +89,46 @@ struct CountWindows<K, V, Acc> {
     pending: BTreeMap<u64, Vec<(K, V)>>,
     pending_records: usize,
     partial: FxHashMap<K, Partial<Acc>>,
+    /// The checkpoint resumed from (0: none): windows completed before it were sent before it.
+    resumed_at: u64,
+}
+
+/// One entry of a count-window stage's checkpoint part.
+#[derive(Serialize, Deserialize)]
+enum CountEntry<K, V, Acc> {
+    /// A record released into its key's window at the next step: `(key, value, event time)`.
+    Pending(K, V, u64),
+    /// A key's window in progress: `(key, count, start, accumulator)`.
+    Partial(K, u64, u64, Acc),
+    /// A record stashed under its stamp: `(key, value, event time, stamp)`.
+    Stashed(K, V, u64, u64),
+}
+
+impl<K, V, Acc> CountEntry<K, V, Acc> {
+    fn key(&self) -> &K {
+        match self {
+            CountEntry::Pending(k, ..)
+            | CountEntry::Partial(k, ..)
+            | CountEntry::Stashed(k, ..) => k,
+        }
+    }
+}
+
+impl<K: Key, V, Acc> CountWindows<K, V, Acc> {
+    /// The pending records and windows in progress, for a checkpoint part (the stash is added
+    /// by the caller).
+    fn snapshot(&self) -> impl Iterator<Item = CountEntry<&K, &V, &Acc>> {
+        let pending = self.pending.iter().flat_map(|(e, records)| {
+            records
+                .iter()
+                .map(move |(k, v)| CountEntry::Pending(k, v, *e))
+        });
+        let partial = self
+            .partial
+            .iter()
+            .map(|(k, p)| CountEntry::Partial(k, p.count, p.start, &p.acc));
+        pending.chain(partial)
+    }
 }
 
 impl<K: Key, V: Data + Ord, Acc> CountWindows<K, V, Acc> {
@@ -148,6 +191,9 @@ impl<K: Key, V: Data + Ord, Acc> CountWindows<K, V, Acc> {
                 let cap = cap
                     .as_mut()
                     .expect("a pending record holds a capability; this is a bug in Eddy");
+                if e < self.resumed_at {
+                    continue;
+                }
                 cap.downgrade(&e);
                 output.session(cap).give((
                     e,
@@ -176,23 +222,56 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
 ) -> Records<'s, WindowResult<K, A::Out>> {
     let name = stage.name().to_string();
     let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
-    input.unary_frontier(by_key, &name, move |_, _| {
+    input.unary_frontier(by_key, &name, move |initial, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
+        let checkpoint = stage.checkpoint().cloned();
+        let resumed_at = checkpoint
+            .as_ref()
+            .and_then(|c| c.restored_at())
+            .unwrap_or(0);
         let mut windows: CountWindows<K, V, A::Acc> = CountWindows {
             n,
             pending: BTreeMap::new(),
             pending_records: 0,
             partial: FxHashMap::default(),
+            resumed_at,
         };
         let mut gauge = stage.state_gauge();
         // Held at or below the earliest pending event time, to emit a window at its last one.
         let mut cap: Option<Capability<u64>> = None;
+        let mut folded = resumed_at;
+        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
+            for entry in c.restore(|e: &CountEntry<K, V, A::Acc>| route(e.key())) {
+                match entry {
+                    CountEntry::Pending(k, v, e) => {
+                        windows.pending.entry(e).or_default().push((k, v));
+                        windows.pending_records += 1;
+                    }
+                    CountEntry::Partial(k, count, start, acc) => {
+                        windows.partial.insert(k, Partial { count, start, acc });
+                    }
+                    CountEntry::Stashed(k, v, e, stamp) => {
+                        if stamp < resumed_at {
+                            stash.restore(&initial, stamp, (e, (k, v)));
+                        }
+                    }
+                }
+            }
+            cap = windows.next_pending().map(|first| initial.delayed(&first));
+        }
         move |(input, frontier), output| {
             input.for_each(|c, data| {
                 stage.metrics().add_in(data.len());
                 stash.absorb(&c, data);
             });
             let limit = frontier_time(frontier);
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+                let stashed = stash
+                    .before(limit)
+                    .map(|(stamp, (e, (k, v)))| CountEntry::Stashed(k, v, *e, stamp));
+                c.save(folded, limit, windows.snapshot().chain(stashed));
+            }
+            folded = folded.max(limit);
             while let Some((t, c, records)) = stash.pop_passed(limit) {
                 windows.release(t, &mut cap, output, &stage, &agg);
                 windows.add(t, records, &stage);

@@ -13,9 +13,8 @@
 //! - **Late records**: as in windows: a window `[s, e)` takes a record stamped `t` if and only
 //!   if `t < e`; a record none of whose windows is open is late (counted, or written to the side
 //!   output).
-//! - **Checkpoint**: not saved yet: a pipeline with this stage refuses to run with checkpoints
-//!   ([docs/exactly-once.md](../../docs/exactly-once.md)). It would hold the candidates per key and pane,
-//!   and the partials stashed.
+//! - **Checkpoint**: as a window's (phase 2's candidates per key and pane and its stash; see
+//!   [`window`](crate::window)).
 //!
 //! **[`Keyed::dedup_ttl`]** — drop repeats of a key within a time-to-live.
 //! - **Input**: a [`Keyed`] stream of `(key, value)`; values are `Ord`.
@@ -32,9 +31,10 @@
 //! - **Late records**: a record whose event time is below its timestamp (the watermark it
 //!   arrived at) is late: records after it in event time may already have been decided. It is
 //!   counted, or written to the side output with lateness `watermark - event time`.
-//! - **Checkpoint**: not saved yet: a pipeline with this stage refuses to run with checkpoints
-//!   ([docs/exactly-once.md](../../docs/exactly-once.md)). It would hold the waiting records and the
-//!   last-passed time per key.
+//! - **Checkpoint**: when the frontier crosses a checkpoint boundary, before deciding what it
+//!   allows: the waiting records (with their stamps) and each key's last passed time. Restored
+//!   at checkpoint `W`, it keeps the waiting records stamped below `W` and sends nothing decided
+//!   for an event time below `W` (sent before it).
 
 use std::collections::BTreeMap;
 
@@ -44,6 +44,7 @@ use eddy_engine::timely::dataflow::operators::vec::Map;
 use eddy_engine::timely::dataflow::operators::Capability;
 use eddy_engine::{Data, Record, Stream};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::ArgMin;
 use crate::keyed::{route, Key, Keyed};
@@ -87,6 +88,7 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
                 })
             })
             .exchanged("by key")
+            .checkpointed()
     }
 
     /// Passes a record unless a record of the same key passed within `ttl_ms` before it in
@@ -113,10 +115,23 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
                 move |input, stage| {
                     let name = stage.name().to_string();
                     let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
-                    input.unary_frontier(by_key, &name, move |_, _| {
+                    input.unary_frontier(by_key, &name, move |initial, _| {
                         let mut state = TtlState::<K, V>::new(ttl_ms);
                         let mut held: Option<Capability<u64>> = None;
                         let mut gauge = stage.state_gauge();
+                        let checkpoint = stage.checkpoint().cloned();
+                        let resumed_at = checkpoint
+                            .as_ref()
+                            .and_then(|c| c.restored_at())
+                            .unwrap_or(0);
+                        let mut folded = resumed_at;
+                        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
+                            let entries = c.restore(|e: &TtlEntry<K, V>| route(e.key()));
+                            for entry in entries {
+                                state.restore(entry, resumed_at);
+                            }
+                            held = state.next_waiting().map(|t| initial.delayed(&t));
+                        }
                         move |(input, frontier), output| {
                             input.for_each(|cap, data| {
                                 let Some(&stamp) = cap.least() else { return };
@@ -129,12 +144,19 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
                                     if held.as_ref().is_none_or(|c| *c.time() > t) {
                                         held = Some(cap.delayed(&t, 0));
                                     }
-                                    state.wait(t, key, value);
+                                    state.wait(t, stamp, key, value);
                                 }
                             });
                             let limit = frontier_time(frontier);
+                            if let Some(c) =
+                                checkpoint.as_ref().filter(|c| c.crosses(folded, limit))
+                            {
+                                c.save(folded, limit, state.snapshot());
+                            }
+                            folded = folded.max(limit);
                             while let Some((t, passed)) = state.decide_next(limit) {
-                                if passed.is_empty() {
+                                // Decided before the checkpoint resumed from: sent before it.
+                                if passed.is_empty() || t < resumed_at {
                                     continue;
                                 }
                                 let cap = held.as_mut().expect(
@@ -160,16 +182,35 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
                     })
                 },
             )
-            .exchanged("by key");
+            .exchanged("by key")
+            .checkpointed();
         Keyed { stream }
+    }
+}
+
+/// One entry of a [`Keyed::dedup_ttl`] stage's checkpoint part.
+#[derive(Serialize, Deserialize)]
+enum TtlEntry<K, V> {
+    /// A waiting record: `(key, value, event time, stamp)`.
+    Waiting(K, V, u64, u64),
+    /// A key's last passed event time.
+    Last(K, u64),
+}
+
+impl<K, V> TtlEntry<K, V> {
+    fn key(&self) -> &K {
+        match self {
+            TtlEntry::Waiting(k, ..) | TtlEntry::Last(k, _) => k,
+        }
     }
 }
 
 /// The state of [`Keyed::dedup_ttl`] on one worker.
 struct TtlState<K, V> {
     ttl: u64,
-    /// Records waiting for the frontier to pass their event time, by event time.
-    waiting: BTreeMap<u64, Vec<(K, V)>>,
+    /// Records waiting for the frontier to pass their event time, by event time, with their
+    /// stamps.
+    waiting: BTreeMap<u64, Vec<(K, V, u64)>>,
     /// How many records `waiting` holds.
     waiting_len: usize,
     /// Per key, the event time of its last passed record.
@@ -190,9 +231,39 @@ impl<K: Key, V: Ord> TtlState<K, V> {
         }
     }
 
-    fn wait(&mut self, t: u64, key: K, value: V) {
-        self.waiting.entry(t).or_default().push((key, value));
+    fn wait(&mut self, t: u64, stamp: u64, key: K, value: V) {
+        self.waiting.entry(t).or_default().push((key, value, stamp));
         self.waiting_len += 1;
+    }
+
+    /// The waiting records and the keys' last passed times, for a checkpoint part.
+    fn snapshot(&self) -> impl Iterator<Item = TtlEntry<&K, &V>> {
+        let waiting = self.waiting.iter().flat_map(|(t, records)| {
+            records
+                .iter()
+                .map(move |(k, v, stamp)| TtlEntry::Waiting(k, v, *t, *stamp))
+        });
+        let last = self.last.iter().map(|(k, t)| TtlEntry::Last(k, *t));
+        waiting.chain(last)
+    }
+
+    /// Puts back an entry of a checkpoint part restored at `at` (records stamped at or after it
+    /// come again from upstream).
+    fn restore(&mut self, entry: TtlEntry<K, V>, at: u64) {
+        match entry {
+            TtlEntry::Waiting(k, v, t, stamp) => {
+                if stamp < at {
+                    self.wait(t, stamp, k, v);
+                }
+            }
+            TtlEntry::Last(k, t) => {
+                self.expiry
+                    .entry(t.saturating_add(self.ttl))
+                    .or_default()
+                    .push(k.clone());
+                self.last.insert(k, t);
+            }
+        }
     }
 
     /// Decides the records of the earliest waiting event time below `limit`, in value order:
@@ -206,7 +277,7 @@ impl<K: Key, V: Ord> TtlState<K, V> {
         let mut records = entry.remove();
         self.waiting_len -= records.len();
         records.sort_by(|a, b| a.1.cmp(&b.1));
-        records.retain(|(key, _)| {
+        records.retain(|(key, _, _)| {
             let passes = self
                 .last
                 .get(key)
@@ -220,7 +291,7 @@ impl<K: Key, V: Ord> TtlState<K, V> {
             }
             passes
         });
-        Some((t, records))
+        Some((t, records.into_iter().map(|(k, v, _)| (k, v)).collect()))
     }
 
     /// Forgets keys whose last passed record is `ttl` or more behind the frontier `limit`: every
@@ -264,7 +335,7 @@ mod tests {
         let mut passed = 0;
         for i in 0..10_000u64 {
             // 1000 keys, each seen every 1000 ms: more than the ttl apart, so every record passes
-            state.wait(i, i % 1_000, 0);
+            state.wait(i, i, i % 1_000, 0);
             while let Some((_, records)) = state.decide_next(i + 1) {
                 passed += records.len();
             }

@@ -35,8 +35,9 @@
 //!   expiries) and write it, per input, when the frontier crosses a boundary (records expired
 //!   before the last part are dropped from it). Restored at checkpoint `W`, each input sends
 //!   its logged records stamped below `W` again at their stamps, the arrangements rebuild from
-//!   them, and the change log sends no change stamped below `W`. The aggregates are not saved
-//!   yet: a pipeline with them refuses to run with checkpoints.
+//!   them, and the change log sends no change stamped below `W`. The aggregates write their slots
+//!   (accumulator and value shown) and stash when the frontier crosses a boundary; restored at
+//!   `W`, they keep the stashed records stamped below `W` and send no change stamped below it.
 //!
 //! ## Late records
 //!
@@ -248,6 +249,7 @@ where
                 },
             )
             .exchanged("by key")
+            .checkpointed()
     }
 
     /// Aggregates each key's values per window, in updating mode: a window's result appears as
@@ -294,6 +296,7 @@ where
                 },
             )
             .exchanged("by key")
+            .checkpointed()
     }
 }
 
@@ -625,17 +628,55 @@ where
     let name = stage.name().to_string();
     let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
     let allowed = stage.allowed_lateness_ms();
-    input.unary_frontier(by_key, &name, move |_, _| {
+    input.unary_frontier(by_key, &name, move |initial, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
         let mut slots: Slots<K, G::Acc, G::Out> = BTreeMap::new();
         let mut slot_count = 0usize;
         let mut gauge = stage.state_gauge();
+        let checkpoint = stage.checkpoint().cloned();
+        let resumed_at = checkpoint
+            .as_ref()
+            .and_then(|c| c.restored_at())
+            .unwrap_or(0);
+        let mut folded = resumed_at;
+        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
+            for entry in c.restore(|e: &SlotEntry<K, V, G::Acc, Option<G::Out>>| route(e.key())) {
+                match entry {
+                    SlotEntry::Slot(start, key, acc, shown) => {
+                        let slot = Slot {
+                            acc,
+                            shown,
+                            dirty: false,
+                        };
+                        if slots.entry(start).or_default().insert(key, slot).is_none() {
+                            slot_count += 1;
+                        }
+                    }
+                    SlotEntry::Stashed(stamp, event_time, key, value) => {
+                        if stamp < resumed_at {
+                            stash.restore(&initial, stamp, (event_time, (key, value)));
+                        }
+                    }
+                }
+            }
+        }
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 stage.metrics().add_in(data.len());
                 stash.absorb(&cap, data);
             });
             let limit = frontier_time(frontier);
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+                let held = slots.iter().flat_map(|(start, accs)| {
+                    accs.iter()
+                        .map(move |(k, slot)| SlotEntry::Slot(*start, k, &slot.acc, &slot.shown))
+                });
+                let stashed = stash
+                    .before(limit)
+                    .map(|(stamp, (e, (k, v)))| SlotEntry::Stashed(stamp, *e, k, v));
+                c.save(folded, limit, held.chain(stashed));
+            }
+            folded = folded.max(limit);
             while let Some((t, cap, records)) = stash.pop_passed(limit) {
                 let mut touched: Vec<(u64, K)> = Vec::new();
                 for (event_time, (key, value)) in records {
@@ -691,6 +732,10 @@ where
                     }
                     changes.push((t, Change::insert(row(key, start, value))));
                 }
+                // Changes at a stamp before the checkpoint resumed from were sent before it.
+                if t < resumed_at {
+                    changes.clear();
+                }
                 stage.metrics().add_out(changes.len());
                 if !changes.is_empty() {
                     output.session(&cap).give_container(&mut changes);
@@ -709,6 +754,23 @@ where
             gauge.set(slot_count);
         }
     })
+}
+
+/// One entry of an updating aggregate's checkpoint part: a slot `(window start, key,
+/// accumulator, value shown)`, or a record stashed under its stamp `(stamp, event time, key,
+/// value)`.
+#[derive(Serialize, Deserialize)]
+enum SlotEntry<K, V, Acc, Out> {
+    Slot(u64, K, Acc, Out),
+    Stashed(u64, u64, K, V),
+}
+
+impl<K, V, Acc, Out> SlotEntry<K, V, Acc, Out> {
+    fn key(&self) -> &K {
+        match self {
+            SlotEntry::Slot(_, k, ..) | SlotEntry::Stashed(_, _, k, _) => k,
+        }
+    }
 }
 
 /// The starts of the windows an event time belongs to, earliest first.

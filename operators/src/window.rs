@@ -695,8 +695,10 @@ fn fire_due<K: Key, V, A: Aggregate<V>>(
 /// - **Late results**: a result stamped at or after its window's end is late (its window may
 ///   have been emitted): counted, or written to the side output. A window stage's results are
 ///   stamped `end - 1`, so they are never late.
-/// - **Checkpoint**: not saved yet (a pipeline with it refuses to run with checkpoints); it
-///   would hold step 2's ranked lists and stash.
+/// - **Checkpoint**: step 2 writes its ranked lists and stash when its frontier crosses a
+///   checkpoint boundary, before ranking anything stamped at or after the frontier it had
+///   ranked up to; restored at checkpoint `W`, it keeps the stashed results stamped below `W`
+///   and sends no window ending at or before `W` (sent before it).
 pub trait TopNPerWindow<K, V> {
     /// Keeps the `n` results of each window with the highest `score`.
     ///
@@ -735,6 +737,7 @@ impl<K: Key + Ord, V: Data + Clone> TopNPerWindow<K, V> for Stream<WindowResult<
             },
         )
         .exchanged("by window")
+        .checkpointed()
     }
 }
 
@@ -783,16 +786,51 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
 ) -> Records<'s, WindowResult<K, V>> {
     let name = stage.name().to_string();
     let by_window = Exchange::new(|r: &Record<WindowResult<K, V>>| route(&(r.1.start, r.1.end)));
-    local.unary_frontier(by_window, &name, move |_, _| {
+    local.unary_frontier(by_window, &name, move |initial, _| {
         let mut stash: Stash<WindowResult<K, V>> = Stash::default();
         // Per window, by (end, start): its best results so far.
         let mut windows: BTreeMap<(u64, u64), Vec<WindowResult<K, V>>> = BTreeMap::new();
         let mut held = 0usize;
         let mut window_cap: Option<Capability<u64>> = None;
         let mut gauge = stage.state_gauge();
+        let checkpoint = stage.checkpoint().cloned();
+        let resumed_at = checkpoint
+            .as_ref()
+            .and_then(|c| c.restored_at())
+            .unwrap_or(0);
+        let mut folded = resumed_at;
+        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
+            let entries = c.restore(|e: &RankedEntry<WindowResult<K, V>>| route(&e.window()));
+            for entry in entries {
+                match entry {
+                    RankedEntry::Ranked(result) => {
+                        held += 1;
+                        windows
+                            .entry((result.end, result.start))
+                            .or_default()
+                            .push(result);
+                    }
+                    RankedEntry::Stashed(stamp, result) if stamp < resumed_at => {
+                        stash.restore(&initial, stamp, (result.end - 1, result));
+                    }
+                    RankedEntry::Stashed(..) => {}
+                }
+            }
+            if let Some(((end, _), _)) = windows.first_key_value() {
+                window_cap = Some(initial.delayed(&(end - 1)));
+            }
+        }
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+                let ranked = windows.values().flatten().map(RankedEntry::Ranked);
+                let stashed = stash
+                    .before(limit)
+                    .map(|(stamp, (_, result))| RankedEntry::Stashed(stamp, result));
+                c.save(folded, limit, ranked.chain(stashed));
+            }
+            folded = folded.max(limit);
             while let Some((_, cap, results)) = stash.pop_passed(limit) {
                 for (_, result) in results {
                     let end = result.end;
@@ -812,6 +850,10 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
                 }
                 let list = entry.remove();
                 held -= list.len();
+                // A window ending at or before the checkpoint resumed from was sent before it.
+                if end <= resumed_at {
+                    continue;
+                }
                 let cap = window_cap
                     .as_mut()
                     .expect("a pending window holds a capability; this is a bug in Eddy");
@@ -837,6 +879,23 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
             gauge.set(held);
         }
     })
+}
+
+/// One entry of a top-N-per-window stage's checkpoint part: a result ranked among its window's
+/// best so far, or one stashed under its stamp and not yet ranked.
+#[derive(Serialize, Deserialize)]
+enum RankedEntry<R> {
+    Ranked(R),
+    Stashed(u64, R),
+}
+
+impl<K, V> RankedEntry<WindowResult<K, V>> {
+    /// The window `(start, end)`, which the stage exchanges by.
+    fn window(&self) -> (u64, u64) {
+        match self {
+            RankedEntry::Ranked(r) | RankedEntry::Stashed(_, r) => (r.start, r.end),
+        }
+    }
 }
 
 #[cfg(test)]
