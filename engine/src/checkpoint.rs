@@ -1242,6 +1242,68 @@ impl StageCheckpoint {
     }
 }
 
+/// What a stateful operator keeps of checkpoints on one worker: the checkpoint the run resumed
+/// from, and the frontier its state is the fold up to. From
+/// [`StageContext::checkpointer`](crate::StageContext::checkpointer); inert without
+/// checkpoints.
+///
+/// The pattern: when the operator is built, [`restore`](Self::restore) its entries; in every
+/// activation, once the input is taken in (stashed) and before anything is folded, call
+/// [`at_frontier`](Self::at_frontier) with the input frontier; send nothing stamped below
+/// [`resumed_at`](Self::resumed_at).
+pub struct Checkpointer {
+    checkpoint: Option<StageCheckpoint>,
+    resumed_at: u64,
+    folded: u64,
+}
+
+impl Checkpointer {
+    pub(crate) fn new(checkpoint: Option<StageCheckpoint>) -> Self {
+        let resumed_at = checkpoint
+            .as_ref()
+            .and_then(|c| c.restored_at())
+            .unwrap_or(0);
+        Checkpointer {
+            checkpoint,
+            resumed_at,
+            folded: resumed_at,
+        }
+    }
+
+    /// The checkpoint the run resumed from (0: none): results stamped below it were sent
+    /// before it.
+    pub fn resumed_at(&self) -> u64 {
+        self.resumed_at
+    }
+
+    /// The entries of this worker's restored state ([`StageCheckpoint::restore`]); empty when
+    /// the run did not resume.
+    pub fn restore<E: DeserializeOwned>(&self, route: impl Fn(&E) -> u64) -> Vec<E> {
+        match &self.checkpoint {
+            Some(c) if self.resumed_at > 0 => c.restore(route),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The input frontier is `limit`: if it crossed a checkpoint boundary since the last call,
+    /// writes the part `entries` gives (the whole state, the stash included); from now on the
+    /// state is the fold up to `limit`.
+    pub fn at_frontier<E: Serialize, I: IntoIterator<Item = E>>(
+        &mut self,
+        limit: u64,
+        entries: impl FnOnce() -> I,
+    ) {
+        if let Some(c) = self
+            .checkpoint
+            .as_ref()
+            .filter(|c| c.crosses(self.folded, limit))
+        {
+            c.save(self.folded, limit, entries());
+        }
+        self.folded = self.folded.max(limit);
+    }
+}
+
 impl Checkpoints {
     /// Worker 0 of each process adds its restore time to the recovery time (the workers
     /// restore in parallel, so one worker's time stands for all).

@@ -49,7 +49,7 @@ mod operators;
 
 pub use change::Change;
 pub use checkpoint::{
-    CheckpointError, CheckpointReport, CheckpointStore, LocalDir, StageCheckpoint,
+    CheckpointError, CheckpointReport, CheckpointStore, Checkpointer, LocalDir, StageCheckpoint,
 };
 pub use dead_letter::{DeadLetter, DeadLetterKind};
 pub use error::{ConnectorError, EngineError, Fault};

@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use timely::dataflow::{Scope, StreamVec};
 
-use crate::checkpoint::{Checkpoints, FileSinkDirs, StageCheckpoint};
+use crate::checkpoint::{Checkpointer, Checkpoints, FileSinkDirs, StageCheckpoint};
 use crate::dead_letter::{DeadLetter, DeadLetterKind, Rejects};
 use crate::error::{ConnectorError, EngineError};
 use crate::late::{LatePolicy, LateRecord};
@@ -635,6 +635,12 @@ impl StageContext {
     /// crosses a checkpoint boundary; it also marks its stage with [`Stream::checkpointed`].
     pub fn checkpoint(&self) -> Option<&StageCheckpoint> {
         self.checkpoint.as_ref()
+    }
+
+    /// This stage's [`Checkpointer`] on this worker: the handle most stateful operators need
+    /// (restore, save at the frontier, what not to send again).
+    pub fn checkpointer(&self) -> Checkpointer {
+        Checkpointer::new(self.checkpoint.clone())
     }
 
     /// The stage's unique name.

@@ -224,11 +224,8 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
     let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
     input.unary_frontier(by_key, &name, move |initial, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
-        let checkpoint = stage.checkpoint().cloned();
-        let resumed_at = checkpoint
-            .as_ref()
-            .and_then(|c| c.restored_at())
-            .unwrap_or(0);
+        let mut checkpoints = stage.checkpointer();
+        let resumed_at = checkpoints.resumed_at();
         let mut windows: CountWindows<K, V, A::Acc> = CountWindows {
             n,
             pending: BTreeMap::new(),
@@ -239,9 +236,8 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
         let mut gauge = stage.state_gauge();
         // Held at or below the earliest pending event time, to emit a window at its last one.
         let mut cap: Option<Capability<u64>> = None;
-        let mut folded = resumed_at;
-        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
-            for entry in c.restore(|e: &CountEntry<K, V, A::Acc>| route(e.key())) {
+        if resumed_at > 0 {
+            for entry in checkpoints.restore(|e: &CountEntry<K, V, A::Acc>| route(e.key())) {
                 match entry {
                     CountEntry::Pending(k, v, e) => {
                         windows.pending.entry(e).or_default().push((k, v));
@@ -265,13 +261,12 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
                 stash.absorb(&c, data);
             });
             let limit = frontier_time(frontier);
-            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+            checkpoints.at_frontier(limit, || {
                 let stashed = stash
                     .before(limit)
                     .map(|(stamp, (e, (k, v)))| CountEntry::Stashed(k, v, *e, stamp));
-                c.save(folded, limit, windows.snapshot().chain(stashed));
-            }
-            folded = folded.max(limit);
+                windows.snapshot().chain(stashed)
+            });
             while let Some((t, c, records)) = stash.pop_passed(limit) {
                 windows.release(t, &mut cap, output, &stage, &agg);
                 windows.add(t, records, &stage);

@@ -119,14 +119,10 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
                         let mut state = TtlState::<K, V>::new(ttl_ms);
                         let mut held: Option<Capability<u64>> = None;
                         let mut gauge = stage.state_gauge();
-                        let checkpoint = stage.checkpoint().cloned();
-                        let resumed_at = checkpoint
-                            .as_ref()
-                            .and_then(|c| c.restored_at())
-                            .unwrap_or(0);
-                        let mut folded = resumed_at;
-                        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
-                            let entries = c.restore(|e: &TtlEntry<K, V>| route(e.key()));
+                        let mut checkpoints = stage.checkpointer();
+                        let resumed_at = checkpoints.resumed_at();
+                        if resumed_at > 0 {
+                            let entries = checkpoints.restore(|e: &TtlEntry<K, V>| route(e.key()));
                             for entry in entries {
                                 state.restore(entry, resumed_at);
                             }
@@ -148,12 +144,7 @@ impl<K: Key, V: Data + Clone + Ord> Keyed<K, V> {
                                 }
                             });
                             let limit = frontier_time(frontier);
-                            if let Some(c) =
-                                checkpoint.as_ref().filter(|c| c.crosses(folded, limit))
-                            {
-                                c.save(folded, limit, state.snapshot());
-                            }
-                            folded = folded.max(limit);
+                            checkpoints.at_frontier(limit, || state.snapshot());
                             while let Some((t, passed)) = state.decide_next(limit) {
                                 // Decided before the checkpoint resumed from: sent before it.
                                 if passed.is_empty() || t < resumed_at {

@@ -309,7 +309,7 @@ where
                     if gate.holds(&checkpoint, *cap.time()) {
                         return gate.left.push(cap, batch);
                     }
-                    absorb_left(
+                    absorb(
                         &mut state,
                         &cap,
                         batch,
@@ -317,6 +317,7 @@ where
                         &mut results,
                         output,
                         &stage,
+                        |s, t, b, r, late| s.left(t, b, r, late),
                     );
                 });
                 right.for_each(|cap, batch| {
@@ -327,7 +328,7 @@ where
                     if gate.holds(&checkpoint, *cap.time()) {
                         return gate.right.push(cap, batch);
                     }
-                    absorb_right(
+                    absorb(
                         &mut state,
                         &cap,
                         batch,
@@ -335,6 +336,7 @@ where
                         &mut results,
                         output,
                         &stage,
+                        |s, t, b, r, late| s.right(t, b, r, late),
                     );
                 });
                 let (left_at, right_at) =
@@ -347,7 +349,7 @@ where
                     gate.folded = gate.folded.max(limit);
                     let open = c.boundary_above(gate.folded);
                     while let Some((cap, mut batch)) = gate.left.pop_before(open) {
-                        absorb_left(
+                        absorb(
                             &mut state,
                             &cap,
                             &mut batch,
@@ -355,10 +357,11 @@ where
                             &mut results,
                             output,
                             &stage,
+                            |s, t, b, r, late| s.left(t, b, r, late),
                         );
                     }
                     while let Some((cap, mut batch)) = gate.right.pop_before(open) {
-                        absorb_right(
+                        absorb(
                             &mut state,
                             &cap,
                             &mut batch,
@@ -366,6 +369,7 @@ where
                             &mut results,
                             output,
                             &stage,
+                            |s, t, b, r, late| s.right(t, b, r, late),
                         );
                     }
                 }
@@ -391,39 +395,28 @@ where
     )
 }
 
-/// A left batch stamped `cap`'s time into the join's state.
-fn absorb_left<K: Key, A: Data, B: Data, S: JoinState<K, A, B>>(
+/// A batch of one input, stamped `cap`'s time, into the join's state: `side` hands it to the
+/// state's method for that input ([`JoinState::left`] or [`JoinState::right`]) with the
+/// stage's late-record handler; then the results it completed leave.
+#[allow(clippy::too_many_arguments)]
+fn absorb<K: Key, X: Serialize, A, B, S: JoinState<K, A, B>>(
     state: &mut S,
     cap: &Capability<u64>,
-    batch: &mut Vec<Record<(K, A)>>,
+    batch: &mut Vec<Record<(K, X)>>,
     held: &mut Option<Capability<u64>>,
     results: &mut Vec<Record<S::Out>>,
     output: &mut Out<'_, S::Out>,
     stage: &StageContext,
+    side: impl FnOnce(&mut S, u64, &mut Vec<Record<(K, X)>>, &mut Vec<Record<S::Out>>, &Late<'_, K, X>),
 ) {
     let t = *cap.time();
-    state.left(t, batch, results, |key, a, time, end| {
-        stage.late(&(key, a), time, t, end)
-    });
+    let late = |key: &K, x: &X, time: u64, end: u64| stage.late(&(key, x), time, t, end);
+    side(state, t, batch, results, &late);
     after_batch(cap, state.next_due(), held, results, output, stage);
 }
 
-/// [`absorb_left`] for the right input.
-fn absorb_right<K: Key, A: Data, B: Data, S: JoinState<K, A, B>>(
-    state: &mut S,
-    cap: &Capability<u64>,
-    batch: &mut Vec<Record<(K, B)>>,
-    held: &mut Option<Capability<u64>>,
-    results: &mut Vec<Record<S::Out>>,
-    output: &mut Out<'_, S::Out>,
-    stage: &StageContext,
-) {
-    let t = *cap.time();
-    state.right(t, batch, results, |key, b, time, end| {
-        stage.late(&(key, b), time, t, end)
-    });
-    after_batch(cap, state.next_due(), held, results, output, stage);
-}
+/// A join's handler of a late record: `(key, record, event time, end of its last window)`.
+type Late<'a, K, X> = dyn Fn(&K, &X, u64, u64) + 'a;
 
 /// Batches a join holds back until its state is saved (see [`drive`]).
 struct Gate<K, A, B> {

@@ -201,15 +201,10 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
         let mut held: Option<Capability<u64>> = None;
         let mut ctx = ProcessContext::new();
         let mut gauge = stage.state_gauge();
-        let checkpoint = stage.checkpoint().cloned();
-        keys.resumed_at = checkpoint
-            .as_ref()
-            .and_then(|c| c.restored_at())
-            .unwrap_or(0);
-        // The frontier the keys' states are the result of (every step before it has run).
-        let mut folded = keys.resumed_at;
-        if let Some(c) = checkpoint.as_ref().filter(|_| keys.resumed_at > 0) {
-            let entries = c.restore(|e: &ProcessEntry<K, V, P::State>| route(e.key()));
+        let mut checkpoints = stage.checkpointer();
+        keys.resumed_at = checkpoints.resumed_at();
+        if keys.resumed_at > 0 {
+            let entries = checkpoints.restore(|e: &ProcessEntry<K, V, P::State>| route(e.key()));
             for entry in entries {
                 keys.restore(entry);
             }
@@ -237,10 +232,7 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                 }
             });
             let limit = frontier_time(frontier);
-            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
-                c.save(folded, limit, keys.snapshot());
-            }
-            folded = folded.max(limit);
+            checkpoints.at_frontier(limit, || keys.snapshot());
             while let Some(now) = keys.next_time().filter(|&now| now < limit) {
                 let cap = held
                     .as_mut()

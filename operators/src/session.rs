@@ -370,15 +370,10 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
         let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
         // Held at or below every open session's end - 1, to emit it at that time.
         let mut cap: Option<Capability<u64>> = None;
-        let checkpoint = stage.checkpoint().cloned();
-        let resumed_at = checkpoint
-            .as_ref()
-            .and_then(|c| c.restored_at())
-            .unwrap_or(0);
-        // The frontier the state is the fold up to.
-        let mut folded = resumed_at;
-        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
-            let entries = c.restore(|e: &SessionEntry<K, V, A::Acc>| route(e.key()));
+        let mut checkpoints = stage.checkpointer();
+        let resumed_at = checkpoints.resumed_at();
+        if resumed_at > 0 {
+            let entries = checkpoints.restore(|e: &SessionEntry<K, V, A::Acc>| route(e.key()));
             for entry in entries {
                 match entry {
                     SessionEntry::Stashed {
@@ -403,7 +398,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                 stash.absorb(&c, data);
             });
             let limit = frontier_time(frontier);
-            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+            checkpoints.at_frontier(limit, || {
                 let stashed = stash
                     .before(limit)
                     .map(
@@ -414,9 +409,8 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                             value,
                         },
                     );
-                c.save(folded, limit, sessions.snapshot().chain(stashed));
-            }
-            folded = folded.max(limit);
+                sessions.snapshot().chain(stashed)
+            });
             while let Some((t, c, records)) = stash.pop_passed(limit) {
                 sessions.close(t, resumed_at, &mut cap, output, &stage, &agg);
                 sessions.add(t, records, &stage, &agg);

@@ -633,14 +633,12 @@ where
         let mut slots: Slots<K, G::Acc, G::Out> = BTreeMap::new();
         let mut slot_count = 0usize;
         let mut gauge = stage.state_gauge();
-        let checkpoint = stage.checkpoint().cloned();
-        let resumed_at = checkpoint
-            .as_ref()
-            .and_then(|c| c.restored_at())
-            .unwrap_or(0);
-        let mut folded = resumed_at;
-        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
-            for entry in c.restore(|e: &SlotEntry<K, V, G::Acc, Option<G::Out>>| route(e.key())) {
+        let mut checkpoints = stage.checkpointer();
+        let resumed_at = checkpoints.resumed_at();
+        if resumed_at > 0 {
+            for entry in
+                checkpoints.restore(|e: &SlotEntry<K, V, G::Acc, Option<G::Out>>| route(e.key()))
+            {
                 match entry {
                     SlotEntry::Slot(start, key, acc, shown) => {
                         let slot = Slot {
@@ -666,7 +664,7 @@ where
                 stash.absorb(&cap, data);
             });
             let limit = frontier_time(frontier);
-            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+            checkpoints.at_frontier(limit, || {
                 let held = slots.iter().flat_map(|(start, accs)| {
                     accs.iter()
                         .map(move |(k, slot)| SlotEntry::Slot(*start, k, &slot.acc, &slot.shown))
@@ -674,9 +672,8 @@ where
                 let stashed = stash
                     .before(limit)
                     .map(|(stamp, (e, (k, v)))| SlotEntry::Stashed(stamp, *e, k, v));
-                c.save(folded, limit, held.chain(stashed));
-            }
-            folded = folded.max(limit);
+                held.chain(stashed)
+            });
             while let Some((t, cap, records)) = stash.pop_passed(limit) {
                 let mut touched: Vec<(u64, K)> = Vec::new();
                 for (event_time, (key, value)) in records {

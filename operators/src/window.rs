@@ -47,7 +47,7 @@ use eddy_engine::timely::dataflow::channels::pact::{Exchange, Pipeline as Local}
 use eddy_engine::timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use eddy_engine::timely::dataflow::operators::{Capability, InputCapability};
 use eddy_engine::timely::progress::frontier::MutableAntichain;
-use eddy_engine::{Data, Record, Records, StageCheckpoint, StageContext, Stream};
+use eddy_engine::{Checkpointer, Data, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -512,28 +512,17 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
         let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
-        let checkpoint = stage.checkpoint().cloned();
-        // The frontier this worker has folded up to: its state is the fold of the partials
-        // stamped below it.
-        let mut folded = 0;
-        if let Some((c, at)) = checkpoint
-            .as_ref()
-            .and_then(|c| Some((c, c.restored_at()?)))
-        {
-            restore_windows(c, at, &initial, &mut panes, &mut stash);
+        let mut checkpoints = stage.checkpointer();
+        if checkpoints.resumed_at() > 0 {
+            restore_windows(&checkpoints, &initial, &mut panes, &mut stash);
             if let Some((_, end)) = panes.next_window() {
                 window_cap = Some(initial.delayed(&(end - 1)));
             }
-            folded = at;
         }
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
-            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
-                c.save(folded, limit, window_entries(&panes, &stash, limit));
-            }
-            // After a restore the input frontier starts below the checkpoint.
-            folded = folded.max(limit);
+            checkpoints.at_frontier(limit, || window_entries(&panes, &stash, limit));
             while let Some((t, cap, partials)) = stash.pop_passed(limit) {
                 fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t);
                 panes.close_until(t);
@@ -614,14 +603,13 @@ fn window_entries<'a, K: Key, Acc: Data + Clone>(
 /// partials stashed below it. Every window ending at or before `at` has been emitted (its
 /// result, stamped below `at`, is downstream already), so it is closed.
 fn restore_windows<K: Key, Acc: Data + Clone>(
-    checkpoint: &StageCheckpoint,
-    at: u64,
+    checkpoints: &Checkpointer,
     initial: &Capability<u64>,
     panes: &mut Panes<K, Acc>,
     stash: &mut Stash<(K, Acc)>,
 ) {
-    let spec = panes.spec;
-    for entry in checkpoint.restore(|e: &WindowEntry<K, Acc>| route(e.key())) {
+    let (spec, at) = (panes.spec, checkpoints.resumed_at());
+    for entry in checkpoints.restore(|e: &WindowEntry<K, Acc>| route(e.key())) {
         match entry {
             WindowEntry::Pane { start, key, acc } => {
                 let accs = panes.panes.entry(start).or_default();
@@ -793,14 +781,11 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
         let mut held = 0usize;
         let mut window_cap: Option<Capability<u64>> = None;
         let mut gauge = stage.state_gauge();
-        let checkpoint = stage.checkpoint().cloned();
-        let resumed_at = checkpoint
-            .as_ref()
-            .and_then(|c| c.restored_at())
-            .unwrap_or(0);
-        let mut folded = resumed_at;
-        if let Some(c) = checkpoint.as_ref().filter(|_| resumed_at > 0) {
-            let entries = c.restore(|e: &RankedEntry<WindowResult<K, V>>| route(&e.window()));
+        let mut checkpoints = stage.checkpointer();
+        let resumed_at = checkpoints.resumed_at();
+        if resumed_at > 0 {
+            let entries =
+                checkpoints.restore(|e: &RankedEntry<WindowResult<K, V>>| route(&e.window()));
             for entry in entries {
                 match entry {
                     RankedEntry::Ranked(result) => {
@@ -823,14 +808,13 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
         move |(input, frontier), output| {
             input.for_each(|cap, data| stash.absorb(&cap, data));
             let limit = frontier_time(frontier);
-            if let Some(c) = checkpoint.as_ref().filter(|c| c.crosses(folded, limit)) {
+            checkpoints.at_frontier(limit, || {
                 let ranked = windows.values().flatten().map(RankedEntry::Ranked);
                 let stashed = stash
                     .before(limit)
                     .map(|(stamp, (_, result))| RankedEntry::Stashed(stamp, result));
-                c.save(folded, limit, ranked.chain(stashed));
-            }
-            folded = folded.max(limit);
+                ranked.chain(stashed)
+            });
             while let Some((_, cap, results)) = stash.pop_passed(limit) {
                 for (_, result) in results {
                     let end = result.end;
