@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use eddy_connectors::nexmark::{generate, Event, NexmarkConfig};
 use eddy_connectors::{NexmarkCsvSource, PreparedSource};
 use eddy_engine::{
-    CheckpointReport, EngineError, Partition, Pipeline, Record, Runtime, Source, WatermarkConfig,
+    CheckpointReport, EngineError, Partition, Pipeline, Record, RunSummary, Runtime, Source,
+    WatermarkConfig,
 };
 use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
@@ -143,16 +144,7 @@ fn time_query(
         let _ = thread.join();
     }
     let summary = summary?;
-    Ok(Measurement {
-        query,
-        workers,
-        events: summary.events(),
-        bids: 0,
-        rows: summary.output_rows(),
-        wall: summary.processing,
-        peak_rss: peak_rss(),
-        checkpoints: summary.checkpoints,
-    })
+    Ok(measured(query, workers, summary))
 }
 
 /// Times `query` on `workers` threads from the generator (which can resume, so checkpoints can
@@ -180,7 +172,12 @@ pub fn engine_checkpointed(
     }
     reset_peak_rss();
     let summary = runtime.run(&pipeline)?;
-    Ok(Measurement {
+    Ok(measured(query, workers, summary))
+}
+
+/// What a run of `query` on `workers` threads measured, from its summary (bids not counted).
+fn measured(query: Query, workers: usize, summary: RunSummary) -> Measurement {
+    Measurement {
         query,
         workers,
         events: summary.events(),
@@ -189,7 +186,7 @@ pub fn engine_checkpointed(
         wall: summary.processing,
         peak_rss: peak_rss(),
         checkpoints: summary.checkpoints,
-    })
+    }
 }
 
 /// Scrapes `/metrics` and `/explain` at `addr` every second until told to stop.

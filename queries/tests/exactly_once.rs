@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pyarrow_json;
+use common::{crash_seed, newest_manifest, pyarrow_rows_json};
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
@@ -69,18 +69,7 @@ fn finish(mut cmd: Command) -> (String, String) {
 fn rows(dir: &Path) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     let lines: Vec<String> = if use_pyarrow() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
-        let found: serde_json::Value = pyarrow_json(
-            &[script.as_os_str(), "--rows".as_ref()],
-            dir,
-            "read_parquet.py",
-        );
-        found["data"]
-            .as_array()
-            .expect("read_parquet.py --rows lists the rows")
-            .iter()
-            .map(|row| row.to_string())
-            .collect()
+        pyarrow_rows_json(dir)
     } else {
         let mut lines = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -120,21 +109,6 @@ fn differences(
     (total, shown.join("\n"))
 }
 
-/// The seed of a test's kill moments: `EDDY_CRASH_SEED`, or the clock.
-fn seed() -> u64 {
-    let seed = std::env::var("EDDY_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("kill moments from EDDY_CRASH_SEED={seed}");
-    seed
-}
-
 /// Kills `child` with SIGKILL if it still runs; says whether it did.
 fn kill(child: &mut Child) -> bool {
     let running = child.try_wait().unwrap().is_none();
@@ -157,14 +131,14 @@ struct Outcome {
 /// whether it still runs.
 fn await_checkpoints(child: &mut Child, checkpoints: &Path, n: usize) -> bool {
     let started = Instant::now();
-    let mut newest = newest_manifest(checkpoints).map(|m| m.0);
+    let mut newest = newest_manifest(checkpoints);
     let mut seen = 0;
     while seen < n {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
-        let now = newest_manifest(checkpoints).map(|m| m.0);
+        let now = newest_manifest(checkpoints);
         if now != newest {
             newest = now;
             seen += 1;
@@ -253,7 +227,7 @@ fn windowed_query_q5_survives_kills_at_1_and_2_workers() {
         400_000,
         &[1, 2, 2, 1],
         4,
-        &mut StdRng::seed_from_u64(seed()),
+        &mut StdRng::seed_from_u64(crash_seed()),
     );
 }
 
@@ -264,7 +238,7 @@ fn windowed_query_q7_survives_kills() {
         400_000,
         &[2, 1, 1],
         3,
-        &mut StdRng::seed_from_u64(seed()),
+        &mut StdRng::seed_from_u64(crash_seed()),
     );
 }
 
@@ -275,7 +249,7 @@ fn window_join_q8_survives_kills() {
         400_000,
         &[1, 2, 1],
         3,
-        &mut StdRng::seed_from_u64(seed()),
+        &mut StdRng::seed_from_u64(crash_seed()),
     );
 }
 
@@ -286,7 +260,7 @@ fn updating_join_q3_survives_kills() {
         400_000,
         &[2, 1, 2],
         3,
-        &mut StdRng::seed_from_u64(seed()),
+        &mut StdRng::seed_from_u64(crash_seed()),
     );
 }
 
@@ -297,14 +271,14 @@ fn session_query_q11_survives_kills() {
         400_000,
         &[1, 2, 1],
         3,
-        &mut StdRng::seed_from_u64(seed()),
+        &mut StdRng::seed_from_u64(crash_seed()),
     );
 }
 
 #[test]
 fn two_processes_survive_kills_and_resume_in_one() {
     let (query, events) = ("q5", 400_000);
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(crash_seed());
     let dir = tempfile::tempdir().unwrap();
     let (reference, out, checkpoints) = (
         dir.path().join("reference"),
@@ -356,14 +330,8 @@ fn two_processes_survive_kills_and_resume_in_one() {
 }
 
 /// The newest manifest in `checkpoints` and the parts it names.
-fn newest_manifest(checkpoints: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
-    let mut manifests: Vec<PathBuf> = std::fs::read_dir(checkpoints.join("manifests"))
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_none())
-        .collect();
-    manifests.sort();
-    let newest = manifests.pop()?;
+fn newest_with_parts(checkpoints: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
+    let newest = newest_manifest(checkpoints)?;
     let bytes = std::fs::read(&newest).unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&bytes[24..]).unwrap();
     let parts = manifest["parts"]
@@ -386,10 +354,10 @@ fn run_until_two_checkpoints(query: &str, events: u64, out: &Path, checkpoints: 
         .spawn()
         .unwrap();
     let started = Instant::now();
-    let before = newest_manifest(checkpoints).map(|m| m.0);
+    let before = newest_manifest(checkpoints);
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let now = newest_manifest(checkpoints).map(|m| m.0);
+        let now = newest_manifest(checkpoints);
         let newer = now.is_some() && now != before;
         if newer && count_manifests(checkpoints) >= 2 {
             // One more interval, so that the newest is not the one resumed from.
@@ -460,7 +428,7 @@ fn damaged_checkpoints_are_named_and_the_previous_one_is_used() {
         ),
     ];
     for (what, damage, reason) in damages {
-        let (manifest, parts) = newest_manifest(&checkpoints).expect("a checkpoint exists");
+        let (manifest, parts) = newest_with_parts(&checkpoints).expect("a checkpoint exists");
         let damaged = damage(&manifest, &parts);
         let stderr = run_until_two_checkpoints(query, events, &out, &checkpoints);
         assert!(
@@ -495,7 +463,7 @@ fn soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(crash_seed());
     let mut table = vec![format!(
         "{:<6} {:>6} {:>9} {:>10} {:>12}",
         "query", "kills", "restarts", "rows", "differences"

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pyarrow_json;
+use common::{crash_seed, pyarrow_json};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -53,21 +53,6 @@ fn manifests(checkpoints: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The seed of a test's kill moments: `EDDY_CRASH_SEED`, or the clock.
-fn seed() -> u64 {
-    let seed = std::env::var("EDDY_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("kill moments from EDDY_CRASH_SEED={seed}");
-    seed
-}
-
 /// Runs the copy from `from` with checkpoints, killing it with SIGKILL once a new checkpoint
 /// has completed (and a random 0–300 ms more) `kills` times, the attempts' worker counts taken
 /// in turn from `workers`; then runs it to its end. Returns how many kills landed and what the
@@ -79,7 +64,7 @@ fn crash_until_done(
     workers: &[usize],
     kills: usize,
 ) -> (usize, String) {
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(crash_seed());
     let mut landed = 0;
     let mut attempts = 0;
     while landed < kills {

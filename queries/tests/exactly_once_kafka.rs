@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pyarrow_json;
+use common::{newest_manifest, pyarrow_rows_json};
 use eddy_connectors::nexmark::{generate_all, NexmarkConfig};
 
 const BROKER: &str = "127.0.0.1:9092";
@@ -58,24 +58,11 @@ fn q7(out: &Path, extra: &[&str]) -> Command {
 }
 
 fn rows(dir: &Path) -> BTreeMap<String, usize> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
-    let found: serde_json::Value = pyarrow_json(
-        &[script.as_os_str(), "--rows".as_ref()],
-        dir,
-        "read_parquet.py",
-    );
     let mut counts = BTreeMap::new();
-    for row in found["data"].as_array().unwrap() {
-        *counts.entry(row.to_string()).or_default() += 1;
+    for row in pyarrow_rows_json(dir) {
+        *counts.entry(row).or_default() += 1;
     }
     counts
-}
-
-fn newest_manifest(checkpoints: &Path) -> Option<PathBuf> {
-    let dir = std::fs::read_dir(checkpoints.join("manifests")).ok()?;
-    dir.map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_none())
-        .max()
 }
 
 #[test]

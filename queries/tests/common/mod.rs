@@ -469,3 +469,44 @@ pub fn assert_clear_source_errors(errors: SourceErrors) {
         started.elapsed()
     );
 }
+
+/// Every row of the Parquet files in `dir` as pyarrow reads them (`read_parquet.py --rows`),
+/// each as one JSON object.
+pub fn pyarrow_rows_json(dir: &Path) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
+    let found: serde_json::Value = pyarrow_json(
+        &[script.as_os_str(), "--rows".as_ref()],
+        dir,
+        "read_parquet.py",
+    );
+    found["data"]
+        .as_array()
+        .expect("read_parquet.py --rows lists the rows")
+        .iter()
+        .map(|row| row.to_string())
+        .collect()
+}
+
+/// The seed of a crash test's kill moments: `EDDY_CRASH_SEED`, or the clock; printed so a
+/// failing run can be replayed.
+pub fn crash_seed() -> u64 {
+    let seed = std::env::var("EDDY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill moments from EDDY_CRASH_SEED={seed}");
+    seed
+}
+
+/// The newest complete checkpoint's manifest in the checkpoint directory `checkpoints`.
+pub fn newest_manifest(checkpoints: &Path) -> Option<std::path::PathBuf> {
+    let dir = std::fs::read_dir(checkpoints.join("manifests")).ok()?;
+    dir.map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_none())
+        .max()
+}
