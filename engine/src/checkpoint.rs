@@ -696,10 +696,17 @@ impl Checkpoints {
         last: Option<u64>,
     ) -> Result<Option<u64>, CheckpointError> {
         let files = self.store.list("parts/")?;
-        // Parts by (escaped stage, worker).
+        // Parts by (escaped stage, worker). Only this run's parts count: every one it writes
+        // starts at or after the checkpoint it resumed from, while the parts kept from the run
+        // before (for falling back) start below it — valid in that run's execution, which
+        // after a restore at another worker count stamped records differently.
+        let floor = self.restored.as_ref().map_or(0, |r| r.checkpoint);
         let mut by_participant: PartsByParticipant<'_> = BTreeMap::new();
         for file in &files {
-            if let Some((stage, worker, lo, hi)) = parse_part(&file.name) {
+            let Some((stage, worker, lo, hi)) = parse_part(&file.name) else {
+                continue;
+            };
+            if lo >= floor {
                 by_participant
                     .entry((stage, worker))
                     .or_default()
