@@ -77,8 +77,11 @@ fn resume(checkpoint: &StageCheckpoint) -> Option<Resume> {
             Err(error) => checkpoint.decode_failed(&name, error.to_string()),
         }
     }
-    // The least watermark the old readers held: never below the checkpoint.
-    resume.watermark = held.map_or(at, |h| h.max(at));
+    // The least watermark the old readers held: never below the checkpoint. Old readers that
+    // had all finished held none (their parts say u64::MAX): the reader resumes at the
+    // checkpoint, finds nothing to read, and its last part starts there, as every part of this
+    // run does.
+    resume.watermark = held.filter(|&h| h != u64::MAX).map_or(at, |h| h.max(at));
     Some(resume)
 }
 
