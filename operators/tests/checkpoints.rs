@@ -24,7 +24,9 @@ use serde::Serialize;
 
 /// Records `(key, value)` with event times 0, 1, 2, ... ms (a few out of order), read by
 /// worker `i` of `n` at the indices `i, i + n, ...`; with `fail_at`, a reader fails once it
-/// has returned that many records.
+/// has returned that many records and a checkpoint holding it has completed (until then it
+/// waits, idle: checkpoints complete in the background, and a failure before the first one
+/// would leave nothing to resume from).
 #[derive(Clone)]
 struct Numbers {
     records: Arc<Vec<Record<(u64, u64)>>>,
@@ -53,6 +55,8 @@ struct NumbersReader {
     next: usize,
     step: usize,
     returned: usize,
+    /// Whether a checkpoint holding this reader has completed.
+    committed: bool,
 }
 
 impl Source<(u64, u64)> for Numbers {
@@ -66,6 +70,7 @@ impl Source<(u64, u64)> for Numbers {
             next: p.index,
             step: p.count,
             returned: 0,
+            committed: false,
         }))
     }
 
@@ -91,6 +96,7 @@ impl Source<(u64, u64)> for Numbers {
             next,
             step: p.count,
             returned: 0,
+            committed: false,
         }))
     }
 }
@@ -103,6 +109,9 @@ impl SourceReader<(u64, u64)> for NumbersReader {
         _rejected: &mut Vec<RecordError>,
     ) -> Result<ReadStatus, ConnectorError> {
         if self.source.fail_at.is_some_and(|at| self.returned >= at) {
+            if !self.committed {
+                return Ok(ReadStatus::Idle);
+            }
             return Err(ConnectorError::user(
                 "the test's source fails here, as a crash would",
             ));
@@ -125,6 +134,10 @@ impl SourceReader<(u64, u64)> for NumbersReader {
     fn position(&self) -> Option<Vec<u8>> {
         // Only used at one worker before the failure: the next index is the whole position.
         Some(serde_json::to_vec(&self.next).unwrap())
+    }
+
+    fn committed(&mut self, _position: &[u8]) {
+        self.committed = true;
     }
 }
 
