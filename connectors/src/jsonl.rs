@@ -181,7 +181,7 @@ impl FileQueue {
     /// The files worker `partition` reads when the run resumes from `positions` (`what`: the
     /// source, for messages): the same files as a fresh run's, each from where the old reader
     /// that had it (at the old worker count: `i % old count`) was. A file that no position
-    /// lists belonged to an old reader that had finished (it left no position): it is done.
+    /// lists, of an old reader that reported none, is done.
     pub(crate) fn resumed(
         what: &str,
         paths: &[PathBuf],

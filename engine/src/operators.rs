@@ -79,8 +79,8 @@ fn resume(checkpoint: &StageCheckpoint) -> Option<Resume> {
     }
     // The least watermark the old readers held: never below the checkpoint. Old readers that
     // had all finished held none (their parts say u64::MAX): the reader resumes at the
-    // checkpoint, finds nothing to read, and its last part starts there, as every part of this
-    // run does.
+    // checkpoint, at their end positions finds nothing to read, and its last part starts
+    // there, as every part of this run does.
     resume.watermark = held.filter(|&h| h != u64::MAX).map_or(at, |h| h.max(at));
     Some(resume)
 }
@@ -129,6 +129,9 @@ pub(crate) fn source<'s, T: 'static>(
         let checkpoint = stage.checkpoint().cloned();
         let resume = checkpoint.as_ref().and_then(resume);
         let opened = match &resume {
+            // Restored from the final checkpoint: the job had finished; there is nothing to
+            // read (a broker's records now would all be late), and the run ends at once.
+            Some(r) if r.watermark == u64::MAX => Ok(None),
             Some(r) => source.open_at(partition, &r.positions).map(Some),
             None => source.open(partition).map(Some),
         };
@@ -193,9 +196,13 @@ pub(crate) fn source<'s, T: 'static>(
         };
         let metrics = stage.run_metrics_handle();
         let gauge = stage.clone();
-        let finish = move |capability: &mut Option<Capability<u64>>, max_seen, done: bool| {
-            if let (Some(cap), true) = (capability.as_ref(), done) {
-                save(*cap.time(), u64::MAX, None, max_seen);
+        // `done`: the reader that finished, whose last part saves where it ended (a restore
+        // hands that on, so a finished share is not read again); `None` when it failed.
+        let finish = move |capability: &mut Option<Capability<u64>>,
+                           max_seen,
+                           done: Option<&dyn SourceReader<T>>| {
+            if let (Some(cap), Some(reader)) = (capability.as_ref(), done) {
+                save(*cap.time(), u64::MAX, reader.position(), max_seen);
             }
             *capability = None;
             metrics.note_watermark(clock, u64::MAX, Instant::now());
@@ -247,10 +254,10 @@ pub(crate) fn source<'s, T: 'static>(
                     advance(cap, watermark, &**r, tracker.max_seen());
                     activator.activate_after(IDLE_POLL);
                 }
-                Ok(ReadStatus::Done) => finish(&mut capability, tracker.max_seen(), true),
+                Ok(ReadStatus::Done) => finish(&mut capability, tracker.max_seen(), Some(&**r)),
                 Err(error) => {
                     stage.fail(error);
-                    finish(&mut capability, tracker.max_seen(), false);
+                    finish(&mut capability, tracker.max_seen(), None);
                 }
             }
         }

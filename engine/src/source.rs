@@ -102,7 +102,7 @@ pub trait Source<T>: Send + Sync + 'static {
 pub struct SourcePositions {
     /// The worker count of the run that wrote them.
     pub workers: usize,
-    /// `(old worker, position)`; a reader that had finished has none.
+    /// `(old worker, position)`; a reader that had finished gives where it ended.
     pub positions: Vec<(usize, Vec<u8>)>,
 }
 

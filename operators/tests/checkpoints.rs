@@ -3,7 +3,8 @@
 //! its source fails abruptly part-way — the run ends with the error, its last checkpoints
 //! incomplete, files of later intervals left pending, as after a crash — then runs again from
 //! the same checkpoint directory (at 1 worker, and at 2: a rescale) and must write exactly the
-//! rows of an uninterrupted run without checkpoints. The exactly-once tests of the `eddy`
+//! rows of an uninterrupted run without checkpoints; a run after that, from the final
+//! checkpoint, reads nothing. The exactly-once tests of the `eddy`
 //! binary (`queries/tests/exactly_once.rs`) kill real processes; these cover what they cannot
 //! reach.
 
@@ -318,6 +319,20 @@ where
             "{what} at {workers} workers: the resumed output differs from an uninterrupted run's"
         );
     }
+    // The job has finished: a run from its final checkpoint reads nothing and ends at once,
+    // the output untouched.
+    let again = Runtime::new(workers)
+        .checkpoint(&checkpoints, Duration::from_millis(500))
+        .run(&pipeline(Numbers::new(EVENTS, None), &out))
+        .unwrap();
+    let at = again
+        .checkpoints
+        .as_ref()
+        .and_then(|c| c.resumed)
+        .map(|(at, _)| at);
+    assert_eq!(at, Some(u64::MAX), "{what}: not resumed at the end");
+    assert_eq!(again.events(), 0, "{what}: a finished job read again");
+    assert_eq!(rows(&out), got, "{what}: a finished job's output changed");
     let _ = fs::remove_dir_all(&dir);
 }
 

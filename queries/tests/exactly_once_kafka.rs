@@ -163,8 +163,9 @@ fn kafka_to_q7_to_parquet_exactly_once_across_kills() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&done.stderr)
     );
+    // Mid-run, or at the end of the input when the last attempt finished before its kill.
     assert!(
-        stdout.contains("resumed from the checkpoint at watermark"),
+        stdout.contains("resumed from the checkpoint at"),
         "{stdout}"
     );
     let got = rows(&out);

@@ -134,7 +134,8 @@ where
         positions: &SourcePositions,
     ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let mut resume = Offsets::default();
-        for position in positions.all() {
+        // An old worker that had no partition finished at once, with an empty position.
+        for position in positions.all().filter(|p| !p.is_empty()) {
             let old: Offsets = serde_json::from_slice(position).map_err(|e| {
                 ConnectorError::user(format!(
                     "{}: a checkpoint position does not decode as Kafka offsets ({e}); was the \
