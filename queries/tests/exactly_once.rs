@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{crash_seed, newest_manifest, pyarrow_rows_json};
+use common::{await_checkpoints, crash_seed, kill, newest_manifest, pyarrow_rows_json};
 use eddy_connectors::nexmark::NexmarkConfig;
 use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
@@ -109,46 +109,12 @@ fn differences(
     (total, shown.join("\n"))
 }
 
-/// Kills `child` with SIGKILL if it still runs; says whether it did.
-fn kill(child: &mut Child) -> bool {
-    let running = child.try_wait().unwrap().is_none();
-    if running {
-        child.kill().unwrap();
-    }
-    child.wait().unwrap();
-    running
-}
-
 /// What a crash run did.
 struct Outcome {
     kills: usize,
     restarts: usize,
     rows: usize,
     differences: usize,
-}
-
-/// Waits until `child` has completed `n` more checkpoints in `checkpoints` (or ended); says
-/// whether it still runs.
-fn await_checkpoints(child: &mut Child, checkpoints: &Path, n: usize) -> bool {
-    let started = Instant::now();
-    let mut newest = newest_manifest(checkpoints);
-    let mut seen = 0;
-    while seen < n {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-        let now = newest_manifest(checkpoints);
-        if now != newest {
-            newest = now;
-            seen += 1;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint completes"
-        );
-    }
-    true
 }
 
 /// Runs `query` uninterrupted, then with checkpoints, killed `kills` times and finally run to

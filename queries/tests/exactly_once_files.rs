@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{crash_seed, pyarrow_json};
+use common::{await_checkpoints, crash_seed, pyarrow_json};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -40,19 +40,6 @@ fn copy(from: &str, out: &Path, checkpoints: &Path, workers: usize) -> Command {
     cmd
 }
 
-/// The completed checkpoints' manifests in `checkpoints`.
-fn manifests(checkpoints: &Path) -> Vec<PathBuf> {
-    let Ok(dir) = std::fs::read_dir(checkpoints.join("manifests")) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = dir
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_none())
-        .collect();
-    found.sort();
-    found
-}
-
 /// Runs the copy from `from` with checkpoints, killing it with SIGKILL once a new checkpoint
 /// has completed (and a random 0–300 ms more) `kills` times, the attempts' worker counts taken
 /// in turn from `workers`; then runs it to its end. Returns how many kills landed and what the
@@ -70,22 +57,14 @@ fn crash_until_done(
     while landed < kills {
         let w = workers[attempts % workers.len()];
         attempts += 1;
-        let before = manifests(checkpoints);
         let mut child = copy(from, out, checkpoints, w)
             .arg("--quiet")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let started = Instant::now();
         // Wait for a checkpoint of this attempt, so that the kill lands mid-run.
-        while child.try_wait().unwrap().is_none() && manifests(checkpoints) == before {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "no checkpoint completes"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        await_checkpoints(&mut child, checkpoints, 1);
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..=300)));
         let running = child.try_wait().unwrap().is_none();
         if running {

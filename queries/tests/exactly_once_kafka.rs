@@ -14,9 +14,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{newest_manifest, pyarrow_rows_json};
+use common::{await_checkpoints, kill, pyarrow_rows_json};
 use eddy_connectors::nexmark::{generate_all, NexmarkConfig};
 
 const BROKER: &str = "127.0.0.1:9092";
@@ -133,27 +133,10 @@ fn kafka_to_q7_to_parquet_exactly_once_across_kills() {
             .spawn()
             .unwrap();
         // Kill once this attempt has completed 1 + attempt more checkpoints.
-        let started = Instant::now();
-        let mut newest = newest_manifest(&checkpoints);
-        let mut seen = 0;
-        while seen <= attempt && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-            let now = newest_manifest(&checkpoints);
-            if now != newest {
-                newest = now;
-                seen += 1;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "no checkpoint completes"
-            );
+        if await_checkpoints(&mut child, &checkpoints, attempt + 1) {
+            std::thread::sleep(Duration::from_millis(40 * attempt as u64));
         }
-        std::thread::sleep(Duration::from_millis(40 * attempt as u64));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
+        kills += usize::from(kill(&mut child));
     }
     assert!(kills >= 2, "only {kills} kills landed mid-run");
     let done = checkpointed(2).output().unwrap();

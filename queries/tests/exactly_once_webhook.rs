@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{eddy_copy, pyarrow_json};
+use common::{eddy_copy, newest_manifest, pyarrow_json};
 
 /// Records in all, sent in batches of [`BATCH`] by [`SENDERS`] concurrent senders.
 const RECORDS: u64 = 3000;
@@ -202,14 +202,6 @@ fn await_listening(port: u16, child: &mut Child) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The newest completed checkpoint's boundary (its manifest's name), if one completed.
-fn newest_manifest(checkpoints: &Path) -> Option<u64> {
-    std::fs::read_dir(checkpoints.join("manifests"))
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .max()
 }
 
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {

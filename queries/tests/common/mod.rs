@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 use eddy_connectors::nexmark::{generate_all, Event, NexmarkConfig, NexmarkSource};
@@ -509,4 +509,38 @@ pub fn newest_manifest(checkpoints: &Path) -> Option<std::path::PathBuf> {
     dir.map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_none())
         .max()
+}
+
+/// Kills `child` with SIGKILL if it still runs, and reaps it; says whether it did.
+pub fn kill(child: &mut Child) -> bool {
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    running
+}
+
+/// Waits until `child` has completed `n` more checkpoints in `checkpoints` (or ended); says
+/// whether it still runs.
+pub fn await_checkpoints(child: &mut Child, checkpoints: &Path, n: usize) -> bool {
+    let started = std::time::Instant::now();
+    let mut newest = newest_manifest(checkpoints);
+    let mut seen = 0;
+    while seen < n {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let now = newest_manifest(checkpoints);
+        if now != newest {
+            newest = now;
+            seen += 1;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no checkpoint completes"
+        );
+    }
+    true
 }
