@@ -21,14 +21,15 @@
 //!
 //! **Stopping.** A reader ends when its task ends the feed ([`Feed::end`], a bounded source),
 //! after a record limit shared by all readers of a source ([`StopRule::limit`]), or once no
-//! message has come for an idle timeout ([`StopRule::idle_exit`]); it then acknowledges what it
+//! message has come for an idle timeout ([`StopRule::idle_exit`]) while its client, if it can
+//! tell, has read all the broker holds ([`Feed::set_caught_up`]); it then acknowledges what it
 //! returned and reports [`ReadStatus::Done`]. When the last reader is dropped the task sees the
 //! acknowledgement channel close, finishes its acknowledgements and closes its connection; the
 //! reader waits (a few seconds at most) for that, so a process that exits right after a run does
 //! not lose acknowledgements.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,7 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let closed = Arc::new(Closed::default());
     let broker_backlog = Arc::new(AtomicU64::new(UNKNOWN_BACKLOG));
+    let catch_up = Arc::new(AtomicU8::new(CATCH_UP_UNTOLD));
     let weak_tx = tx.downgrade();
     (
         Feed {
@@ -115,6 +117,7 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
             acks: ack_rx,
             closed: Arc::clone(&closed),
             broker_backlog: Arc::clone(&broker_backlog),
+            catch_up: Arc::clone(&catch_up),
         },
         Inbox {
             weak_tx,
@@ -122,9 +125,16 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
             acks: ack_tx,
             closed,
             broker_backlog,
+            catch_up,
         },
     )
 }
+
+/// Whether a client has read all its broker holds for it: it never said (the idle timer
+/// alone decides an idle exit), it is behind, or it has caught up.
+const CATCH_UP_UNTOLD: u8 = 0;
+const BEHIND: u8 = 1;
+const CAUGHT_UP: u8 = 2;
 
 /// A broker backlog not (yet) reported.
 const UNKNOWN_BACKLOG: u64 = u64::MAX;
@@ -135,9 +145,21 @@ pub struct Feed<A> {
     acks: mpsc::UnboundedReceiver<Vec<A>>,
     closed: Arc<Closed>,
     broker_backlog: Arc<AtomicU64>,
+    catch_up: Arc<AtomicU8>,
 }
 
 impl<A> Feed<A> {
+    /// Whether the client has read everything its broker holds for it now (a Kafka consumer
+    /// at the end of every partition). Once a client has said so, even `false`, its readers
+    /// are idle only while it is caught up: a consumer that is still connecting, or behind a
+    /// slow broker, has not run out of messages. So neither an idle exit
+    /// ([`StopRule::idle_exit`]) nor the engine's idle watermark, which follows the wall clock
+    /// ([`SourceReader::caught_up`]), makes late the messages still waiting.
+    pub fn set_caught_up(&self, caught_up: bool) {
+        let state = if caught_up { CAUGHT_UP } else { BEHIND };
+        self.catch_up.store(state, Ordering::Relaxed);
+    }
+
     /// Where the client reports how many messages wait at the broker for it (a Kafka
     /// consumer's lag): the readers add it to what waits in the channel
     /// ([`SourceReader::backlog`]).
@@ -226,6 +248,7 @@ pub struct Inbox<A> {
     acks: mpsc::UnboundedSender<Vec<A>>,
     closed: Arc<Closed>,
     broker_backlog: Arc<AtomicU64>,
+    catch_up: Arc<AtomicU8>,
     /// For the backlog probe: a weak sender reads the channel's length without keeping a
     /// receiver alive (readers' count says when they are all gone) or the channel open.
     weak_tx: async_channel::WeakSender<Event<A>>,
@@ -238,6 +261,7 @@ impl<A> Clone for Inbox<A> {
             acks: self.acks.clone(),
             closed: Arc::clone(&self.closed),
             broker_backlog: Arc::clone(&self.broker_backlog),
+            catch_up: Arc::clone(&self.catch_up),
             weak_tx: self.weak_tx.clone(),
         }
     }
@@ -282,7 +306,8 @@ impl StopRule {
         self
     }
 
-    /// Stop once no message has arrived for `idle`.
+    /// Stop once no message has arrived for `idle` (and the client, if it tells, has caught
+    /// up with its broker: see [`Feed::set_caught_up`]).
     pub fn idle_exit(mut self, idle: Duration) -> Self {
         self.idle_exit = Some(idle);
         self
@@ -521,6 +546,13 @@ where
         }
     }
 
+    /// What the client said ([`Feed::set_caught_up`]); `true` if it never says.
+    fn caught_up(&self) -> bool {
+        self.inbox
+            .as_ref()
+            .is_none_or(|inbox| inbox.catch_up.load(Ordering::Relaxed) != BEHIND)
+    }
+
     fn poll(
         &mut self,
         out: &mut Vec<Record<T>>,
@@ -569,6 +601,7 @@ where
             .stop
             .idle_exit
             .is_some_and(|idle| now.duration_since(self.last_delivery) >= idle)
+            && self.caught_up()
         {
             self.finished = true;
         }
@@ -721,6 +754,22 @@ mod tests {
             ChannelReader::<Reading, u64>::new(inbox, Format::Json, EventTimeOf::Arrival, stop);
         assert_eq!(poll(&mut reader).0, ReadStatus::Idle);
         std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(poll(&mut reader).0, ReadStatus::Ready);
+        assert_eq!(poll(&mut reader).0, ReadStatus::Done);
+        drop(feed);
+    }
+
+    #[test]
+    fn an_idle_reader_waits_for_its_client_to_catch_up() {
+        let (feed, inbox) = channel::<u64>(4);
+        feed.set_caught_up(false);
+        let stop = StopRule::never().idle_exit(Duration::from_millis(20));
+        let mut reader =
+            ChannelReader::<Reading, u64>::new(inbox, Format::Json, EventTimeOf::Arrival, stop);
+        std::thread::sleep(Duration::from_millis(30));
+        // Idle past the timeout, but the client is still behind (connecting, slow): go on.
+        assert_eq!(poll(&mut reader).0, ReadStatus::Idle);
+        feed.set_caught_up(true);
         assert_eq!(poll(&mut reader).0, ReadStatus::Ready);
         assert_eq!(poll(&mut reader).0, ReadStatus::Done);
         drop(feed);

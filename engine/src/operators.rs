@@ -248,9 +248,14 @@ pub(crate) fn source<'s, T: 'static>(
                     if polled.is_empty() {
                         stage.gauge().note_idle(wall_clock_ms());
                     }
-                    let watermark = r
-                        .watermark()
-                        .unwrap_or_else(|| tracker.on_idle(Instant::now(), wall_clock_ms()));
+                    let watermark = r.watermark().unwrap_or_else(|| {
+                        if r.caught_up() {
+                            tracker.on_idle(Instant::now(), wall_clock_ms())
+                        } else {
+                            // Slow, not idle: records wait at the source.
+                            tracker.on_data()
+                        }
+                    });
                     advance(cap, watermark, &**r, tracker.max_seen());
                     activator.activate_after(IDLE_POLL);
                 }

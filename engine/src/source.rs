@@ -145,6 +145,14 @@ pub trait SourceReader<T> {
         None
     }
 
+    /// Whether the reader has read all its source holds for it now. A reader that returns
+    /// [`ReadStatus::Idle`] while behind (a consumer still connecting, a slow broker) is not
+    /// idle: the engine does not move its watermark by the wall clock, which would make late
+    /// the records still waiting. The default, `true`: the reader cannot tell.
+    fn caught_up(&self) -> bool {
+        true
+    }
+
     /// How to read the records waiting at the source for this reader, when the source tells:
     /// a Kafka consumer's lag, a queue's depth, records buffered between a broker client and
     /// the worker. The engine keeps the probe and calls it from the metrics endpoint, the

@@ -104,7 +104,8 @@ impl WatermarkTracker {
         self.watermark
     }
 
-    /// No data this time. Once the source has been idle for the idle timeout, its watermark
+    /// No data this time, and none waiting at the source ([`SourceReader::caught_up`](crate::SourceReader::caught_up)).
+    /// Once the source has been idle for the idle timeout, its watermark
     /// follows the wall clock, `wall_clock_ms − max_disorder` (it never goes back), so a quiet
     /// partition stops holding back the pipeline's watermark. Records it reads later are stamped
     /// with that watermark, and are late for windows that have closed meanwhile. Returns the

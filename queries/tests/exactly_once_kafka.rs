@@ -10,6 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fs::{self, File};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,17 @@ fn rows(dir: &Path) -> BTreeMap<String, usize> {
         *counts.entry(row).or_default() += 1;
     }
     counts
+}
+
+/// What the attempts of the test in `dir` printed.
+fn attempts_said(dir: &Path) -> String {
+    let said: Vec<String> = (0..3)
+        .map(|a| {
+            let path = dir.join(format!("attempt-{a}.out"));
+            format!("attempt {a}:\n{}", fs::read_to_string(path).unwrap())
+        })
+        .collect();
+    said.join("\n")
 }
 
 #[test]
@@ -127,9 +139,11 @@ fn kafka_to_q7_to_parquet_exactly_once_across_kills() {
     };
     let mut kills = 0;
     for (attempt, workers) in [1, 2, 1].into_iter().enumerate() {
+        // What each attempt said, for the message should the rows differ.
+        let said = File::create(dir.path().join(format!("attempt-{attempt}.out"))).unwrap();
         let mut child = checkpointed(workers)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(said.try_clone().unwrap())
+            .stderr(said)
             .spawn()
             .unwrap();
         // Kill once this attempt has completed 1 + attempt more checkpoints.
@@ -138,7 +152,11 @@ fn kafka_to_q7_to_parquet_exactly_once_across_kills() {
         }
         kills += usize::from(kill(&mut child));
     }
-    assert!(kills >= 2, "only {kills} kills landed mid-run");
+    assert!(
+        kills >= 2,
+        "only {kills} kills landed mid-run:\n{}",
+        attempts_said(dir.path())
+    );
     let done = checkpointed(2).output().unwrap();
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(
@@ -152,8 +170,13 @@ fn kafka_to_q7_to_parquet_exactly_once_across_kills() {
         "{stdout}"
     );
     let got = rows(&out);
-    assert_eq!(
-        got, expected,
-        "q7 over Kafka with {kills} kills differs from q7 over the generator"
-    );
+    if got != expected {
+        panic!(
+            "q7 over Kafka with {kills} kills differs from q7 over the generator: {} rows, {} \
+             expected\n{}\nthe last run:\n{stdout}",
+            got.len(),
+            expected.len(),
+            attempts_said(dir.path())
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use eddy_engine::{ConnectorError, Partition, Source, SourcePositions, SourceReader};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
@@ -183,7 +183,8 @@ where
             ("group.id", config.group.clone()),
             ("enable.auto.commit", "false".to_string()),
             ("enable.auto.offset.store", "false".to_string()),
-            ("enable.partition.eof", "false".to_string()),
+            // The end of a partition is reported: an idle exit waits for every one.
+            ("enable.partition.eof", "true".to_string()),
             (
                 "auto.offset.reset",
                 match config.start {
@@ -231,8 +232,11 @@ where
             mine.clone(),
             feed.broker_backlog(),
         ));
+        // Not caught up until every partition has reported its end.
+        feed.set_caught_up(false);
         let task = ConsumerTask {
             consumer,
+            partitions: mine.clone(),
             topic: connection.topic.clone(),
             brokers: connection.brokers.clone(),
             commit_interval: config.commit_interval,
@@ -281,6 +285,10 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition can come this way too: news, not a failure.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         self.health.failed(if reason.is_empty() {
             error.to_string()
         } else {
@@ -338,6 +346,8 @@ impl Processed {
 /// The client task of one worker's consumer.
 struct ConsumerTask {
     consumer: Arc<StreamConsumer<SourceContext>>,
+    /// The partitions assigned to it.
+    partitions: Vec<i32>,
     topic: String,
     brokers: String,
     commit_interval: Duration,
@@ -393,6 +403,8 @@ impl ConsumerTask {
         let mut tick = tokio::time::interval(self.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let health = Arc::clone(&self.consumer.context().health);
+        // The partitions whose end the consumer has reached, with no message since.
+        let mut at_end = std::collections::BTreeSet::new();
         let failed = loop {
             tokio::select! {
                 biased;
@@ -409,6 +421,9 @@ impl ConsumerTask {
                 }
                 message = self.consumer.recv() => match message {
                     Ok(message) => {
+                        if at_end.remove(&message.partition()) {
+                            feed.set_caught_up(false);
+                        }
                         let delivery = delivery(&message);
                         drop(message);
                         // Waits while the channel is full: librdkafka's bounded prefetch
@@ -416,6 +431,10 @@ impl ConsumerTask {
                         if !feed.deliver(delivery).await {
                             break false;
                         }
+                    }
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        at_end.insert(partition);
+                        feed.set_caught_up(at_end.len() == self.partitions.len());
                     }
                     Err(error) => health.failed(error),
                 },
