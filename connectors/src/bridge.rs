@@ -29,7 +29,7 @@
 //! not lose acknowledgements.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,7 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let closed = Arc::new(Closed::default());
     let broker_backlog = Arc::new(AtomicU64::new(UNKNOWN_BACKLOG));
-    let catch_up = Arc::new(AtomicU8::new(CATCH_UP_UNTOLD));
+    let behind = Arc::new(AtomicBool::new(false));
     let weak_tx = tx.downgrade();
     (
         Feed {
@@ -117,7 +117,7 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
             acks: ack_rx,
             closed: Arc::clone(&closed),
             broker_backlog: Arc::clone(&broker_backlog),
-            catch_up: Arc::clone(&catch_up),
+            behind: Arc::clone(&behind),
         },
         Inbox {
             weak_tx,
@@ -125,16 +125,10 @@ pub fn channel<A: Send + 'static>(capacity: usize) -> (Feed<A>, Inbox<A>) {
             acks: ack_tx,
             closed,
             broker_backlog,
-            catch_up,
+            behind,
         },
     )
 }
-
-/// Whether a client has read all its broker holds for it: it never said (the idle timer
-/// alone decides an idle exit), it is behind, or it has caught up.
-const CATCH_UP_UNTOLD: u8 = 0;
-const BEHIND: u8 = 1;
-const CAUGHT_UP: u8 = 2;
 
 /// A broker backlog not (yet) reported.
 const UNKNOWN_BACKLOG: u64 = u64::MAX;
@@ -145,7 +139,9 @@ pub struct Feed<A> {
     acks: mpsc::UnboundedReceiver<Vec<A>>,
     closed: Arc<Closed>,
     broker_backlog: Arc<AtomicU64>,
-    catch_up: Arc<AtomicU8>,
+    /// Whether the client says it is behind its broker ([`Feed::set_caught_up`]); a client
+    /// that never says is not.
+    behind: Arc<AtomicBool>,
 }
 
 impl<A> Feed<A> {
@@ -156,8 +152,7 @@ impl<A> Feed<A> {
     /// ([`StopRule::idle_exit`]) nor the engine's idle watermark, which follows the wall clock
     /// ([`SourceReader::caught_up`]), makes late the messages still waiting.
     pub fn set_caught_up(&self, caught_up: bool) {
-        let state = if caught_up { CAUGHT_UP } else { BEHIND };
-        self.catch_up.store(state, Ordering::Relaxed);
+        self.behind.store(!caught_up, Ordering::Relaxed);
     }
 
     /// Where the client reports how many messages wait at the broker for it (a Kafka
@@ -248,7 +243,7 @@ pub struct Inbox<A> {
     acks: mpsc::UnboundedSender<Vec<A>>,
     closed: Arc<Closed>,
     broker_backlog: Arc<AtomicU64>,
-    catch_up: Arc<AtomicU8>,
+    behind: Arc<AtomicBool>,
     /// For the backlog probe: a weak sender reads the channel's length without keeping a
     /// receiver alive (readers' count says when they are all gone) or the channel open.
     weak_tx: async_channel::WeakSender<Event<A>>,
@@ -261,7 +256,7 @@ impl<A> Clone for Inbox<A> {
             acks: self.acks.clone(),
             closed: Arc::clone(&self.closed),
             broker_backlog: Arc::clone(&self.broker_backlog),
-            catch_up: Arc::clone(&self.catch_up),
+            behind: Arc::clone(&self.behind),
             weak_tx: self.weak_tx.clone(),
         }
     }
@@ -550,7 +545,7 @@ where
     fn caught_up(&self) -> bool {
         self.inbox
             .as_ref()
-            .is_none_or(|inbox| inbox.catch_up.load(Ordering::Relaxed) != BEHIND)
+            .is_none_or(|inbox| !inbox.behind.load(Ordering::Relaxed))
     }
 
     fn poll(

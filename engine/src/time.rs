@@ -104,12 +104,12 @@ impl WatermarkTracker {
         self.watermark
     }
 
-    /// No data this time, and none waiting at the source ([`SourceReader::caught_up`](crate::SourceReader::caught_up)).
-    /// Once the source has been idle for the idle timeout, its watermark
-    /// follows the wall clock, `wall_clock_ms − max_disorder` (it never goes back), so a quiet
-    /// partition stops holding back the pipeline's watermark. Records it reads later are stamped
-    /// with that watermark, and are late for windows that have closed meanwhile. Returns the
-    /// watermark.
+    /// No data this time, and none waiting at the source
+    /// ([`SourceReader::caught_up`](crate::SourceReader::caught_up)). Once the source has been
+    /// idle for the idle timeout, its watermark follows the wall clock, `wall_clock_ms −
+    /// max_disorder` (it never goes back), so a quiet partition stops holding back the
+    /// pipeline's watermark. Records it reads later are stamped with that watermark, and are
+    /// late for windows that have closed meanwhile. Returns the watermark.
     pub fn on_idle(&mut self, now: Instant, wall_clock_ms: u64) -> EventTime {
         let Some(timeout) = self.config.idle_timeout else {
             return self.watermark;
