@@ -24,8 +24,8 @@
 //! at once, and a worker that reaches that waits. A record the broker nacks or returns as
 //! unroutable is published again up to `retries` times (default 3), then handed to the
 //! dead-letter sink with its bytes and target. A lost connection is reconnected as for the
-//! source, and every unconfirmed record is published again: **at-least-once**. `finish` waits
-//! for every confirm.
+//! source, and every unconfirmed record is published again: **at-least-once**. `commit` and
+//! `finish` wait for every confirm.
 
 mod config;
 mod sink;

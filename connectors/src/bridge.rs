@@ -10,24 +10,26 @@
 //! memory stays bounded however slow the sink.
 //!
 //! **Acknowledgements.** Every delivery carries an acknowledgement token `A` (a delivery tag,
-//! an offset, the broker's message handle). A reader sends the tokens of the records it returned
-//! from one poll back to the task at its next poll — by then the engine has handed those
-//! records to the dataflow — and the task acknowledges them to the broker (or commits the
-//! offsets). A record that does not decode is dead-lettered and acknowledged too. Records still
-//! in the channel or in the client when the process dies are not acknowledged, so the broker
-//! delivers them again: at-least-once across broker restarts and reconnects. (A record handed to
-//! the dataflow is acknowledged before the sinks have committed it, so a crash of Eddy itself
-//! can lose what was in flight; checkpoints tie acknowledgements to committed output.)
+//! an offset, the broker's message handle, a webhook request's answer). A reader keeps the
+//! tokens of the records each poll returned until the engine *releases* that poll
+//! ([`SourceReader::released`]): once every sink has committed what those records produced
+//! (see `eddy_engine::durability`), or, in a run with checkpoints, once the engine has taken
+//! them. Only then does it send the tokens back to the task, which acknowledges them to the
+//! broker (or commits the offsets, or answers the webhook's sender). A record that does not
+//! decode is dead-lettered and acknowledged with its poll. Records not released when the
+//! process stops — a crash, a failed sink, an abort — are not acknowledged, so the broker
+//! delivers them again: at least once.
 //!
 //! **Stopping.** A reader ends when its task ends the feed ([`Feed::end`], a bounded source),
 //! after a record limit shared by all readers of a source ([`StopRule::limit`]), or once no
 //! message has come for an idle timeout ([`StopRule::idle_exit`]) while its client, if it can
-//! tell, has read all the broker holds ([`Feed::set_caught_up`]); it then acknowledges what it
-//! returned and reports [`ReadStatus::Done`]. When the last reader is dropped the task sees the
+//! tell, has read all the broker holds ([`Feed::set_caught_up`]); it then reports
+//! [`ReadStatus::Done`] (the engine releases its last records once they are committed). When the last reader is dropped the task sees the
 //! acknowledgement channel close, finishes its acknowledgements and closes its connection; the
 //! reader waits (a few seconds at most) for that, so a process that exits right after a run does
 //! not lose acknowledgements.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -42,6 +44,7 @@ use tokio::sync::mpsc;
 
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
+use crate::lines::{DEFAULT_MAX_RECORD_SIZE, KEPT_OF_OVERSIZED};
 
 /// The tokio runtime every connector's client tasks run on: started on first use, shared by
 /// all connectors of the process, with two worker threads (named `eddy-io`).
@@ -342,6 +345,9 @@ pub struct Decoding<T> {
     pub event_time: EventTimeOf<T>,
     /// When the readers stop (default: never).
     pub stop: StopRule,
+    /// The largest message taken, in bytes (default [`DEFAULT_MAX_RECORD_SIZE`], 1 MiB): a
+    /// larger one is a dead letter, with its first 4 KiB.
+    pub max_record_size: usize,
 }
 
 impl<T> Default for Decoding<T> {
@@ -350,6 +356,7 @@ impl<T> Default for Decoding<T> {
             format: Format::Json,
             event_time: EventTimeOf::Arrival,
             stop: StopRule::never(),
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
         }
     }
 }
@@ -360,6 +367,7 @@ impl<T> Clone for Decoding<T> {
             format: self.format.clone(),
             event_time: self.event_time.clone(),
             stop: self.stop.clone(),
+            max_record_size: self.max_record_size,
         }
     }
 }
@@ -378,6 +386,7 @@ impl<T: DeserializeOwned + Serialize + 'static> Decoding<T> {
             self.event_time.clone(),
             self.stop.clone(),
         )
+        .max_record_size(self.max_record_size)
     }
 }
 
@@ -402,6 +411,13 @@ pub trait BrokerSource<T>: Sized {
     /// Stops the readers by `stop` (default: never; a record limit, an idle timeout).
     fn stop(mut self, stop: StopRule) -> Self {
         self.decoding_mut().stop = stop;
+        self
+    }
+
+    /// Takes messages of at most `bytes` (default [`DEFAULT_MAX_RECORD_SIZE`], 1 MiB); a larger
+    /// one is a dead letter with its first 4 KiB, and the source goes on.
+    fn max_record_size(mut self, bytes: usize) -> Self {
+        self.decoding_mut().max_record_size = bytes;
         self
     }
 }
@@ -442,14 +458,18 @@ pub trait Tracks<A>: Send {
 }
 
 /// A worker's reader of a channel: decodes each delivery into `T` and acknowledges what it
-/// handed to the pipeline at its next poll (see the module docs).
+/// handed to the pipeline once the engine releases it (see the module docs).
 pub struct ChannelReader<T, A> {
     inbox: Option<Inbox<A>>,
     format: Format,
     event_time: EventTimeOf<T>,
     stop: StopRule,
     tracker: Option<Box<dyn Tracks<A>>>,
-    handed: Vec<A>,
+    /// The tokens of the records each poll returned, by poll number, until the engine releases
+    /// them ([`SourceReader::released`]).
+    handed: VecDeque<(u64, Vec<A>)>,
+    polls: u64,
+    max_record_size: usize,
     last_delivery: Instant,
     finished: bool,
     _marker: PhantomData<fn() -> T>,
@@ -474,11 +494,19 @@ where
             event_time,
             stop,
             tracker: None,
-            handed: Vec::new(),
+            handed: VecDeque::new(),
+            polls: 0,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
             last_delivery: Instant::now(),
             finished: false,
             _marker: PhantomData,
         }
+    }
+
+    /// The same reader, taking messages of at most `bytes` ([`BrokerSource::max_record_size`]).
+    pub fn max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
     }
 
     /// The same reader, keeping its position with `tracker` (so it can be checkpointed).
@@ -487,10 +515,15 @@ where
         self
     }
 
-    fn acknowledge_handed(&mut self) {
-        if let (false, Some(inbox)) = (self.handed.is_empty(), &self.inbox) {
+    /// Sends the tokens of the first `polls` polls to the client task, to acknowledge.
+    fn acknowledge(&mut self, polls: u64) {
+        let mut tokens = Vec::new();
+        while self.handed.front().is_some_and(|(poll, _)| *poll <= polls) {
+            tokens.extend(self.handed.pop_front().expect("checked").1);
+        }
+        if let (false, Some(inbox)) = (tokens.is_empty(), &self.inbox) {
             // A task that is gone cannot acknowledge; its broker redelivers.
-            let _ = inbox.acks.send(std::mem::take(&mut self.handed));
+            let _ = inbox.acks.send(tokens);
         }
     }
 
@@ -501,24 +534,39 @@ where
         rejected: &mut Vec<RecordError>,
     ) {
         let arrival = wall_clock_ms();
-        let decoded = self
-            .format
-            .decode::<T>(&delivery.payload)
-            .and_then(|record| {
-                let time = self
-                    .event_time
-                    .of(&record, delivery.timestamp_ms, arrival)?;
-                Ok((time, record))
-            });
+        let size = delivery.payload.len();
+        let decoded = if size > self.max_record_size {
+            Err(format!(
+                "the message is {size} bytes, over max_record_size ({} bytes): raise the \
+                 limit, or have the producer split it",
+                self.max_record_size
+            ))
+        } else {
+            self.format.decode::<T>(&delivery.payload)
+        };
+        let decoded = decoded.and_then(|record| {
+            let time = self
+                .event_time
+                .of(&record, delivery.timestamp_ms, arrival)?;
+            Ok((time, record))
+        });
         match decoded {
             Ok(record) => out.push(record),
-            Err(message) => rejected
-                .push(RecordError::new(delivery.location, message).with_raw(delivery.payload)),
+            Err(message) => {
+                let mut raw = delivery.payload;
+                if size > self.max_record_size {
+                    raw.truncate(KEPT_OF_OVERSIZED);
+                }
+                rejected.push(RecordError::new(delivery.location, message).with_raw(raw));
+            }
         }
         if let Some(tracker) = &mut self.tracker {
             tracker.note(&delivery.ack);
         }
-        self.handed.push(delivery.ack);
+        match self.handed.back_mut() {
+            Some((poll, tokens)) if *poll == self.polls => tokens.push(delivery.ack),
+            _ => self.handed.push_back((self.polls, vec![delivery.ack])),
+        }
     }
 }
 
@@ -541,6 +589,11 @@ where
         }
     }
 
+    /// Acknowledges the records of the first `polls` polls: they are durable downstream.
+    fn released(&mut self, polls: u64) {
+        self.acknowledge(polls);
+    }
+
     /// What the client said ([`Feed::set_caught_up`]); `true` if it never says.
     fn caught_up(&self) -> bool {
         self.inbox
@@ -554,7 +607,7 @@ where
         max: usize,
         rejected: &mut Vec<RecordError>,
     ) -> Result<ReadStatus, ConnectorError> {
-        self.acknowledge_handed();
+        self.polls += 1;
         if self.finished {
             return Ok(ReadStatus::Done);
         }
@@ -601,7 +654,8 @@ where
             self.finished = true;
         }
         Ok(match (took, self.finished) {
-            // Finished: one more poll acknowledges the last records, then reports Done.
+            // Finished: the next poll reports Done (the engine releases the last records once
+            // the sinks have committed them).
             (_, true) => ReadStatus::Ready,
             (0, false) => ReadStatus::Idle,
             (_, false) => ReadStatus::Ready,
@@ -679,12 +733,13 @@ mod tests {
             "{}",
             rejected[1].message
         );
-        assert!(
-            feed.ready_acks().is_empty(),
-            "nothing is acknowledged before the next poll"
-        );
         let (status, ..) = poll(&mut reader);
         assert_eq!(status, ReadStatus::Idle);
+        assert!(
+            feed.ready_acks().is_empty(),
+            "nothing is acknowledged before the engine releases it"
+        );
+        reader.released(1);
         assert_eq!(feed.ready_acks(), vec![1, 2, 3]);
         runtime().block_on(feed.end());
         assert_eq!(poll(&mut reader).0, ReadStatus::Ready);
@@ -729,6 +784,9 @@ mod tests {
         assert_eq!(poll(&mut b).0, ReadStatus::Done);
         assert_eq!(poll(&mut a).0, ReadStatus::Ready);
         assert_eq!(poll(&mut a).0, ReadStatus::Done);
+        assert!(feed.ready_acks().is_empty(), "nothing released yet");
+        a.released(3);
+        b.released(2);
         let mut acked = feed.ready_acks();
         acked.sort();
         assert_eq!(acked, vec![0, 1, 2]);
@@ -738,6 +796,39 @@ mod tests {
             "the rest wait for the next reader, unacknowledged"
         );
         // The task ends (its feed is dropped), so the readers need not wait for it to close.
+        drop(feed);
+    }
+
+    #[test]
+    fn a_message_over_max_record_size_is_rejected_and_the_next_is_read() {
+        let (feed, inbox) = channel::<u64>(8);
+        let mut reader = ChannelReader::new(
+            inbox,
+            Format::Json,
+            EventTimeOf::field("ts"),
+            StopRule::never(),
+        )
+        .max_record_size(64);
+        let big = format!(r#"{{"ts": 1, "value": 2, "pad": "{}"}}"#, "x".repeat(8000));
+        runtime().block_on(async {
+            assert!(feed.deliver(delivery(1, &big)).await);
+            assert!(feed.deliver(delivery(2, r#"{"ts": 5, "value": 6}"#)).await);
+        });
+        let (_, out, rejected) = poll(&mut reader);
+        assert_eq!(out, vec![(5, Reading { ts: 5, value: 6 })]);
+        assert_eq!(rejected.len(), 1);
+        assert!(
+            rejected[0]
+                .message
+                .contains("over max_record_size (64 bytes)"),
+            "{}",
+            rejected[0].message
+        );
+        assert_eq!(
+            rejected[0].raw.len(),
+            KEPT_OF_OVERSIZED,
+            "the start is kept"
+        );
         drop(feed);
     }
 

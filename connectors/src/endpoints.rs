@@ -5,10 +5,11 @@
 //! cargo feature that brings it back.
 
 use std::marker::PhantomData;
+use std::path::Path;
 
 use eddy_engine::{
-    ConnectorError, DeadLetter, Partition, Record, RecordError, Sink, SinkReport, SinkWriter,
-    Source,
+    ConnectorError, DeadLetter, FileOutput, Partition, Record, RecordError, Sink, SinkReport,
+    SinkWriter, Source,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -149,11 +150,32 @@ impl<T: Serialize + 'static> Sink<T> for AsJson<T> {
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
-        Ok(Box::new(AsJsonWriter {
-            inner: self.inner.open(partition)?,
+        Ok(Self::wrap(self.inner.open(partition)?))
+    }
+
+    /// The inner sink's files: a file sink stays one as JSON (rolled by commits, published by
+    /// checkpoints).
+    fn files(&self) -> Option<FileOutput> {
+        self.inner.files()
+    }
+
+    fn open_file(
+        &self,
+        partition: Partition,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+        Ok(Self::wrap(self.inner.open_file(partition, dir, name)?))
+    }
+}
+
+impl<T: Serialize + 'static> AsJson<T> {
+    fn wrap(inner: Box<dyn SinkWriter<Value>>) -> Box<dyn SinkWriter<T>> {
+        Box::new(AsJsonWriter {
+            inner,
             batch: Vec::new(),
             _marker: PhantomData,
-        }))
+        })
     }
 }
 
@@ -176,6 +198,10 @@ impl<T: Serialize> SinkWriter<T> for AsJsonWriter<T> {
 
     fn on_watermark(&mut self, watermark: u64) -> Result<(), ConnectorError> {
         self.inner.on_watermark(watermark)
+    }
+
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        self.inner.commit()
     }
 
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {

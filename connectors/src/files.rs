@@ -3,9 +3,10 @@
 //!
 //! **CSV input.** Each row is a record: with a header row (the default) its columns are matched
 //! to `T`'s fields by name (for dynamic records, a JSON object keyed by the header, numbers
-//! read as numbers); without one, by position. A row that does not fit is rejected with its
-//! `path:line` and its text, and the run goes on. File `i` is read by worker `i % count`; the
-//! path `-` reads standard input. Runs with checkpoints resume at the byte offset of the next
+//! read as numbers); without one, by position. A row that does not fit — not UTF-8, more or
+//! fewer fields than the header has columns, longer than `max_record_size`, or opening a quote
+//! that does not close — is rejected with its `path:line` and its text, and the run goes on at
+//! the next line. File `i` is read by worker `i % count`; the path `-` reads standard input. Runs with checkpoints resume at the byte offset of the next
 //! row, the header read again from the file's first line (see [`crate::jsonl`]'s docs).
 //!
 //! **Output.** A [`LinesSink`] writes JSON lines or CSV (with a header row) either per worker
@@ -17,7 +18,7 @@
 //! to the dead-letter sink.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -29,10 +30,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::csv_records::{CsvRecords, Next};
 use crate::endpoints::{DynSink, DynSource, EndpointOptions};
 use crate::event_time::EventTimeOf;
-use crate::format::{csv_bytes, csv_row, is_dynamic, CsvOptions, Format};
-use crate::jsonl::{describe_files, is_stdio, open_error, FileQueue, JsonLinesSource, Offset};
+use crate::format::{csv_row, is_dynamic, CsvOptions, Format};
+use crate::jsonl::{
+    describe_files, is_stdio, open_input, open_input_at, FileQueue, JsonLinesSource, Offset,
+};
+use crate::lines::DEFAULT_MAX_RECORD_SIZE;
 use crate::parquet_dynamic::DynamicParquetSink;
 use crate::staged::{finished_twice, io_error, Staged};
 use crate::uri::Endpoint;
@@ -43,6 +48,7 @@ pub struct CsvSource<T> {
     paths: Vec<PathBuf>,
     header: bool,
     delimiter: u8,
+    max_record_size: usize,
     event_time: EventTimeOf<T>,
 }
 
@@ -56,6 +62,7 @@ impl<T> CsvSource<T> {
             paths: paths.into_iter().map(Into::into).collect(),
             header: true,
             delimiter: b',',
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
             event_time,
         }
     }
@@ -70,6 +77,13 @@ impl<T> CsvSource<T> {
     /// The field delimiter (default `,`).
     pub fn delimiter(mut self, delimiter: u8) -> Self {
         self.delimiter = delimiter;
+        self
+    }
+
+    /// The largest record taken, in bytes (default [`DEFAULT_MAX_RECORD_SIZE`], 1 MiB); a
+    /// longer one is rejected and reading goes on at the next line.
+    pub fn max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
         self
     }
 }
@@ -103,53 +117,16 @@ impl<T> CsvSource<T> {
             current: None,
             header: self.header,
             delimiter: self.delimiter,
+            max_record_size: self.max_record_size,
             event_time: self.event_time.clone(),
-            row: csv::StringRecord::new(),
-        }
-    }
-}
-
-/// What a CSV reader reads: a file, which can seek, or standard input, which cannot.
-enum CsvInput {
-    File(File),
-    Stdin(io::Stdin),
-}
-
-impl CsvInput {
-    fn open(path: &Path) -> Result<Self, ConnectorError> {
-        if is_stdio(path) {
-            return Ok(CsvInput::Stdin(io::stdin()));
-        }
-        File::open(path)
-            .map(CsvInput::File)
-            .map_err(|e| open_error(path, e))
-    }
-}
-
-impl Read for CsvInput {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            CsvInput::File(f) => f.read(buf),
-            CsvInput::Stdin(s) => s.read(buf),
-        }
-    }
-}
-
-impl Seek for CsvInput {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        match self {
-            CsvInput::File(f) => f.seek(pos),
-            CsvInput::Stdin(_) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "standard input cannot seek",
-            )),
+            fields: csv::ByteRecord::new(),
         }
     }
 }
 
 struct OpenCsv {
     path: PathBuf,
-    reader: csv::Reader<CsvInput>,
+    records: CsvRecords,
     columns: Vec<String>,
     headers: Option<csv::StringRecord>,
 }
@@ -160,8 +137,10 @@ struct CsvReader<T> {
     current: Option<OpenCsv>,
     header: bool,
     delimiter: u8,
+    max_record_size: usize,
     event_time: EventTimeOf<T>,
-    row: csv::StringRecord,
+    /// The fields of the row being read (reused).
+    fields: csv::ByteRecord,
 }
 
 impl<T: DeserializeOwned + Serialize + 'static> CsvReader<T> {
@@ -172,25 +151,42 @@ impl<T: DeserializeOwned + Serialize + 'static> CsvReader<T> {
             return Ok(false);
         };
         let path = path.to_path_buf();
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(self.header)
-            .delimiter(self.delimiter)
-            .flexible(true)
-            .buffer_capacity(1 << 16)
-            .from_reader(CsvInput::open(&path)?);
-        let headers = if self.header {
-            let headers = reader.headers().map_err(|e| read_error(&path, e))?.clone();
-            Some(headers)
-        } else {
-            None
-        };
-        if next.byte > 0 {
-            let mut at = csv::Position::new();
-            at.set_byte(next.byte)
-                .set_line(next.line.saturating_add(1))
-                .set_record(next.record);
-            reader.seek(at).map_err(|e| read_error(&path, e))?;
+        let records = |input, at| CsvRecords::new(input, self.delimiter, self.max_record_size, at);
+        let mut headers = None;
+        let mut reading = None;
+        if self.header {
+            let mut first = records(open_input(&path)?, Offset::default());
+            let mut fields = csv::ByteRecord::new();
+            match first
+                .next_record(&mut fields)
+                .map_err(|e| read_error(&path, e))?
+            {
+                Next::Record { .. } => {
+                    let row = csv::StringRecord::from_byte_record(fields).map_err(|e| {
+                        ConnectorError::user(format!(
+                            "{}: the header row is not valid UTF-8 ({}); save the file as UTF-8",
+                            path.display(),
+                            e.utf8_error()
+                        ))
+                    })?;
+                    headers = Some(row);
+                }
+                Next::Rejected { line, message } => {
+                    return Err(ConnectorError::user(format!(
+                        "{}:{line}: the header row cannot be read: {message}",
+                        path.display()
+                    )))
+                }
+                Next::End => headers = Some(csv::StringRecord::new()),
+            }
+            if next.byte == 0 {
+                reading = Some(first);
+            }
         }
+        let records = match reading {
+            Some(records) => records,
+            None => records(open_input_at(&path, next.byte)?, next),
+        };
         self.current = Some(OpenCsv {
             columns: headers
                 .as_ref()
@@ -198,29 +194,43 @@ impl<T: DeserializeOwned + Serialize + 'static> CsvReader<T> {
                 .unwrap_or_default(),
             headers,
             path,
-            reader,
+            records,
         });
         Ok(true)
     }
 
-    fn parse(&self, file: &OpenCsv) -> Result<Record<T>, String> {
+    /// The row in `fields` as a record; `Err` is why it is rejected.
+    fn parse(
+        file: &OpenCsv,
+        fields: csv::ByteRecord,
+        event_time: &EventTimeOf<T>,
+    ) -> Result<Record<T>, String> {
+        if let Some(headers) = &file.headers {
+            if fields.len() != headers.len() {
+                return Err(format!(
+                    "this row has {} fields, but the header has {} columns ({}); every row \
+                     needs one field per column",
+                    fields.len(),
+                    headers.len(),
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ));
+            }
+        }
+        let row = csv::StringRecord::from_byte_record(fields)
+            .map_err(|e| format!("this row is not valid UTF-8 ({})", e.utf8_error()))?;
         let record: T = match (&file.headers, is_dynamic::<T>()) {
-            (Some(headers), false) => self
-                .row
+            (Some(headers), false) => row
                 .deserialize(Some(headers))
                 .map_err(|e| format!("this CSV row does not fit the record: {e}"))?,
-            _ => csv_row(&file.columns, &self.row)?,
+            _ => csv_row(&file.columns, &row)?,
         };
-        let time = self.event_time.of(&record, None, wall_clock_ms())?;
+        let time = event_time.of(&record, None, wall_clock_ms())?;
         Ok((time, record))
     }
 }
 
-fn read_error(path: &Path, e: csv::Error) -> ConnectorError {
-    match e.into_kind() {
-        csv::ErrorKind::Io(e) => io_error(format!("could not read {}", path.display()), e),
-        other => ConnectorError::user(format!("{} is not valid CSV: {other:?}", path.display())),
-    }
+fn read_error(path: &Path, e: io::Error) -> ConnectorError {
+    io_error(format!("could not read {}", path.display()), e)
 }
 
 impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for CsvReader<T> {
@@ -240,35 +250,28 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for CsvReader<T>
                 });
             }
             let file = self.current.as_mut().expect("a file is open");
-            let more = match file.reader.read_record(&mut self.row) {
-                Ok(more) => more,
-                Err(e) => match e.kind() {
-                    // A malformed row (bad UTF-8, an unclosed quote): reject it and go on.
-                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. } => {
-                        let line = e.position().map_or(0, |p| p.line());
-                        let location = format!("{}:{line}", file.path.display());
-                        rejected.push(RecordError::new(location, e.to_string()));
-                        rows += 1;
-                        continue;
-                    }
-                    _ => return Err(read_error(&file.path, e)),
-                },
+            let next = file
+                .records
+                .next_record(&mut self.fields)
+                .map_err(|e| read_error(&file.path, e))?;
+            let (line, result) = match next {
+                Next::End => {
+                    self.current = None;
+                    self.files.finish_current();
+                    continue;
+                }
+                Next::Rejected { line, message } => (line, Err(message)),
+                Next::Record { line } => {
+                    let fields = std::mem::take(&mut self.fields);
+                    (line, Self::parse(file, fields, &self.event_time))
+                }
             };
-            if !more {
-                self.current = None;
-                self.files.finish_current();
-                continue;
-            }
             rows += 1;
-            let file = self.current.as_ref().expect("a file is open");
-            match self.parse(file) {
+            match result {
                 Ok(record) => out.push(record),
                 Err(message) => {
-                    let line = self.row.position().map_or(0, |p| p.line());
                     let location = format!("{}:{line}", file.path.display());
-                    let raw = csv_bytes(self.delimiter, |w| w.write_record(&self.row));
-                    let raw = raw.unwrap_or_default();
-                    rejected.push(RecordError::new(location, message).with_raw(raw));
+                    rejected.push(RecordError::new(location, message).with_raw(file.records.raw()));
                 }
             }
         }
@@ -276,14 +279,7 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for CsvReader<T>
     }
 
     fn position(&self) -> Option<Vec<u8>> {
-        let reading = self.current.as_ref().map(|file| {
-            let at = file.reader.position();
-            Offset {
-                byte: at.byte(),
-                line: at.line().saturating_sub(1),
-                record: at.record(),
-            }
-        });
+        let reading = self.current.as_ref().map(|file| file.records.next_offset());
         self.files.position(reading)
     }
 }
@@ -605,22 +601,31 @@ pub(crate) fn endpoint_source(
     o: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
     let path = file_path(e)?;
+    let max_record_size = match e.size_param("max_record_size")? {
+        Some(0) => {
+            return Err(ConnectorError::user(format!(
+                "{e}: option max_record_size=0 takes no record: give at least 1 byte (e.g. 4MiB)"
+            )))
+        }
+        size => size.unwrap_or(DEFAULT_MAX_RECORD_SIZE),
+    };
     match e.scheme.as_str() {
         "csv" => {
-            e.check_params(&["header", "delimiter"])?;
+            e.check_params(&["header", "delimiter", "max_record_size"])?;
             let header = e.parse_param::<bool>("header")?.unwrap_or(true);
             Ok(Box::new(
                 CsvSource::new([path], o.event_time.clone())
                     .header(header)
-                    .delimiter(delimiter(e)?),
+                    .delimiter(delimiter(e)?)
+                    .max_record_size(max_record_size),
             ))
         }
         _ => {
-            e.check_params(&[])?;
-            Ok(Box::new(JsonLinesSource::with_event_time(
-                [path],
-                o.event_time.clone(),
-            )))
+            e.check_params(&["max_record_size"])?;
+            Ok(Box::new(
+                JsonLinesSource::with_event_time([path], o.event_time.clone())
+                    .max_record_size(max_record_size),
+            ))
         }
     }
 }
@@ -904,14 +909,13 @@ mod tests {
         let position: Value = serde_json::from_slice(&reader.position().unwrap()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         // The header, "0,0,Oslo", "1,1,Bergen", "2,2,two\nlines 2": four records, the last
-        // ending at the fourth CRLF (the csv crate stops between its CR and LF).
+        // ending with the fourth CRLF, on line 5.
         let end = text.match_indices("\r\n").nth(3).unwrap().0;
         let file = &position["files"][0];
         assert_eq!(file["file"], 0);
         assert_eq!(file["path"], path.display().to_string());
-        assert_eq!(file["record"], 4);
-        let byte = file["byte"].as_u64().unwrap() as usize;
-        assert!(byte == end + 1 || byte == end + 2, "{position}");
+        assert_eq!(file["byte"], end + 2, "{position}");
+        assert_eq!(file["line"], 5, "{position}");
         let positions = SourcePositions {
             workers: 1,
             positions: vec![(0, serde_json::to_vec(&position).unwrap())],
@@ -928,6 +932,142 @@ mod tests {
         let (_, whole) = read_all(&source);
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].location, whole[0].location);
+    }
+
+    /// A CSV file of `n` rows `i,name-i,i` under the header `id,name,n`, with row `i` replaced
+    /// by `bad(i)` where it says.
+    fn rows_file(path: &Path, n: u64, bad: impl Fn(u64) -> Option<String>) {
+        let mut text = String::from("id,name,n\n");
+        for i in 0..n {
+            let row = bad(i).unwrap_or_else(|| format!("{i},name-{i},{i}"));
+            text.push_str(&row);
+            text.push('\n');
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn an_unterminated_quote_rejects_its_line_alone_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quote.csv");
+        rows_file(&path, 1000, |i| {
+            (i == 10).then(|| "10,\"unterminated,5".to_string())
+        });
+        let source = CsvSource::<Value>::new([&path], EventTimeOf::field("n"));
+        let (rows, rejected) = read_all(&source);
+        assert_eq!(rows.len(), 999);
+        assert!(rows
+            .iter()
+            .all(|(_, r)| r["name"].as_str().unwrap().len() < 10));
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].location, format!("{}:12", path.display()));
+        assert_eq!(rejected[0].raw, b"10,\"unterminated,5");
+        assert!(
+            rejected[0]
+                .message
+                .contains("does not close before the end of the input"),
+            "{}",
+            rejected[0]
+        );
+
+        // A quote that stays open past max_record_size: the same, before the input ends.
+        let source = CsvSource::<Value>::new([&path], EventTimeOf::field("n")).max_record_size(64);
+        let (rows, rejected) = read_all(&source);
+        assert_eq!((rows.len(), rejected.len()), (999, 1));
+        assert!(
+            rejected[0]
+                .message
+                .contains("within max_record_size (64 bytes)"),
+            "{}",
+            rejected[0]
+        );
+    }
+
+    #[test]
+    fn quoted_line_breaks_still_join_lines_and_long_records_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.csv");
+        rows_file(&path, 6, |i| match i {
+            1 => Some("1,\"two\r\nlines, \"\"quoted\"\"\",1".to_string()),
+            3 => Some(format!("3,{},3", "x".repeat(100))),
+            // 51 bytes over two lines: read whole (within the limit and a line break), then
+            // rejected.
+            4 => Some(format!("4,\"{}\n{}\",4", "y".repeat(20), "z".repeat(24))),
+            _ => None,
+        });
+        let source = CsvSource::<Value>::new([&path], EventTimeOf::field("n")).max_record_size(50);
+        let (rows, rejected) = read_all(&source);
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|(_, r)| r["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![0, 1, 2, 5]);
+        assert_eq!(rows[1].1["name"], "two\r\nlines, \"quoted\"");
+        let shown = path.display();
+        let located: Vec<_> = rejected.iter().map(|r| r.location.clone()).collect();
+        assert_eq!(located, vec![format!("{shown}:6"), format!("{shown}:7")]);
+        assert!(
+            rejected[0]
+                .message
+                .contains("the record is 104 bytes, over the limit of 50"),
+            "{}",
+            rejected[0]
+        );
+        assert!(
+            rejected[1].message.contains("the record is 51 bytes"),
+            "{}",
+            rejected[1]
+        );
+        assert_eq!(
+            rejected[1].raw.len(),
+            51,
+            "a record within the kept length is kept whole"
+        );
+    }
+
+    #[test]
+    fn ragged_rows_are_rejected_not_padded_nor_given_invented_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ragged.csv");
+        rows_file(&path, 4, |i| match i {
+            1 => Some("1,name-1,1,extra,more".to_string()),
+            2 => Some("2,name-2".to_string()),
+            _ => None,
+        });
+        let source = CsvSource::<Value>::new([&path], EventTimeOf::field("n"));
+        let (rows, rejected) = read_all(&source);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|(_, r)| r.as_object().unwrap().len() == 3));
+        let messages: Vec<_> = rejected.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages.len(), 2);
+        assert!(
+            messages[0]
+                .starts_with("this row has 5 fields, but the header has 3 columns (id,name,n)"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].starts_with("this row has 2 fields"),
+            "{messages:?}"
+        );
+        assert_eq!(rejected[1].raw, b"2,name-2");
+    }
+
+    #[test]
+    fn rejected_records_keep_positions_exact_for_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..3)
+            .map(|i| dir.path().join(format!("{i}.csv")))
+            .collect();
+        for (f, path) in paths.iter().enumerate() {
+            rows_file(path, 9 + f as u64, |i| match i % 4 {
+                1 => Some(format!("{i},{},{i}", "x".repeat(80))),
+                2 if i == 2 => Some(format!("{i},\"open,{i}")),
+                3 => Some(format!("{i},\"a\nb\",{i}")),
+                _ => None,
+            });
+        }
+        let source = CsvSource::<Value>::new(paths, EventTimeOf::field("n")).max_record_size(64);
+        assert_resumes_exactly(&source, 10, 2);
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //!
 //! **Concurrency.** Each worker's writer keeps at most `in_flight` requests open; a write
 //! waits while that many are (so a slow receiver slows the pipeline instead of filling
-//! memory), and [`SinkWriter::finish`] waits for all. With `in_flight > 1` requests may
+//! memory), and [`SinkWriter::commit`] and [`SinkWriter::finish`] wait for all. With `in_flight > 1` requests may
 //! complete out of order; `in_flight = 1` keeps each worker's order.
 //!
 //! **Guarantee.** At-least-once for every record that is not dead-lettered: a record counts as
@@ -265,6 +265,17 @@ struct Request {
 }
 
 impl<T: Serialize + 'static> HttpWriter<T> {
+    /// Waits until every request sent so far has completed: each record written so far was
+    /// answered 2xx or handed to [`SinkWriter::undeliverable`]. The slots are given back, so
+    /// the writer takes more writes.
+    fn wait_for_requests(&self) -> Result<(), ConnectorError> {
+        let all = u32::try_from(self.target.config.in_flight).unwrap_or(u32::MAX);
+        let _all_done = bridge::runtime()
+            .block_on(self.slots.acquire_many(all))
+            .map_err(|e| ConnectorError::external("HTTP sink: the request slots closed", e))?;
+        Ok(())
+    }
+
     /// Waits for a free slot, then sends `request` on the connectors' runtime.
     fn send(&mut self, request: Request) -> Result<(), ConnectorError> {
         let permit = bridge::runtime()
@@ -345,11 +356,12 @@ impl<T: Serialize + 'static> SinkWriter<T> for HttpWriter<T> {
         Ok(())
     }
 
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        self.wait_for_requests()
+    }
+
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
-        let all = u32::try_from(self.target.config.in_flight).unwrap_or(u32::MAX);
-        let _all_done = bridge::runtime()
-            .block_on(self.slots.acquire_many(all))
-            .map_err(|e| ConnectorError::external("HTTP sink: the request slots closed", e))?;
+        self.wait_for_requests()?;
         Ok(SinkReport {
             rows: self.outcome.delivered.load(Ordering::Relaxed),
             files: Vec::new(),

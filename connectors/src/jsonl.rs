@@ -24,20 +24,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event_time::{time_value, EventTimeOf};
+use crate::lines::{
+    oversized, without_break, LineEnd, Lines, DEFAULT_MAX_RECORD_SIZE, KEPT_OF_OVERSIZED,
+};
 use crate::staged::io_error;
 
 /// A source of JSON lines files: each non-blank line is a JSON object, deserialized into `T`,
 /// with its event time from a named top-level field (integer milliseconds since the Unix epoch
 /// or an RFC 3339 string) or as [`EventTimeOf`] says. The path `-` reads standard input.
 ///
-/// File `i` is read by worker `i % count`. A line that is not valid JSON, lacks the time field
-/// or does not fit `T` is rejected (reported with its `path:line` and its bytes) and the run
-/// goes on. Runs with checkpoints resume at the byte offset of the next line (see the module
+/// File `i` is read by worker `i % count`. A line that is not valid JSON, lacks the time field,
+/// does not fit `T` or is longer than [`max_record_size`](Self::max_record_size) is rejected
+/// (reported with its `path:line` and its bytes) and the run goes on at the next line. Runs with checkpoints resume at the byte offset of the next line (see the module
 /// docs).
 #[derive(Debug)]
 pub struct JsonLinesSource<T> {
     paths: Vec<PathBuf>,
     event_time: EventTimeOf<T>,
+    max_record_size: usize,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -55,8 +59,17 @@ impl<T> JsonLinesSource<T> {
         JsonLinesSource {
             paths: paths.into_iter().map(Into::into).collect(),
             event_time,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
             _marker: PhantomData,
         }
+    }
+
+    /// The longest line taken, in bytes without its line break (default
+    /// [`DEFAULT_MAX_RECORD_SIZE`], 1 MiB); a longer one is rejected, without ever being held
+    /// in memory whole, and reading goes on at the next line.
+    pub fn max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
     }
 
     /// The files read.
@@ -72,10 +85,7 @@ impl<T: DeserializeOwned + Serialize + 'static> Source<T> for JsonLinesSource<T>
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let files = FileQueue::fresh(&self.paths, partition)?;
-        Ok(Box::new(JsonLinesReader::new(
-            files,
-            self.event_time.clone(),
-        )))
+        Ok(Box::new(self.reader(files)))
     }
 
     /// Reopens this worker's files (file `i` for worker `i % count`) where the old readers'
@@ -86,10 +96,20 @@ impl<T: DeserializeOwned + Serialize + 'static> Source<T> for JsonLinesSource<T>
         positions: &SourcePositions,
     ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let files = FileQueue::resumed(&self.describe(), &self.paths, partition, positions)?;
-        Ok(Box::new(JsonLinesReader::new(
+        Ok(Box::new(self.reader(files)))
+    }
+}
+
+impl<T> JsonLinesSource<T> {
+    fn reader(&self, files: FileQueue) -> JsonLinesReader<T> {
+        JsonLinesReader {
             files,
-            self.event_time.clone(),
-        )))
+            current: None,
+            event_time: self.event_time.clone(),
+            max_record_size: self.max_record_size,
+            line: Vec::new(),
+            _marker: PhantomData,
+        }
     }
 }
 
@@ -127,10 +147,6 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
 /// Where a record starts in a file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Offset {
@@ -140,9 +156,6 @@ pub(crate) struct Offset {
     /// The lines before it (so that rejected records keep their line numbers).
     #[serde(default)]
     pub line: u64,
-    /// The records before it (CSV only: the csv crate numbers records in its messages).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub record: u64,
 }
 
 /// A file source reader's checkpoint position.
@@ -392,7 +405,7 @@ pub(crate) fn open_error(path: &Path, e: io::Error) -> ConnectorError {
 
 struct OpenFile {
     path: PathBuf,
-    reader: Box<dyn BufRead>,
+    lines: Lines,
     /// Where the next line starts (`line`: the lines before it).
     next: Offset,
 }
@@ -402,50 +415,41 @@ struct JsonLinesReader<T> {
     /// The current file of `files`, once opened.
     current: Option<OpenFile>,
     event_time: EventTimeOf<T>,
+    max_record_size: usize,
     /// The line being parsed (reused).
     line: Vec<u8>,
     _marker: PhantomData<fn() -> T>,
 }
 
-impl<T: DeserializeOwned + Serialize + 'static> JsonLinesReader<T> {
-    fn new(files: FileQueue, event_time: EventTimeOf<T>) -> Self {
-        JsonLinesReader {
-            files,
-            current: None,
-            event_time,
-            line: Vec::new(),
-            _marker: PhantomData,
-        }
-    }
-
-    /// Parses one line into a record; `Err` is why it is rejected.
-    fn parse(&self, line: &[u8]) -> Result<Record<T>, String> {
-        let value: Value =
-            serde_json::from_slice(line).map_err(|e| format!("not valid JSON: {e}"))?;
-        let Value::Object(object) = &value else {
-            return Err(format!("expected a JSON object, found {}", kind(&value)));
-        };
-        let field_time = match &self.event_time {
-            // The common case, read from the parsed object before it becomes a `T`.
-            EventTimeOf::Field(name) => Some(match object.get(name) {
-                None => return Err(format!("missing the time field '{name}'")),
-                Some(t) => time_value(t).ok_or_else(|| {
-                    format!(
-                        "the time field '{name}' must be integer milliseconds since the Unix \
-                         epoch or an RFC 3339 string, found {t}"
-                    )
-                })?,
-            }),
-            _ => None,
-        };
-        let data = T::deserialize(value)
-            .map_err(|e| format!("does not fit {}: {e}", std::any::type_name::<T>()))?;
-        let time = match field_time {
-            Some(time) => time,
-            None => self.event_time.of(&data, None, wall_clock_ms())?,
-        };
-        Ok((time, data))
-    }
+/// Parses one line into a record timed as `event_time` says; `Err` is why it is rejected.
+fn parse<T: DeserializeOwned + Serialize + 'static>(
+    event_time: &EventTimeOf<T>,
+    line: &[u8],
+) -> Result<Record<T>, String> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(object) = &value else {
+        return Err(format!("expected a JSON object, found {}", kind(&value)));
+    };
+    let field_time = match event_time {
+        // The common case, read from the parsed object before it becomes a `T`.
+        EventTimeOf::Field(name) => Some(match object.get(name) {
+            None => return Err(format!("missing the time field '{name}'")),
+            Some(t) => time_value(t).ok_or_else(|| {
+                format!(
+                    "the time field '{name}' must be integer milliseconds since the Unix \
+                     epoch or an RFC 3339 string, found {t}"
+                )
+            })?,
+        }),
+        _ => None,
+    };
+    let data = T::deserialize(value)
+        .map_err(|e| format!("does not fit {}: {e}", std::any::type_name::<T>()))?;
+    let time = match field_time {
+        Some(time) => time,
+        None => event_time.of(&data, None, wall_clock_ms())?,
+    };
+    Ok((time, data))
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -472,10 +476,10 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for JsonLinesRea
             let Some(file) = self.current.as_mut() else {
                 match self.files.current() {
                     Some((path, next)) => {
-                        let reader = open_input_at(path, next.byte)?;
+                        let input = open_input_at(path, next.byte)?;
                         self.current = Some(OpenFile {
                             path: path.to_path_buf(),
-                            reader,
+                            lines: Lines::new(input),
                             next,
                         });
                         continue;
@@ -484,7 +488,7 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for JsonLinesRea
                 }
             };
             self.line.clear();
-            let n = file.reader.read_until(b'\n', &mut self.line).map_err(|e| {
+            let read_error = |e| {
                 io_error(
                     format!(
                         "could not read {} after line {}",
@@ -493,27 +497,46 @@ impl<T: DeserializeOwned + Serialize + 'static> SourceReader<T> for JsonLinesRea
                     ),
                     e,
                 )
-            })?;
-            if n == 0 {
+            };
+            let limit = self.max_record_size.saturating_add(2);
+            let end = file
+                .lines
+                .read_line(&mut self.line, limit)
+                .map_err(read_error)?;
+            if end == LineEnd::Eof && self.line.is_empty() {
                 self.current = None;
                 self.files.finish_current();
                 continue;
             }
-            file.next.byte += n as u64;
+            let mut size = self.line.len() as u64;
+            if end == LineEnd::Cut {
+                size += file.lines.skip_line().map_err(read_error)?;
+            }
+            file.next.byte += size;
             file.next.line += 1;
             lines += 1;
-            let text = self.line.trim_ascii();
+            let location = || format!("{}:{}", file.path.display(), file.next.line);
+            let text = without_break(&self.line);
+            if end == LineEnd::Cut || text.len() > self.max_record_size {
+                let size = match end {
+                    LineEnd::Cut => size - file.lines.break_len() as u64,
+                    _ => text.len() as u64,
+                };
+                let kept = &text[..text.len().min(KEPT_OF_OVERSIZED)];
+                rejected.push(
+                    RecordError::new(location(), oversized(size, self.max_record_size))
+                        .with_raw(kept),
+                );
+                continue;
+            }
+            let text = text.trim_ascii();
             if text.is_empty() {
                 continue;
             }
-            match self.parse(text) {
+            match parse(&self.event_time, text) {
                 Ok(record) => out.push(record),
                 Err(message) => {
-                    let location = match &self.current {
-                        Some(f) => format!("{}:{}", f.path.display(), f.next.line),
-                        None => String::new(),
-                    };
-                    rejected.push(RecordError::new(location, message).with_raw(text));
+                    rejected.push(RecordError::new(location(), message).with_raw(text));
                 }
             }
         }
@@ -795,6 +818,51 @@ mod tests {
             }
         }
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_line_over_max_record_size_is_rejected_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.jsonl");
+        let exact = format!("{{\"ts\": 1, \"user\": \"{}\", \"n\": 1}}", "a".repeat(10));
+        let max = exact.len();
+        let long = format!(
+            "{{\"ts\": 2, \"user\": \"{}\", \"n\": 2}}",
+            "b".repeat(10_000)
+        );
+        let text = format!("{exact}\r\n{long}\n{{\"ts\": 3, \"user\": \"c\", \"n\": 3}}\n{long}");
+        std::fs::write(&path, text).unwrap();
+        let source = JsonLinesSource::<Click>::new([&path], "ts").max_record_size(max);
+        let (records, rejected) = read_all(&source, Partition { index: 0, count: 1 });
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3]);
+        let shown = path.display();
+        let located: Vec<_> = rejected.iter().map(|r| r.location.clone()).collect();
+        assert_eq!(located, vec![format!("{shown}:2"), format!("{shown}:4")]);
+        let size = long.len();
+        assert!(
+            rejected[0].message.contains(&format!(
+                "the record is {size} bytes, over the limit of {max}"
+            )),
+            "{}",
+            rejected[0]
+        );
+        // Its start: what was read before the limit.
+        let raw = &rejected[0].raw;
+        assert!(long.as_bytes().starts_with(raw) && raw.len() > max && raw.len() <= max + 2);
+        assert!(rejected[1].message.contains(&format!("{size} bytes")));
+
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push('\n');
+        for i in 0..6 {
+            text.push_str(&format!(
+                "{{\"ts\": {}, \"user\": \"u\", \"n\": 0}}\n",
+                10 + i
+            ));
+            text.push_str(&long);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        assert_resumes_exactly(&source, 8, 2);
     }
 
     #[test]

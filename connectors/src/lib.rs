@@ -51,15 +51,19 @@
 pub mod amqp;
 pub mod bridge;
 pub mod count;
+mod csv_records;
 pub mod endpoints;
 pub mod event_time;
 pub mod files;
 pub mod format;
+#[cfg(test)]
+mod fuzz;
 #[cfg(feature = "http")]
 pub mod http_sink;
 pub mod jsonl;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod lines;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
@@ -86,6 +90,7 @@ pub use crate::event_time::EventTimeOf;
 pub use crate::files::{CsvSource, JsonLinesSink, LinesSink};
 pub use crate::format::{CsvOptions, Format};
 pub use crate::jsonl::JsonLinesSource;
+pub use crate::lines::DEFAULT_MAX_RECORD_SIZE;
 pub use crate::nexmark::{NexmarkConfig, NexmarkSource};
 pub use crate::nexmark_csv::{NexmarkCsvSource, NexmarkTable};
 pub use crate::parquet::{write_parquet, ParquetSink};

@@ -23,8 +23,9 @@
 //! **Sink** ([`MqttSink`]). Each worker publishes its records at QoS 1 to the configured topic,
 //! or to the topic a field of the record names, with at most `max_inflight` publishes awaiting
 //! their PUBACK (the writer waits when the window is full: backpressure on the dataflow). A
-//! record counts as written once the broker acknowledged it; [`SinkWriter::finish`] waits for
-//! every PUBACK, then disconnects cleanly. A record that cannot be sent (no topic, too large,
+//! record counts as written once the broker acknowledged it; [`SinkWriter::commit`] waits for
+//! every PUBACK of the records written so far, and [`SinkWriter::finish`] waits for every PUBACK,
+//! then disconnects cleanly. A record that cannot be sent (no topic, too large,
 //! not encodable) or that was published `max_attempts` times without a PUBACK (the connection
 //! dropped each time) is given up to the dead-letter sink ([`SinkWriter::undeliverable`]).
 //!
@@ -496,6 +497,11 @@ impl<T> Source<T> for MqttSource<T>
 where
     T: DeserializeOwned + Serialize + Send + 'static,
 {
+    /// Yes: a PUBACK goes to the broker once what the message produced is committed.
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "mqtt({}/{}, client {})",
@@ -1330,6 +1336,13 @@ impl<T: Serialize + 'static> MqttWriter<T> {
         }
     }
 
+    /// Waits until nothing is outstanding: every record written so far was acknowledged by
+    /// the broker (PUBACK) or handed to [`SinkWriter::undeliverable`]. The connection stays
+    /// open for more writes.
+    fn wait_for_acks(&self) -> Result<MutexGuard<'_, Publishing>, ConnectorError> {
+        self.wait_until(|s| s.outstanding() == 0)
+    }
+
     /// Waits until `done` holds, failing when the broker fails the writer or, while connected,
     /// acknowledges nothing for the stall timeout.
     fn wait_until(
@@ -1382,9 +1395,13 @@ impl<T: Serialize + 'static> SinkWriter<T> for MqttWriter<T> {
         Ok(())
     }
 
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        self.wait_for_acks().map(drop)
+    }
+
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
         let rows = {
-            let mut state = self.wait_until(|s| s.outstanding() == 0)?;
+            let mut state = self.wait_for_acks()?;
             state.closing = true;
             state.acknowledged
         };

@@ -3,12 +3,15 @@
 //!
 //! The files take their schema from the first batch of records any worker of the process
 //! receives (so every worker's file has the same schema and the directory reads as one
-//! table): every top-level field seen becomes a nullable column, typed `Int64`, `Float64` (integers and
-//! floats mixed), `Boolean` or `Utf8`; nested objects and arrays, and fields whose values mix
-//! kinds, become `Utf8` columns holding their JSON text. Later records fill missing fields with
-//! nulls; a record with a field the schema lacks, or a value of another type (a string in an
-//! `Int64` column), does not fit: it is not written and goes to the dead-letter sink with the
-//! reason. Files are renamed into place when complete, as every Parquet file Eddy writes.
+//! table): every top-level field seen becomes a nullable column, typed `Int64`, `UInt64`
+//! (integers, one of them above `i64::MAX`, none negative), `Float64` (integers and floats
+//! mixed), `Boolean` or `Utf8`; nested objects and arrays, and fields whose values mix kinds
+//! (among them integers above `i64::MAX` with negative integers or floats, which no number
+//! column holds exactly), become `Utf8` columns holding their JSON text. Later records fill
+//! missing fields with nulls; a record with a field the schema lacks, or a value its column
+//! cannot hold exactly (a string in an `Int64` column, an integer above `i64::MAX` in an
+//! `Int64` or `Float64` column, a negative one in a `UInt64` column), does not fit: it is not
+//! written and goes to the dead-letter sink with the reason. Files are renamed into place when complete, as every Parquet file Eddy writes.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -99,7 +102,10 @@ enum Kind {
     /// Only nulls so far.
     Null,
     Bool,
+    /// Integers, all within `i64`.
     Int,
+    /// Integers, none negative, some above `i64::MAX`.
+    UInt,
     Float,
     /// Strings, or JSON text for nested values and mixed kinds.
     Text,
@@ -111,17 +117,21 @@ impl Kind {
             Value::Null => Kind::Null,
             Value::Bool(_) => Kind::Bool,
             Value::Number(n) if n.is_i64() => Kind::Int,
+            Value::Number(n) if n.is_u64() => Kind::UInt,
             Value::Number(_) => Kind::Float,
             _ => Kind::Text,
         }
     }
 
-    fn widen(self, other: Kind) -> Kind {
+    /// The kind of a column holding values of both kinds; `negative`: whether the column
+    /// holds a negative integer (which an unsigned column cannot hold).
+    fn widen(self, other: Kind, negative: bool) -> Kind {
         match (self, other) {
             (a, b) if a == b => a,
             (Kind::Null, b) => b,
             (a, Kind::Null) => a,
             (Kind::Int, Kind::Float) | (Kind::Float, Kind::Int) => Kind::Float,
+            (Kind::Int, Kind::UInt) | (Kind::UInt, Kind::Int) if !negative => Kind::UInt,
             _ => Kind::Text,
         }
     }
@@ -130,6 +140,7 @@ impl Kind {
         match self {
             Kind::Bool => DataType::Boolean,
             Kind::Int => DataType::Int64,
+            Kind::UInt => DataType::UInt64,
             Kind::Float => DataType::Float64,
             Kind::Null | Kind::Text => DataType::Utf8,
         }
@@ -138,17 +149,25 @@ impl Kind {
 
 /// The columns the first records imply, in the order their fields first appear.
 fn infer(rows: &[Record<Value>]) -> Vec<(String, Kind)> {
-    let mut columns: Vec<(String, Kind)> = Vec::new();
+    // Each column with whether it holds a negative integer.
+    let mut columns: Vec<(String, Kind, bool)> = Vec::new();
     for (_, row) in rows {
         let Value::Object(object) = row else { continue };
         for (name, value) in object {
-            match columns.iter_mut().find(|(n, _)| n == name) {
-                Some((_, kind)) => *kind = kind.widen(Kind::of(value)),
-                None => columns.push((name.clone(), Kind::of(value))),
+            let is_negative = value.as_i64().is_some_and(|n| n < 0);
+            match columns.iter_mut().find(|(n, _, _)| n == name) {
+                Some((_, kind, negative)) => {
+                    *negative |= is_negative;
+                    *kind = kind.widen(Kind::of(value), *negative);
+                }
+                None => columns.push((name.clone(), Kind::of(value), is_negative)),
             }
         }
     }
     columns
+        .into_iter()
+        .map(|(name, kind, _)| (name, kind))
+        .collect()
 }
 
 /// `row` as an object with exactly `columns`, each value of its column's type; or why it does
@@ -174,13 +193,22 @@ fn conform(columns: &[(String, Kind)], row: &Value) -> Result<Value, String> {
             (_, Value::Null) => Value::Null,
             (Kind::Text | Kind::Null, Value::String(_)) => value.clone(),
             (Kind::Text | Kind::Null, other) => Value::String(other.to_string()),
-            (Kind::Float, Value::Number(n)) => n.as_f64().map_or(Value::Null, Value::from),
+            (Kind::Float, Value::Number(n)) if !n.is_u64() || n.is_i64() => {
+                n.as_f64().map_or(Value::Null, Value::from)
+            }
+            (Kind::UInt, Value::Number(n)) if n.is_u64() => value.clone(),
             (k, v) if Kind::of(v) == *k => value.clone(),
             (k, v) => {
+                let exactly = if Kind::of(v) == Kind::UInt {
+                    ", which cannot hold an integer above i64::MAX exactly"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "field '{name}' is {v}, but its Parquet column is {} (from the first rows)",
+                    "field '{name}' is {v}, but its Parquet column is {} (from the first \
+                     rows){exactly}",
                     k.data_type()
-                ))
+                ));
             }
         };
         out.insert(name.clone(), fitted);
@@ -350,6 +378,69 @@ mod tests {
             let file = std::fs::File::open(&report.files[0]).unwrap();
             let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
             assert_eq!(reader.schema().field(0).data_type(), &DataType::Int64);
+        }
+    }
+
+    /// The type of each column of the file `sink` writes from `first`, then `later`, and the
+    /// reasons of the records that did not fit.
+    fn typed_columns(first: Vec<Value>, later: Vec<Value>) -> (Vec<DataType>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DynamicParquetSink::new(dir.path(), "copy");
+        let mut writer = sink.open(Partition { index: 0, count: 1 }).unwrap();
+        writer
+            .write(&mut first.into_iter().map(|v| (0, v)).collect())
+            .unwrap();
+        writer
+            .write(&mut later.into_iter().map(|v| (0, v)).collect())
+            .unwrap();
+        let failed = writer.undeliverable();
+        let report = writer.finish().unwrap();
+        let file = std::fs::File::open(&report.files[0]).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let types = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        (types, failed.into_iter().map(|f| f.message).collect())
+    }
+
+    #[test]
+    fn integers_above_i64_max_make_unsigned_columns_or_dead_letters_never_doubles() {
+        let max = u64::MAX;
+        let (types, failed) = typed_columns(
+            vec![json!({"n": 1}), json!({"n": max})],
+            vec![json!({"n": -1}), json!({"n": 2})],
+        );
+        assert_eq!(types, vec![DataType::UInt64]);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("field 'n' is -1"), "{failed:?}");
+
+        let (types, failed) = typed_columns(
+            vec![json!({"n": 1})],
+            vec![json!({"n": max}), json!({"n": 3})],
+        );
+        assert_eq!(types, vec![DataType::Int64]);
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].contains("18446744073709551615") && failed[0].contains("above i64::MAX"),
+            "{failed:?}"
+        );
+
+        let (types, failed) = typed_columns(vec![json!({"x": 0.5})], vec![json!({"x": max})]);
+        assert_eq!(types, vec![DataType::Float64]);
+        assert!(
+            failed[0].contains("cannot hold an integer above i64::MAX"),
+            "{failed:?}"
+        );
+
+        // No number column holds both: the values are kept exactly, as JSON text.
+        for mixed in [json!(-1), json!(0.5)] {
+            let (types, failed) =
+                typed_columns(vec![json!({"n": mixed}), json!({"n": max})], Vec::new());
+            assert_eq!(types, vec![DataType::Utf8], "{mixed}");
+            assert!(failed.is_empty());
         }
     }
 

@@ -164,6 +164,16 @@ impl<T: Serialize> SinkWriter<T> for TableWriter<T> {
         Ok(())
     }
 
+    /// The table is printed only when the run ends (it shows the result as it stands then),
+    /// so there is nothing of this writer's own to make durable; this flushes stdout, so that
+    /// nothing printed so far waits in its buffer.
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        std::io::stdout()
+            .lock()
+            .flush()
+            .map_err(|e| ConnectorError::external("could not flush stdout", e))
+    }
+
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
         let report = SinkReport {
             rows: self.rows,

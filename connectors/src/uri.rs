@@ -149,6 +149,16 @@ impl Endpoint {
             .transpose()
     }
 
+    /// The option `name` as a byte size (`65536`, `512KiB`, `4MiB`).
+    pub fn size_param(&self, name: &str) -> Result<Option<usize>, ConnectorError> {
+        self.param(name)
+            .map(|v| {
+                parse_size(v)
+                    .map_err(|e| ConnectorError::user(format!("{self}: option {name}={v}: {e}")))
+            })
+            .transpose()
+    }
+
     /// The option `name` naming an environment variable, and that variable's value: options
     /// that carry secrets (`secret_env=WEBHOOK_SECRET`) name a variable instead of holding the
     /// secret, so it never appears in a command line or a log.
@@ -185,12 +195,36 @@ impl Endpoint {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() && seconds >= 0.0 {
-            return Ok(Duration::from_secs_f64(seconds));
-        }
+        return Duration::try_from_secs_f64(seconds).map_err(|_| {
+            format!("'{text}' is not a duration: give a number of seconds from 0 to 10^19")
+        });
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("'{text}' is not a duration ({e}): write e.g. 500ms, 5s, 2m"))
+}
+
+/// Parses a byte size: plain bytes, or with a unit `KiB`/`k` or `MiB`/`M`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}': write bytes, or use KiB or MiB"
+            ))
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a size: write e.g. 65536, 512KiB or 4MiB"))
 }
 
 #[cfg(test)]
@@ -257,5 +291,17 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e300").is_err(), "too long, not a panic");
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999999MiB").is_err());
     }
 }

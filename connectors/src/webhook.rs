@@ -18,7 +18,7 @@
 //! | 401 | a bearer token is configured and `Authorization: Bearer <token>` is missing or wrong |
 //! | 413 | the body is larger than `max_body` bytes, or holds more records than the buffer |
 //! | 401 | a secret is configured and `X-Eddy-Signature: sha256=<hex>` (HMAC-SHA256 of the raw body) is missing or wrong |
-//! | 400 | another content type, a body that is not well-formed JSON, an NDJSON line that is not, an empty batch |
+//! | 400 | another content type, a body that is not UTF-8 or not well-formed JSON, an NDJSON line that is not, a record nested deeper than the JSON decoder takes (127 levels of arrays and objects), an empty batch |
 //! | 429 | the pipeline is behind: the buffer has no room for the whole request now (`Retry-After` says when to try again) |
 //! | 503 | the pipeline has stopped reading this source, the records would go beyond its record limit, or the write-ahead log could not be written |
 //! | 200 | `{"accepted": n}`: all `n` records of the request are in the buffer (with a write-ahead log: in the log, fsynced) |
@@ -149,30 +149,6 @@ pub(crate) fn redacted(secret: &Option<String>) -> &'static str {
     }
 }
 
-/// Parses a byte size: plain bytes, or with a unit `KiB`/`k` or `MiB`/`M`.
-pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}': write bytes, or use KiB or MiB"
-            ))
-        }
-    };
-    digits
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("'{text}' is not a size: write e.g. 65536, 512KiB or 4MiB"))
-}
-
 /// The configuration of a webhook source.
 #[derive(Clone)]
 pub struct WebhookConfig {
@@ -277,10 +253,8 @@ impl WebhookConfig {
         let mut config = WebhookConfig::new(listen, &e.path);
         config.secret = e.env_param("secret_env")?;
         config.token = e.env_param("token_env")?;
-        if let Some(size) = e.param("max_body") {
-            config.max_body = parse_size(size).map_err(|why| {
-                ConnectorError::user(format!("{e}: option max_body={size}: {why}"))
-            })?;
+        if let Some(size) = e.size_param("max_body")? {
+            config.max_body = size;
         }
         if let Some(buffer) = e.parse_param::<usize>("buffer")? {
             config.buffer = buffer;
@@ -742,6 +716,14 @@ where
 
     fn committed(&mut self, position: &[u8]) {
         self.reader.committed(position);
+    }
+
+    fn released(&mut self, polls: u64) {
+        self.reader.released(polls);
+    }
+
+    fn caught_up(&self) -> bool {
+        self.reader.caught_up()
     }
 }
 
@@ -1281,8 +1263,45 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, Refusal> {
     }
 }
 
-/// The records of a body, each checked to be well-formed JSON (decoding into the pipeline's
-/// type is the reader's job).
+/// The deepest nesting of arrays and objects the readers' JSON decoder (serde_json, whose
+/// recursion limit is 128) takes.
+const MAX_NESTING: usize = 127;
+
+/// Why a record nested deeper than [`MAX_NESTING`] is refused.
+const TOO_DEEP: &str = "nests arrays and objects more than 127 levels deep, deeper than the \
+                        JSON decoder takes: flatten the record";
+
+/// Whether `json` nests arrays and objects deeper than [`MAX_NESTING`]: one pass over its
+/// bytes, skipping strings (and the escapes in them).
+fn too_deep(json: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The records of a body, each checked to be well-formed UTF-8 JSON that the readers' decoder
+/// takes (decoding into the pipeline's type is the reader's job).
 fn records(
     kind: BodyKind,
     body: &[u8],
@@ -1296,10 +1315,19 @@ fn records(
         timestamp_ms: Some(received_ms),
         ack: (),
     };
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(Refusal::bad(format!(
+            "the body is not valid UTF-8 (at byte {}): send JSON as UTF-8",
+            e.valid_up_to()
+        )));
+    }
     match kind {
         BodyKind::Single => {
             well_formed(body)
                 .map_err(|e| Refusal::bad(format!("the body is not valid JSON ({e})")))?;
+            if too_deep(body) {
+                return Err(Refusal::bad(format!("the body {TOO_DEEP}")));
+            }
             Ok(vec![delivery(body, origin.to_string())])
         }
         BodyKind::Lines => {
@@ -1312,6 +1340,9 @@ fn records(
                 let number = index + 1;
                 well_formed(line)
                     .map_err(|e| Refusal::bad(format!("line {number} is not valid JSON ({e})")))?;
+                if too_deep(line) {
+                    return Err(Refusal::bad(format!("line {number} {TOO_DEEP}")));
+                }
                 out.push(delivery(line, format!("{origin} line {number}")));
             }
             if out.is_empty() {
@@ -1359,15 +1390,6 @@ mod tests {
     }
 
     #[test]
-    fn sizes_take_units() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
-        assert_eq!(parse_size("4M"), Ok(4 << 20));
-        assert!(parse_size("4 parsecs").is_err());
-        assert!(parse_size("").is_err());
-    }
-
-    #[test]
     fn ndjson_bodies_split_into_located_records_or_are_refused_whole() {
         let body = b"{\"id\": 1}\r\n\n{\"id\": 2}\n";
         let records = records(BodyKind::Lines, body, "POST /x from 1.2.3.4:5", 7).unwrap();
@@ -1386,6 +1408,109 @@ mod tests {
         assert!(refused.contains("line 2 is not valid JSON"), "{refused}");
         assert!(records_error(BodyKind::Lines, b"\n \n").contains("no records"));
         assert!(records_error(BodyKind::Single, b"{} {}").contains("not valid JSON"));
+    }
+
+    #[test]
+    fn bodies_the_decoder_would_reject_are_refused_at_the_door() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        // The limit is the decoder's own.
+        let deepest = nested(MAX_NESTING);
+        assert!(serde_json::from_str::<Value>(&deepest).is_ok());
+        assert!(serde_json::from_str::<Value>(&nested(MAX_NESTING + 1)).is_err());
+        assert!(records(BodyKind::Single, deepest.as_bytes(), "here", 0).is_ok());
+        let refused = records_error(BodyKind::Single, nested(100_000).as_bytes());
+        assert!(refused.contains("127 levels deep"), "{refused}");
+        let lines = format!("{{}}\n{{\"a\": {}}}\n", nested(MAX_NESTING));
+        assert!(records_error(BodyKind::Lines, lines.as_bytes()).starts_with("line 2 nests"));
+        // Brackets in strings, escaped quotes included, are not nesting.
+        let text = format!(r#"{{"a": "\"{}"}}"#, "[".repeat(500));
+        assert!(records(BodyKind::Single, text.as_bytes(), "here", 0).is_ok());
+
+        let refused = records_error(BodyKind::Lines, b"{\"a\": \"\xff\"}\n");
+        assert!(refused.contains("not valid UTF-8 (at byte 7)"), "{refused}");
+    }
+
+    mod fuzz {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Bytes that make JSON, nesting, strings, escapes, line breaks and bad UTF-8 likely.
+        fn jsonish() -> impl Strategy<Value = Vec<u8>> {
+            let nested = (0usize..200, "\\PC{0,10}").prop_map(|(depth, text)| {
+                let inner = serde_json::to_string(&text).unwrap();
+                format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+            });
+            prop_oneof![
+                vec(
+                    prop::sample::select(b"[]{}\",:\\ a1\n\r\xff".to_vec()),
+                    0..300
+                ),
+                vec(any::<u8>(), 0..300),
+                nested,
+            ]
+        }
+
+        /// The lines of an NDJSON body that hold something.
+        fn records_in(body: &[u8]) -> usize {
+            body.split(|b| *b == b'\n')
+                .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                .count()
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_webhook_bodies_are_refused_or_every_record_decodes(body in jsonish()) {
+                for kind in [BodyKind::Single, BodyKind::Lines] {
+                    match records(kind, &body, "here", 0) {
+                        Ok(taken) => {
+                            let expected = match kind {
+                                BodyKind::Single => 1,
+                                BodyKind::Lines => records_in(&body),
+                            };
+                            prop_assert_eq!(taken.len(), expected);
+                            for record in &taken {
+                                let decoded = serde_json::from_slice::<Value>(&record.payload);
+                                prop_assert!(decoded.is_ok(), "answered 2xx, then {decoded:?}");
+                            }
+                        }
+                        Err(refusal) => prop_assert_eq!(refusal.status, StatusCode::BAD_REQUEST),
+                    }
+                }
+            }
+
+            #[test]
+            fn fuzz_ndjson_batches_split_one_record_per_line(
+                values in vec((any::<i64>(), "\\PC{0,20}", 1usize..140), 1..20),
+                crlf in any::<bool>(),
+            ) {
+                let mut body = Vec::new();
+                let mut expected = Vec::new();
+                for (n, text, depth) in &values {
+                    let nested = format!("{}{}", "[".repeat(*depth), "]".repeat(*depth));
+                    let line = format!(
+                        "{{\"n\": {n}, \"text\": {}, \"nested\": {nested}}}",
+                        serde_json::to_string(text).unwrap()
+                    );
+                    expected.push((*depth < MAX_NESTING, line.clone()));
+                    body.extend_from_slice(line.as_bytes());
+                    body.extend_from_slice(if crlf { b"\r\n\n" } else { b"\n" });
+                }
+                match records(BodyKind::Lines, &body, "here", 0) {
+                    Ok(taken) => {
+                        prop_assert!(expected.iter().all(|(fits, _)| *fits));
+                        let lines: Vec<&[u8]> = expected.iter().map(|(_, l)| l.as_bytes()).collect();
+                        let payloads: Vec<&[u8]> = taken.iter().map(|d| d.payload.as_slice()).collect();
+                        prop_assert_eq!(payloads, lines);
+                    }
+                    Err(refusal) => {
+                        prop_assert!(expected.iter().any(|(fits, _)| !fits), "{}", refusal.reason);
+                        prop_assert!(refusal.reason.contains("127 levels deep"));
+                    }
+                }
+            }
+        }
     }
 
     fn records_error(kind: BodyKind, body: &[u8]) -> String {

@@ -25,8 +25,11 @@ use serde_json::Value;
 
 #[path = "clients/amqp_client.rs"]
 mod amqp_client;
+#[path = "clients/slow_proxy.rs"]
+mod slow_proxy;
 
 use amqp_client::{client, consume, require_broker, TestQueue, BROKER, CLIENT};
+use slow_proxy::SlowProxy;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Order {
@@ -188,6 +191,48 @@ fn records_eddy_publishes_reach_pika_whole_and_persistent() {
         "every id, none twice"
     );
     assert_eq!(message_ids.len() as u64, N, "one message id per record");
+}
+
+/// `commit` waits for every confirm: what was written is in the queue before `finish`, and
+/// the writer goes on writing. The publishes pass a proxy that holds them back for 2 s, so
+/// only a commit that waits for the broker finds them all in the queue.
+#[test]
+fn a_commit_makes_everything_written_so_far_readable_before_finish() {
+    let _broker = shared_broker();
+    const N: u64 = 2000;
+    let queue = TestQueue::new("commit");
+    let proxy = SlowProxy::start(BROKER);
+    let mut config = AmqpConfig::new(&proxy.address, queue.0.as_str());
+    // Room for every publish to wait for its confirm: a write returns without waiting.
+    config.in_flight = 4 * N as usize;
+    let sink = AmqpSink::<Order>::new(config, Format::Json);
+    let mut writer = sink.open(Partition { index: 0, count: 1 }).unwrap();
+    proxy.delay(Duration::from_secs(2));
+    for round in 0..2 {
+        let first = round * N;
+        let mut batch: Vec<Record<Order>> = (first..first + N)
+            .map(|i| ((1_700_000_000 + i) * 1000, order(i)))
+            .collect();
+        writer.write(&mut batch).unwrap();
+        writer.commit().unwrap();
+        assert!(writer.undeliverable().is_empty(), "round {round}");
+        // No waiting: the broker confirmed every one, so the queue holds them all now.
+        assert_eq!(
+            ready(&queue).0,
+            N,
+            "round {round}: all in the queue after commit"
+        );
+        let got: BTreeSet<u64> = message_ids_of(&consume(&queue, N)).into_iter().collect();
+        assert_eq!(
+            got,
+            (first..first + N).collect::<BTreeSet<_>>(),
+            "round {round}: pika reads every record of the round before finish"
+        );
+    }
+    let report = writer.finish().unwrap();
+    assert_eq!(report.rows, 2 * N, "every record confirmed");
+    // Nothing more came with finish.
+    assert_settles(&queue, 0);
 }
 
 #[test]

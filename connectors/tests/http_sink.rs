@@ -17,7 +17,9 @@ use eddy_connectors::http_sink::{HttpSink, HttpSinkConfig};
 use eddy_connectors::webhook::{WebhookConfig, WebhookSource};
 use eddy_connectors::{EventTimeOf, ReplaySource};
 use eddy_engine::testing::CollectSink;
-use eddy_engine::{DeadLetter, Pipeline, Record, RunSummary, Runtime, WatermarkConfig};
+use eddy_engine::{
+    DeadLetter, Partition, Pipeline, Record, RunSummary, Runtime, Sink, WatermarkConfig,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -210,6 +212,37 @@ fn failed_attempts_are_retried_and_every_record_is_accepted_exactly_once() {
         let waited = retry_at.duration_since(*first_at);
         assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
     }
+}
+
+/// `commit` waits for every request in flight, retries included: what was written has been
+/// accepted before `finish`, and the writer goes on writing.
+#[test]
+fn a_commit_makes_everything_written_so_far_accepted_before_finish() {
+    let n = 500;
+    // The first request waits a second (429, Retry-After: 1), every other one is retried once.
+    let receiver = Receiver::start(Behaviour::FlakyThenFine);
+    let sink = HttpSink::<Alert>::new(HttpSinkConfig {
+        batch: 50,
+        in_flight: 4,
+        ..quick(&receiver.url)
+    })
+    .unwrap();
+    let mut writer = sink.open(Partition { index: 0, count: 1 }).unwrap();
+    let all = alerts(2 * n);
+    for round in 1..=2 {
+        let mut batch = all[((round - 1) * n) as usize..(round * n) as usize].to_vec();
+        writer.write(&mut batch).unwrap();
+        writer.commit().unwrap();
+        assert!(writer.undeliverable().is_empty(), "round {round}");
+        let mut accepted = receiver.seen().accepted.clone();
+        accepted.sort_unstable();
+        assert_eq!(
+            accepted,
+            (0..round * n).collect::<Vec<_>>(),
+            "round {round}: every record accepted once when commit returns"
+        );
+    }
+    assert_eq!(writer.finish().unwrap().rows, 2 * n);
 }
 
 #[test]

@@ -284,6 +284,59 @@ fn records_eddy_publishes_are_read_by_python_once_with_their_keys() {
     );
 }
 
+/// `commit` flushes the producer and waits for every delivery report: what was written is
+/// readable before `finish`, and the writer goes on writing.
+#[test]
+fn a_commit_makes_everything_written_so_far_readable_before_finish() {
+    let _broker = shared();
+    const N: u64 = 1000;
+    let topic = Topic::create("commit", 2);
+    let mut config = KafkaSinkConfig::new(BROKERS, &topic.0);
+    // librdkafka would hold the records back this long: only the commit's flush sends them
+    // within the test's waits. (It must be less than the delivery timeout.)
+    config.delivery_timeout = Duration::from_secs(60);
+    config
+        .connection
+        .rdkafka
+        .insert("linger.ms".into(), "20000".into());
+    let sink = KafkaSink::<Reading>::new(config);
+    let mut writer = sink.open(Partition { index: 0, count: 1 }).unwrap();
+    for round in 1..=2 {
+        let mut batch: Vec<Record<Reading>> = ((round - 1) * N..round * N).map(reading).collect();
+        writer.write(&mut batch).unwrap();
+        writer.commit().unwrap();
+        assert!(writer.undeliverable().is_empty(), "round {round}");
+        let ends: u64 = client(&["end-offsets", &topic.0])
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(ends, round * N, "round {round}: in the topic after commit");
+        let total = round * N;
+        let read = client(&[
+            "consume",
+            &topic.0,
+            &(total + 1).to_string(),
+            "--timeout",
+            "3",
+        ]);
+        let mut got: Vec<u64> = read["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"]["id"].as_u64().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            (0..total).collect::<Vec<_>>(),
+            "round {round}: every record once, before finish"
+        );
+    }
+    assert_eq!(writer.finish().unwrap().rows, 2 * N);
+}
+
 #[test]
 fn compressed_batches_are_read_and_written() {
     let _broker = shared();

@@ -27,10 +27,13 @@ use serde_json::{json, Value};
 
 #[path = "clients/mqtt_client.rs"]
 mod mqtt_client;
+#[path = "clients/slow_proxy.rs"]
+mod slow_proxy;
 
 use mqtt_client::{
     assert_each_once, client, forget, ids, require_mosquitto, unique, Running, BROKER,
 };
+use slow_proxy::SlowProxy;
 
 const BROKERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/brokers.sh");
 
@@ -173,6 +176,62 @@ fn eddy_publishes_and_paho_reads_every_record_once() {
         let got = consumer.finish();
         assert_each_once(&ids(&got["ids"]), N, &format!("{workers} workers"));
         assert_eq!(got["dups"], 0);
+    }
+}
+
+/// `commit` waits for every PUBACK in flight without disconnecting: what was written is in
+/// the subscribers' sessions before `finish`, and the writer goes on writing. The publishes
+/// pass a proxy that holds them back for 2 s, and the reader gives up after 0.5 s without a
+/// message, so only a commit that waits for the broker lets it read them all.
+#[test]
+fn a_commit_makes_everything_written_so_far_readable_before_finish() {
+    let _broker = broker();
+    const N: u64 = 1000;
+    let topic = unique("commit");
+    // Two persistent sessions keep what is published: one read after each commit.
+    let sessions: Vec<String> = (1..=2)
+        .map(|round| format!("{}-reader-{round}", topic.replace('/', "-")))
+        .collect();
+    for session in &sessions {
+        client(&["subscribe", "--topic", &topic, "--client-id", session]);
+    }
+    let proxy = SlowProxy::start(BROKER);
+    let mut config = MqttSinkConfig::new(&proxy.address, &topic);
+    // Room for every publish to await its PUBACK: a write returns without waiting.
+    config.max_inflight = 2 * N as u16;
+    let sink = MqttSink::<Reading>::new(config);
+    let mut writer = sink.open(Partition { index: 0, count: 1 }).unwrap();
+    proxy.delay(Duration::from_secs(2));
+    let all = readings(2 * N);
+    for (round, session) in (1..=2).zip(&sessions) {
+        let mut batch = all[((round - 1) * N) as usize..(round * N) as usize].to_vec();
+        writer.write(&mut batch).unwrap();
+        writer.commit().unwrap();
+        assert!(writer.undeliverable().is_empty(), "round {round}");
+        // Everything written so far waits in the session: read it while the writer is open.
+        let count = (round * N).to_string();
+        let got = client(&[
+            "consume",
+            "--topic",
+            &topic,
+            "--client-id",
+            session,
+            "--persistent",
+            "--no-subscribe",
+            "--count",
+            &count,
+            "--idle",
+            "0.5",
+        ]);
+        assert_each_once(
+            &ids(&got["ids"]),
+            round * N,
+            &format!("round {round}, before finish"),
+        );
+    }
+    assert_eq!(writer.finish().unwrap().rows, 2 * N);
+    for session in &sessions {
+        forget(session);
     }
 }
 

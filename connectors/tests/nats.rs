@@ -25,10 +25,13 @@ use serde_json::Value;
 
 #[path = "clients/nats_client.rs"]
 mod nats_client;
+#[path = "clients/slow_proxy.rs"]
+mod slow_proxy;
 
 use nats_client::{
     assert_each_once, client, ids_of, number, require_nats, subject, Running, Stream, ADDRESS,
 };
+use slow_proxy::SlowProxy;
 
 const BROKERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/brokers.sh");
 
@@ -242,6 +245,65 @@ fn sink_publishes_to_a_core_subject_and_to_a_stream() {
     assert_eq!(summary.dead_lettered(), 0);
     assert_eq!(number(&stream.info(), "messages"), n, "stored once each");
     assert_each_once(ids_of(&stream.records(n as usize)), n, "JetStream");
+}
+
+/// `commit` waits for every JetStream acknowledgement in flight (and flushes core NATS): what
+/// was written is readable before `finish`, and the writer goes on writing. The JetStream
+/// publishes pass a proxy that holds them back for 2 s, so only a commit that waits for the
+/// server finds them all in the stream.
+#[test]
+fn a_commit_makes_everything_written_so_far_readable_before_finish() {
+    let _server = shared();
+    let n = 1000;
+    let partition = Partition { index: 0, count: 1 };
+
+    // JetStream: room for every publish in flight, so a write returns without waiting.
+    let stream = Stream::named();
+    let proxy = SlowProxy::start(ADDRESS);
+    let sink = NatsSink::<Event>::new(NatsConfig {
+        create_stream: true,
+        in_flight: 4 * n as usize,
+        ..NatsConfig::jetstream(&proxy.address, &stream.subject, &stream.name)
+    });
+    let mut writer = sink.open(partition).unwrap();
+    proxy.delay(Duration::from_secs(2));
+    for round in 1..=2 {
+        let mut batch = events(round * n)[((round - 1) * n) as usize..].to_vec();
+        writer.write(&mut batch).unwrap();
+        writer.commit().unwrap();
+        assert!(writer.undeliverable().is_empty(), "round {round}");
+        // No waiting: the server acknowledged every one, so the stream holds them all now.
+        assert_eq!(
+            number(&stream.info(), "messages"),
+            round * n,
+            "round {round}: stored after commit"
+        );
+        assert_each_once(
+            ids_of(&stream.records((round * n) as usize)),
+            round * n,
+            &format!("JetStream round {round}, before finish"),
+        );
+    }
+    assert_eq!(writer.finish().unwrap().rows, 2 * n);
+    assert_eq!(number(&stream.info(), "messages"), 2 * n, "once each");
+
+    // Core: a subscriber gets everything once the commit's flush returned.
+    let subject = subject();
+    let sink = NatsSink::<Event>::new(NatsConfig::core(ADDRESS, &subject));
+    let mut writer = sink.open(partition).unwrap();
+    for round in 1..=2 {
+        let consumer =
+            Running::subscribed(&["consume", &subject, &n.to_string(), "--timeout", "5"]);
+        let mut batch = events(round * n)[((round - 1) * n) as usize..].to_vec();
+        writer.write(&mut batch).unwrap();
+        writer.commit().unwrap();
+        let got: Vec<u64> = ids_of(&consumer.finish())
+            .into_iter()
+            .map(|id| id - (round - 1) * n)
+            .collect();
+        assert_each_once(got, n, &format!("core round {round}, before finish"));
+    }
+    assert_eq!(writer.finish().unwrap().rows, 2 * n);
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

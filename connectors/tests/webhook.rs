@@ -320,6 +320,41 @@ fn refused_requests_say_why_and_ingest_nothing() {
                 "line 3 is not valid JSON",
             ),
             (
+                "invalid UTF-8",
+                poster
+                    .post(
+                        "application/json",
+                        b"{\"id\": 1000, \"customer\": \"\xff\", \"total\": 1}".to_vec(),
+                    )
+                    .await,
+                400,
+                "not valid UTF-8",
+            ),
+            (
+                "nested deeper than the decoder takes",
+                poster
+                    .post(
+                        "application/json",
+                        format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+                    )
+                    .await,
+                400,
+                "more than 127 levels deep",
+            ),
+            (
+                "an NDJSON line nested too deep",
+                poster
+                    .post(ndjson_type, {
+                        let mut lines = ndjson(&bad[..1]);
+                        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+                        lines.extend_from_slice(format!("{{\"id\": {deep}}}\n").as_bytes());
+                        lines
+                    })
+                    .await,
+                400,
+                "line 2 nests",
+            ),
+            (
                 "wrong content type",
                 poster.post("text/plain", body.clone()).await,
                 400,

@@ -994,6 +994,8 @@ type PartsByParticipant<'a> = BTreeMap<(&'a str, usize), Vec<(u64, u64, &'a Stor
 pub(crate) struct Coordinator {
     thread: Option<JoinHandle<()>>,
     finishing: Arc<AtomicBool>,
+    /// The run was stopped: no final checkpoint will come.
+    stopped: Arc<AtomicBool>,
 }
 
 /// How often the coordinator looks for new parts.
@@ -1011,6 +1013,8 @@ impl Coordinator {
     ) -> Self {
         let finishing = Arc::new(AtomicBool::new(false));
         let finish = Arc::clone(&finishing);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stopped);
         let thread = std::thread::Builder::new()
             .name("eddy-checkpoints".into())
             .spawn(move || {
@@ -1040,6 +1044,11 @@ impl Coordinator {
                         }
                     }
                     if finish.load(Ordering::Relaxed) {
+                        if stop.load(Ordering::Relaxed) {
+                            // Stopped: every checkpoint that could complete has; the next run
+                            // resumes from the newest.
+                            return;
+                        }
                         let since = *finishing_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > FINAL_WAIT {
                             checkpoints.fail(CheckpointError::Incompatible(format!(
@@ -1057,11 +1066,14 @@ impl Coordinator {
         Coordinator {
             thread: Some(thread),
             finishing,
+            stopped,
         }
     }
 
-    /// Waits, after this process's workers finished, for the final checkpoint to complete.
-    pub(crate) fn finish(mut self) {
+    /// Waits, after this process's workers finished, for the final checkpoint to complete;
+    /// after a stop (`stopped`), only for the checkpoints whose parts are all there.
+    pub(crate) fn finish(mut self, stopped: bool) {
+        self.stopped.store(stopped, Ordering::Relaxed);
         self.finishing.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -1326,10 +1338,16 @@ fn decode_entries<E: DeserializeOwned>(
     payload: &[u8],
     mut f: impl FnMut(E),
 ) -> Result<(), bincode::Error> {
-    let mut reader = payload;
-    let count: u64 = bincode::deserialize_from(&mut reader)?;
+    use bincode::Options;
+    // As `bincode::deserialize` reads, but from the slice: a damaged length is an error, never
+    // an allocation of that length.
+    let options = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes();
+    let mut decoder = bincode::Deserializer::from_slice(payload, options);
+    let count = u64::deserialize(&mut decoder)?;
     for _ in 0..count {
-        f(bincode::deserialize_from(&mut reader)?);
+        f(E::deserialize(&mut decoder)?);
     }
     Ok(())
 }
@@ -1412,5 +1430,107 @@ mod tests {
         let mut out: Vec<(u64, String)> = Vec::new();
         decode_entries(&payload, |e| out.push(e)).unwrap();
         assert_eq!(out, vec![(1, "a".into()), (2, "b".into())]);
+    }
+
+    /// Property tests over what checkpoint recovery reads from disk (docs/reliability.md):
+    /// arbitrary or damaged bytes are an error naming the file, never a panic, and a sealed
+    /// file comes back exactly or not at all.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_checkpoint_files_unseal_or_are_named_damaged(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+                payload in proptest::collection::vec(any::<u8>(), 0..256),
+                flip in any::<usize>(),
+                cut in any::<usize>(),
+            ) {
+                let path = Path::new("/ckpt/parts/x");
+                if let Err(e) = unseal(path, &bytes) {
+                    prop_assert!(e.to_string().contains("/ckpt/parts/x"));
+                }
+                let sealed = seal(&payload);
+                prop_assert_eq!(unseal(path, &sealed).unwrap(), payload.clone());
+                // One flipped bit anywhere, or a cut anywhere, is caught.
+                let mut flipped = sealed.clone();
+                let bit = flip % (flipped.len() * 8);
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                prop_assert!(unseal(path, &flipped).is_err());
+                let cut = cut % sealed.len();
+                prop_assert!(unseal(path, &sealed[..cut]).is_err());
+            }
+
+            #[test]
+            fn fuzz_manifests_parse_or_fail_cleanly(
+                text in "\\PC{0,200}",
+                checkpoint in any::<u64>(),
+                workers in any::<usize>(),
+                mangle in any::<usize>(),
+            ) {
+                let _ = serde_json::from_str::<Manifest>(&text);
+                let manifest = Manifest {
+                    pipeline: text.clone(),
+                    checkpoint,
+                    every_ms: 10,
+                    workers,
+                    parts: BTreeMap::from([(
+                        escape(&text),
+                        BTreeMap::from([(0, part_name(&text, 0, 0, checkpoint))]),
+                    )]),
+                    bytes: 0,
+                };
+                let json = serde_json::to_vec(&manifest).unwrap();
+                let back: Manifest = serde_json::from_slice(&json).unwrap();
+                prop_assert_eq!(back.checkpoint, checkpoint);
+                prop_assert_eq!(&back.parts, &manifest.parts);
+                // A manifest cut anywhere does not parse, and says so.
+                let cut = mangle % json.len();
+                prop_assert!(serde_json::from_slice::<Manifest>(&json[..cut]).is_err());
+            }
+
+            #[test]
+            fn fuzz_part_names_round_trip_and_others_are_not_parts(
+                stage in "\\PC{0,40}",
+                worker in 0usize..100_000,
+                lo in any::<u64>(),
+                hi in any::<u64>(),
+                other in "\\PC{0,80}",
+            ) {
+                let escaped = escape(&stage);
+                let name = part_name(&stage, worker, lo, hi);
+                prop_assert_eq!(
+                    parse_part(&name),
+                    Some((escaped.as_str(), worker, lo, hi))
+                );
+                let _ = parse_part(&other);
+                let _ = segment_end("part", &other);
+            }
+
+            #[test]
+            fn fuzz_part_payloads_decode_or_fail_cleanly(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+                entries in proptest::collection::vec((any::<u64>(), "\\PC{0,20}"), 0..8),
+                cut in any::<usize>(),
+            ) {
+                let mut decoded: Vec<(u64, String)> = Vec::new();
+                let _ = decode_entries(&bytes, |e: (u64, String)| decoded.push(e));
+                let _ = decode::<Vec<(u64, String)>>(&bytes);
+                let _ = decode::<String>(&bytes);
+                let mut payload = encode(&(entries.len() as u64));
+                for entry in &entries {
+                    payload.extend(encode(entry));
+                }
+                let mut back = Vec::new();
+                decode_entries(&payload, |e: (u64, String)| back.push(e)).unwrap();
+                prop_assert_eq!(&back, &entries);
+                let cut = cut % payload.len();
+                let mut partial = Vec::new();
+                prop_assert!(decode_entries(&payload[..cut], |e: (u64, String)| partial.push(e)).is_err());
+                prop_assert!(partial.len() <= entries.len());
+            }
+        }
     }
 }

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConnectorError;
 use crate::late::LatePolicy;
-use crate::sink::{Sink, SinkReport, SinkWriter};
+use crate::operators::Writers;
+use crate::sink::{Sink, SinkReport};
 use crate::source::Partition;
 use crate::time::wall_clock_ms;
 
@@ -124,11 +125,13 @@ impl DeadLetter {
 }
 
 /// One worker's handle to where rejected records go: the late-record side output of
-/// [`LatePolicy::SideOutput`] and the pipeline's dead-letter sink, each when configured.
+/// [`LatePolicy::SideOutput`] and the pipeline's dead-letter sink, each when configured. Both
+/// are opened before any source reads (a destination that cannot be written fails the run at
+/// its start) and committed before the sinks commit what they go with.
 #[derive(Clone, Default)]
 pub(crate) struct Rejects {
-    pub(crate) late: Option<Rc<RefCell<Box<dyn SinkWriter<crate::LateRecord>>>>>,
-    dead: Option<Rc<RefCell<Box<dyn SinkWriter<DeadLetter>>>>>,
+    pub(crate) late: Option<Rc<RefCell<Writers<crate::LateRecord>>>>,
+    dead: Option<Rc<RefCell<Writers<DeadLetter>>>>,
     pub(crate) allowed_lateness_ms: u64,
 }
 
@@ -137,13 +140,24 @@ impl Rejects {
         policy: &LatePolicy,
         dead_letters: Option<&Arc<dyn Sink<DeadLetter>>>,
         partition: Partition,
+        commit_cycle: bool,
     ) -> Result<Self, ConnectorError> {
         let late = match policy {
-            LatePolicy::SideOutput(sink) => Some(Rc::new(RefCell::new(sink.open(partition)?))),
+            LatePolicy::SideOutput(sink) => Some(Rc::new(RefCell::new(Writers::open(
+                sink,
+                partition,
+                None,
+                commit_cycle,
+            )?))),
             LatePolicy::Drop | LatePolicy::Correct { .. } => None,
         };
         let dead = match dead_letters {
-            Some(sink) => Some(Rc::new(RefCell::new(sink.open(partition)?))),
+            Some(sink) => Some(Rc::new(RefCell::new(Writers::open(
+                sink,
+                partition,
+                None,
+                commit_cycle,
+            )?))),
             None => None,
         };
         Ok(Rejects {
@@ -162,7 +176,31 @@ impl Rejects {
     pub(crate) fn dead_letter(&self, letter: DeadLetter) -> Result<(), ConnectorError> {
         if let Some(writer) = &self.dead {
             let time = letter.event_time.unwrap_or(letter.time_ms);
-            writer.borrow_mut().write(&mut vec![(time, letter)])?;
+            writer
+                .borrow_mut()
+                .write_at(time, &mut vec![(time, letter)])?;
+        }
+        Ok(())
+    }
+
+    /// Writes late records to the side output, if there is one.
+    pub(crate) fn write_late(&self, late: crate::LateRecord) -> Result<(), ConnectorError> {
+        if let Some(writer) = &self.late {
+            let time = late.event_time;
+            writer
+                .borrow_mut()
+                .write_at(time, &mut vec![(time, late)])?;
+        }
+        Ok(())
+    }
+
+    /// Makes what the side outputs hold durable ([`SinkWriter::commit`]).
+    pub(crate) fn commit(&self) -> Result<(), ConnectorError> {
+        if let Some(writer) = &self.late {
+            writer.borrow_mut().commit()?;
+        }
+        if let Some(writer) = &self.dead {
+            writer.borrow_mut().commit()?;
         }
         Ok(())
     }

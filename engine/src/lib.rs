@@ -27,6 +27,7 @@
 //! - [`source`] and [`sink`]: the traits connectors implement.
 //! - [`runtime`]: [`Runtime`], [`RunHandle`], [`RunSummary`].
 //! - [`checkpoint`]: exactly-once checkpoints, their store and recovery.
+//! - [`durability`]: acknowledgement after the sinks commit, and graceful stops.
 //! - [`metrics`]: per-stage counters, per-worker watermark gauges, the latency histogram.
 //! - [`observe`]: the Prometheus metrics endpoint and the watermark explainer.
 //! - [`error`]: the engine's error types.
@@ -34,6 +35,7 @@
 pub mod change;
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod durability;
 pub mod error;
 pub mod metrics;
 pub mod observe;

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::channels::pullers::Counter as PullCounter;
 use timely::dataflow::channels::pushers::{Counter as PushCounter, Tee, TeeHelper};
@@ -16,22 +17,26 @@ use timely::dataflow::operators::generic::builder_raw::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::source as timely_source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::Scope;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, Scope};
 use timely::progress::{Source as Port, Timestamp};
 
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{boundary_above, decode, encode, segment_file_name, StageCheckpoint};
 use crate::dead_letter::DeadLetterKind;
+use crate::durability::{Pending, RunControl};
 use crate::error::{ConnectorError, Fault};
 use crate::metrics::new_histogram;
-use crate::pipeline::{Records, StageContext};
+use crate::pipeline::{Finishers, Records, SinkWakers, StageContext};
 use crate::sink::{FileOutput, Sink, SinkReport, SinkWriter};
 use crate::source::{Partition, ReadStatus, RecordError, Source, SourcePositions, SourceReader};
 use crate::time::{wall_clock_ms, Record, WatermarkConfig, WatermarkTracker};
 
 /// How long an idle source waits before it polls again.
 const IDLE_POLL: Duration = Duration::from_millis(1);
+/// How often a stopping source or sink looks whether the stop has drained.
+const STOP_POLL: Duration = Duration::from_millis(5);
 /// How often a sink adds the latencies it measured to the run's histogram.
 const LATENCY_MERGE: Duration = Duration::from_millis(500);
 
@@ -121,6 +126,7 @@ pub(crate) fn source<'s, T: 'static>(
     source: Arc<dyn Source<T>>,
     watermarks: WatermarkConfig,
     batch_size: usize,
+    (durable, finishers, sink_wakers): (ProbeHandle<u64>, Finishers, SinkWakers),
 ) -> Records<'s, T> {
     let name = stage.name().to_string();
     timely_source(scope, &name, move |capability, info| {
@@ -147,6 +153,15 @@ pub(crate) fn source<'s, T: 'static>(
             )));
             reader = None;
         }
+        let control = Arc::clone(stage.control());
+        if reader.is_some() {
+            control.reader_opened();
+        }
+        // Without a commit cycle (no acknowledging source, or checkpoints) a poll's records
+        // are released as soon as they are handed on.
+        let commit_cycle = control.commit_every.is_some() && checkpoint.is_none();
+        let mut pending = Pending::default();
+        let mut stopped = false;
         let mut capability = reader.as_ref().map(|_| capability);
         let mut tracker = match &resume {
             Some(r) => WatermarkTracker::resume(watermarks, r.watermark, r.max_seen),
@@ -209,15 +224,59 @@ pub(crate) fn source<'s, T: 'static>(
             gauge.gauge().set_watermark(u64::MAX);
         };
         move |output| {
+            if stopped {
+                // Stopped where it was: holds its watermark until every sink of the process
+                // has finished, so nothing the watermark has not closed fires before.
+                if control.sinks_finished() || control.aborted() {
+                    capability = None;
+                    stopped = false;
+                } else {
+                    activator.activate_after(STOP_POLL);
+                }
+                return;
+            }
             let (Some(cap), Some(r)) = (capability.as_mut(), reader.as_mut()) else {
                 return;
             };
+            if stage.run_failed() {
+                // A failed or aborted run reads and releases nothing more: what this reader
+                // took and did not release is delivered again.
+                reader = None;
+                control.reader_finished();
+                finish(&mut capability, tracker.max_seen(), None);
+                return;
+            }
+            if control.stop_requested() {
+                control.reader_stopped(*cap.time());
+                let r = reader.take().expect("checked above");
+                release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
+                stopped = true;
+                // The sinks learn of the stop: they finish once their frontier reaches it.
+                for sink in sink_wakers.borrow().iter() {
+                    sink.activate();
+                }
+                activator.activate_after(STOP_POLL);
+                return;
+            }
             if let Some(w) = committed.as_ref().and_then(StageCheckpoint::committed) {
                 if let Some(position) = saved.borrow_mut().committed(w) {
                     r.committed(&position);
                 }
             }
+            if commit_cycle {
+                let frontier = durable.with_frontier(|f| f.iter().min().copied());
+                if let Some(n) = pending.release_below(frontier.unwrap_or(u64::MAX)) {
+                    r.released(n);
+                }
+            }
+            let stamp = *cap.time();
             let status = r.poll(&mut polled, batch_size, &mut rejected);
+            pending.polled(stamp);
+            if !commit_cycle {
+                if let Some(n) = pending.release_all() {
+                    r.released(n);
+                }
+            }
             stage.reject_all(DeadLetterKind::Decode, &mut rejected);
             if !polled.is_empty() {
                 let mut newest = 0;
@@ -259,14 +318,39 @@ pub(crate) fn source<'s, T: 'static>(
                     advance(cap, watermark, &**r, tracker.max_seen());
                     activator.activate_after(IDLE_POLL);
                 }
-                Ok(ReadStatus::Done) => finish(&mut capability, tracker.max_seen(), Some(&**r)),
+                Ok(ReadStatus::Done) => {
+                    finish(&mut capability, tracker.max_seen(), Some(&**r));
+                    control.reader_finished();
+                    // Its last records are released once the run has committed them.
+                    let r = reader.take().expect("polled above");
+                    release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
+                }
                 Err(error) => {
                     stage.fail(error);
+                    control.reader_finished();
                     finish(&mut capability, tracker.max_seen(), None);
                 }
             }
         }
     })
+}
+
+/// Hands a reader that reads no more to the worker's end of run: if the run succeeds, its
+/// records the sinks hold are released (below the stop watermark after a stop: a record of a
+/// reader that was ahead of it may not have reached them).
+fn release_at_end<T: 'static>(
+    finishers: &Finishers,
+    control: &Arc<RunControl>,
+    mut reader: Box<dyn SourceReader<T>>,
+    mut pending: Pending,
+) {
+    let control = Arc::clone(control);
+    finishers.borrow_mut().push(Box::new(move |ok| {
+        let limit = control.stopped_at().unwrap_or(u64::MAX);
+        if let Some(n) = pending.release_below(limit).filter(|_| ok) {
+            reader.released(n);
+        }
+    }));
 }
 
 /// Where a forked stream comes from on one worker: the fork's output port and the registry its
@@ -309,34 +393,56 @@ pub(crate) fn fork<T: Clone + 'static>(input: Records<'_, T>) -> ForkPoint<T> {
     (port, registry)
 }
 
-/// What a sink driver writes to: the sink's one writer, or — in a run with checkpoints, for a
-/// file sink — one file per checkpoint interval.
-enum Writers<T> {
+/// What a sink driver writes to: the sink's one writer; in a run with checkpoints, for a file
+/// sink, one file per checkpoint interval; in a run with a commit cycle, for a file sink, a
+/// file per commit.
+pub(crate) enum Writers<T> {
     One(Box<dyn SinkWriter<T>>),
     Segments(Segments<T>),
+    Rolling(Rolling<T>),
 }
 
 impl<T: 'static> Writers<T> {
-    fn open(sink: &Arc<dyn Sink<T>>, stage: &StageContext) -> Result<Writers<T>, ConnectorError> {
-        let files = stage.checkpoint().and_then(|c| Some((c, sink.files()?)));
-        Ok(match files {
-            Some((checkpoint, files)) => Writers::Segments(Segments {
+    /// Opens worker `partition`'s writers of `sink`, in stage `stage` with its checkpoints
+    /// (`None`: a run without, or a side output such as the dead letters, which are not
+    /// checkpointed) and whether the run commits periodically.
+    pub(crate) fn open(
+        sink: &Arc<dyn Sink<T>>,
+        partition: Partition,
+        checkpoint: Option<(&StageCheckpoint, &str)>,
+        commit_cycle: bool,
+    ) -> Result<Writers<T>, ConnectorError> {
+        if let Some(files) = sink.files() {
+            prove_writable(&files.dir, partition)?;
+        }
+        if let Some(((checkpoint, stage), files)) =
+            checkpoint.and_then(|c| Some((c, sink.files()?)))
+        {
+            return Ok(Writers::Segments(Segments {
                 sink: Arc::clone(sink),
-                partition: stage.partition(),
-                pending: checkpoint.pending_dir(stage.name()),
+                partition,
+                pending: checkpoint.pending_dir(stage),
                 files,
                 every: checkpoint.every(),
                 open: BTreeMap::new(),
                 report: SinkReport::default(),
-            }),
-            None => Writers::One(sink.open(stage.partition())?),
-        })
+            }));
+        }
+        if let Some(files) = sink.files().filter(|_| commit_cycle) {
+            return Rolling::open(Arc::clone(sink), partition, files).map(Writers::Rolling);
+        }
+        Ok(Writers::One(sink.open(partition)?))
     }
 
-    fn write_at(&mut self, stamp: u64, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+    pub(crate) fn write_at(
+        &mut self,
+        stamp: u64,
+        batch: &mut Vec<Record<T>>,
+    ) -> Result<(), ConnectorError> {
         match self {
             Writers::One(w) => w.write_at(stamp, batch),
             Writers::Segments(s) => s.write_at(stamp, batch),
+            Writers::Rolling(r) => r.current()?.write_at(stamp, batch),
         }
     }
 
@@ -344,15 +450,32 @@ impl<T: 'static> Writers<T> {
         match self {
             Writers::One(w) => w.on_watermark(watermark),
             Writers::Segments(s) => s.close_until(watermark),
+            Writers::Rolling(r) => r
+                .current
+                .as_mut()
+                .map_or(Ok(()), |w| w.on_watermark(watermark)),
         }
     }
 
-    fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
+    /// Makes what was written durable: the writer's commit, or a rolled file.
+    pub(crate) fn commit(&mut self) -> Result<(), ConnectorError> {
+        match self {
+            Writers::One(w) => w.commit(),
+            Writers::Segments(_) => Ok(()),
+            Writers::Rolling(r) => r.close(),
+        }
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
         match self {
             Writers::One(w) => w.finish(),
             Writers::Segments(s) => {
                 s.close_until(u64::MAX)?;
                 Ok(std::mem::take(&mut s.report))
+            }
+            Writers::Rolling(r) => {
+                r.close()?;
+                Ok(std::mem::take(&mut r.report))
             }
         }
     }
@@ -365,15 +488,114 @@ impl<T: 'static> Writers<T> {
                 .values_mut()
                 .flat_map(|w| w.undeliverable())
                 .collect(),
+            Writers::Rolling(r) => r
+                .current
+                .as_mut()
+                .map_or_else(Vec::new, |w| w.undeliverable()),
         }
     }
+}
+
+/// One worker's files of a file sink in a run that commits without checkpoints:
+/// `{prefix}-{worker:05}-{n:05}.{ext}`, the first opened at the start; each commit closes the
+/// open file, renamed into place, and the next record opens the next.
+pub(crate) struct Rolling<T> {
+    sink: Arc<dyn Sink<T>>,
+    partition: Partition,
+    files: FileOutput,
+    current: Option<Box<dyn SinkWriter<T>>>,
+    rolled: u64,
+    report: SinkReport,
+}
+
+impl<T: 'static> Rolling<T> {
+    /// Opens the worker's first file, numbered after the files earlier runs left in the
+    /// directory (so a run started again adds to them), after removing the temporary files
+    /// an aborted run of this worker left.
+    fn open(
+        sink: Arc<dyn Sink<T>>,
+        partition: Partition,
+        files: FileOutput,
+    ) -> Result<Self, ConnectorError> {
+        let mine = format!("{}-{:05}-", files.prefix, partition.index);
+        let suffix = format!(".{}", files.extension);
+        let mut rolled = 0;
+        for entry in std::fs::read_dir(&files.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stale) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+                if stale.starts_with(&mine) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+                continue;
+            }
+            let n = name
+                .strip_prefix(&mine)
+                .and_then(|rest| rest.strip_suffix(&suffix))
+                .and_then(|n| n.parse::<u64>().ok());
+            rolled = rolled.max(n.unwrap_or(0));
+        }
+        let mut rolling = Rolling {
+            sink,
+            partition,
+            files,
+            current: None,
+            rolled,
+            report: SinkReport::default(),
+        };
+        rolling.current()?;
+        Ok(rolling)
+    }
+
+    fn current(&mut self) -> Result<&mut Box<dyn SinkWriter<T>>, ConnectorError> {
+        if self.current.is_none() {
+            self.rolled += 1;
+            let name = format!(
+                "{}-{:05}-{:05}.{}",
+                self.files.prefix, self.partition.index, self.rolled, self.files.extension
+            );
+            let writer = self
+                .sink
+                .open_file(self.partition, &self.files.dir, &name)?;
+            self.current = Some(writer);
+        }
+        Ok(self.current.as_mut().expect("opened above"))
+    }
+
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        if let Some(mut writer) = self.current.take() {
+            let report = writer.finish()?;
+            self.report.rows += report.rows;
+            self.report.files.extend(report.files);
+        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` if missing and proves this worker can write there, before any source reads:
+/// a sink that cannot write fails the run at its start, with nothing read or acknowledged.
+fn prove_writable(dir: &std::path::Path, partition: Partition) -> Result<(), ConnectorError> {
+    let cannot = |e: std::io::Error| {
+        ConnectorError::user(format!(
+            "cannot write into {}: {e}; give a directory this process can create and write to",
+            dir.display()
+        ))
+        .caused_by(e)
+    };
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let probe = dir.join(format!(".eddy-writable-{:05}", partition.index));
+    std::fs::write(&probe, b"").map_err(cannot)?;
+    std::fs::remove_file(&probe).map_err(cannot)
 }
 
 /// One worker's result files of a file sink in a run with checkpoints: the records stamped in
 /// `[k * every, (k + 1) * every)` go to the file of interval `k`, written under the checkpoint
 /// directory's `pending/` and closed once the watermark passes its end; the coordinator
 /// publishes it when the checkpoint at its end completes.
-struct Segments<T> {
+pub(crate) struct Segments<T> {
     sink: Arc<dyn Sink<T>>,
     partition: Partition,
     pending: PathBuf,
@@ -424,21 +646,36 @@ impl<T: 'static> Segments<T> {
 /// ends) but writes nothing more. With checkpoints, file sinks write one file per interval
 /// ([`Segments`]), and every sink writes an (empty) part when its watermark crosses a
 /// checkpoint boundary, after closing the files it completes; other sinks write as they go
-/// (at least once).
+/// (at least once). With a commit cycle ([`crate::durability`]) the sink commits its writer
+/// when its frontier has moved and the interval has passed, and holds its durability
+/// capability at the frontier it committed; after a stop it finishes once its frontier reaches
+/// the stop watermark.
 pub(crate) fn sink<T: 'static>(
     input: Records<'_, T>,
     stage: StageContext,
     sink: Arc<dyn Sink<T>>,
     reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
+    (durable, wakers): (&ProbeHandle<u64>, &SinkWakers),
 ) {
-    let mut writer = match Writers::open(&sink, &stage) {
-        Ok(writer) => Some(writer),
+    let checkpoint = stage.checkpoint().cloned();
+    let control = Arc::clone(stage.control());
+    let commit_every = control.commit_every.filter(|_| checkpoint.is_none());
+    let checkpointed = checkpoint.as_ref().map(|c| (c, stage.name()));
+    let mut writer = match Writers::open(
+        &sink,
+        stage.partition(),
+        checkpointed,
+        commit_every.is_some(),
+    ) {
+        Ok(writer) => {
+            control.sink_opened();
+            Some(writer)
+        }
         Err(error) => {
             stage.fail(error);
             None
         }
     };
-    let checkpoint = stage.checkpoint().cloned();
     // Results stamped below the checkpoint resumed from are in the published files already.
     let resumed_at = checkpoint
         .as_ref()
@@ -448,85 +685,169 @@ pub(crate) fn sink<T: 'static>(
     let mut merged_at = Instant::now();
     let name = stage.name().to_string();
     let mut watermark = resumed_at;
-    input.sink(Local, &name, move |(input, frontier)| {
-        input.for_each(|cap, batch| {
-            let n = batch.len();
-            stage.metrics().add_in(n);
-            let stamp = cap.least().copied().unwrap_or(0);
-            if stamp < resumed_at && !batch.is_empty() {
-                // Every stage sends nothing stamped below the checkpoint it resumed from (that
-                // is downstream already): such records here would be written twice.
-                stage.fail(ConnectorError {
-                    what: format!(
-                        "{n} records stamped {stamp} reached the sink after a restore from the \
-                         checkpoint at {resumed_at}; a stage upstream sent them again"
-                    ),
-                    fault: Fault::Internal,
-                    source: None,
-                });
-                writer = None;
-            }
-            if !batch.is_empty() {
-                let worker = stage.partition().index;
-                if let Some(at) = stage.run_metrics().stamp_instant(stamp, worker) {
-                    let micros = at.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
-                    latency
-                        .record_n(micros, n as u64)
-                        .expect("clamped into the histogram's bounds");
+    let scope = input.scope();
+    let wakers = Rc::clone(wakers);
+    let durability = input.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Local,
+        &name,
+        move |durable_cap, info| {
+            let activator = scope.activator_for(info.address);
+            wakers.borrow_mut().push(activator.clone());
+            let mut durable_cap = Some(durable_cap);
+            let mut committed_at = Instant::now();
+            let mut dirty = false;
+            let mut stopped = false;
+            // Gives the writer up (finished or failed): it writes nothing more.
+            let close = move |writer: &mut Option<Writers<T>>| {
+                if writer.take().is_some() {
+                    control.sink_finished();
                 }
-            }
-            if let Some(w) = writer.as_mut() {
-                let written = w.write_at(stamp, batch);
-                stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
-                if let Err(error) = written {
-                    stage.fail(error);
-                    writer = None;
-                }
-            }
-            batch.clear();
-        });
-        if merged_at.elapsed() >= LATENCY_MERGE && !latency.is_empty() {
-            // The run's histogram is read live (the metrics endpoint): hand it what this sink
-            // measured so far.
-            stage.run_metrics().merge_latency(&latency);
-            latency.reset();
-            merged_at = Instant::now();
-        }
-        if let Some(&least) = frontier.frontier().iter().min() {
-            if least > watermark {
-                stage.gauge().set_watermark(least);
-                if let Some(w) = writer.as_mut() {
-                    let advanced = w.on_watermark(least);
-                    stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
-                    match advanced {
-                        Ok(()) => save_sink_part(&checkpoint, watermark, least),
-                        Err(error) => {
+            };
+            let control = Arc::clone(stage.control());
+            move |(input, frontier), _output| {
+                input.for_each(|cap, batch| {
+                    if stopped {
+                        // Finished at the stop: what comes after is not written.
+                        batch.clear();
+                        return;
+                    }
+                    let n = batch.len();
+                    stage.metrics().add_in(n);
+                    let stamp = cap.least().copied().unwrap_or(0);
+                    if stamp < resumed_at && !batch.is_empty() {
+                        // Every stage sends nothing stamped below the checkpoint it resumed
+                        // from (that is downstream already): such records here would be
+                        // written twice.
+                        stage.fail(ConnectorError {
+                            what: format!(
+                                "{n} records stamped {stamp} reached the sink after a restore \
+                                 from the checkpoint at {resumed_at}; a stage upstream sent them \
+                                 again"
+                            ),
+                            fault: Fault::Internal,
+                            source: None,
+                        });
+                        close(&mut writer);
+                    }
+                    if !batch.is_empty() {
+                        let worker = stage.partition().index;
+                        if let Some(at) = stage.run_metrics().stamp_instant(stamp, worker) {
+                            let micros = at.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
+                            latency
+                                .record_n(micros, n as u64)
+                                .expect("clamped into the histogram's bounds");
+                        }
+                    }
+                    if let Some(w) = writer.as_mut() {
+                        dirty |= !batch.is_empty();
+                        let written = w.write_at(stamp, batch);
+                        stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                        if let Err(error) = written {
                             stage.fail(error);
-                            writer = None;
+                            close(&mut writer);
+                        }
+                    }
+                    batch.clear();
+                });
+                if merged_at.elapsed() >= LATENCY_MERGE && !latency.is_empty() {
+                    // The run's histogram is read live (the metrics endpoint): hand it what
+                    // this sink measured so far.
+                    stage.run_metrics().merge_latency(&latency);
+                    latency.reset();
+                    merged_at = Instant::now();
+                }
+                let least = frontier.frontier().iter().min().copied();
+                if let Some(least) = least.filter(|&l| l > watermark) {
+                    stage.gauge().set_watermark(least);
+                    if let Some(w) = writer.as_mut() {
+                        let advanced = w.on_watermark(least);
+                        stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                        match advanced {
+                            Ok(()) => save_sink_part(&checkpoint, watermark, least),
+                            Err(error) => {
+                                stage.fail(error);
+                                close(&mut writer);
+                            }
+                        }
+                    }
+                    watermark = least;
+                }
+                if let (Some(every), Some(least), Some(cap)) =
+                    (commit_every, least, durable_cap.as_mut())
+                {
+                    if least > *cap.time() && !stopped {
+                        let waited = committed_at.elapsed();
+                        if !dirty {
+                            cap.downgrade(&least);
+                        } else if waited < every {
+                            activator.activate_after(every - waited);
+                        } else if let Some(w) = writer.as_mut() {
+                            // Dead letters first: durable before what they go with.
+                            let committed = stage.commit_rejects().and_then(|()| w.commit());
+                            stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                            match committed {
+                                Ok(()) => {
+                                    cap.downgrade(&least);
+                                    committed_at = Instant::now();
+                                    dirty = false;
+                                }
+                                Err(error) => {
+                                    stage.fail(error);
+                                    close(&mut writer);
+                                }
+                            }
                         }
                     }
                 }
-                watermark = least;
-            }
-        }
-        if frontier.is_empty() {
-            stage.gauge().set_watermark(u64::MAX);
-            if let Some(mut w) = writer.take() {
-                let finished = w.finish();
-                stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
-                match finished {
-                    Ok(report) => {
-                        save_sink_part(&checkpoint, watermark, u64::MAX);
-                        reports
-                            .borrow_mut()
-                            .push((stage.name().to_string(), report))
+                if !stopped && least.is_some() && control.stop_requested() {
+                    match control.stopped_at() {
+                        Some(at) if least.is_some_and(|l| l >= at) => {
+                            // Everything read before the stop and stamped below the stop
+                            // watermark is here or in the state it belongs to: commit. No
+                            // checkpoint part: the next run resumes from the last complete one.
+                            stopped = true;
+                            if let Some(mut w) = writer.take() {
+                                control.sink_finished();
+                                let finished = stage.commit_rejects().and_then(|()| w.finish());
+                                stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                                match finished {
+                                    Ok(report) => reports
+                                        .borrow_mut()
+                                        .push((stage.name().to_string(), report)),
+                                    Err(error) => stage.fail(error),
+                                }
+                            }
+                            if let (Some(cap), Some(l)) = (durable_cap.as_mut(), least) {
+                                cap.downgrade(&l.max(*cap.time()));
+                            }
+                        }
+                        _ => activator.activate_after(STOP_POLL),
                     }
-                    Err(error) => stage.fail(error),
                 }
-                stage.run_metrics().merge_latency(&latency);
+                if frontier.is_empty() {
+                    stage.gauge().set_watermark(u64::MAX);
+                    if let Some(mut w) = writer.take() {
+                        control.sink_finished();
+                        let finished = stage.commit_rejects().and_then(|()| w.finish());
+                        stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+                        match finished {
+                            Ok(report) => {
+                                save_sink_part(&checkpoint, watermark, u64::MAX);
+                                reports
+                                    .borrow_mut()
+                                    .push((stage.name().to_string(), report))
+                            }
+                            Err(error) => stage.fail(error),
+                        }
+                    }
+                    if durable_cap.take().is_some() {
+                        stage.run_metrics().merge_latency(&latency);
+                    }
+                }
             }
-        }
-    });
+        },
+    );
+    durability.probe_with(durable);
 }
 
 /// A sink's part: empty, it says the sink has closed every file of the intervals up to `to`.

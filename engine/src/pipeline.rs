@@ -39,10 +39,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::checkpoint::{Checkpointer, Checkpoints, FileSinkDirs, StageCheckpoint};
 use crate::dead_letter::{DeadLetter, DeadLetterKind, Rejects};
+use crate::durability::RunControl;
 use crate::error::{ConnectorError, EngineError};
 use crate::late::{LatePolicy, LateRecord};
 use crate::metrics::{RunMetrics, StageMetrics, StateGauge, WorkerGauge};
@@ -108,6 +110,8 @@ pub(crate) struct Graph {
     dead_letters: Option<Arc<dyn Sink<DeadLetter>>>,
     batch_size: usize,
     expected_records: Option<u64>,
+    /// Whether a source acknowledges what it reads ([`Source::acknowledges`]).
+    acknowledging: bool,
     problems: Vec<String>,
 }
 
@@ -160,6 +164,7 @@ impl Pipeline {
                 dead_letters: None,
                 batch_size: DEFAULT_BATCH_SIZE,
                 expected_records: None,
+                acknowledging: false,
                 problems: Vec::new(),
             })),
         }
@@ -186,6 +191,7 @@ impl Pipeline {
         if let Some(n) = source.expected_records() {
             graph.expected_records = Some(graph.expected_records.unwrap_or(0) + n);
         }
+        graph.acknowledging |= source.acknowledges();
         let source: Arc<dyn Source<T>> = Arc::new(source);
         let build = recipe(move |ctx: &mut Ctx<'_>| {
             let stage = ctx.stage_context(index);
@@ -195,6 +201,11 @@ impl Pipeline {
                 Arc::clone(&source),
                 watermarks,
                 ctx.batch_size,
+                (
+                    ctx.durable.clone(),
+                    Rc::clone(&ctx.finishers),
+                    Rc::clone(&ctx.sink_wakers),
+                ),
             )
         });
         Stream {
@@ -302,6 +313,12 @@ impl Pipeline {
 
     pub(crate) fn batch_size_value(&self) -> usize {
         self.graph().batch_size
+    }
+
+    /// Whether a source of the pipeline acknowledges what it reads: a run without checkpoints
+    /// then commits its sinks periodically ([`crate::durability`]).
+    pub fn acknowledges(&self) -> bool {
+        self.graph().acknowledging
     }
 
     pub(crate) fn file_sinks(&self) -> Vec<FileSinkDirs> {
@@ -525,7 +542,13 @@ impl<T: Data> Stream<T> {
         graph.sinks.push(Arc::new(move |ctx: &mut Ctx<'_>| {
             let input = build_from(&upstream, ctx);
             let stage = ctx.stage_context(index);
-            operators::sink(input, stage, Arc::clone(&sink), Rc::clone(&ctx.reports));
+            operators::sink(
+                input,
+                stage,
+                Arc::clone(&sink),
+                Rc::clone(&ctx.reports),
+                (&ctx.durable, &ctx.sink_wakers),
+            );
         }));
     }
 
@@ -593,7 +616,24 @@ pub(crate) struct Ctx<'s> {
     pub(crate) forks: HashMap<usize, Box<dyn Any>>,
     /// The run's checkpoints, when it takes them.
     pub(crate) checkpoints: Option<Arc<Checkpoints>>,
+    /// Stops and commits, shared by the workers of the process.
+    pub(crate) control: Arc<RunControl>,
+    /// The least durable frontier of every sink ([`crate::durability`]): sinks attach their
+    /// durability outputs, sources read it.
+    pub(crate) durable: ProbeHandle<u64>,
+    /// What this worker does once its dataflow has ended: source readers releasing their last
+    /// records, given whether the run succeeded.
+    pub(crate) finishers: Finishers,
+    /// The sinks of this worker, for a stopping source to wake ([`crate::durability`]).
+    pub(crate) sink_wakers: SinkWakers,
 }
+
+/// Activators of a worker's sink operators.
+pub(crate) type SinkWakers = Rc<RefCell<Vec<timely::scheduling::Activator>>>;
+
+/// Work left for the end of a worker's run ([`Ctx::finishers`]): each is told whether the run
+/// succeeded.
+pub(crate) type Finishers = Rc<RefCell<Vec<Box<dyn FnOnce(bool)>>>>;
 
 impl Ctx<'_> {
     fn stage_context(&self, index: usize) -> StageContext {
@@ -604,6 +644,7 @@ impl Ctx<'_> {
             rejects: self.rejects.clone(),
             failures: Arc::clone(&self.failures),
             run: Arc::clone(&self.metrics),
+            control: Arc::clone(&self.control),
             checkpoint: self.checkpoints.as_ref().map(|c| {
                 StageCheckpoint::new(
                     Arc::clone(c),
@@ -625,6 +666,7 @@ pub struct StageContext {
     rejects: Rejects,
     failures: Failures,
     run: Arc<RunMetrics>,
+    control: Arc<RunControl>,
     checkpoint: Option<StageCheckpoint>,
 }
 
@@ -671,7 +713,7 @@ impl StageContext {
     ) {
         self.metrics.add_late(1);
         let lateness_ms = watermark.saturating_sub(last_window_end);
-        if let Some(writer) = &self.rejects.late {
+        if self.rejects.late.is_some() {
             let late = LateRecord {
                 stage: self.name.to_string(),
                 event_time,
@@ -680,7 +722,7 @@ impl StageContext {
                 record: serde_json::to_string(record)
                     .unwrap_or_else(|e| format!("<not JSON: {e}>")),
             };
-            if let Err(error) = writer.borrow_mut().write(&mut vec![(event_time, late)]) {
+            if let Err(error) = self.rejects.write_late(late) {
                 self.fail(error);
             }
         } else if self.rejects.has_dead_letters() {
@@ -812,6 +854,27 @@ impl StageContext {
 
     pub(crate) fn run_metrics(&self) -> &RunMetrics {
         &self.run
+    }
+
+    /// Commits the worker's dead letters and late records ([`SinkWriter::commit`]), before a
+    /// sink commits what they go with.
+    pub(crate) fn commit_rejects(&self) -> Result<(), ConnectorError> {
+        self.rejects.commit()
+    }
+
+    pub(crate) fn control(&self) -> &Arc<RunControl> {
+        &self.control
+    }
+
+    /// Whether the run has failed (a connector reported an error) or was aborted: sources
+    /// read and release nothing more.
+    pub(crate) fn run_failed(&self) -> bool {
+        self.control.aborted()
+            || !self
+                .failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
     }
 
     pub(crate) fn run_metrics_handle(&self) -> Arc<RunMetrics> {

@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use timely::communication::WorkerGuards;
+use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
 use crate::checkpoint::{
     CheckpointReport, CheckpointStats, CheckpointStore, Checkpoints, Coordinator, LocalDir,
 };
 use crate::dead_letter::Rejects;
+use crate::durability::{RunControl, DEFAULT_COMMIT_EVERY};
 use crate::error::EngineError;
 use crate::metrics::{RunMetrics, StageSnapshot};
 use crate::observe::{Observer, Server};
-use crate::pipeline::{Ctx, Failures, Pipeline};
+use crate::pipeline::{Ctx, Failures, Finishers, Pipeline};
 use crate::sink::SinkReport;
 use crate::source::Partition;
 
@@ -58,6 +60,7 @@ pub struct Runtime {
     cluster: Option<Cluster>,
     metrics_addr: Option<SocketAddr>,
     checkpoint: Option<(PathBuf, Duration)>,
+    commit_every: Duration,
 }
 
 impl Runtime {
@@ -68,7 +71,17 @@ impl Runtime {
             cluster: None,
             metrics_addr: None,
             checkpoint: None,
+            commit_every: DEFAULT_COMMIT_EVERY,
         }
+    }
+
+    /// How often sinks commit in a run whose sources acknowledge what they read and that takes
+    /// no checkpoints (default 1 s; see [`crate::durability`]): a record is acknowledged at
+    /// most about this long after it reached the sinks, and file sinks close a file this
+    /// often while records come. Zero is taken as 1 ms.
+    pub fn commit_every(mut self, every: Duration) -> Self {
+        self.commit_every = every.max(Duration::from_millis(1));
+        self
     }
 
     /// Takes exactly-once checkpoints in `dir` every `every` of event time (see
@@ -182,6 +195,10 @@ impl Runtime {
             }
             None => None,
         };
+        let control = RunControl::new(
+            (pipeline.acknowledges() && checkpoints.is_none()).then_some(self.commit_every),
+        );
+        let ctl = Arc::clone(&control);
         let sinks = pipeline.sink_recipes();
         let late = pipeline.late();
         let dead_letters = pipeline.dead_letter_sink();
@@ -215,8 +232,9 @@ impl Runtime {
                 index: worker.index(),
                 count: worker.peers(),
             };
-            let rejects =
-                Rejects::open(&late, dead_letters.as_ref(), partition).unwrap_or_else(|error| {
+            let commit_cycle = ctl.commit_every.is_some();
+            let rejects = Rejects::open(&late, dead_letters.as_ref(), partition, commit_cycle)
+                .unwrap_or_else(|error| {
                     let stage = "dead-letters".to_string();
                     f.lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -224,6 +242,7 @@ impl Runtime {
                     Rejects::default()
                 });
             let reports = Rc::new(RefCell::new(Vec::new()));
+            let finishers: Finishers = Rc::default();
             worker.dataflow::<u64, _, _>(|scope| {
                 let mut ctx = Ctx {
                     scope,
@@ -236,6 +255,10 @@ impl Runtime {
                     reports: Rc::clone(&reports),
                     forks: Default::default(),
                     checkpoints: c.clone(),
+                    control: Arc::clone(&ctl),
+                    durable: ProbeHandle::new(),
+                    finishers: Rc::clone(&finishers),
+                    sink_wakers: Rc::default(),
                 };
                 for build in &sinks {
                     build(&mut ctx);
@@ -245,8 +268,17 @@ impl Runtime {
             if built.wait().is_leader() {
                 *ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             }
+            if !f.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                // A sink (or the dead-letter sink) could not open: read nothing.
+                ctl.abort();
+            }
             while worker.has_dataflows() {
                 worker.step_or_park(Some(Duration::from_millis(10)));
+            }
+            let succeeded =
+                !ctl.aborted() && f.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+            for finish in finishers.take() {
+                finish(succeeded);
             }
             for (stage, finished) in rejects.finish() {
                 match finished {
@@ -273,6 +305,7 @@ impl Runtime {
         let local_workers = self.workers as u64;
         let processes = processes as u64;
         Ok(RunHandle {
+            control,
             coordinator,
             checkpoint_parts: checkpoints.clone(),
             checkpoints: checkpoints.as_ref().map(|c| Arc::clone(&c.stats)),
@@ -307,6 +340,7 @@ impl Runtime {
 
 /// A running pipeline.
 pub struct RunHandle {
+    control: Arc<RunControl>,
     guards: WorkerGuards<Vec<(String, SinkReport)>>,
     coordinator: Option<Coordinator>,
     checkpoint_parts: Option<Arc<Checkpoints>>,
@@ -353,6 +387,21 @@ impl RunHandle {
         move || observer.records_read()
     }
 
+    /// Stops the run gracefully: every source of this process stops where it is, what was
+    /// read drains into the sinks, which commit, and [`join`](Self::join) returns the summary
+    /// (see [`crate::durability`]). Windows the watermark has not closed do not fire. Callable
+    /// from any thread, through [`stopper`](Self::stopper).
+    pub fn stop(&self) {
+        self.control.request_stop();
+    }
+
+    /// A function that stops the run gracefully ([`stop`](Self::stop)), for a signal handler
+    /// or another thread.
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let control = Arc::clone(&self.control);
+        move || control.request_stop()
+    }
+
     /// Waits for the workers to finish and returns the run's summary, or its first failure.
     pub fn join(self) -> Result<RunSummary, EngineError> {
         let mut sinks: Vec<(String, SinkReport)> = Vec::new();
@@ -378,7 +427,7 @@ impl RunHandle {
         }
         if let Some(coordinator) = self.coordinator {
             // The final checkpoint publishes the last result files.
-            coordinator.finish();
+            coordinator.finish(self.control.stop_requested());
         }
         drop(self.server);
         let wall = self.started.elapsed();
@@ -396,6 +445,7 @@ impl RunHandle {
             report.files.sort();
         }
         Ok(RunSummary {
+            stopped: self.control.stop_requested(),
             pipeline: self.pipeline,
             workers: self.workers,
             processes: self.processes,
@@ -415,6 +465,9 @@ impl RunHandle {
 pub struct RunSummary {
     /// The pipeline's name.
     pub pipeline: String,
+    /// Whether the run was stopped ([`RunHandle::stop`]) rather than running to the end of
+    /// its input.
+    pub stopped: bool,
     /// Worker threads in this process.
     pub workers: usize,
     /// Processes in the run.
@@ -499,6 +552,15 @@ impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rows = [
             ("pipeline", self.pipeline.clone()),
+            (
+                "ended",
+                if self.stopped {
+                    "stopped"
+                } else {
+                    "end of input"
+                }
+                .to_string(),
+            ),
             (
                 "workers x processes",
                 format!("{} x {}", self.workers, self.processes),

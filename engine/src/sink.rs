@@ -84,6 +84,18 @@ pub trait SinkWriter<T> {
         Ok(())
     }
 
+    /// Makes every record written so far durable at the destination: wait until the broker
+    /// confirmed every publish still in flight, the receiver answered every request, the
+    /// bytes are on disk. The engine calls it before it lets the sources acknowledge the
+    /// records that produced this output (see [`crate::durability`]), so a writer that
+    /// returns `Ok` must not lose them afterwards. The default does nothing: for writers whose
+    /// [`write`](Self::write) returns only once its records are durable. File sinks need not
+    /// implement it: the engine rolls them ([`Sink::files`]), closing the open file and
+    /// renaming it into place.
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Called once, after the last batch: flush, close and make the output visible.
     fn finish(&mut self) -> Result<SinkReport, ConnectorError>;
 

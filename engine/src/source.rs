@@ -77,6 +77,15 @@ pub trait Source<T>: Send + Sync + 'static {
         None
     }
 
+    /// Whether the source acknowledges what it reads (a broker message, a webhook's answer, a
+    /// committed offset). A run reading such a source without checkpoints commits its sinks
+    /// periodically and tells the readers which records are durable
+    /// ([`SourceReader::released`]; see [`crate::durability`]). The default, `false`: a
+    /// generator, a file.
+    fn acknowledges(&self) -> bool {
+        false
+    }
+
     /// Reopens this worker's share at positions saved by [`SourceReader::position`] (exactly-
     /// once runs resuming from a checkpoint): see [`SourcePositions`] for which. Sources that
     /// cannot resume keep the default, an error.
@@ -171,6 +180,17 @@ pub trait SourceReader<T> {
         None
     }
 
+    /// The records returned by the first `polls` calls of [`poll`](Self::poll) (counted from
+    /// 1, over the reader's life) are durable downstream: in every sink's committed output, or
+    /// dead-lettered. A reader of a source that [acknowledges](Source::acknowledges) now
+    /// acknowledges them, and only them: a record not released when the run ends (a failure,
+    /// an abort) is left to the broker to deliver again. Without checkpoints the engine
+    /// releases polls once the sinks have committed past them; with checkpoints, right after
+    /// it has taken them. The default does nothing.
+    fn released(&mut self, polls: u64) {
+        let _ = polls;
+    }
+
     /// A checkpoint holding this reader at `position` (bytes it returned from
     /// [`position`](Self::position)) has completed: whatever is before it will never be read
     /// again, so a reader may forget it (truncate a write-ahead log, commit offsets). The
@@ -191,6 +211,10 @@ impl<T: 'static> Source<T> for Box<dyn Source<T>> {
 
     fn expected_records(&self) -> Option<u64> {
         (**self).expected_records()
+    }
+
+    fn acknowledges(&self) -> bool {
+        (**self).acknowledges()
     }
 
     fn open_at(

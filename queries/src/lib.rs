@@ -12,6 +12,7 @@
 //!   example orders`).
 //! - [`output`]: the sinks a query's results can go to (Parquet, JSON lines, a table, a
 //!   counter).
+//! - [`shutdown`]: graceful stops on SIGTERM and SIGINT.
 
 pub mod copy;
 #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
@@ -20,6 +21,7 @@ pub mod live;
 pub mod nexmark;
 pub mod output;
 pub mod reference;
+pub mod shutdown;
 
 /// The README's example, compiled and run as a doc test.
 #[doc = include_str!("../../README.md")]

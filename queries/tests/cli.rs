@@ -154,3 +154,86 @@ fn a_missing_side_input_is_one_line_naming_the_file() {
         "no-such-side.csv",
     );
 }
+
+#[test]
+fn numeric_flags_out_of_range_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"a\": 1}\n").unwrap();
+    let from = format!("jsonl://{}", input.display());
+    let to = format!("jsonl://{}", dir.path().join("out.jsonl").display());
+    let copy = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["copy", "--from", &from, "--to", &to, "--quiet"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_string).collect()
+    };
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["nexmark", "run", "q0", "--format", "count", "--quiet"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_string).collect()
+    };
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let too_many = (cpus * 4 + 1).to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            copy(&["--limit", "0"]),
+            "'--limit <LIMIT>': 0 is not in 1..",
+        ),
+        (
+            copy(&["--workers", "0"]),
+            "'--workers <WORKERS>': 0 is not in 1..",
+        ),
+        (copy(&["--workers", &too_many]), "--allow-many-workers"),
+        (
+            copy(&["--checkpoint-dir", "x", "--checkpoint-every", "0s"]),
+            "it must be longer than 0",
+        ),
+        (run(&["--rate", "0"]), "'--rate <RATE>': 0 is not in 1.."),
+        (
+            run(&["--processes", "0"]),
+            "'--processes <PROCESSES>': 0 is not in 1..",
+        ),
+        (run(&["--processes", "2", "--process", "2"]), "give 0 to 1"),
+        (
+            run(&["--events", "0"]),
+            "'--events <EVENTS>': 0 is not in 1..",
+        ),
+        (run(&["--workers", "100000"]), "more than 4 per CPU"),
+        (
+            run(&["--batch-size", "0"]),
+            "'--batch-size <BATCH_SIZE>': 0 is not in 1..",
+        ),
+        (
+            run(&["--row-group-size", "0"]),
+            "'--row-group-size <ROW_GROUP_SIZE>': 0 is not in 1..",
+        ),
+        (
+            vec!["nexmark", "generate", "--rate", "0", "--out", "x"]
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            "'--rate <RATE>': 0 is not in 1..",
+        ),
+    ];
+    for (args, mentions) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_one_line_error(&args, mentions);
+    }
+    assert!(
+        !dir.path().join("out.jsonl").exists() && !std::path::Path::new("x").exists(),
+        "nothing ran"
+    );
+    // Within range, the same copy runs.
+    let args = copy(&["--limit", "1", "--workers", "1"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = eddy(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(),
+        "{\"a\":1}\n"
+    );
+}

@@ -101,6 +101,121 @@ fn csv_to_parquet_read_back_with_pyarrow_and_bad_rows_to_dead_letters() {
     assert!(letters[0]["error"].as_str().unwrap().contains("'at'"));
 }
 
+/// The dead letters a copy wrote to `path`, as JSON.
+fn dead_letters(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_unterminated_csv_quote_is_one_dead_letter_not_the_rest_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.csv");
+    let mut csv = String::from("id,name,n\n");
+    for i in 0..1000 {
+        match i {
+            10 => csv.push_str("10,\"unterminated,5\n"),
+            20 => csv.push_str("20,too,many,fields\n"),
+            30 => csv.push_str("30,too few\n"),
+            _ => csv.push_str(&format!("{i},name{i},{i}\n")),
+        }
+    }
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.path().join("pq");
+    let dead = dir.path().join("dead.jsonl");
+    let (from, to) = (
+        format!("csv://{}", input.display()),
+        format!("parquet://{}", out.display()),
+    );
+    let dead_uri = format!("jsonl://{}", dead.display());
+    let args = [
+        "copy",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--dead-letters",
+        &dead_uri,
+        "--quiet",
+    ];
+    ok(&eddy(&args, b""));
+    let table = pyarrow_rows(&out);
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 997);
+    assert_eq!(
+        table["schema"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["id", "name", "n"],
+        "no invented columns"
+    );
+    assert!(rows.iter().all(|r| r["name"].as_str().unwrap().len() < 10));
+    let letters = dead_letters(&dead);
+    let located: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| (l["location"].as_str().unwrap(), l["raw"].as_str().unwrap()))
+        .collect();
+    let at = |line| format!("{}:{line}", input.display());
+    let (l12, l22, l32) = (at(12), at(22), at(32));
+    assert_eq!(
+        located,
+        vec![
+            (l12.as_str(), "10,\"unterminated,5"),
+            (l22.as_str(), "20,too,many,fields"),
+            (l32.as_str(), "30,too few"),
+        ]
+    );
+    assert!(letters[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("does not close"));
+}
+
+#[test]
+fn integers_above_i64_max_round_trip_through_parquet_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.jsonl");
+    let big = [u64::MAX, 9_223_372_036_854_775_808, 0, 1, 12_345];
+    let lines: Vec<String> = big
+        .iter()
+        .enumerate()
+        .map(|(id, n)| format!("{{\"id\": {id}, \"big\": {n}}}\n"))
+        .collect();
+    std::fs::write(&input, lines.concat()).unwrap();
+    let out = dir.path().join("pq");
+    let (from, to) = (
+        format!("jsonl://{}", input.display()),
+        format!("parquet://{}", out.display()),
+    );
+    ok(&eddy(
+        &["copy", "--from", &from, "--to", &to, "--quiet"],
+        b"",
+    ));
+    let table = pyarrow_rows(&out);
+    assert_eq!(table["schema"]["big"], "uint64");
+    let mut rows: Vec<(u64, u64)> = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["big"].as_u64().unwrap()))
+        .collect();
+    rows.sort();
+    let expected: Vec<(u64, u64)> = big
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as u64, *n))
+        .collect();
+    assert_eq!(
+        rows, expected,
+        "18446744073709551615 exactly, not 1.8446744073709552e19"
+    );
+}
+
 #[test]
 fn json_lines_from_stdin_to_csv_and_to_stdout() {
     let dir = tempfile::tempdir().unwrap();

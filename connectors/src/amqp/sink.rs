@@ -189,9 +189,13 @@ impl<T: Serialize + 'static> SinkWriter<T> for AmqpWriter<T> {
         })
     }
 
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        bridge::runtime().block_on(self.settle_all())
+    }
+
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
         bridge::runtime().block_on(async {
-            self.drive(0).await?;
+            self.settle_all().await?;
             if let Some(link) = self.link.take() {
                 close(&link.connection).await;
             }
@@ -244,6 +248,14 @@ impl<T> AmqpWriter<T> {
                 self.settle(out, confirm, confirmation);
             }
         }
+    }
+
+    /// Publishes the whole backlog and waits until the broker confirmed every publish (records
+    /// it refused are published again until their retries are spent, then handed to
+    /// [`SinkWriter::undeliverable`]): afterwards every record written so far is either stored
+    /// by the broker or undeliverable. The connection stays open for more writes.
+    async fn settle_all(&mut self) -> Result<(), ConnectorError> {
+        self.drive(0).await
     }
 
     /// Settles the confirms that have already come, oldest first, without waiting.

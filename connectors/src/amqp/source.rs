@@ -56,6 +56,11 @@ impl<T> Source<T> for AmqpSource<T>
 where
     T: DeserializeOwned + Serialize + Send + 'static,
 {
+    /// Yes: a message is acknowledged once what it produced is committed.
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("amqp({}/{})", self.config.address, self.config.queue)
     }

@@ -35,7 +35,7 @@
 //! delivered when the broker's delivery report says so (`acks=all`); librdkafka retries on its
 //! own for `delivery_timeout`, and a record that still fails — or cannot be encoded — is handed to
 //! the engine as undeliverable (the pipeline's dead letters). At most `in_flight` records wait
-//! for their reports at once; `finish` flushes and waits for every report. The sink creates the
+//! for their reports at once; `commit` and `finish` flush and wait for every report. The sink creates the
 //! topic with `partitions` partitions when it does not exist.
 //!
 //! *Guarantee:* at-least-once (a retry after a lost acknowledgement can write a record twice).

@@ -25,10 +25,10 @@ use crate::format::Format;
 /// How long a full writer waits for delivery reports at a time.
 const REPORT_WAIT: Duration = Duration::from_millis(100);
 
-/// How much longer than `delivery_timeout` `finish` waits for the last reports.
+/// How much longer than `delivery_timeout` `commit` and `finish` wait for the reports.
 const FLUSH_MARGIN: Duration = Duration::from_secs(10);
 
-/// How long one step of `finish`'s flush waits.
+/// How long one step of the flush of `commit` and `finish` waits.
 const FLUSH_STEP: Duration = Duration::from_millis(500);
 
 /// A Kafka topic as a sink of `T`s (see the [module docs](super)).
@@ -213,6 +213,27 @@ impl<T: Serialize + 'static> KafkaWriter<T> {
         }
     }
 
+    /// Waits until every record sent so far has its delivery report: afterwards each is
+    /// either stored by the broker (with `acks=all`) or handed to
+    /// [`SinkWriter::undeliverable`]. Fails when the reports do not come within
+    /// `delivery_timeout` and a margin. The producer stays usable for more writes.
+    fn flush_all(&self) -> Result<(), ConnectorError> {
+        let wait = self.delivery_timeout + FLUSH_MARGIN;
+        let deadline = Instant::now() + wait;
+        // Flush in steps, to log a broker outage while waiting for the reports.
+        while let Err(e) = self.producer.flush(FLUSH_STEP) {
+            self.log_trouble();
+            if Instant::now() >= deadline {
+                return Err(broker_error(format!(
+                    "{} records sent to {} got no delivery report within {wait:?}: {e}",
+                    self.reports.in_flight.load(Ordering::Acquire),
+                    self.reports.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Logs, once, that librdkafka reports errors (the broker is unreachable).
     fn log_trouble(&self) {
         if self.reports.health.failing_since().is_some() {
@@ -292,20 +313,12 @@ impl<T: Serialize + 'static> SinkWriter<T> for KafkaWriter<T> {
         Ok(())
     }
 
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        self.flush_all()
+    }
+
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
-        let wait = self.delivery_timeout + FLUSH_MARGIN;
-        let deadline = Instant::now() + wait;
-        // Flush in steps, to log a broker outage while waiting for the last reports.
-        while let Err(e) = self.producer.flush(FLUSH_STEP) {
-            self.log_trouble();
-            if Instant::now() >= deadline {
-                return Err(broker_error(format!(
-                    "{} records sent to {} got no delivery report within {wait:?}: {e}",
-                    self.reports.in_flight.load(Ordering::Acquire),
-                    self.reports.name
-                )));
-            }
-        }
+        self.flush_all()?;
         Ok(SinkReport {
             rows: self.reports.delivered.load(Ordering::Acquire),
             files: Vec::new(),

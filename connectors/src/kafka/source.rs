@@ -114,6 +114,11 @@ impl<T> Source<T> for KafkaSource<T>
 where
     T: DeserializeOwned + Serialize + Send + 'static,
 {
+    /// Yes: the group's offsets are committed once what the records produced is committed.
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "kafka({}, group {})",

@@ -29,15 +29,15 @@
 //! **Bad records.** A message that does not decode is rejected to the pipeline's dead-letter
 //! sink with its bytes and location (and, on JetStream, acknowledged so it does not come back).
 //!
-//! **Sink.** Core: each record is published to the subject; `finish` flushes (the server has
+//! **Sink.** Core: each record is published to the subject; `commit` and `finish` flush (the server has
 //! then received every message), which is all core NATS promises (at-most-once). JetStream:
 //! each record is published with a message id (`Nats-Msg-Id`, so a retried publish is stored
 //! once within the stream's duplicate window) and is delivered when the server acknowledges it;
 //! at most [`NatsConfig::in_flight`] publishes await their acknowledgement at once; a publish
 //! that fails is retried ([`NatsConfig::retries`], with backoff) and then handed to the
 //! pipeline's dead-letter sink ([`SinkWriter::undeliverable`](eddy_engine::SinkWriter)); a
-//! publish the server refuses (too large, say) is not retried. `finish` waits for every
-//! acknowledgement. **At-least-once.**
+//! publish the server refuses (too large, say) is not retried. `commit` and `finish` wait for
+//! every acknowledgement of the publishes in flight. **At-least-once.**
 //!
 //! **Reconnects.** The client reconnects by itself (with backoff up to 4 s), and resubscribes
 //! core subscriptions; a JetStream pull simply resumes. One line goes to stderr when a

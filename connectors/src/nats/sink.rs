@@ -170,6 +170,40 @@ impl<T: Serialize + 'static> NatsWriter<T> {
         }
     }
 
+    /// Waits until the server has every record published so far: on JetStream until every
+    /// publish in flight is acknowledged (or given up, for [`SinkWriter::undeliverable`]), on
+    /// core NATS until the server answers a flush. The connection stays open for more writes.
+    fn settle_all(&mut self) -> Result<(), ConnectorError> {
+        let runtime = bridge::runtime();
+        runtime.block_on(async {
+            while !self.in_flight.is_empty() {
+                self.settle_one().await;
+            }
+        });
+        if self.jetstream.is_none() {
+            // The server has every message once it answers the flush's ping.
+            let flushed = runtime.block_on(async {
+                tokio::time::timeout(self.config.reconnect_timeout, self.client.flush()).await
+            });
+            let failure = match flushed {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!(
+                    "no answer within {:?}",
+                    self.config.reconnect_timeout
+                )),
+            };
+            if let Some(failure) = failure {
+                return Err(outside(format!(
+                    "{}: cannot flush the messages published so far to the server: {failure}; \
+                     is it running? (bash scripts/brokers.sh up)",
+                    self.config.describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn settled(&mut self, settled: Result<Result<(), RecordError>, tokio::task::JoinError>) {
         match settled {
             Ok(Ok(())) => self.delivered += 1,
@@ -201,34 +235,12 @@ impl<T: Serialize + 'static> SinkWriter<T> for NatsWriter<T> {
         bridge::runtime().block_on(self.publish(payloads))
     }
 
+    fn commit(&mut self) -> Result<(), ConnectorError> {
+        self.settle_all()
+    }
+
     fn finish(&mut self) -> Result<SinkReport, ConnectorError> {
-        let runtime = bridge::runtime();
-        runtime.block_on(async {
-            while !self.in_flight.is_empty() {
-                self.settle_one().await;
-            }
-        });
-        if self.jetstream.is_none() {
-            // The server has every message once it answers the flush's ping.
-            let flushed = runtime.block_on(async {
-                tokio::time::timeout(self.config.reconnect_timeout, self.client.flush()).await
-            });
-            let failure = match flushed {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!(
-                    "no answer within {:?}",
-                    self.config.reconnect_timeout
-                )),
-            };
-            if let Some(failure) = failure {
-                return Err(outside(format!(
-                    "{}: cannot flush the last messages to the server: {failure}; is it \
-                     running? (bash scripts/brokers.sh up)",
-                    self.config.describe()
-                )));
-            }
-        }
+        self.settle_all()?;
         Ok(SinkReport {
             rows: self.delivered,
             files: Vec::new(),

@@ -74,6 +74,11 @@ impl<T> Source<T> for NatsSource<T>
 where
     T: DeserializeOwned + Serialize + Send + 'static,
 {
+    /// Yes: a JetStream message is acknowledged once what it produced is committed (core NATS has no acknowledgements).
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.config.describe()
     }

@@ -21,6 +21,7 @@ use eddy_queries::copy::Copy;
 use eddy_queries::live::Live;
 use eddy_queries::nexmark::Query;
 use eddy_queries::output::Output;
+use eddy_queries::shutdown::Shutdown;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -91,12 +92,12 @@ struct OrdersArgs {
     /// Where malformed and late records go (any sink URI).
     #[arg(long)]
     dead_letters: Option<String>,
-    /// Worker threads.
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    #[command(flatten)]
+    workers: Workers,
 }
 
-/// How a run shows itself: the live view and the metrics endpoint.
+/// How a run shows itself and stops: the live view, the metrics endpoint, graceful shutdown
+/// and the commit interval.
 #[derive(Args)]
 struct ViewArgs {
     /// No live view (progress, events/s, watermark lag, source backlog) on stderr, and no
@@ -108,11 +109,22 @@ struct ViewArgs {
     /// serves on 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
     metrics_addr: Option<String>,
+    /// On SIGTERM or SIGINT the run stops gracefully: sources stop, what was read is committed
+    /// and acknowledged, the summary is printed. If that takes longer than this (or a second
+    /// signal comes), the run is aborted at once.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    shutdown_timeout: humantime::Duration,
+    /// With sources that acknowledge (brokers, webhooks) and no --checkpoint-dir: how often the
+    /// sinks commit (files are closed and renamed into place, brokers confirm) so that the
+    /// sources can acknowledge what they hold.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    commit_every: humantime::Duration,
 }
 
 impl ViewArgs {
-    /// The runtime with the metrics endpoint when asked for.
+    /// The runtime with the metrics endpoint when asked for, and the commit interval.
     fn apply(&self, runtime: Runtime) -> Result<Runtime> {
+        let runtime = runtime.commit_every(*self.commit_every);
         Ok(match &self.metrics_addr {
             Some(addr) => runtime.metrics_addr(socket_addr(addr, "--metrics-addr")?),
             None => runtime,
@@ -134,9 +146,86 @@ struct CheckpointArgs {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        requires = "checkpoint_dir"
+        requires = "checkpoint_dir",
+        value_parser = positive_duration
     )]
     checkpoint_every: humantime::Duration,
+}
+
+/// How many worker threads.
+#[derive(Args)]
+struct Workers {
+    /// Worker threads in this process: at least 1, and at most 4 per CPU unless
+    /// --allow-many-workers.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
+    workers: usize,
+    /// Allow more than 4 worker threads per CPU (each takes memory before anything runs).
+    #[arg(long)]
+    allow_many_workers: bool,
+}
+
+impl Cli {
+    /// Checks what clap cannot check alone (the flags' values against each other and the
+    /// machine), before anything runs.
+    fn check(&self) -> Result<()> {
+        match &self.command {
+            Command::Nexmark {
+                command: NexmarkCommand::Run(args),
+            } => {
+                args.workers.check()?;
+                if args.process >= args.processes {
+                    bail!(
+                        "--process {} is not one of the {} processes: give 0 to {}",
+                        args.process,
+                        args.processes,
+                        args.processes - 1
+                    );
+                }
+                Ok(())
+            }
+            Command::Copy(args) => args.workers.check(),
+            #[cfg(all(feature = "amqp", feature = "kafka", feature = "http"))]
+            Command::Example {
+                example: Example::Orders(args),
+            } => args.workers.check(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How many workers a run may have per CPU without --allow-many-workers.
+const WORKERS_PER_CPU: usize = 4;
+
+impl Workers {
+    /// Fails when the worker count is beyond what the machine can take, unless allowed.
+    fn check(&self) -> Result<()> {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let most = cpus.saturating_mul(WORKERS_PER_CPU);
+        if self.workers > most && !self.allow_many_workers {
+            bail!(
+                "--workers {} is more than {WORKERS_PER_CPU} per CPU of this machine ({cpus} CPUs, \
+                 so at most {most}); use fewer, or add --allow-many-workers",
+                self.workers
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A count that must be at least 1.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// A duration longer than zero.
+fn positive_duration(text: &str) -> std::result::Result<humantime::Duration, String> {
+    let duration: humantime::Duration = text
+        .parse()
+        .map_err(|e| format!("'{text}' is not a duration ({e}): write e.g. 500ms, 10s, 2m"))?;
+    if duration.is_zero() {
+        return Err("it must be longer than 0: write e.g. 500ms, 10s, 2m".to_string());
+    }
+    Ok(duration)
 }
 
 impl CheckpointArgs {
@@ -194,8 +283,8 @@ struct CopyArgs {
     /// The record format of broker and HTTP endpoints: json (default), csv or raw.
     #[arg(long)]
     format: Option<String>,
-    /// Stop after this many records.
-    #[arg(long)]
+    /// Stop after this many records (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// Stop once the source has been idle this long (e.g. 5s, 500ms).
     #[arg(long)]
@@ -208,9 +297,8 @@ struct CopyArgs {
     /// location and error; without it they are counted and skipped.
     #[arg(long)]
     dead_letters: Option<String>,
-    /// Worker threads (broker sources spread their partitions or messages over them).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    #[command(flatten)]
+    workers: Workers,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
     #[command(flatten)]
@@ -243,13 +331,12 @@ struct RunArgs {
     /// The query: q0–q22 (an unknown name lists them).
     query: Query,
     /// How many events to generate, over all workers and processes.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     events: u64,
-    /// Worker threads in this process.
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    #[command(flatten)]
+    workers: Workers,
     /// Processes in the run (each runs this command with its own --process).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
     processes: usize,
     /// This process's index, from 0 to --processes - 1.
     #[arg(long, default_value_t = 0)]
@@ -265,13 +352,13 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Parquet)]
     format: Format,
     /// Rows per Parquet row group.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 65_536, value_parser = at_least_one())]
     row_group_size: usize,
     /// Records a source emits per batch.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = at_least_one())]
     batch_size: usize,
     /// Event-time rate of the generator: events per second of event time.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one())]
     rate: usize,
     /// Read the events from this source URI instead of the built-in generator (any `eddy copy
     /// --from` URI, e.g. kafka://127.0.0.1:9092/events): Nexmark events as JSON, as serde
@@ -294,13 +381,13 @@ struct RunArgs {
 #[derive(Args)]
 struct GenerateArgs {
     /// How many events to generate.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     events: u64,
     /// The output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
     /// Event-time rate of the generator: events per second of event time.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one())]
     rate: usize,
     /// The file format: Parquet, or header-less CSV (columns as the Parquet files', times as
     /// ms since the Unix epoch), as Flink's `csv` format reads it.
@@ -347,6 +434,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(error) = cli.check() {
+        eprintln!("error: {error:#} (see `eddy --help`)");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Nexmark { command } => match command {
             NexmarkCommand::Run(args) => report(run(*args)),
@@ -381,7 +472,7 @@ fn output(args: &RunArgs) -> Result<Output> {
     Ok(match args.format {
         Format::Parquet => Output::Parquet {
             dir: dir()?,
-            row_group_size: args.row_group_size.max(1),
+            row_group_size: args.row_group_size,
         },
         Format::Jsonl => Output::JsonLines { dir: dir()? },
         Format::Table => Output::Table,
@@ -392,7 +483,7 @@ fn output(args: &RunArgs) -> Result<Output> {
 fn runtime(args: &RunArgs) -> Result<Runtime> {
     let runtime = args
         .checkpoints
-        .apply(args.view.apply(Runtime::new(args.workers))?);
+        .apply(args.view.apply(Runtime::new(args.workers.workers))?);
     if args.processes <= 1 && args.hosts.is_none() {
         return Ok(runtime);
     }
@@ -452,6 +543,8 @@ fn run(args: RunArgs) -> Result<()> {
 /// Runs `pipeline` with the live view and, when asked, the metrics endpoint.
 fn run_live(runtime: &Runtime, pipeline: &Pipeline, view: &ViewArgs) -> Result<RunSummary> {
     let handle = runtime.start(pipeline)?;
+    let _signals = Shutdown::install(handle.stopper(), *view.shutdown_timeout)
+        .context("cannot listen for SIGTERM and SIGINT")?;
     if let Some(addr) = handle.metrics_addr() {
         tracing::info!("metrics at http://{addr}/metrics, the explainer at http://{addr}/explain");
     }
@@ -492,7 +585,7 @@ fn copy(args: CopyArgs) -> Result<()> {
     let pipeline = spec.pipeline()?;
     let runtime = args
         .checkpoints
-        .apply(args.view.apply(Runtime::new(args.workers.max(1)))?);
+        .apply(args.view.apply(Runtime::new(args.workers.workers))?);
     let summary = run_live(&runtime, &pipeline, &args.view)?;
     if !args.view.quiet {
         eprintln!("{summary}");
@@ -526,7 +619,7 @@ fn orders_example(args: OrdersArgs) -> Result<()> {
         example.stop = StopRule::never().idle_exit(idle);
     }
     example.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
-    let summary = Runtime::new(args.workers.max(1)).run(&example.pipeline()?)?;
+    let summary = Runtime::new(args.workers.workers).run(&example.pipeline()?)?;
     print_summary(&summary);
     Ok(())
 }
