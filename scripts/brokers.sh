@@ -79,9 +79,8 @@ install_debian() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq "${missing[@]}" >/dev/null
-        # The packages start nothing without an init system; stop anything that did start.
-        pkill -f beam.smp || true
-        pkill -x mosquitto || true
+        # Without an init system the packages start nothing (and this script never stops a
+        # process it did not start: each broker it starts is stopped by its pid file).
     fi
 }
 

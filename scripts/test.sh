@@ -15,6 +15,7 @@ fi
 
 if ! command -v dot >/dev/null; then
   echo "installing graphviz (eddy graph --svg renders with its dot)"
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
 fi
 

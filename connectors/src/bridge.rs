@@ -471,6 +471,8 @@ pub struct ChannelReader<T, A> {
     polls: u64,
     max_record_size: usize,
     last_delivery: Instant,
+    /// Read what the channel holds now, then finish ([`ChannelReader::drain`]).
+    draining: bool,
     finished: bool,
     _marker: PhantomData<fn() -> T>,
 }
@@ -498,6 +500,7 @@ where
             polls: 0,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             last_delivery: Instant::now(),
+            draining: false,
             finished: false,
             _marker: PhantomData,
         }
@@ -507,6 +510,12 @@ where
     pub fn max_record_size(mut self, bytes: usize) -> Self {
         self.max_record_size = bytes;
         self
+    }
+
+    /// Reads what the channel holds, then finishes: for a source that acknowledged records
+    /// before they were read (a webhook's 2xx) and stops taking more.
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// The same reader, keeping its position with `tracker` (so it can be checkpointed).
@@ -639,7 +648,10 @@ where
                     self.finished = true;
                     break;
                 }
-                Err(async_channel::TryRecvError::Empty) => break,
+                Err(async_channel::TryRecvError::Empty) => {
+                    self.finished |= self.draining;
+                    break;
+                }
             }
         }
         let now = Instant::now();

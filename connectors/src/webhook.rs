@@ -72,7 +72,7 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -298,6 +298,8 @@ struct Intake {
     /// The readers' stop rule: past its record limit nothing more is read, so nothing more
     /// is accepted.
     stop: StopRule,
+    /// The run is stopping: requests are refused (503), and the readers drain the buffer.
+    stopping: AtomicBool,
 }
 
 /// Where the handlers put the records of a request.
@@ -452,6 +454,7 @@ impl<T> WebhookSource<T> {
             readers: AtomicUsize::new(0),
             done,
             stop: self.stop.clone(),
+            stopping: AtomicBool::new(false),
         });
         bridge::runtime().spawn(run_server(listener, Arc::clone(&intake)));
         Ok(intake)
@@ -720,6 +723,19 @@ where
 
     fn released(&mut self, polls: u64) {
         self.reader.released(polls);
+    }
+
+    /// Without a log, records in the buffer were answered 2xx: refuse new requests and read
+    /// the buffer to its end. With a log, what was not read stays in it for the next run.
+    fn stop(&mut self) -> bool {
+        let Ingest::Buffer(feed) = &self.open.0.ingest else {
+            return false;
+        };
+        // Under the handlers' lock: a request is either in the buffer or refused.
+        let _feed = feed.lock().unwrap_or_else(PoisonError::into_inner);
+        self.open.0.stopping.store(true, Ordering::SeqCst);
+        self.reader.drain();
+        true
     }
 
     fn caught_up(&self) -> bool {
@@ -1031,7 +1047,7 @@ impl Intake {
         // The readers' acknowledgements mean nothing here (a 2xx was the acknowledgement); drop
         // them so they do not pile up.
         feed.ready_acks();
-        self.admit(n, feed.backlog(), false)?;
+        self.admit(n, feed.backlog(), self.stopping.load(Ordering::SeqCst))?;
         for record in records {
             // Only this lock's holder adds to the channel and the source keeps a reader's end
             // open, so there is room for every record checked above.

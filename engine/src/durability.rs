@@ -29,7 +29,10 @@
 //! **Graceful stop.** [`RunHandle::stop`](crate::RunHandle::stop) (what SIGTERM and SIGINT
 //! do in the `eddy` binary) stops every source of the process where it is: its reader reads
 //! nothing more and its watermark stays where it was, so no window the watermark has not
-//! closed fires. Once the sinks' input frontier reaches the least of those watermarks, every
+//! closed fires. (A reader that has acknowledged records it still holds — a webhook that
+//! answered 2xx for what waits in its buffer — first reads them to the end,
+//! [`SourceReader::stop`](crate::SourceReader::stop).) Every sink is woken to watch for the
+//! end of the stop. Once the sinks' input frontier reaches the least of those watermarks, every
 //! record read before the stop and stamped below it has reached the sinks or the state it
 //! belongs to: the sinks commit and finish (files renamed into place), the sources release
 //! what the sinks hold and acknowledge it, and the run ends with its summary. A record of a
@@ -38,14 +41,15 @@
 //! the next run resumes from the last completed one, exactly once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use timely::scheduling::SyncActivator;
 
 /// The default commit interval of a run whose sources acknowledge.
 pub const DEFAULT_COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// What every worker of a process shares about stopping and committing.
-#[derive(Debug)]
 pub(crate) struct RunControl {
     /// A graceful stop was asked for.
     stop: AtomicBool,
@@ -58,6 +62,9 @@ pub(crate) struct RunControl {
     reading: AtomicUsize,
     /// Sink writers of this process not finished yet.
     sinks_open: AtomicUsize,
+    /// Every sink operator of the process, woken when a stop is asked for (a sink whose input
+    /// does not move would not look otherwise).
+    sinks: Mutex<Vec<SyncActivator>>,
     /// How often sinks commit, when the sources acknowledge and there are no checkpoints.
     pub(crate) commit_every: Option<Duration>,
 }
@@ -70,13 +77,32 @@ impl RunControl {
             stop_watermark: AtomicU64::new(u64::MAX),
             reading: AtomicUsize::new(0),
             sinks_open: AtomicUsize::new(0),
+            sinks: Mutex::new(Vec::new()),
             commit_every,
         })
     }
 
-    /// Asks every source of the process to stop where it is.
+    /// Asks every source of the process to stop where it is, and wakes every sink to watch
+    /// for the end of the stop.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        for sink in self
+            .sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            // A worker that has ended has nothing left to stop.
+            let _ = sink.activate();
+        }
+    }
+
+    /// A sink operator to wake on a stop.
+    pub(crate) fn register_sink(&self, activator: SyncActivator) {
+        self.sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(activator);
     }
 
     pub(crate) fn stop_requested(&self) -> bool {

@@ -1,5 +1,18 @@
 //! The engine's own timely operators: the source driver that turns watermarks into timestamps,
 //! the sink driver, and the fork that lets one stream feed several stages.
+//!
+//! - **Source driver.** Input: its reader's polls. Output: the records of each poll, stamped
+//!   with the reader's watermark before the poll; the capability then moves to the new
+//!   watermark. State: the reader, and the stamps of the polls not yet released to it
+//!   ([`crate::durability`]). A late record is not its concern (it is stamped with the current
+//!   watermark; the windows decide). Checkpoint: the reader's position and watermark at each
+//!   boundary it crosses. On a stop it reads no more and holds its watermark until the sinks of
+//!   the process have finished.
+//! - **Sink driver.** Input: any stream. Output: none but its durability capability, held at
+//!   the frontier it last committed. It writes every batch as it arrives, commits on a commit
+//!   cycle, and finishes its writer when the frontier is empty, or, after a stop, when the
+//!   frontier reaches the stop watermark. Checkpoint: an empty part at each boundary, after
+//!   closing the files of the intervals before it.
 
 use std::cell::RefCell;
 use std::collections::{btree_map, BTreeMap};
@@ -28,7 +41,7 @@ use crate::dead_letter::DeadLetterKind;
 use crate::durability::{Pending, RunControl};
 use crate::error::{ConnectorError, Fault};
 use crate::metrics::new_histogram;
-use crate::pipeline::{Finishers, Records, SinkWakers, StageContext};
+use crate::pipeline::{Finishers, Records, StageContext};
 use crate::sink::{FileOutput, Sink, SinkReport, SinkWriter};
 use crate::source::{Partition, ReadStatus, RecordError, Source, SourcePositions, SourceReader};
 use crate::time::{wall_clock_ms, Record, WatermarkConfig, WatermarkTracker};
@@ -126,7 +139,7 @@ pub(crate) fn source<'s, T: 'static>(
     source: Arc<dyn Source<T>>,
     watermarks: WatermarkConfig,
     batch_size: usize,
-    (durable, finishers, sink_wakers): (ProbeHandle<u64>, Finishers, SinkWakers),
+    (durable, finishers): (ProbeHandle<u64>, Finishers),
 ) -> Records<'s, T> {
     let name = stage.name().to_string();
     timely_source(scope, &name, move |capability, info| {
@@ -162,6 +175,7 @@ pub(crate) fn source<'s, T: 'static>(
         let commit_cycle = control.commit_every.is_some() && checkpoint.is_none();
         let mut pending = Pending::default();
         let mut stopped = false;
+        let mut draining = false;
         let mut capability = reader.as_ref().map(|_| capability);
         let mut tracker = match &resume {
             Some(r) => WatermarkTracker::resume(watermarks, r.watermark, r.max_seen),
@@ -246,17 +260,17 @@ pub(crate) fn source<'s, T: 'static>(
                 finish(&mut capability, tracker.max_seen(), None);
                 return;
             }
-            if control.stop_requested() {
-                control.reader_stopped(*cap.time());
-                let r = reader.take().expect("checked above");
-                release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
-                stopped = true;
-                // The sinks learn of the stop: they finish once their frontier reaches it.
-                for sink in sink_wakers.borrow().iter() {
-                    sink.activate();
+            if control.stop_requested() && !draining {
+                // A reader that acknowledged records it still holds reads them to the end.
+                draining = r.stop();
+                if !draining {
+                    control.reader_stopped(*cap.time());
+                    let r = reader.take().expect("checked above");
+                    release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
+                    stopped = true;
+                    activator.activate_after(STOP_POLL);
+                    return;
                 }
-                activator.activate_after(STOP_POLL);
-                return;
             }
             if let Some(w) = committed.as_ref().and_then(StageCheckpoint::committed) {
                 if let Some(position) = saved.borrow_mut().committed(w) {
@@ -317,6 +331,14 @@ pub(crate) fn source<'s, T: 'static>(
                     });
                     advance(cap, watermark, &**r, tracker.max_seen());
                     activator.activate_after(IDLE_POLL);
+                }
+                Ok(ReadStatus::Done) if draining => {
+                    // Drained after a stop: it holds its watermark as a stopped reader does.
+                    control.reader_stopped(*cap.time());
+                    let r = reader.take().expect("polled above");
+                    release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
+                    stopped = true;
+                    activator.activate_after(STOP_POLL);
                 }
                 Ok(ReadStatus::Done) => {
                     finish(&mut capability, tracker.max_seen(), Some(&**r));
@@ -655,7 +677,7 @@ pub(crate) fn sink<T: 'static>(
     stage: StageContext,
     sink: Arc<dyn Sink<T>>,
     reports: Rc<RefCell<Vec<(String, SinkReport)>>>,
-    (durable, wakers): (&ProbeHandle<u64>, &SinkWakers),
+    durable: &ProbeHandle<u64>,
 ) {
     let checkpoint = stage.checkpoint().cloned();
     let control = Arc::clone(stage.control());
@@ -686,13 +708,14 @@ pub(crate) fn sink<T: 'static>(
     let name = stage.name().to_string();
     let mut watermark = resumed_at;
     let scope = input.scope();
-    let wakers = Rc::clone(wakers);
     let durability = input.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Local,
         &name,
         move |durable_cap, info| {
+            stage
+                .control()
+                .register_sink(scope.worker().sync_activator_for(info.address.to_vec()));
             let activator = scope.activator_for(info.address);
-            wakers.borrow_mut().push(activator.clone());
             let mut durable_cap = Some(durable_cap);
             let mut committed_at = Instant::now();
             let mut dirty = false;

@@ -201,11 +201,7 @@ impl Pipeline {
                 Arc::clone(&source),
                 watermarks,
                 ctx.batch_size,
-                (
-                    ctx.durable.clone(),
-                    Rc::clone(&ctx.finishers),
-                    Rc::clone(&ctx.sink_wakers),
-                ),
+                (ctx.durable.clone(), Rc::clone(&ctx.finishers)),
             )
         });
         Stream {
@@ -547,7 +543,7 @@ impl<T: Data> Stream<T> {
                 stage,
                 Arc::clone(&sink),
                 Rc::clone(&ctx.reports),
-                (&ctx.durable, &ctx.sink_wakers),
+                &ctx.durable,
             );
         }));
     }
@@ -624,12 +620,7 @@ pub(crate) struct Ctx<'s> {
     /// What this worker does once its dataflow has ended: source readers releasing their last
     /// records, given whether the run succeeded.
     pub(crate) finishers: Finishers,
-    /// The sinks of this worker, for a stopping source to wake ([`crate::durability`]).
-    pub(crate) sink_wakers: SinkWakers,
 }
-
-/// Activators of a worker's sink operators.
-pub(crate) type SinkWakers = Rc<RefCell<Vec<timely::scheduling::Activator>>>;
 
 /// Work left for the end of a worker's run ([`Ctx::finishers`]): each is told whether the run
 /// succeeded.

@@ -258,7 +258,6 @@ impl Runtime {
                     control: Arc::clone(&ctl),
                     durable: ProbeHandle::new(),
                     finishers: Rc::clone(&finishers),
-                    sink_wakers: Rc::default(),
                 };
                 for build in &sinks {
                     build(&mut ctx);

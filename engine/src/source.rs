@@ -191,6 +191,16 @@ pub trait SourceReader<T> {
         let _ = polls;
     }
 
+    /// The run is stopping ([`RunHandle::stop`](crate::RunHandle::stop)): take nothing new
+    /// from outside. Returns whether the reader still holds records it has already
+    /// acknowledged (a webhook that answered 2xx for records in its buffer): the engine then
+    /// polls it until it reports [`ReadStatus::Done`] and stops it there, holding its
+    /// watermark. The default, `false`: it is stopped at once, and what it has not returned is
+    /// left to its source to deliver again.
+    fn stop(&mut self) -> bool {
+        false
+    }
+
     /// A checkpoint holding this reader at `position` (bytes it returned from
     /// [`position`](Self::position)) has completed: whatever is before it will never be read
     /// again, so a reader may forget it (truncate a write-ahead log, commit offsets). The

@@ -4,8 +4,12 @@
 
 #![cfg(feature = "http")]
 
+mod common;
+
+use common::wait_at_most;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "copy-test-secret";
@@ -30,23 +34,6 @@ fn ok(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Waits for `child` to exit, killing it after `limit`.
-fn wait(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "eddy copy did not finish within {limit:?}:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -103,7 +90,7 @@ fn eddy_copy_from_a_file_to_an_eddy_copy_webhook_to_parquet() {
         .output()
         .unwrap();
     ok(&sender, "eddy copy to the webhook");
-    let received = wait(receiver, Duration::from_secs(60));
+    let received = wait_at_most(receiver, Duration::from_secs(60));
     ok(&received, "eddy copy from the webhook");
 
     let script = "import json, sys, pyarrow.parquet as pq\n\

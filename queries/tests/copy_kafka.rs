@@ -12,46 +12,15 @@ mod common;
 
 use common::{assert_clear_source_errors, eddy_copy, pyarrow_ids, SourceErrors};
 
-use std::net::TcpStream;
-use std::path::PathBuf;
+#[path = "../../connectors/tests/clients/kafka_client.rs"]
+mod kafka_client;
+
+use kafka_client::{client, require_broker, unique, BROKER};
+
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-
-const BROKER: &str = "127.0.0.1:9092";
-
-fn require_broker() {
-    assert!(
-        TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2)).is_ok(),
-        "Kafka is not reachable at {BROKER}: start the test brokers with `bash scripts/brokers.sh up`"
-    );
-}
-
-fn unique(what: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("eddy-copy-{what}-{}-{now}", std::process::id())
-}
-
-/// Runs kafka-python's client and returns what it printed.
-fn client(args: &[&str]) -> Value {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../connectors/tests/clients/kafka.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "kafka.py {args:?} failed (is the broker up? bash scripts/brokers.sh up): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("kafka.py prints one JSON object")
-}
 
 #[test]
 fn a_topic_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_topic() {

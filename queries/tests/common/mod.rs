@@ -487,6 +487,50 @@ pub fn pyarrow_rows_json(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Every row of the Parquet files in `dir` as pyarrow reads them, streamed record batch by
+/// record batch (`read_parquet.py --jsonl`): `each` gets each row as one JSON object (keys
+/// sorted, so one row is always one string), and no more than a batch is held at once.
+pub fn pyarrow_each_row(dir: &Path, mut each: impl FnMut(&str)) {
+    use std::io::{BufRead, Read};
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py");
+    let mut python = Command::new("python3")
+        .arg(script)
+        .arg("--jsonl")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (pyarrow is installed by scripts/test.sh)");
+    let stdout = std::io::BufReader::new(python.stdout.take().unwrap());
+    for line in stdout.lines() {
+        each(&line.expect("read_parquet.py --jsonl writes UTF-8 lines"));
+    }
+    // What it says on stderr is short (an error), so it cannot fill the pipe and block it.
+    let mut stderr = String::new();
+    python
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = python.wait().unwrap();
+    assert!(
+        status.success(),
+        "pyarrow could not read {} (is pyarrow installed? `pip install pyarrow`): {stderr}",
+        dir.display()
+    );
+}
+
+/// Sends `signal` (`TERM`, `INT`) to `child` with `kill`. A child that has exited but is not
+/// yet waited for still has its process id, so this never signals another process.
+pub fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -{signal} {} failed", child.id());
+}
+
 /// The seed of a crash test's kill moments: `EDDY_CRASH_SEED`, or the clock; printed so a
 /// failing run can be replayed.
 pub fn crash_seed() -> u64 {
@@ -543,4 +587,22 @@ pub fn await_checkpoints(child: &mut Child, checkpoints: &Path, n: usize) -> boo
         );
     }
     true
+}
+
+/// Waits for `child` to exit, at most `limit` (then kills it and fails the test with what it
+/// said), and returns its output.
+pub fn wait_at_most(mut child: Child, limit: std::time::Duration) -> std::process::Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "eddy did not exit within {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
