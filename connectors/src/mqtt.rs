@@ -895,10 +895,11 @@ impl MqttSourceStats {
         self.counts.received.load(Ordering::Relaxed)
     }
 
-    /// Messages taken from the broker that no reader has handed on to the pipeline yet: what
-    /// Eddy holds of the source at this moment. Bounded by the bridge channel's `capacity`, a
-    /// hand-over queue of 64 and the batch a reader is handing on, however far behind the
-    /// pipeline is (the client stops reading from the connection).
+    /// Messages taken from the broker and not acknowledged yet: those no reader has handed
+    /// on to the pipeline — bounded by the bridge channel's `capacity`, a hand-over queue of
+    /// 64 and the batch a reader is handing on, however far behind the pipeline is (the
+    /// client stops reading from the connection) — and those handed on whose records the
+    /// sinks have not committed yet (what arrives in one commit interval).
     pub fn held(&self) -> u64 {
         // Read first: it never passes `received`.
         let released = self.counts.released.load(Ordering::Relaxed);
