@@ -285,13 +285,17 @@ mod nats {
         let stream = Stream::create();
         // A durable consumer: the second copy reads on from what the first acknowledged. What
         // the first pulled and did not acknowledge, JetStream delivers again after the ack wait
-        // (30 s by default): a short one, so that the second copy gets it before its idle exit.
+        // (30 s by default): a shorter one, so that the second copy gets it before its idle
+        // exit. Not shorter than the idle timeout (5 s) and a commit: the watermark of
+        // messages redelivered with their old publish times moves only once the source is
+        // idle, and until it moves the sinks commit nothing, so nothing is acknowledged and
+        // JetStream would deliver the same messages again and again.
         let from = format!(
-            "nats://{ADDRESS}/{}?stream={}&durable=copy&ack_wait=3s",
+            "nats://{ADDRESS}/{}?stream={}&durable=copy&ack_wait=10s",
             stream.subject, stream.name
         );
         let (subject, name) = (stream.subject.clone(), stream.name.clone());
-        sigterm_during_a_copy_loses_nothing(&from, "5s", move |ids| {
+        sigterm_during_a_copy_loses_nothing(&from, "15s", move |ids| {
             let (start, count) = (ids.start.to_string(), (ids.end - ids.start).to_string());
             let sent = client(&[
                 "produce", &subject, &count, "--stream", &name, "--start", &start,
