@@ -829,16 +829,10 @@ pub(crate) fn sink<T: 'static>(
                             // watermark is here or in the state it belongs to: commit. No
                             // checkpoint part: the next run resumes from the last complete one.
                             stopped = true;
-                            if let Some(mut w) = writer.take() {
-                                control.sink_finished();
-                                let finished = stage.commit_rejects().and_then(|()| w.finish());
-                                stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
-                                match finished {
-                                    Ok(report) => reports
-                                        .borrow_mut()
-                                        .push((stage.name().to_string(), report)),
-                                    Err(error) => stage.fail(error),
-                                }
+                            if let Some(report) = finish_writer(&mut writer, &stage) {
+                                reports
+                                    .borrow_mut()
+                                    .push((stage.name().to_string(), report));
                             }
                             if let (Some(cap), Some(l)) = (durable_cap.as_mut(), least) {
                                 cap.downgrade(&l.max(*cap.time()));
@@ -849,19 +843,11 @@ pub(crate) fn sink<T: 'static>(
                 }
                 if frontier.is_empty() {
                     stage.gauge().set_watermark(u64::MAX);
-                    if let Some(mut w) = writer.take() {
-                        control.sink_finished();
-                        let finished = stage.commit_rejects().and_then(|()| w.finish());
-                        stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
-                        match finished {
-                            Ok(report) => {
-                                save_sink_part(&checkpoint, watermark, u64::MAX);
-                                reports
-                                    .borrow_mut()
-                                    .push((stage.name().to_string(), report))
-                            }
-                            Err(error) => stage.fail(error),
-                        }
+                    if let Some(report) = finish_writer(&mut writer, &stage) {
+                        save_sink_part(&checkpoint, watermark, u64::MAX);
+                        reports
+                            .borrow_mut()
+                            .push((stage.name().to_string(), report));
                     }
                     if durable_cap.take().is_some() {
                         stage.run_metrics().merge_latency(&latency);
@@ -871,6 +857,19 @@ pub(crate) fn sink<T: 'static>(
         },
     );
     durability.probe_with(durable);
+}
+
+/// Finishes a sink's writer, if it has one still: its dead letters committed first, then its
+/// output. The report, when it finished; a failure is the stage's.
+fn finish_writer<T: 'static>(
+    writer: &mut Option<Writers<T>>,
+    stage: &StageContext,
+) -> Option<SinkReport> {
+    let mut w = writer.take()?;
+    stage.control().sink_finished();
+    let finished = stage.commit_rejects().and_then(|()| w.finish());
+    stage.reject_all(DeadLetterKind::Delivery, &mut w.undeliverable());
+    finished.map_err(|error| stage.fail(error)).ok()
 }
 
 /// A sink's part: empty, it says the sink has closed every file of the intervals up to `to`.
