@@ -19,12 +19,21 @@
 //! [`checkpoint`](crate::checkpoint)), and a reader's records are released as soon as the
 //! engine has taken them.
 //!
-//! The frontier covers stateless stages exactly. A stateful stage (a window, a join) folds a
-//! record into state stamped with the watermark it was read at and emits its effect when the
-//! watermark closes the window: without checkpoints, the record is released once the sinks have
-//! committed past its stamp, so a crash loses the open windows' state (the graceful stop below
-//! does not). Run stateful pipelines over queues with checkpoints where the source supports
-//! them.
+//! **Stateful stages hold what they have not emitted.** The sinks' frontier covers stateless
+//! stages exactly: a record's effects travel at its stamp or later. A stateful stage (a window,
+//! a session, a count window, a windowed join) keeps a record in its state past the frontier
+//! and emits its effect later, when the watermark closes its window. Such a stage takes a
+//! [`Hold`] ([`StageContext::hold`](crate::StageContext::hold)) and says, on every activation,
+//! the least stamp of the records whose effects still wait in its state, and, when it emits,
+//! which stamps the emitted results carry: a record stays held until its window has fired *and*
+//! the sinks have committed the window's results. One *hold reporter* per worker holds a
+//! capability at the least of its stages' holds on an output probed like the sinks'; sources
+//! release a poll only below both frontiers, so a crash redelivers every record of a window
+//! that had not fired or whose results were not committed (at least once), and a graceful stop
+//! releases nothing of the windows still open. State a stage keeps for ever (a keyed process
+//! function's values, a dedup's seen set, an updating aggregate, a lookup table) is not
+//! covered: its records are released once their immediate effects are committed, and the state
+//! itself lives only in memory without checkpoints.
 //!
 //! **Graceful stop.** [`RunHandle::stop`](crate::RunHandle::stop) (what SIGTERM and SIGINT
 //! do in the `eddy` binary) stops every source of the process where it is: its reader reads
@@ -40,11 +49,17 @@
 //! delivered again (at least once). With checkpoints, no checkpoint completes after the stop:
 //! the next run resumes from the last completed one, exactly once.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use timely::scheduling::SyncActivator;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source as timely_source;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, Scope};
+use timely::scheduling::{Activator, SyncActivator};
 
 /// The default commit interval of a run whose sources acknowledge.
 pub const DEFAULT_COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -155,6 +170,205 @@ impl RunControl {
         (self.stop_requested() && self.reading.load(Ordering::SeqCst) == 0)
             .then(|| self.stop_watermark.load(Ordering::SeqCst))
     }
+}
+
+/// How many emitted results a hold keeps apart before it merges them.
+const MAX_EMITTED: usize = 64;
+
+/// How often a hold reporter whose stages emitted results looks whether the sinks committed them.
+const HOLD_POLL: Duration = Duration::from_millis(20);
+
+/// A stateful stage's hold on one worker: the records whose effects wait in its state are not
+/// released to their sources ([`crate::durability`], "Stateful stages hold what they have not
+/// emitted"). Inert (every call does nothing) unless the run has a commit cycle.
+#[derive(Default)]
+pub struct Hold {
+    held: Option<(Rc<Held>, Activator)>,
+}
+
+/// What a stage holds: the least stamp waiting in its state, and its emitted results not yet
+/// known to be committed.
+#[derive(Default)]
+struct Held {
+    waiting: Cell<u64>,
+    /// `(stamp of the results, least stamp of the records they came from)`.
+    emitted: RefCell<Vec<(u64, u64)>>,
+}
+
+impl Held {
+    /// The least stamp held once the sinks are durable below `durable`, dropping the results
+    /// committed by then; and whether results wait for the sinks still.
+    fn least(&self, durable: u64) -> (u64, bool) {
+        let mut emitted = self.emitted.borrow_mut();
+        emitted.retain(|&(at, _)| at >= durable);
+        let least = emitted.iter().map(|&(_, least)| least).min();
+        (
+            least.map_or(self.waiting.get(), |l| l.min(self.waiting.get())),
+            !emitted.is_empty(),
+        )
+    }
+}
+
+impl Hold {
+    /// Whether the run acknowledges through a commit cycle, so that holding matters: a stage may
+    /// skip keeping track of stamps when it does not.
+    pub fn is_active(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The stage's input frontier is `frontier` and the least stamp of the records whose effects
+    /// wait in its state is `waiting` (`None`: nothing waits): records stamped from the lesser on
+    /// are held. A stage calls this on every activation; the value may only grow.
+    pub fn waiting(&self, frontier: u64, waiting: Option<u64>) {
+        let Some((held, activator)) = &self.held else {
+            return;
+        };
+        let least = waiting.map_or(frontier, |w| w.min(frontier));
+        if held.waiting.replace(least) != least {
+            activator.activate();
+        }
+    }
+
+    /// The stage emitted results stamped `at` from records stamped from `least` on: those stay
+    /// held until the sinks have committed past `at`.
+    pub fn emitted(&self, at: u64, least: u64) {
+        if let Some((held, activator)) = &self.held {
+            let mut emitted = held.emitted.borrow_mut();
+            let full = emitted.len() >= MAX_EMITTED;
+            match emitted.last_mut() {
+                // Bounded: past that many, the newest entry grows to cover the next ones.
+                Some(last) if full || last.0 >= at => {
+                    *last = (last.0.max(at), last.1.min(least));
+                }
+                _ => emitted.push((at, least)),
+            }
+            activator.activate();
+        }
+    }
+}
+
+/// The holds of a worker's stateful stages and the reporter that holds a capability at their
+/// least; `Holds::default()` (no commit cycle) hands out inert holds.
+#[derive(Clone, Default)]
+pub(crate) struct Holds {
+    registry: Option<Rc<Registry>>,
+}
+
+struct Registry {
+    held: RefCell<Vec<Rc<Held>>>,
+    reporter: RefCell<Option<Activator>>,
+}
+
+impl Holds {
+    /// Builds the worker's hold reporter: its output, probed by `held`, carries a capability at
+    /// the least stamp any stage holds, given that the sinks are durable below `durable`'s
+    /// frontier. Stages register while the dataflow is built, before the reporter first runs.
+    pub(crate) fn reporter(
+        scope: Scope<'_, u64>,
+        durable: ProbeHandle<u64>,
+        held: &ProbeHandle<u64>,
+    ) -> Holds {
+        let registry = Rc::new(Registry {
+            held: RefCell::new(Vec::new()),
+            reporter: RefCell::new(None),
+        });
+        let stages = Rc::clone(&registry);
+        timely_source::<_, CapacityContainerBuilder<Vec<()>>, _, _>(
+            scope,
+            "holds",
+            move |capability, info| {
+                let activator = scope.activator_for(info.address);
+                *stages.reporter.borrow_mut() = Some(activator.clone());
+                let mut capability = Some(capability);
+                move |_output| {
+                    let durable = least(&durable);
+                    let (mut least, mut emitted) = (u64::MAX, false);
+                    for held in stages.held.borrow().iter() {
+                        let (l, e) = held.least(durable);
+                        least = least.min(l);
+                        emitted |= e;
+                    }
+                    if least == u64::MAX {
+                        capability = None;
+                    } else if let Some(cap) = capability.as_mut().filter(|c| least > *c.time()) {
+                        cap.downgrade(&least);
+                    }
+                    if emitted {
+                        activator.activate_after(HOLD_POLL);
+                    }
+                }
+            },
+        )
+        .probe_with(held);
+        Holds {
+            registry: Some(registry),
+        }
+    }
+
+    /// Has the reporter look at its stages' holds again (the sinks may have committed).
+    pub(crate) fn wake(&self) {
+        if let Some(activator) = self
+            .registry
+            .as_ref()
+            .and_then(|r| r.reporter.borrow().clone())
+        {
+            activator.activate();
+        }
+    }
+
+    /// A new stage's hold, holding everything until the stage first says what it waits for.
+    pub(crate) fn hold(&self) -> Hold {
+        let Some(registry) = &self.registry else {
+            return Hold::default();
+        };
+        let held = Rc::new(Held::default());
+        registry.held.borrow_mut().push(Rc::clone(&held));
+        let activator = registry
+            .reporter
+            .borrow()
+            .clone()
+            .expect("the hold reporter is built before the stages; this is a bug in Eddy");
+        Hold {
+            held: Some((held, activator)),
+        }
+    }
+}
+
+/// What a source driver needs to release its polls: the sinks' durable frontier, the stages'
+/// holds, and the worker's end of run.
+#[derive(Clone)]
+pub(crate) struct Releases {
+    /// The least durable frontier of every sink.
+    pub(crate) durable: ProbeHandle<u64>,
+    /// The worker's stateful stages' holds.
+    pub(crate) holds: Holds,
+    /// The least stamp any stateful stage holds ([`Holds::reporter`]).
+    pub(crate) held: ProbeHandle<u64>,
+    /// Work for the end of the worker's run.
+    pub(crate) finishers: crate::pipeline::Finishers,
+}
+
+impl Releases {
+    /// Records stamped below this are durable wherever they went (`u64::MAX`: all).
+    pub(crate) fn frontier(&self) -> u64 {
+        self.durable_frontier().min(self.held_frontier())
+    }
+
+    /// The least stamp a stateful stage holds (`u64::MAX`: none).
+    pub(crate) fn held_frontier(&self) -> u64 {
+        least(&self.held)
+    }
+
+    fn durable_frontier(&self) -> u64 {
+        least(&self.durable)
+    }
+}
+
+/// A probe's frontier as one time; `u64::MAX` once it is empty.
+fn least(probe: &ProbeHandle<u64>) -> u64 {
+    probe
+        .with_frontier(|f| f.iter().min().copied())
+        .unwrap_or(u64::MAX)
 }
 
 /// Which polls of a source reader are durable downstream: the stamps of the polls not yet

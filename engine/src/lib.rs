@@ -54,6 +54,7 @@ pub use checkpoint::{
     CheckpointError, CheckpointReport, CheckpointStore, Checkpointer, LocalDir, StageCheckpoint,
 };
 pub use dead_letter::{DeadLetter, DeadLetterKind};
+pub use durability::Hold;
 pub use error::{ConnectorError, EngineError, Fault};
 pub use late::{LatePolicy, LateRecord};
 pub use metrics::{StageMetrics, StageSnapshot, StateGauge, WorkerGauge, WorkerReading};

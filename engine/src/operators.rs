@@ -14,8 +14,9 @@
 //!   frontier reaches the stop watermark. Checkpoint: an empty part at each boundary, after
 //!   closing the files of the intervals before it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{btree_map, BTreeMap};
+use std::mem::take;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -38,10 +39,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{boundary_above, decode, encode, segment_file_name, StageCheckpoint};
 use crate::dead_letter::DeadLetterKind;
-use crate::durability::{Pending, RunControl};
+use crate::durability::{Pending, Releases, RunControl};
 use crate::error::{ConnectorError, Fault};
 use crate::metrics::new_histogram;
-use crate::pipeline::{Finishers, Records, StageContext};
+use crate::pipeline::{Records, StageContext};
 use crate::sink::{FileOutput, Sink, SinkReport, SinkWriter};
 use crate::source::{Partition, ReadStatus, RecordError, Source, SourcePositions, SourceReader};
 use crate::time::{wall_clock_ms, Record, WatermarkConfig, WatermarkTracker};
@@ -139,7 +140,7 @@ pub(crate) fn source<'s, T: 'static>(
     source: Arc<dyn Source<T>>,
     watermarks: WatermarkConfig,
     batch_size: usize,
-    (durable, finishers): (ProbeHandle<u64>, Finishers),
+    releases: Releases,
 ) -> Records<'s, T> {
     let name = stage.name().to_string();
     timely_source(scope, &name, move |capability, info| {
@@ -174,7 +175,11 @@ pub(crate) fn source<'s, T: 'static>(
         // are released as soon as they are handed on.
         let commit_cycle = control.commit_every.is_some() && checkpoint.is_none();
         let mut pending = Pending::default();
+        // After a stop: the least stamp the stateful stages held once the sinks had finished,
+        // below which the stopped reader's records are released at the end.
+        let held_at_stop = Rc::new(Cell::new(0));
         let mut stopped = false;
+        let mut settling = false;
         let mut draining = false;
         let mut capability = reader.as_ref().map(|_| capability);
         let mut tracker = match &resume {
@@ -241,7 +246,13 @@ pub(crate) fn source<'s, T: 'static>(
             if stopped {
                 // Stopped where it was: holds its watermark until every sink of the process
                 // has finished, so nothing the watermark has not closed fires before.
-                if control.sinks_finished() || control.aborted() {
+                if (control.sinks_finished() || control.aborted()) && !settling {
+                    // The hold reporters look again now that the sinks have committed all.
+                    releases.holds.wake();
+                    settling = true;
+                    activator.activate_after(STOP_POLL);
+                } else if settling {
+                    held_at_stop.set(releases.held_frontier());
                     capability = None;
                     stopped = false;
                 } else {
@@ -266,7 +277,8 @@ pub(crate) fn source<'s, T: 'static>(
                 if !draining {
                     control.reader_stopped(*cap.time());
                     let r = reader.take().expect("checked above");
-                    release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
+                    let at_stop = Some(Rc::clone(&held_at_stop));
+                    release_at_end(&releases, &control, r, take(&mut pending), at_stop);
                     stopped = true;
                     activator.activate_after(STOP_POLL);
                     return;
@@ -278,8 +290,7 @@ pub(crate) fn source<'s, T: 'static>(
                 }
             }
             if commit_cycle {
-                let frontier = durable.with_frontier(|f| f.iter().min().copied());
-                if let Some(n) = pending.release_below(frontier.unwrap_or(u64::MAX)) {
+                if let Some(n) = pending.release_below(releases.frontier()) {
                     r.released(n);
                 }
             }
@@ -336,7 +347,8 @@ pub(crate) fn source<'s, T: 'static>(
                     // Drained after a stop: it holds its watermark as a stopped reader does.
                     control.reader_stopped(*cap.time());
                     let r = reader.take().expect("polled above");
-                    release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
+                    let at_stop = Some(Rc::clone(&held_at_stop));
+                    release_at_end(&releases, &control, r, take(&mut pending), at_stop);
                     stopped = true;
                     activator.activate_after(STOP_POLL);
                 }
@@ -345,7 +357,7 @@ pub(crate) fn source<'s, T: 'static>(
                     control.reader_finished();
                     // Its last records are released once the run has committed them.
                     let r = reader.take().expect("polled above");
-                    release_at_end(&finishers, &control, r, std::mem::take(&mut pending));
+                    release_at_end(&releases, &control, r, take(&mut pending), None);
                 }
                 Err(error) => {
                     stage.fail(error);
@@ -358,17 +370,21 @@ pub(crate) fn source<'s, T: 'static>(
 }
 
 /// Hands a reader that reads no more to the worker's end of run: if the run succeeds, its
-/// records the sinks hold are released (below the stop watermark after a stop: a record of a
-/// reader that was ahead of it may not have reached them).
+/// records the sinks hold are released. After a stop, only those below the stop watermark (a
+/// record of a reader that was ahead of it may not have reached them) and below what the
+/// stateful stages held once the sinks had finished (`held_at_stop`: the open windows'
+/// records, whose effects were never written).
 fn release_at_end<T: 'static>(
-    finishers: &Finishers,
+    releases: &Releases,
     control: &Arc<RunControl>,
     mut reader: Box<dyn SourceReader<T>>,
     mut pending: Pending,
+    held_at_stop: Option<Rc<Cell<u64>>>,
 ) {
     let control = Arc::clone(control);
-    finishers.borrow_mut().push(Box::new(move |ok| {
-        let limit = control.stopped_at().unwrap_or(u64::MAX);
+    releases.finishers.borrow_mut().push(Box::new(move |ok| {
+        let held = held_at_stop.map_or(u64::MAX, |h| h.get());
+        let limit = control.stopped_at().unwrap_or(u64::MAX).min(held);
         if let Some(n) = pending.release_below(limit).filter(|_| ok) {
             reader.released(n);
         }

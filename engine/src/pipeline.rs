@@ -39,12 +39,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::checkpoint::{Checkpointer, Checkpoints, FileSinkDirs, StageCheckpoint};
 use crate::dead_letter::{DeadLetter, DeadLetterKind, Rejects};
-use crate::durability::RunControl;
+use crate::durability::{Hold, Holds, Releases, RunControl};
 use crate::error::{ConnectorError, EngineError};
 use crate::late::{LatePolicy, LateRecord};
 use crate::metrics::{RunMetrics, StageMetrics, StateGauge, WorkerGauge};
@@ -201,7 +200,7 @@ impl Pipeline {
                 Arc::clone(&source),
                 watermarks,
                 ctx.batch_size,
-                (ctx.durable.clone(), Rc::clone(&ctx.finishers)),
+                ctx.releases.clone(),
             )
         });
         Stream {
@@ -543,7 +542,7 @@ impl<T: Data> Stream<T> {
                 stage,
                 Arc::clone(&sink),
                 Rc::clone(&ctx.reports),
-                &ctx.durable,
+                &ctx.releases.durable,
             );
         }));
     }
@@ -614,12 +613,11 @@ pub(crate) struct Ctx<'s> {
     pub(crate) checkpoints: Option<Arc<Checkpoints>>,
     /// Stops and commits, shared by the workers of the process.
     pub(crate) control: Arc<RunControl>,
-    /// The least durable frontier of every sink ([`crate::durability`]): sinks attach their
-    /// durability outputs, sources read it.
-    pub(crate) durable: ProbeHandle<u64>,
-    /// What this worker does once its dataflow has ended: source readers releasing their last
-    /// records, given whether the run succeeded.
-    pub(crate) finishers: Finishers,
+    /// What sources release by ([`crate::durability`]): sinks attach their durability outputs
+    /// to its `durable` probe, the hold reporter to its `held` probe; its `finishers` run once
+    /// the worker's dataflow has ended (source readers releasing their last records, given
+    /// whether the run succeeded).
+    pub(crate) releases: Releases,
 }
 
 /// Work left for the end of a worker's run ([`Ctx::finishers`]): each is told whether the run
@@ -636,6 +634,7 @@ impl Ctx<'_> {
             failures: Arc::clone(&self.failures),
             run: Arc::clone(&self.metrics),
             control: Arc::clone(&self.control),
+            holds: self.releases.holds.clone(),
             checkpoint: self.checkpoints.as_ref().map(|c| {
                 StageCheckpoint::new(
                     Arc::clone(c),
@@ -658,6 +657,7 @@ pub struct StageContext {
     failures: Failures,
     run: Arc<RunMetrics>,
     control: Arc<RunControl>,
+    holds: Holds,
     checkpoint: Option<StageCheckpoint>,
 }
 
@@ -674,6 +674,14 @@ impl StageContext {
     /// (restore, save at the frontier, what not to send again).
     pub fn checkpointer(&self) -> Checkpointer {
         Checkpointer::new(self.checkpoint.clone())
+    }
+
+    /// A hold for this stage on this worker: a stage that keeps records in its state past the
+    /// frontier and emits their effects later (a window, a session) says through it what it
+    /// still holds, so that their sources do not acknowledge them before their effects are
+    /// committed ([`crate::durability`]). Take it once, when the operator is built.
+    pub fn hold(&self) -> Hold {
+        self.holds.hold()
     }
 
     /// The stage's unique name.

@@ -17,7 +17,7 @@ use crate::checkpoint::{
     CheckpointReport, CheckpointStats, CheckpointStore, Checkpoints, Coordinator, LocalDir,
 };
 use crate::dead_letter::Rejects;
-use crate::durability::{RunControl, DEFAULT_COMMIT_EVERY};
+use crate::durability::{Holds, Releases, RunControl, DEFAULT_COMMIT_EVERY};
 use crate::error::EngineError;
 use crate::metrics::{RunMetrics, StageSnapshot};
 use crate::observe::{Observer, Server};
@@ -244,6 +244,13 @@ impl Runtime {
             let reports = Rc::new(RefCell::new(Vec::new()));
             let finishers: Finishers = Rc::default();
             worker.dataflow::<u64, _, _>(|scope| {
+                let (durable, held) = (ProbeHandle::new(), ProbeHandle::new());
+                // Stateful stages hold acknowledgements only on a commit cycle (no checkpoints).
+                let holds = if commit_cycle {
+                    Holds::reporter(scope, durable.clone(), &held)
+                } else {
+                    Holds::default()
+                };
                 let mut ctx = Ctx {
                     scope,
                     partition,
@@ -256,8 +263,12 @@ impl Runtime {
                     forks: Default::default(),
                     checkpoints: c.clone(),
                     control: Arc::clone(&ctl),
-                    durable: ProbeHandle::new(),
-                    finishers: Rc::clone(&finishers),
+                    releases: Releases {
+                        durable,
+                        held,
+                        holds,
+                        finishers: Rc::clone(&finishers),
+                    },
                 };
                 for build in &sinks {
                     build(&mut ctx);

@@ -30,17 +30,18 @@
 //!   windows and the stash. Restored at checkpoint `W`, it keeps the stashed records stamped
 //!   below `W` and sends no window completed at an event time below `W` (sent before it).
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 
 use eddy_engine::timely::dataflow::channels::pact::Exchange;
 use eddy_engine::timely::dataflow::operators::generic::Operator;
 use eddy_engine::timely::dataflow::operators::Capability;
-use eddy_engine::{Data, Record, Records, StageContext, Stream};
+use eddy_engine::{Data, Hold, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
 use crate::keyed::{route, Key, Keyed};
+use crate::stamps::Stamps;
 use crate::window::{frontier_time, Out, Stash, WindowResult};
 
 impl<K: Key, V: Data + Ord> Keyed<K, V> {
@@ -79,6 +80,8 @@ impl<K: Key, V: Data + Ord> Keyed<K, V> {
 struct Partial<Acc> {
     count: u64,
     start: u64,
+    /// The least stamp of its records (0 when restored from a checkpoint).
+    stamp: u64,
     acc: Acc,
 }
 
@@ -88,7 +91,11 @@ struct CountWindows<K, V, Acc> {
     /// Records waiting for the frontier to pass their event time, by event time.
     pending: BTreeMap<u64, Vec<(K, V)>>,
     pending_records: usize,
+    /// Per event time pending, the least stamp of its records.
+    pending_stamps: BTreeMap<u64, u64>,
     partial: FxHashMap<K, Partial<Acc>>,
+    /// The stamps of `pending_stamps` and of the windows in progress, for the stage's hold.
+    stamps: Stamps,
     /// The checkpoint resumed from (0: none): windows completed before it were sent before it.
     resumed_at: u64,
 }
@@ -150,6 +157,11 @@ impl<K: Key, V: Data + Ord, Acc> CountWindows<K, V, Acc> {
             }
             self.pending.entry(e).or_default().push((key, value));
             self.pending_records += 1;
+            if let btree_map::Entry::Vacant(v) = self.pending_stamps.entry(e) {
+                // Records come in order of stamp: the first of an event time is its least.
+                v.insert(w);
+                self.stamps.add(w);
+            }
         }
     }
 
@@ -162,6 +174,7 @@ impl<K: Key, V: Data + Ord, Acc> CountWindows<K, V, Acc> {
         output: &mut Out<'_, WindowResult<K, A::Out>>,
         stage: &StageContext,
         agg: &A,
+        hold: &Hold,
     ) {
         let mut emitted = 0;
         while let Some(entry) = self.pending.first_entry() {
@@ -172,13 +185,24 @@ impl<K: Key, V: Data + Ord, Acc> CountWindows<K, V, Acc> {
             }
             let mut records = entry.remove();
             self.pending_records -= records.len();
+            let stamp = self.pending_stamps.remove(&e).unwrap_or(0);
+            self.stamps.remove(stamp);
             records.sort_by(|a, b| a.1.cmp(&b.1));
             for (key, value) in records {
-                let partial = self.partial.entry(key.clone()).or_insert_with(|| Partial {
-                    count: 0,
-                    start: e,
-                    acc: agg.create(),
+                let partial = self.partial.entry(key.clone()).or_insert_with(|| {
+                    self.stamps.add(stamp);
+                    Partial {
+                        count: 0,
+                        start: e,
+                        stamp,
+                        acc: agg.create(),
+                    }
                 });
+                if stamp < partial.stamp {
+                    self.stamps.remove(partial.stamp);
+                    self.stamps.add(stamp);
+                    partial.stamp = stamp;
+                }
                 agg.add(&mut partial.acc, value);
                 partial.count += 1;
                 if partial.count < self.n {
@@ -188,6 +212,8 @@ impl<K: Key, V: Data + Ord, Acc> CountWindows<K, V, Acc> {
                     .partial
                     .remove(&key)
                     .expect("the partial window was just updated; this is a bug in Eddy");
+                self.stamps.remove(done.stamp);
+                hold.emitted(e, done.stamp);
                 let cap = cap
                     .as_mut()
                     .expect("a pending record holds a capability; this is a bug in Eddy");
@@ -230,10 +256,13 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
             n,
             pending: BTreeMap::new(),
             pending_records: 0,
+            pending_stamps: BTreeMap::new(),
             partial: FxHashMap::default(),
+            stamps: Stamps::default(),
             resumed_at,
         };
         let mut gauge = stage.state_gauge();
+        let hold = stage.hold();
         // Held at or below the earliest pending event time, to emit a window at its last one.
         let mut cap: Option<Capability<u64>> = None;
         if resumed_at > 0 {
@@ -244,7 +273,16 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
                         windows.pending_records += 1;
                     }
                     CountEntry::Partial(k, count, start, acc) => {
-                        windows.partial.insert(k, Partial { count, start, acc });
+                        let stamp = 0;
+                        windows.partial.insert(
+                            k,
+                            Partial {
+                                count,
+                                start,
+                                stamp,
+                                acc,
+                            },
+                        );
                     }
                     CountEntry::Stashed(k, v, e, stamp) => {
                         if stamp < resumed_at {
@@ -268,7 +306,7 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
                 windows.snapshot().chain(stashed)
             });
             while let Some((t, c, records)) = stash.pop_passed(limit) {
-                windows.release(t, &mut cap, output, &stage, &agg);
+                windows.release(t, &mut cap, output, &stage, &agg, &hold);
                 windows.add(t, records, &stage);
                 if let Some(first) = windows.next_pending() {
                     // Records kept have event times at or after `t`, so `c` can reach them.
@@ -277,7 +315,7 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
                     }
                 }
             }
-            windows.release(limit, &mut cap, output, &stage, &agg);
+            windows.release(limit, &mut cap, output, &stage, &agg, &hold);
             match windows.next_pending() {
                 Some(first) => {
                     if let Some(held) = cap.as_mut() {
@@ -289,7 +327,9 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
             if frontier.is_empty() {
                 // The input has ended: partial windows will never fill.
                 windows.partial.clear();
+                windows.stamps = Stamps::default();
             }
+            hold.waiting(limit, windows.stamps.least());
             gauge.set(windows.entries());
         }
     })

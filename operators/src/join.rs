@@ -54,11 +54,12 @@ use std::collections::BTreeMap;
 use eddy_engine::timely::dataflow::channels::pact::Exchange;
 use eddy_engine::timely::dataflow::operators::generic::Operator;
 use eddy_engine::timely::dataflow::operators::Capability;
-use eddy_engine::{Data, Record, Records, StageCheckpoint, StageContext, Stream};
+use eddy_engine::{Data, Hold, Record, Records, StageCheckpoint, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::keyed::{route, Key, Keyed};
+use crate::stamps::IndexedStamps;
 use crate::window::{frontier_time, held_until, Out, Stash, WindowSpec};
 
 /// A pair of the windowed join: a left and a right record with the same key in one window.
@@ -224,6 +225,11 @@ pub(crate) trait JoinState<K, A, B> {
     /// Entries held in state (records or versions), for the stage's state gauge.
     fn entries(&self) -> usize;
 
+    /// The least stamp of the records held whose effects may still come (`None`: none); the
+    /// driver holds it ([`StageContext::hold`]). Versions kept for ever (the as-of join's right
+    /// side) are not counted.
+    fn least_stamp(&self) -> Option<u64>;
+
     /// One entry of the state in a checkpoint part.
     type Entry: Data;
 
@@ -288,6 +294,7 @@ where
         move |initial, _| {
             let mut held: Option<Capability<u64>> = None;
             let mut gauge = stage.state_gauge();
+            let mut holding = Holding::new(stage.hold());
             let mut results: Vec<Record<S::Out>> = Vec::new();
             let checkpoint = stage.checkpoint().cloned();
             let resumed_at = checkpoint
@@ -317,6 +324,7 @@ where
                         &mut results,
                         output,
                         &stage,
+                        &mut holding,
                         |s, t, b, r, late| s.left(t, b, r, late),
                     );
                 });
@@ -336,6 +344,7 @@ where
                         &mut results,
                         output,
                         &stage,
+                        &mut holding,
                         |s, t, b, r, late| s.right(t, b, r, late),
                     );
                 });
@@ -357,6 +366,7 @@ where
                             &mut results,
                             output,
                             &stage,
+                            &mut holding,
                             |s, t, b, r, late| s.left(t, b, r, late),
                         );
                     }
@@ -369,6 +379,7 @@ where
                             &mut results,
                             output,
                             &stage,
+                            &mut holding,
                             |s, t, b, r, late| s.right(t, b, r, late),
                         );
                     }
@@ -377,7 +388,9 @@ where
                 if resumed_at > 0 {
                     results.retain(|(t, _)| *t >= resumed_at);
                 }
+                holding.emitted_upto(results.last().map(|r| r.0));
                 release(&held, &mut results, output, &stage);
+                holding.update(left_at.min(right_at), state.least_stamp());
                 stage.gauge().set_next_due(state.next_due());
                 match state.next_due() {
                     Some(due) => held
@@ -407,12 +420,53 @@ fn absorb<K: Key, X: Serialize, A, B, S: JoinState<K, A, B>>(
     results: &mut Vec<Record<S::Out>>,
     output: &mut Out<'_, S::Out>,
     stage: &StageContext,
+    holding: &mut Holding,
     side: impl FnOnce(&mut S, u64, &mut Vec<Record<(K, X)>>, &mut Vec<Record<S::Out>>, &Late<'_, K, X>),
 ) {
     let t = *cap.time();
     let late = |key: &K, x: &X, time: u64, end: u64| stage.late(&(key, x), time, t, end);
     side(state, t, batch, results, &late);
+    holding.emitted_upto((!results.is_empty()).then_some(t));
     after_batch(cap, state.next_due(), held, results, output, stage);
+}
+
+/// A join's [`Hold`]: records held in state stay held until what the join has sent since is
+/// committed. A record leaves the state after its results were sent, stamped at most the
+/// greatest stamp sent so far, so when the least stamp held moves up, the records it passed
+/// stay held until the sinks have committed past that greatest stamp.
+struct Holding {
+    hold: Hold,
+    /// The greatest stamp of a result sent so far.
+    sent: Option<u64>,
+    /// What was held after the last activation.
+    least: u64,
+}
+
+impl Holding {
+    fn new(hold: Hold) -> Self {
+        Holding {
+            hold,
+            sent: None,
+            least: 0,
+        }
+    }
+
+    /// Results stamped up to `at` (if any) are sent.
+    fn emitted_upto(&mut self, at: Option<u64>) {
+        self.sent = self.sent.max(at);
+    }
+
+    /// After an activation: the inputs' frontier is `frontier`, the state holds from `least`.
+    fn update(&mut self, frontier: u64, least: Option<u64>) {
+        let now = least.map_or(frontier, |l| l.min(frontier));
+        if now > self.least {
+            if let Some(sent) = self.sent {
+                self.hold.emitted(sent, self.least);
+            }
+            self.least = now;
+        }
+        self.hold.waiting(frontier, least);
+    }
 }
 
 /// A join's handler of a late record: `(key, record, event time, end of its last window)`.
@@ -547,6 +601,8 @@ struct WindowJoin<K, A, B> {
     spec: WindowSpec,
     windows: BTreeMap<u64, FxHashMap<K, Pair<A, B>>>,
     entries: usize,
+    /// Per window (by start), the least stamp of its records.
+    stamps: IndexedStamps,
 }
 
 impl<K: Key, A: Clone, B: Clone> WindowJoin<K, A, B> {
@@ -555,6 +611,7 @@ impl<K: Key, A: Clone, B: Clone> WindowJoin<K, A, B> {
             spec,
             windows: BTreeMap::new(),
             entries: 0,
+            stamps: IndexedStamps::default(),
         }
     }
 
@@ -586,6 +643,7 @@ impl<K: Key, A: Clone, B: Clone> WindowJoin<K, A, B> {
                     .or_default();
                 side(entry).push(value.clone());
                 self.entries += 1;
+                self.stamps.hold(start, t);
                 match start.checked_sub(slide) {
                     Some(s) if s.saturating_add(size) > time.max(t) => start = s,
                     _ => break,
@@ -644,6 +702,12 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for WindowJoin
                 }
             }
         }
+        let open = self.windows.keys().next().copied();
+        self.stamps.drop_before(open.unwrap_or(u64::MAX));
+    }
+
+    fn least_stamp(&self) -> Option<u64> {
+        self.stamps.least()
     }
 
     fn next_due(&self) -> Option<u64> {
@@ -692,6 +756,8 @@ struct Side<K, V> {
     /// The keys with records at each event time (a key once per record; repeats are harmless).
     by_time: BTreeMap<u64, Vec<K>>,
     entries: usize,
+    /// Per event time, the least stamp of its records.
+    stamps: IndexedStamps,
 }
 
 impl<K: Key, V> Side<K, V> {
@@ -700,10 +766,13 @@ impl<K: Key, V> Side<K, V> {
             by_key: FxHashMap::default(),
             by_time: BTreeMap::new(),
             entries: 0,
+            stamps: IndexedStamps::default(),
         }
     }
 
-    fn insert(&mut self, key: K, time: u64, value: V) {
+    /// Keeps `value` of `key` at event time `time`, stamped `stamp`.
+    fn insert(&mut self, key: K, time: u64, stamp: u64, value: V) {
+        self.stamps.hold(time, stamp);
         self.by_time.entry(time).or_default().push(key.clone());
         self.by_key
             .entry(key)
@@ -734,6 +803,7 @@ impl<K: Key, V> Side<K, V> {
 
     /// Drops every record with an event time below `cutoff`.
     fn drop_before(&mut self, cutoff: u64) {
+        self.stamps.drop_before(cutoff);
         while let Some(first) = self.by_time.first_entry() {
             if *first.key() >= cutoff {
                 break;
@@ -808,7 +878,7 @@ fn probe_and_keep<K: Key, X, Y, O>(
         for (y_time, y) in other.range(&key, from, to) {
             now.push((time.max(y_time), pair(&key, &x, y)));
         }
-        own.insert(key, time, x);
+        own.insert(key, time, t, x);
     }
 }
 
@@ -868,6 +938,13 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
         None
     }
 
+    fn least_stamp(&self) -> Option<u64> {
+        match (self.lefts.stamps.least(), self.rights.stamps.least()) {
+            (Some(l), Some(r)) => Some(l.min(r)),
+            (l, r) => l.or(r),
+        }
+    }
+
     fn entries(&self) -> usize {
         self.lefts.entries + self.rights.entries
     }
@@ -889,8 +966,8 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
 
     fn restore(&mut self, (key, time, record): Self::Entry) {
         match record {
-            Ok(a) => self.lefts.insert(key, time, a),
-            Err(b) => self.rights.insert(key, time, b),
+            Ok(a) => self.lefts.insert(key, time, 0, a),
+            Err(b) => self.rights.insert(key, time, 0, b),
         }
     }
 
@@ -908,6 +985,8 @@ struct AsOfJoin<K, A, B> {
     versions_len: usize,
     /// The keys that received a version at each event time, for pruning.
     touched: BTreeMap<u64, Vec<K>>,
+    /// Per event time waiting, the least stamp of its left records.
+    stamps: IndexedStamps,
 }
 
 impl<K, A, B> AsOfJoin<K, A, B> {
@@ -918,6 +997,7 @@ impl<K, A, B> AsOfJoin<K, A, B> {
             versions: FxHashMap::default(),
             versions_len: 0,
             touched: BTreeMap::new(),
+            stamps: IndexedStamps::default(),
         }
     }
 }
@@ -939,6 +1019,7 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
             }
             self.waiting.entry(time).or_default().push((key, a));
             self.waiting_len += 1;
+            self.stamps.hold(time, t);
         }
     }
 
@@ -987,6 +1068,7 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
                 out.push((time, (key, a, b)));
             }
         }
+        self.stamps.drop_before(right);
         // Every left record still to be emitted, waiting or future, has a time at or after
         // `horizon`: of the versions at or before it, only the latest can still be the answer.
         let horizon = self.waiting.keys().next().map_or(left, |&t| t.min(left));
@@ -1016,6 +1098,10 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
 
     fn next_due(&self) -> Option<u64> {
         self.waiting.keys().next().copied()
+    }
+
+    fn least_stamp(&self) -> Option<u64> {
+        self.stamps.least()
     }
 
     fn entries(&self) -> usize {

@@ -40,6 +40,7 @@ pub mod lookup;
 pub mod proc_window;
 pub mod process;
 pub mod session;
+mod stamps;
 pub mod stateless;
 pub mod top_n;
 pub mod updating;

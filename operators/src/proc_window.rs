@@ -65,6 +65,9 @@ impl<K: Key, V: Data> Keyed<K, V> {
                     let mut windows: BTreeMap<u64, FxHashMap<K, A::Acc>> = BTreeMap::new();
                     let mut held: Option<Capability<u64>> = None;
                     let mut gauge = stage.state_gauge();
+                    let hold = stage.hold();
+                    // Per window (by start), the least stamp of its records.
+                    let mut stamps: BTreeMap<u64, u64> = BTreeMap::new();
                     let mut accs = 0usize;
                     move |(input, frontier), output| {
                         input.for_each(|cap, data| {
@@ -75,7 +78,11 @@ impl<K: Key, V: Data> Keyed<K, V> {
                                 }
                             }
                             let now = wall_clock_ms();
-                            let window = windows.entry(now - now % size).or_default();
+                            let start = now - now % size;
+                            if let Some(&t) = cap.least() {
+                                stamps.entry(start).or_insert(t);
+                            }
+                            let window = windows.entry(start).or_default();
                             for (_, (key, value)) in data.drain(..) {
                                 let acc = window.entry(key).or_insert_with(|| {
                                     accs += 1;
@@ -99,6 +106,9 @@ impl<K: Key, V: Data> Keyed<K, V> {
                             }
                             let Some(cap) = held.as_ref() else { break };
                             let stamp = *cap.time();
+                            if let Some(least) = stamps.remove(&start) {
+                                hold.emitted(stamp, least);
+                            }
                             let mut session = output.session(cap);
                             let mut emitted = 0;
                             for (key, acc) in entry.remove() {
@@ -119,6 +129,8 @@ impl<K: Key, V: Data> Keyed<K, V> {
                             stage.metrics().add_out(emitted);
                         }
                         gauge.set(accs);
+                        let limit = watermark.unwrap_or(u64::MAX);
+                        hold.waiting(limit, stamps.values().min().copied());
                         match windows.first_key_value() {
                             Some((start, _)) => {
                                 let wait = (start + size).saturating_sub(now).max(1);

@@ -52,6 +52,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::keyed::{route, Key, Keyed};
+use crate::stamps::IndexedStamps;
 use crate::window::{frontier_time, held_until, Out};
 
 /// A user-written stateful function per key, with event-time timers.
@@ -201,6 +202,9 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
         let mut held: Option<Capability<u64>> = None;
         let mut ctx = ProcessContext::new();
         let mut gauge = stage.state_gauge();
+        let hold = stage.hold();
+        // Per event time, the least stamp of the records waiting for its step.
+        let mut stamps = IndexedStamps::default();
         let mut checkpoints = stage.checkpointer();
         keys.resumed_at = checkpoints.resumed_at();
         if keys.resumed_at > 0 {
@@ -221,6 +225,7 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                         continue;
                     }
                     earliest = earliest.min(event_time);
+                    stamps.hold(event_time, t);
                     keys.records
                         .entry(event_time)
                         .or_default()
@@ -240,7 +245,11 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                 cap.downgrade(&now);
                 let emitted = keys.step(now, &mut f, &mut ctx, output, cap);
                 stage.metrics().add_out(emitted);
+                if let Some(least) = stamps.take(now) {
+                    hold.emitted(now, least);
+                }
             }
+            hold.waiting(limit, stamps.least());
             match keys.next_time() {
                 Some(next) => {
                     if let Some(h) = held.as_mut() {

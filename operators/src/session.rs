@@ -41,12 +41,13 @@ use std::collections::BTreeMap;
 use eddy_engine::timely::dataflow::channels::pact::Exchange;
 use eddy_engine::timely::dataflow::operators::generic::Operator;
 use eddy_engine::timely::dataflow::operators::Capability;
-use eddy_engine::{Data, Record, Records, StageContext, Stream};
+use eddy_engine::{Data, Hold, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
 use crate::keyed::{route, Key, Keyed};
+use crate::stamps::Stamps;
 use crate::window::{frontier_time, held_until, Out, Stash, WindowResult};
 
 impl<K: Key, V: Data> Keyed<K, V> {
@@ -85,6 +86,8 @@ impl<K: Key, V: Data> Keyed<K, V> {
 struct Open<Acc> {
     /// The event time of its last record.
     last: u64,
+    /// The least stamp of its records (0 when restored from a checkpoint).
+    stamp: u64,
     acc: Acc,
 }
 
@@ -115,6 +118,8 @@ struct Sessions<K, Acc> {
     expiries: BTreeMap<u64, Vec<K>>,
     open_sessions: usize,
     remembered: usize,
+    /// The open sessions' stamps, for the stage's hold.
+    stamps: Stamps,
 }
 
 impl<K: Key, Acc> Sessions<K, Acc> {
@@ -126,6 +131,7 @@ impl<K: Key, Acc> Sessions<K, Acc> {
             expiries: BTreeMap::new(),
             open_sessions: 0,
             remembered: 0,
+            stamps: Stamps::default(),
         }
     }
 
@@ -166,8 +172,16 @@ impl<K: Key, Acc> Sessions<K, Acc> {
                 acc,
             } => {
                 let state = self.keys.entry(key).or_insert_with(blank);
-                state.open.insert(start, Open { last, acc });
+                state.open.insert(
+                    start,
+                    Open {
+                        last,
+                        stamp: 0,
+                        acc,
+                    },
+                );
                 self.open_sessions += 1;
+                self.stamps.add(0);
             }
             SessionEntry::Closed { key, until } => {
                 self.expiries
@@ -238,19 +252,22 @@ impl<K: Key, Acc> Sessions<K, Acc> {
                 .collect();
             let mut acc = agg.create();
             agg.add(&mut acc, value);
-            let (mut start, mut last) = (e, e);
+            let (mut start, mut last, mut stamp) = (e, e, w);
             for s in overlapping {
                 let o = state
                     .open
                     .remove(&s)
                     .expect("an overlapping session was just found; this is a bug in Eddy");
                 self.open_sessions -= 1;
+                self.stamps.remove(o.stamp);
                 start = start.min(s);
                 last = last.max(o.last);
+                stamp = stamp.min(o.stamp);
                 agg.merge(&mut acc, o.acc);
             }
-            state.open.insert(start, Open { last, acc });
+            state.open.insert(start, Open { last, stamp, acc });
             self.open_sessions += 1;
+            self.stamps.add(stamp);
             // Merging only moves ends later, so the key's timer stays at or below the earliest
             // end; a new session ending earlier than it needs an earlier timer.
             let end = last.saturating_add(gap);
@@ -272,6 +289,7 @@ impl<K: Key, Acc> Sessions<K, Acc> {
         output: &mut Out<'_, WindowResult<K, A::Out>>,
         stage: &StageContext,
         agg: &A,
+        hold: &Hold,
     ) {
         let gap = self.gap;
         while let Some(entry) = self.due.first_entry() {
@@ -300,6 +318,8 @@ impl<K: Key, Acc> Sessions<K, Acc> {
                     }
                     let (start, session) = first.remove_entry();
                     self.open_sessions -= 1;
+                    self.stamps.remove(session.stamp);
+                    hold.emitted(end - 1, session.stamp);
                     // A session ending at or before the checkpoint resumed from was emitted
                     // before it.
                     if end > resumed_at {
@@ -368,6 +388,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
         let mut stash: Stash<(K, V)> = Stash::default();
         let mut sessions: Sessions<K, A::Acc> = Sessions::new(gap);
         let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
+        let hold = stage.hold();
         // Held at or below every open session's end - 1, to emit it at that time.
         let mut cap: Option<Capability<u64>> = None;
         let mut checkpoints = stage.checkpointer();
@@ -412,7 +433,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                 sessions.snapshot().chain(stashed)
             });
             while let Some((t, c, records)) = stash.pop_passed(limit) {
-                sessions.close(t, resumed_at, &mut cap, output, &stage, &agg);
+                sessions.close(t, resumed_at, &mut cap, output, &stage, &agg, &hold);
                 sessions.add(t, records, &stage, &agg);
                 if let Some(due) = sessions.next_due() {
                     // Every new session ends after `t`, so `c` (at `t`) can reach `due - 1`.
@@ -421,7 +442,8 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                     }
                 }
             }
-            sessions.close(limit, resumed_at, &mut cap, output, &stage, &agg);
+            sessions.close(limit, resumed_at, &mut cap, output, &stage, &agg, &hold);
+            hold.waiting(limit, sessions.stamps.least());
             stage.gauge().set_next_due(sessions.next_due());
             match sessions.next_due() {
                 Some(due) => {

@@ -47,7 +47,7 @@ use eddy_engine::timely::dataflow::channels::pact::{Exchange, Pipeline as Local}
 use eddy_engine::timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use eddy_engine::timely::dataflow::operators::{Capability, InputCapability};
 use eddy_engine::timely::progress::frontier::MutableAntichain;
-use eddy_engine::{Checkpointer, Data, Record, Records, StageContext, Stream};
+use eddy_engine::{Checkpointer, Data, Hold, Record, Records, StageContext, Stream};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -216,6 +216,9 @@ struct Panes<K, Acc> {
     accs: usize,
     /// How many keys the largest pane so far held: new panes start with room for as many.
     keys_hint: usize,
+    /// Per pane held, the least stamp of the partials merged into it (what the stage's
+    /// [`Hold`] holds).
+    stamps: BTreeMap<u64, u64>,
 }
 
 impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
@@ -227,7 +230,13 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
             next_start: 0,
             accs: 0,
             keys_hint: 0,
+            stamps: BTreeMap::new(),
         }
+    }
+
+    /// The least stamp of the partials merged into the panes of `[start, end)` (`None`: none).
+    fn least_stamp(&self, start: u64, end: u64) -> Option<u64> {
+        self.stamps.range(start..end).map(|(_, &t)| t).min()
     }
 
     /// Closes every window ending at or before `frontier`: the earliest window still to fire
@@ -258,6 +267,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
             }
             self.accs -= entry.remove().len();
         }
+        self.stamps = self.stamps.split_off(&self.next_start);
     }
 
     /// The earliest window still to fire, if any pane holds data.
@@ -273,9 +283,14 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
         Some((start, start + size))
     }
 
-    /// Merges partial accumulators `(pane start, (key, acc))` into their panes. Consecutive
-    /// partials of one pane (the common case) share one lookup of the pane.
-    fn merge<V, A: Aggregate<V, Acc = Acc>>(&mut self, agg: &A, partials: Vec<Record<(K, Acc)>>) {
+    /// Merges partial accumulators `(pane start, (key, acc))` stamped `stamp` into their panes.
+    /// Consecutive partials of one pane (the common case) share one lookup of the pane.
+    fn merge<V, A: Aggregate<V, Acc = Acc>>(
+        &mut self,
+        agg: &A,
+        stamp: u64,
+        partials: Vec<Record<(K, Acc)>>,
+    ) {
         let mut open: Option<(u64, FxHashMap<K, Acc>)> = None;
         for (pane, (key, partial)) in partials {
             let accs = match &mut open {
@@ -284,6 +299,8 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
                     if let Some((p, accs)) = open.take() {
                         self.put(p, accs);
                     }
+                    let least = self.stamps.entry(pane).or_insert(stamp);
+                    *least = (*least).min(stamp);
                     let accs = self.panes.remove(&pane).unwrap_or_else(|| {
                         FxHashMap::with_capacity_and_hasher(self.keys_hint, Default::default())
                     });
@@ -318,6 +335,7 @@ impl<K: Hash + Eq + Clone, Acc: Clone> Panes<K, Acc> {
         mut emit: impl FnMut(K, Acc),
     ) {
         if self.pane == self.spec.size {
+            self.stamps.remove(&start);
             if let Some(accs) = self.panes.remove(&start) {
                 self.accs -= accs.len();
                 accs.into_iter().for_each(|(k, acc)| emit(k, acc));
@@ -512,6 +530,7 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
         let mut panes: Panes<K, A::Acc> = Panes::new(spec);
         let mut window_cap: Option<Capability<u64>> = None;
         let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
+        let hold = stage.hold();
         let mut checkpoints = stage.checkpointer();
         if checkpoints.resumed_at() > 0 {
             restore_windows(&checkpoints, &initial, &mut panes, &mut stash);
@@ -524,16 +543,25 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
             let limit = frontier_time(frontier);
             checkpoints.at_frontier(limit, || window_entries(&panes, &stash, limit));
             while let Some((t, cap, partials)) = stash.pop_passed(limit) {
-                fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t);
+                fire_due(&mut panes, &mut window_cap, output, &stage, &agg, t, &hold);
                 panes.close_until(t);
-                panes.merge(&agg, partials);
+                panes.merge(&agg, t, partials);
                 if let Some((_, end)) = panes.next_window() {
                     if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
                         window_cap = Some(cap.delayed(&(end - 1)));
                     }
                 }
             }
-            fire_due(&mut panes, &mut window_cap, output, &stage, &agg, limit);
+            fire_due(
+                &mut panes,
+                &mut window_cap,
+                output,
+                &stage,
+                &agg,
+                limit,
+                &hold,
+            );
+            hold.waiting(limit, panes.least_stamp(0, u64::MAX));
             let next = panes.next_window();
             match next {
                 Some((_, end)) => {
@@ -632,7 +660,8 @@ fn restore_windows<K: Key, Acc: Data + Clone>(
     panes.close_until(at);
 }
 
-/// Fires every window whose end is at or below `limit`, in order of end, stamped `end - 1`.
+/// Fires every window whose end is at or below `limit`, in order of end, stamped `end - 1`;
+/// its partials' stamps stay on `hold` until the sinks have committed it.
 fn fire_due<K: Key, V, A: Aggregate<V>>(
     panes: &mut Panes<K, A::Acc>,
     window_cap: &mut Option<Capability<u64>>,
@@ -640,10 +669,14 @@ fn fire_due<K: Key, V, A: Aggregate<V>>(
     stage: &StageContext,
     agg: &A,
     limit: u64,
+    hold: &Hold,
 ) {
     while let Some((start, end)) = panes.next_window() {
         if end > limit {
             break;
+        }
+        if let Some(least) = panes.least_stamp(start, end) {
+            hold.emitted(end - 1, least);
         }
         let cap = window_cap
             .as_mut()
@@ -778,6 +811,9 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
         let mut stash: Stash<WindowResult<K, V>> = Stash::default();
         // Per window, by (end, start): its best results so far.
         let mut windows: BTreeMap<(u64, u64), Vec<WindowResult<K, V>>> = BTreeMap::new();
+        // Per window, the least stamp of the results ranked into it (for the stage's hold).
+        let mut stamps: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+        let hold = stage.hold();
         let mut held = 0usize;
         let mut window_cap: Option<Capability<u64>> = None;
         let mut gauge = stage.state_gauge();
@@ -815,9 +851,10 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
                     .map(|(stamp, (_, result))| RankedEntry::Stashed(stamp, result));
                 ranked.chain(stashed)
             });
-            while let Some((_, cap, results)) = stash.pop_passed(limit) {
+            while let Some((t, cap, results)) = stash.pop_passed(limit) {
                 for (_, result) in results {
                     let end = result.end;
+                    stamps.entry((end, result.start)).or_insert(t);
                     if window_cap.as_ref().is_none_or(|c| *c.time() > end - 1) {
                         window_cap = Some(cap.delayed(&(end - 1)));
                     }
@@ -832,8 +869,11 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
                 if end > limit {
                     break;
                 }
-                let list = entry.remove();
+                let (window, list) = entry.remove_entry();
                 held -= list.len();
+                if let Some(least) = stamps.remove(&window) {
+                    hold.emitted(end - 1, least);
+                }
                 // A window ending at or before the checkpoint resumed from was sent before it.
                 if end <= resumed_at {
                     continue;
@@ -847,6 +887,7 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
                     .session(cap)
                     .give_iterator(list.into_iter().map(|r| (end - 1, r)));
             }
+            hold.waiting(limit, stamps.values().min().copied());
             let oldest = windows
                 .first_key_value()
                 .map(|((end, start), _)| (*start, *end));
@@ -902,7 +943,7 @@ mod tests {
             panes.fire::<u64, Count>(&Count, start, end, |k, n| fired.push((k, start, end, n)));
         }
         panes.close_until(t);
-        panes.merge::<u64, Count>(&Count, partials);
+        panes.merge::<u64, Count>(&Count, 0, partials);
         fired
     }
 
