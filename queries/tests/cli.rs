@@ -188,6 +188,15 @@ fn numeric_flags_out_of_range_are_refused_before_anything_runs() {
             copy(&["--checkpoint-dir", "x", "--checkpoint-every", "0s"]),
             "it must be longer than 0",
         ),
+        (copy(&["--idle-exit", "0s"]), "it must be longer than 0"),
+        (copy(&["--commit-every", "0ms"]), "it must be longer than 0"),
+        (
+            vec!["example", "orders", "--window", "0s"]
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            "it must be longer than 0",
+        ),
         (run(&["--rate", "0"]), "'--rate <RATE>': 0 is not in 1.."),
         (
             run(&["--processes", "0"]),

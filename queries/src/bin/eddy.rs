@@ -14,7 +14,6 @@ use eddy_connectors::nexmark::{
     generate, json_event_time, write_csv, AuctionRow, BidRow, NexmarkConfig, NexmarkTables,
     PersonRow,
 };
-use eddy_connectors::uri::parse_duration;
 use eddy_connectors::{write_parquet, Endpoint, EventTimeOf, Format as ConnectorFormat};
 use eddy_engine::{Cluster, Partition, Pipeline, RunSummary, Runtime};
 use eddy_queries::copy::Copy;
@@ -84,11 +83,11 @@ struct OrdersArgs {
     #[arg(long, default_value_t = 500.0)]
     threshold: f64,
     /// The join's tumbling window (e.g. 1m, 30s).
-    #[arg(long, default_value = "1m")]
-    window: String,
+    #[arg(long, default_value = "1m", value_parser = positive_duration)]
+    window: humantime::Duration,
     /// Stop each source once it has been idle this long (default: run until killed).
-    #[arg(long)]
-    idle_exit: Option<String>,
+    #[arg(long, value_parser = positive_duration)]
+    idle_exit: Option<humantime::Duration>,
     /// Where malformed and late records go (any sink URI).
     #[arg(long)]
     dead_letters: Option<String>,
@@ -287,8 +286,8 @@ struct CopyArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// Stop once the source has been idle this long (e.g. 5s, 500ms).
-    #[arg(long)]
-    idle_exit: Option<String>,
+    #[arg(long, value_parser = positive_duration)]
+    idle_exit: Option<humantime::Duration>,
     /// Take each record's event time from this field (integer ms or RFC 3339); by default the
     /// broker's timestamp, or the time it was read.
     #[arg(long)]
@@ -366,8 +365,8 @@ struct RunArgs {
     #[arg(long, value_name = "URI")]
     source: Option<String>,
     /// With --source: stop once it has been idle this long (e.g. 5s).
-    #[arg(long, value_name = "DURATION", requires = "source")]
-    idle_exit: Option<String>,
+    #[arg(long, value_name = "DURATION", requires = "source", value_parser = positive_duration)]
+    idle_exit: Option<humantime::Duration>,
     #[command(flatten)]
     view: ViewArgs,
     #[command(flatten)]
@@ -521,9 +520,8 @@ fn run(args: RunArgs) -> Result<()> {
                 event_time: EventTimeOf::extract(json_event_time),
                 ..Default::default()
             };
-            if let Some(idle) = &args.idle_exit {
-                let idle = parse_duration(idle).map_err(|e| anyhow::anyhow!("--idle-exit: {e}"))?;
-                options.stop = StopRule::never().idle_exit(idle);
+            if let Some(idle) = args.idle_exit {
+                options.stop = StopRule::never().idle_exit(*idle);
             }
             let source = eddy_connectors::endpoints::source(&endpoint, &options)?;
             args.query.pipeline_from(source, &output)
@@ -574,12 +572,7 @@ fn copy(args: CopyArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
     spec.limit = args.limit;
-    spec.idle_exit = args
-        .idle_exit
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--idle-exit: {e}"))?;
+    spec.idle_exit = args.idle_exit.map(Into::into);
     spec.event_time = args.event_time;
     spec.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
     let pipeline = spec.pipeline()?;
@@ -613,10 +606,9 @@ fn orders_example(args: OrdersArgs) -> Result<()> {
         example.alert = Some(HttpSinkConfig::from_endpoint(&endpoint(alert)?)?);
     }
     example.threshold = args.threshold;
-    example.window = parse_duration(&args.window).map_err(|e| anyhow::anyhow!("--window: {e}"))?;
-    if let Some(idle) = &args.idle_exit {
-        let idle = parse_duration(idle).map_err(|e| anyhow::anyhow!("--idle-exit: {e}"))?;
-        example.stop = StopRule::never().idle_exit(idle);
+    example.window = *args.window;
+    if let Some(idle) = args.idle_exit {
+        example.stop = StopRule::never().idle_exit(*idle);
     }
     example.dead_letters = args.dead_letters.as_deref().map(endpoint).transpose()?;
     let summary = Runtime::new(args.workers.workers).run(&example.pipeline()?)?;
