@@ -160,7 +160,7 @@ impl<A> Feed<A> {
 
     /// Where the client reports how many messages wait at the broker for it (a Kafka
     /// consumer's lag): the readers add it to what waits in the channel
-    /// ([`SourceReader::backlog`]).
+    /// ([`SourceReader::backlog_probe`]).
     pub fn broker_backlog(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.broker_backlog)
     }
@@ -455,6 +455,13 @@ pub trait Tracks<A>: Send {
     fn committed(&mut self, position: &[u8]) {
         let _ = position;
     }
+
+    /// The engine released the records with tokens `acks` ([`SourceReader::released`]), just
+    /// before the reader sends the tokens to its client task: a source whose position is its
+    /// own (a write-ahead log) may record it. The default does nothing.
+    fn released(&mut self, acks: &[A]) {
+        let _ = acks;
+    }
 }
 
 /// A worker's reader of a channel: decodes each delivery into `T` and acknowledges what it
@@ -529,6 +536,9 @@ where
         let mut tokens = Vec::new();
         while self.handed.front().is_some_and(|(poll, _)| *poll <= polls) {
             tokens.extend(self.handed.pop_front().expect("checked").1);
+        }
+        if let (false, Some(tracker)) = (tokens.is_empty(), &mut self.tracker) {
+            tracker.released(&tokens);
         }
         if let (false, Some(inbox)) = (tokens.is_empty(), &self.inbox) {
             // A task that is gone cannot acknowledge; its broker redelivers.

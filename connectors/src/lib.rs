@@ -31,8 +31,9 @@
 //!   between a client task and the workers' readers (backpressure, acknowledgements).
 //! - [`uri`]: endpoint URIs for `eddy copy` ([`Endpoint`]).
 //! - `webhook` and `http_sink` (feature `http`): an HTTP webhook source (`WebhookSource`:
-//!   signed or token-checked POSTs of JSON or NDJSON, 429 when the pipeline is behind) and a
-//!   sink that POSTs records to a URL with retries (`HttpSink`).
+//!   signed or token-checked POSTs of JSON or NDJSON, fsynced in a write-ahead log before the
+//!   2xx, 429 when the pipeline is behind) and a sink that POSTs records to a URL with retries
+//!   (`HttpSink`).
 //! - `kafka` (feature `kafka`): Kafka through librdkafka, a source whose workers share the
 //!   topic's partitions and commit processed offsets to a consumer group, and a keyed sink
 //!   whose delivery reports are checked (`KafkaSource`, `KafkaSink`).

@@ -4,9 +4,8 @@
 //!
 //! **One server per source.** [`WebhookSource::bind`] binds the listening socket (so a port in
 //! use is an error when the pipeline is built, naming the address); the first worker to open
-//! the source starts the server on [`bridge::runtime()`], and every worker reads from the same
-//! bounded channel (each request's records go to whichever worker polls first). It listens on
-//! `127.0.0.1` unless configured otherwise, and answers only its own path (others are 404).
+//! the source starts the server on [`bridge::runtime()`]. It listens on `127.0.0.1` unless
+//! configured otherwise, and answers only its own path (others are 404).
 //!
 //! **What a request gets.** Each request is checked in this order; every refusal has a JSON
 //! body `{"error": "..."}` saying why, and ingests nothing of the request:
@@ -19,44 +18,72 @@
 //! | 413 | the body is larger than `max_body` bytes, or holds more records than the buffer |
 //! | 401 | a secret is configured and `X-Eddy-Signature: sha256=<hex>` (HMAC-SHA256 of the raw body) is missing or wrong |
 //! | 400 | another content type, a body that is not UTF-8 or not well-formed JSON, an NDJSON line that is not, a record nested deeper than the JSON decoder takes (127 levels of arrays and objects), an empty batch |
-//! | 429 | the pipeline is behind: the buffer has no room for the whole request now (`Retry-After` says when to try again) |
+//! | 429 | the pipeline is behind: the records taken and not yet read (`buffer` at most) leave no room for the whole request now (`Retry-After` says when to try again) |
 //! | 503 | the pipeline has stopped reading this source, the records would go beyond its record limit, or the write-ahead log could not be written |
-//! | 200 | `{"accepted": n}`: all `n` records of the request are in the buffer (with a write-ahead log: in the log, fsynced) |
+//! | 200 | `{"accepted": n}`: all `n` records of the request are in the write-ahead log, fsynced (with `wal=off`: in the memory buffer) |
 //!
 //! Secrets and tokens are compared in constant time. A batch is all-or-nothing: the room check
-//! and the hand-over happen under one lock, so concurrent requests cannot over-commit the buffer
-//! and the records buffered never exceed `buffer` (plus what the workers are processing: one
-//! batch each).
+//! and the append (or the hand-over to the buffer) happen under one lock, so concurrent
+//! requests cannot over-commit the backlog, and the records taken and not yet read never
+//! exceed `buffer` (plus what the workers are processing: one batch each).
 //!
-//! **Guarantee.** Without a write-ahead log, a 2xx answer means every record of the request is
-//! in Eddy's buffer, on its way into the pipeline; there is no acknowledgement after that, so a
-//! crash of the process loses what was buffered (at-most-once past the 2xx; a sender retrying a
-//! refused or unanswered request makes it at-least-once). Such a webhook cannot be
-//! checkpointed: a run with `--checkpoint-dir` refuses to start, saying to add `?wal=DIR`.
-//! With a record limit ([`StopRule::limit`]), records accepted after the readers reached the
-//! limit are not read; their number is reported on stderr when the server shuts down.
+//! **Guarantee.** By default a 2xx answer means the request's records are fsynced in the
+//! webhook's write-ahead log: without checkpoints every record answered 2xx is in the output
+//! at least once, across crashes of the process (SIGKILL included) and graceful stops; with
+//! checkpoints, exactly once. Only with the log turned off (`wal=off`) does a 2xx mean "in a
+//! memory buffer", which a crash loses.
 //!
-//! **With a write-ahead log** ([`WebhookConfig::wal()`], `?wal=DIR`), a 2xx answer means the
-//! records are on disk and will be read: after every check above, the handler appends the
-//! request's records (bytes, receive time, location) to the log in `DIR` and fsyncs it — one
-//! write and one fsync per request, under one lock — before it answers; a log that cannot be
-//! written is answered 503 with an error naming its file, and nothing of the request is taken.
-//! The log, not the request, is the source: only worker 0 reads (the other workers' readers
-//! are done at once), tailing the log, so its position is one `(segment, byte offset)`, which
-//! checkpoints save. A run resuming from a checkpoint reads on from there; a run without one
-//! starts at the oldest segment in `DIR` (records answered 2xx by a run that never
-//! checkpointed are read too). Segments wholly behind a completed checkpoint are deleted
-//! (those behind the checkpoint before the newest, which the engine may fall back to). So,
-//! with checkpoints, every record answered 2xx is in the committed output exactly once, across
-//! crashes of Eddy (not of the disk). A request that got no answer (the process died during
-//! it) is in the log whole or not at all (a request whose entries were torn by the crash is
-//! skipped, with a warning): a sender that retries it may see its records twice, never a part.
-//! Without checkpoints nothing is deleted and every run re-reads the whole log
-//! (at-least-once). The 429 backlog is what was appended and not yet read. Once the reader has
-//! stopped (a record limit, an idle exit) requests are answered 503; records answered 2xx just
-//! before are reported on stderr at shutdown (a run resuming from that run's final checkpoint,
-//! the end of its input, does not read them). The log's format is in the `webhook_wal`
+//! **The write-ahead log** (the default), in `wal=DIR` ([`WebhookConfig::wal`]) or else in a
+//! directory derived from the address and path ([`default_wal_dir`]: for `127.0.0.1:8080` and
+//! `/orders`, `$EDDY_STATE_DIR/webhook/127.0.0.1-8080_orders`, else the same under
+//! `$XDG_STATE_HOME/eddy` or `$HOME/.local/state/eddy`; with port 0, the port the system
+//! chose), so a restart of the same webhook finds it. It is created when missing; when no
+//! default directory can be determined, building the source fails, saying to pass `wal=DIR` or
+//! `wal=off`. One webhook at a time writes a log (a lock file): a second, in this or another
+//! process, fails to build, naming the directory. After every check above, the handler
+//! appends the request's records (bytes, receive time, location) to the log and fsyncs it —
+//! one write and one fsync per request, under one lock — before it answers; a log that cannot
+//! be written is answered 503 with an error naming its file, and nothing of the request is
+//! taken. The log, not the request, is the source: only worker 0 reads (the other workers'
+//! readers are done at once), tailing the log, so its position is one `(segment, byte
+//! offset)`.
+//!
+//! - *Without checkpoints* the source acknowledges ([`Source::acknowledges`]): the engine
+//!   commits the sinks periodically and releases what they committed
+//!   ([`SourceReader::released`]), and the log records the position up to which everything is
+//!   released (`DIR/released`, replaced atomically) and deletes the segments wholly before it.
+//!   A run with no checkpoint starts reading at that position (at the oldest segment when
+//!   there is none), so what a run answered 2xx and did not commit — it was killed, stopped,
+//!   or reached a record limit or an idle exit first — is read by the next run on the same
+//!   log, and what it committed is not read again: at least once (what was committed after
+//!   the last release is read again).
+//! - *With checkpoints* the position is saved in each checkpoint and a run resuming from one
+//!   reads on from there; once a checkpoint completes, its position is recorded as released
+//!   and the segments wholly behind the checkpoint before it (the one the engine may fall
+//!   back to) are deleted. So every record answered 2xx is in the committed output exactly
+//!   once, across crashes of Eddy (not of the disk). A checkpoint whose segment a later run
+//!   without checkpoints deleted cannot be resumed from: the run says to start over with a new
+//!   `--checkpoint-dir`.
+//!
+//! A request that got no answer (the process died during it) is in the log whole or not at
+//! all (a request whose entries were torn by the crash is skipped, with a warning): a sender
+//! that retries it may see its records twice, never a part. Once the reader has stopped (a
+//! record limit, an idle exit, a graceful stop) requests are answered 503; records answered
+//! 2xx before and not read are reported on stderr at shutdown and read by the next run (not by
+//! a run resuming from that run's final checkpoint, the end of its input). The log's format,
+//! and how the reader tells a run with checkpoints from one without, are in the `webhook_wal`
 //! module's source.
+//!
+//! **Without a log** (`wal=off`, [`WebhookConfig::without_wal`]; opening the source warns), a
+//! 2xx answer means every record of the request is in Eddy's buffer, on its way into the
+//! pipeline, and every worker reads from that bounded channel (each request's records go to
+//! whichever worker polls first). There is no acknowledgement after that, so a crash of the
+//! process loses what was buffered (at-most-once past the 2xx; a sender retrying a refused or
+//! unanswered request makes it at-least-once); a graceful stop refuses new requests and reads
+//! the buffer to its end first. Such a webhook cannot be checkpointed: a run with
+//! `--checkpoint-dir` refuses to start, saying to keep the log. With a record limit
+//! ([`StopRule::limit`]), records accepted after the readers reached the limit are not read;
+//! their number is reported on stderr when the server shuts down.
 //!
 //! **Bad records.** The HTTP layer checks only that the body is well-formed JSON or NDJSON. A
 //! record that is well-formed but does not fit the pipeline's type is rejected by the reader:
@@ -69,6 +96,7 @@
 //! once the last reader is gone the server stops accepting connections, finishes the requests
 //! in progress (a few seconds at most) and shuts down.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
@@ -100,7 +128,9 @@ use crate::endpoints::{DynSource, EndpointOptions};
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
 use crate::uri::Endpoint;
-use crate::webhook_wal::{self as wal, Published, WalPosition, WalTail, WalTracker, WalWriter};
+use crate::webhook_wal::{
+    self as wal, Published, ReleaseMode, WalPosition, WalTail, WalTracker, WalWriter,
+};
 
 /// The header carrying a request's signature: `sha256=<hex of HMAC-SHA256(secret, body)>`.
 pub const SIGNATURE_HEADER: &str = "x-eddy-signature";
@@ -170,10 +200,23 @@ pub struct WebhookConfig {
     pub retry_after: Duration,
     /// When the readers stop (default: never).
     pub stop: StopRule,
-    /// The directory of the write-ahead log records are appended to before a 2xx (see the
-    /// module docs); none by default: records go straight to the buffer, and the source
-    /// cannot be checkpointed.
-    pub wal: Option<PathBuf>,
+    /// Where the write-ahead log is, to which a request's records are appended before its
+    /// 2xx (see the module docs): by default [`default_wal_dir`] of the address and path.
+    pub wal: Wal,
+}
+
+/// Where a webhook keeps its write-ahead log (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Wal {
+    /// In the default directory for the webhook's address and path ([`default_wal_dir`]).
+    #[default]
+    Default,
+    /// In this directory (`?wal=DIR`, [`WebhookConfig::wal`]).
+    Dir(PathBuf),
+    /// None (`?wal=off`, [`WebhookConfig::without_wal`]): a 2xx means the records are in a
+    /// memory buffer, a crash of the process loses them, and the source cannot be
+    /// checkpointed.
+    Off,
 }
 
 impl Default for WebhookConfig {
@@ -187,7 +230,7 @@ impl Default for WebhookConfig {
             buffer: DEFAULT_BUFFER,
             retry_after: Duration::from_secs(1),
             stop: StopRule::never(),
-            wal: None,
+            wal: Wal::Default,
         }
     }
 }
@@ -228,15 +271,24 @@ impl WebhookConfig {
         }
     }
 
-    /// The same webhook, appending what it answers 2xx to a write-ahead log in `dir` (created
-    /// when missing) and reading from there, so it can be checkpointed (see the module docs).
+    /// The same webhook, keeping its write-ahead log in `dir` (created when missing) instead
+    /// of the default directory (see the module docs).
     pub fn wal(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.wal = Some(dir.into());
+        self.wal = Wal::Dir(dir.into());
+        self
+    }
+
+    /// The same webhook without a write-ahead log: a 2xx then means the records are in a
+    /// memory buffer, so a crash of the process loses those not yet written, and the source
+    /// cannot be checkpointed. Opening it warns so.
+    pub fn without_wal(mut self) -> Self {
+        self.wal = Wal::Off;
         self
     }
 
     /// The configuration a source URI gives: `http://ADDR:PORT/PATH?secret_env=VAR&token_env=VAR
-    /// &max_body=1MiB&buffer=10000&retry_after=1s&wal=/path/dir` (port 80 when it gives none).
+    /// &max_body=1MiB&buffer=10000&retry_after=1s&wal=/path/dir` (port 80 when it gives none;
+    /// `wal=off` for no log, `wal=./off` for a directory called `off`).
     pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
         e.check_params(SOURCE_OPTIONS)?;
         let address = e.address(80);
@@ -265,14 +317,62 @@ impl WebhookConfig {
         match e.param("wal") {
             Some("") => {
                 return Err(ConnectorError::user(format!(
-                    "{e}: option wal= needs a directory for the write-ahead log: wal=/path/dir"
+                    "{e}: option wal= needs a directory for the write-ahead log (wal=/path/dir), \
+                     or off for none (wal=off)"
                 )))
             }
-            Some(dir) => config.wal = Some(PathBuf::from(dir)),
+            Some("off") => config.wal = Wal::Off,
+            Some(dir) => config.wal = Wal::Dir(PathBuf::from(dir)),
             None => {}
         }
         Ok(config)
     }
+}
+
+/// The default directory of the write-ahead log of a webhook listening on `listen` for POSTs
+/// to `path`: `webhook/<ip>-<port><path>` under `$EDDY_STATE_DIR`, else under
+/// `$XDG_STATE_HOME/eddy` (an absolute path), else under `$HOME/.local/state/eddy`, with `/`
+/// in the path written `_` and every byte other than ASCII letters, digits, `.` and `-`
+/// written `%XX` (so `127.0.0.1:8080` and `/orders` give `webhook/127.0.0.1-8080_orders`, and
+/// no two addresses and paths give the same name). The same address and path always give the
+/// same directory, so a restarted webhook reads what the one before answered 2xx and did not
+/// finish. An error, saying to pass `wal=DIR` or `wal=off`, when none of those variables is
+/// set.
+pub fn default_wal_dir(listen: SocketAddr, path: &str) -> Result<PathBuf, ConnectorError> {
+    default_wal_dir_from(listen, path, |name| std::env::var_os(name))
+}
+
+/// [`default_wal_dir`], with the environment `var` gives.
+fn default_wal_dir_from(
+    listen: SocketAddr,
+    path: &str,
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<PathBuf, ConnectorError> {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = if let Some(dir) = set("EDDY_STATE_DIR") {
+        dir
+    } else if let Some(dir) = set("XDG_STATE_HOME").filter(|d| d.is_absolute()) {
+        dir.join("eddy")
+    } else if let Some(home) = set("HOME") {
+        home.join(".local/state/eddy")
+    } else {
+        return Err(ConnectorError::user(format!(
+            "webhook http://{listen}{path}: no directory for its write-ahead log: none of \
+             EDDY_STATE_DIR, XDG_STATE_HOME and HOME is set. Set EDDY_STATE_DIR, pass \
+             wal=DIR (WebhookConfig::wal) for a log in DIR, or wal=off \
+             (WebhookConfig::without_wal) for none (a crash then loses records answered 2xx)"
+        )));
+    };
+    let mut name = String::new();
+    let address = format!("{}-{}", listen.ip(), listen.port());
+    for byte in address.bytes().chain(path.bytes()) {
+        match byte {
+            b'/' => name.push('_'),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' => name.push(char::from(byte)),
+            _ => name.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    Ok(base.join("webhook").join(name))
 }
 
 /// What the request handlers need, fixed when the source is built.
@@ -319,11 +419,11 @@ struct Logged {
 
 /// The log's writer, under the handlers' lock.
 struct Appending {
-    writer: WalWriter,
+    /// `None` once the reader has finished: nothing more is read in this run, so nothing more
+    /// is taken, and the log (its lock) is free for the next run.
+    writer: Option<WalWriter>,
     /// How many records this run appended.
     appended: u64,
-    /// The reader has finished: nothing more is read in this run.
-    stopped: bool,
 }
 
 impl Logged {
@@ -352,8 +452,9 @@ enum Serving {
 
 /// Where the log's reader starts.
 enum Start {
-    /// At the oldest segment: nothing in the log has been checkpointed.
-    Oldest,
+    /// After the released position (see the `webhook_wal` module), else at the oldest
+    /// segment: there is no checkpoint to resume from.
+    Released,
     /// Where a checkpoint's reader was.
     At(WalPosition),
     /// At this run's first segment: the checkpoint resumed from is the end of a run whose
@@ -373,8 +474,9 @@ pub struct WebhookSource<T> {
 impl<T> WebhookSource<T> {
     /// Binds `config.listen` (failing, naming the address, when it is in use or not this
     /// machine's) for a source whose records take their event time from `event_time`, and
-    /// takes its write-ahead log when it has one (failing, naming the directory, when it
-    /// cannot be written or another webhook writes it). The server starts when the pipeline
+    /// takes its write-ahead log unless it has none (failing, naming the directory, when it
+    /// cannot be written or another webhook writes it; failing, saying to pass `wal=DIR` or
+    /// `wal=off`, when there is no default directory). The server starts when the pipeline
     /// opens the source.
     pub fn bind(config: WebhookConfig, event_time: EventTimeOf<T>) -> Result<Self, ConnectorError> {
         if !config.path.starts_with('/') {
@@ -398,7 +500,13 @@ impl<T> WebhookSource<T> {
                  anyone who can reach {local} can post records"
             );
         }
-        let writer = match &config.wal {
+        // The address bound, so that port 0 names the port the system chose.
+        let dir = match config.wal {
+            Wal::Default => Some(default_wal_dir(local, &config.path)?),
+            Wal::Dir(dir) => Some(dir),
+            Wal::Off => None,
+        };
+        let writer = match &dir {
             Some(dir) => Some(WalWriter::create(dir, wal::SEGMENT_BYTES).map_err(|e| {
                 ConnectorError::user(format!("webhook {url}: write-ahead log: {e}")).caused_by(e)
             })?),
@@ -412,7 +520,7 @@ impl<T> WebhookSource<T> {
             max_body: config.max_body,
             buffer: config.buffer.max(1),
             retry_after_s: config.retry_after.as_secs_f64().ceil().max(1.0) as u64,
-            wal: config.wal,
+            wal: dir,
         };
         Ok(WebhookSource {
             settings: Arc::new(settings),
@@ -512,10 +620,18 @@ where
                 dir.display()
             ),
             None => format!(
-                "webhook({}, no write-ahead log: add ?wal=DIR to checkpoint it)",
+                "webhook({}, write-ahead log off: leave out wal=off, or give wal=DIR, to keep \
+                 one and checkpoint it)",
                 self.settings.url
             ),
         }
+    }
+
+    /// With a write-ahead log, yes: a run without checkpoints then commits its sinks
+    /// periodically and releases what they committed, which the log records as read for
+    /// good (see the module docs). Without one, no: a 2xx was the acknowledgement.
+    fn acknowledges(&self) -> bool {
+        self.settings.wal.is_some()
     }
 
     fn open(&self, partition: Partition) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
@@ -525,7 +641,7 @@ where
         if partition.index != 0 {
             return Ok(Box::new(NothingToRead));
         }
-        self.open_logged(Start::Oldest)
+        self.open_logged(Start::Released, ReleaseMode::default())
     }
 
     /// With a write-ahead log, worker 0 reads on from where the checkpoint's reader was.
@@ -555,7 +671,10 @@ where
             })?;
             at = at.max(Some(position));
         }
-        self.open_logged(at.map_or(Start::Fresh, Start::At))
+        self.open_logged(
+            at.map_or(Start::Fresh, Start::At),
+            ReleaseMode::checkpoints(),
+        )
     }
 }
 
@@ -571,6 +690,12 @@ where
             Some(Serving::Log { .. }) => return Err(self.served_error()),
             None => {
                 let listener = self.take_listener(&mut state)?;
+                tracing::warn!(
+                    "webhook {}: its write-ahead log is off (wal=off): a 2xx answer means the \
+                     records are in memory, and a crash of this process loses those not yet \
+                     written; leave out wal=off (or give wal=DIR) to keep a log",
+                    self.settings.url
+                );
                 let (feed, inbox) = bridge::channel::<()>(self.settings.buffer);
                 let intake = self.serve(listener, Ingest::Buffer(Mutex::new(feed)))?;
                 state.serving = Some(Serving::Buffer(inbox.clone(), Arc::clone(&intake)));
@@ -589,12 +714,17 @@ where
                 self.stop.clone(),
             ),
             open: OpenReader(intake),
+            calls: None,
         }))
     }
 
-    /// Worker 0's reader of the write-ahead log from `start`: starts the server and the tailer
-    /// that feeds the reader from the log.
-    fn open_logged(&self, start: Start) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+    /// Worker 0's reader of the write-ahead log from `start`, its releases meaning what `mode`
+    /// says: starts the server and the tailer that feeds the reader from the log.
+    fn open_logged(
+        &self,
+        start: Start,
+        mode: ReleaseMode,
+    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let url = &self.settings.url;
         let dir = self.settings.wal.clone().expect("a webhook with a log");
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -611,17 +741,35 @@ where
             ))
         })?;
         let first = writer.first_seq();
+        let marker = wal::read_released(&dir).unwrap_or_else(|error| {
+            tracing::warn!(
+                "webhook {url}: write-ahead log: {error}; it is ignored (a run without a \
+                 checkpoint reads from the oldest segment, so records may be read again) and \
+                 written anew with the next release"
+            );
+            None
+        });
+        // A released position can only be in an earlier run's segment.
+        let mut recorded = marker.filter(|r| r.seq < first);
         let at = match start {
-            Start::Oldest => {
-                let oldest = wal::segments(&dir).map_err(log_error)?.first().copied();
-                WalPosition::start_of(oldest.unwrap_or(first))
-            }
+            Start::Released => match wal::start_after(&dir, marker, first) {
+                Ok(at) => at,
+                Err(error) => {
+                    recorded = None;
+                    tracing::warn!(
+                        "webhook {url}: write-ahead log: {error}; reading from its oldest \
+                         segment, so records may be read again"
+                    );
+                    wal::start_after(&dir, None, first).map_err(log_error)?
+                }
+            },
             Start::At(at) => {
                 let segment = wal::segment_path(&dir, at.seq);
                 if !segment.exists() {
                     return Err(ConnectorError::user(format!(
                         "webhook {url}: the checkpoint resumes reading the write-ahead log at \
-                         {} (byte {}), which is not there: records answered 2xx would be lost. \
+                         {} (byte {}), which is not there: records answered 2xx would be lost, \
+                         or a run without checkpoints has written them and deleted it since. \
                          Give ?wal= the directory of the run that wrote the checkpoint, or start \
                          over with a new --checkpoint-dir",
                         segment.display(),
@@ -653,9 +801,8 @@ where
         let (feed, inbox) = bridge::channel::<WalPosition>(self.settings.buffer);
         let ingest = Ingest::Log(Logged {
             log: Mutex::new(Appending {
-                writer,
+                writer: Some(writer),
                 appended: 0,
-                stopped: false,
             }),
             read: Arc::clone(&read),
         });
@@ -672,6 +819,8 @@ where
             url.clone(),
         ));
         intake.readers.fetch_add(1, Ordering::AcqRel);
+        let mode = Arc::new(mode);
+        let tracker = WalTracker::new(&dir, at, first, read, recorded, Arc::clone(&mode));
         Ok(Box::new(WebhookReader {
             reader: ChannelReader::new(
                 inbox,
@@ -679,8 +828,13 @@ where
                 self.event_time.clone(),
                 self.stop.clone(),
             )
-            .tracked(WalTracker::new(&dir, at, first, read)),
+            .tracked(tracker),
             open: OpenReader(intake),
+            calls: Some(Calls {
+                mode,
+                polls: 0,
+                released: 0,
+            }),
         }))
     }
 }
@@ -689,6 +843,17 @@ where
 struct WebhookReader<T, A> {
     reader: ChannelReader<T, A>,
     open: OpenReader,
+    /// The engine's calls, for a reader of the log.
+    calls: Option<Calls>,
+}
+
+/// The engine's calls to a log's reader, which tell what its releases mean (see
+/// [`ReleaseMode`]).
+struct Calls {
+    mode: Arc<ReleaseMode>,
+    /// Polls so far, and how many of them the engine has released.
+    polls: u64,
+    released: u64,
 }
 
 impl<T, A> SourceReader<T> for WebhookReader<T, A>
@@ -702,6 +867,13 @@ where
         max: usize,
         rejected: &mut Vec<RecordError>,
     ) -> Result<ReadStatus, ConnectorError> {
+        if let Some(calls) = &mut self.calls {
+            // With checkpoints the engine releases every poll before the next.
+            if calls.released < calls.polls {
+                calls.mode.set_commit_cycle();
+            }
+            calls.polls += 1;
+        }
         let status = self.reader.poll(out, max, rejected);
         if !matches!(status, Ok(ReadStatus::Ready | ReadStatus::Idle)) {
             self.open.0.reader_finished();
@@ -713,7 +885,12 @@ where
         self.reader.backlog_probe()
     }
 
+    /// Asked before the first poll, only by a run with checkpoints (which checks that the
+    /// reader has a position).
     fn position(&self) -> Option<Vec<u8>> {
+        if let Some(calls) = self.calls.as_ref().filter(|c| c.polls == 0) {
+            calls.mode.set_checkpoints();
+        }
         self.reader.position()
     }
 
@@ -722,6 +899,9 @@ where
     }
 
     fn released(&mut self, polls: u64) {
+        if let Some(calls) = &mut self.calls {
+            calls.released = calls.released.max(polls);
+        }
         self.reader.released(polls);
     }
 
@@ -749,6 +929,7 @@ struct OpenReader(Arc<Intake>);
 impl Drop for OpenReader {
     fn drop(&mut self) {
         if self.0.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader_finished();
             self.0.done.send_replace(true);
         }
     }
@@ -859,14 +1040,14 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
         }
         Ingest::Log(logged) => {
             let mut log = logged.log.lock().unwrap_or_else(PoisonError::into_inner);
-            log.stopped = true;
+            log.writer = None;
             let unread = logged.waiting(&log);
-            if unread > 0 {
+            if let (true, Some(dir)) = (unread > 0, &intake.settings.wal) {
                 tracing::warn!(
                     "webhook {url}: {unread} records answered 2xx were not read by this run: \
-                     its reader stopped (a record limit, an idle exit) before it came to them; \
-                     they stay in the write-ahead log {}",
-                    log.writer.dir().display()
+                     its reader stopped (a record limit, an idle exit, a stop) before it came \
+                     to them; they stay in the write-ahead log {}, for the next run",
+                    dir.display()
                 );
             }
         }
@@ -891,6 +1072,14 @@ impl Refusal {
             header: None,
             close: false,
         }
+    }
+
+    /// The pipeline reads no more.
+    fn stopped() -> Self {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline has stopped reading this webhook",
+        )
     }
 
     fn bad(reason: impl fmt::Display) -> Self {
@@ -1009,10 +1198,7 @@ impl Intake {
     fn admit(&self, n: usize, waiting: usize, stopped: bool) -> Result<(), Refusal> {
         let s = &self.settings;
         if stopped || *self.done.borrow() {
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the pipeline has stopped reading this webhook",
-            ));
+            return Err(Refusal::stopped());
         }
         if let Some(left) = self.stop.remaining() {
             if (waiting + n) as u64 > left {
@@ -1069,7 +1255,11 @@ impl Intake {
         };
         let n = records.len();
         let mut log = logged.log.lock().unwrap_or_else(PoisonError::into_inner);
-        self.admit(n, logged.waiting(&log), log.stopped)?;
+        let waiting = logged.waiting(&log);
+        let Some(writer) = log.writer.as_mut() else {
+            return Err(Refusal::stopped());
+        };
+        self.admit(n, waiting, false)?;
         let entries = records.iter().map(|d| {
             (
                 d.payload.as_slice(),
@@ -1077,7 +1267,7 @@ impl Intake {
                 d.timestamp_ms.unwrap_or_default(),
             )
         });
-        match log.writer.append(entries) {
+        match writer.append(entries) {
             Ok(_) => {
                 log.appended += n as u64;
                 Ok(n)
@@ -1096,15 +1286,16 @@ impl Intake {
         }
     }
 
-    /// The reader has finished (or failed): with a log, nothing more is taken, since nothing
-    /// more would be read in this run.
+    /// The reader has finished (or failed, or was stopped): with a log, nothing more is
+    /// taken, since nothing more would be read in this run, and the log is closed (its lock
+    /// released) at once, so that the next run may open it while this server finishes.
     fn reader_finished(&self) {
         if let Ingest::Log(logged) = &self.ingest {
             logged
                 .log
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .stopped = true;
+                .writer = None;
         }
     }
 }
@@ -1527,6 +1718,75 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_default_log_directory_follows_the_state_variables_and_names_address_and_path() {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let dir = |vars: &[(&str, &str)], path: &str| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            default_wal_dir_from(listen, path, |name| {
+                vars.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| OsString::from(v))
+            })
+        };
+        let all = [
+            ("EDDY_STATE_DIR", "/state"),
+            ("XDG_STATE_HOME", "/xdg"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(
+            dir(&all, "/orders").unwrap(),
+            PathBuf::from("/state/webhook/127.0.0.1-8080_orders")
+        );
+        assert_eq!(
+            dir(&all[1..], "/").unwrap(),
+            PathBuf::from("/xdg/eddy/webhook/127.0.0.1-8080_")
+        );
+        // Empty variables and a relative XDG_STATE_HOME (the XDG spec says to ignore it) do
+        // not count.
+        let home = [("EDDY_STATE_DIR", ""), ("XDG_STATE_HOME", "rel"), all[2]];
+        assert_eq!(
+            dir(&home, "/a/b_c").unwrap(),
+            PathBuf::from("/home/u/.local/state/eddy/webhook/127.0.0.1-8080_a_b%5Fc")
+        );
+        // Different paths, different names: `/` becomes `_`, so `_` and `%` are escaped.
+        assert_ne!(dir(&all, "/a/b").unwrap(), dir(&all, "/a_b").unwrap());
+        assert_eq!(
+            dir(&all, "/%41 ü").unwrap(),
+            PathBuf::from("/state/webhook/127.0.0.1-8080_%2541%20%C3%BC")
+        );
+        let v6 = default_wal_dir_from("[::1]:9000".parse().unwrap(), "/x", |_| {
+            Some(OsString::from("/s"))
+        });
+        assert_eq!(v6.unwrap(), PathBuf::from("/s/webhook/%3A%3A1-9000_x"));
+        let error = dir(&[], "/orders").unwrap_err().to_string();
+        assert!(
+            error.contains("EDDY_STATE_DIR")
+                && error.contains("wal=DIR")
+                && error.contains("wal=off"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn wal_off_and_wal_dir_in_a_uri() {
+        let config = |uri: &str| WebhookConfig::from_endpoint(&uri.parse().unwrap());
+        assert_eq!(config("http://127.0.0.1:1/x").unwrap().wal, Wal::Default);
+        assert_eq!(
+            config("http://127.0.0.1:1/x?wal=off").unwrap().wal,
+            Wal::Off
+        );
+        assert_eq!(
+            config("http://127.0.0.1:1/x?wal=./off").unwrap().wal,
+            Wal::Dir(PathBuf::from("./off"))
+        );
+        let error = config("http://127.0.0.1:1/x?wal=").unwrap_err().to_string();
+        assert!(error.contains("wal=off"), "{error}");
     }
 
     fn records_error(kind: BodyKind, body: &[u8]) -> String {

@@ -1,6 +1,6 @@
-//! The webhook's write-ahead log (`WebhookConfig::wal`): the records of every request the
-//! webhook answers 2xx are appended here and fsynced before the answer, and the log, not the
-//! request, is what the reader replays.
+//! The webhook's write-ahead log (on by default, see [`crate::webhook`]): the records of every
+//! request the webhook answers 2xx are appended here and fsynced before the answer, and the
+//! log, not the request, is what the reader replays.
 //!
 //! **Files.** A log is a directory of segments `wal-<seq:020>.log` (seq in decimal, 20 digits,
 //! so names sort by seq). A segment starts with the 8 bytes `EDDYWAL1`; then entries, each
@@ -26,17 +26,40 @@
 //! entry is missing (the process died while writing it, so it was never answered), ends its
 //! segment: the rest of it is skipped, with a warning, and reading goes on in the next segment.
 //!
-//! **Truncation.** A checkpoint that holds the reader at `(seq, _)` has everything of the
-//! segments below `seq` behind it. The tracker deletes them once the *next* checkpoint
-//! completes: the engine keeps the checkpoint before the newest to fall back to, so its
-//! position must stay readable.
+//! **The released position.** `DIR/released` holds a position (as JSON) before which every
+//! record is durably in some run's output: written (to `released.tmp`, fsynced, renamed over,
+//! the directory fsynced, so it is the old position or the new one, never a torn one) when the
+//! engine *releases* what the reader read in a run without checkpoints (every sink has
+//! committed it: [`SourceReader::released`](eddy_engine::SourceReader::released)), and when a
+//! checkpoint completes in a run with them. It only moves forward. A run with nothing to resume
+//! from (no checkpoint) starts reading there: at the position if its segment is still there,
+//! else at the first segment after it (a run with checkpoints deleted it: it was behind a
+//! completed checkpoint), else at the oldest segment. A marker that does not decode, or points
+//! past the end of the log, is damage: it is reported and reading starts at the oldest segment
+//! (records may be read twice, none is skipped).
+//!
+//! **Truncation.** Without checkpoints, once a released position is recorded the segments below
+//! its segment are deleted. With checkpoints, a checkpoint that holds the reader at `(seq, _)`
+//! has everything of the segments below `seq` behind it; the tracker deletes them once the
+//! *next* checkpoint completes: the engine keeps the checkpoint before the newest to fall back
+//! to, so its position must stay readable.
+//!
+//! **Which run is which.** The reader cannot ask the engine whether the run has checkpoints,
+//! and the engine releases polls in both (with checkpoints, right after it has taken them:
+//! that is no proof of durability). The reader tells them apart by the engine's calls
+//! ([`ReleaseMode`]): a run resumed from a checkpoint, one that asks for the reader's position
+//! before its first poll (the engine checks that a checkpointed reader has one), and one whose
+//! checkpoint completes have checkpoints; one that polls again before it released the poll
+//! before (a run with checkpoints releases every poll at once) has a commit cycle. Until it
+//! knows, it records nothing and deletes nothing: what it released then is recorded with the
+//! next release once the commit cycle is known.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -56,6 +79,10 @@ const FRAME: u64 = 8;
 const MIN_BODY: u32 = 16;
 /// A length above this is damage, not an entry (bodies are at most `max_body`).
 const MAX_BODY: u32 = 256 << 20;
+/// The file holding the released position (see the module docs).
+const RELEASED: &str = "released";
+/// Where the released position is written before it is renamed over [`RELEASED`].
+const RELEASED_TMP: &str = "released.tmp";
 
 /// Where a reader of the log is: the byte after the last entry it read, in segment `seq`
 /// (offset 0: the segment's start).
@@ -102,6 +129,8 @@ pub(crate) struct WalError {
     pub path: PathBuf,
     what: String,
     source: Option<io::Error>,
+    /// What to do about it, when there is something to say.
+    hint: Option<&'static str>,
 }
 
 impl WalError {
@@ -110,6 +139,7 @@ impl WalError {
             path: path.to_path_buf(),
             what: what.into(),
             source: Some(source),
+            hint: None,
         }
     }
 
@@ -118,7 +148,13 @@ impl WalError {
             path: path.to_path_buf(),
             what: what.into(),
             source: None,
+            hint: None,
         }
+    }
+
+    fn hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
     }
 }
 
@@ -127,6 +163,9 @@ impl fmt::Display for WalError {
         write!(f, "{} {}", self.what, self.path.display())?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
+        }
+        if let Some(hint) = self.hint {
+            write!(f, "; {hint}")?;
         }
         Ok(())
     }
@@ -179,6 +218,79 @@ pub(crate) fn delete_below(dir: &Path, seq: u64) -> Result<Vec<u64>, WalError> {
         }
     }
     Ok(deleted)
+}
+
+/// The released position recorded in `dir` (see the module docs); `None` when there is none.
+pub(crate) fn read_released(dir: &Path) -> Result<Option<WalPosition>, WalError> {
+    let path = dir.join(RELEASED);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(WalError::io("cannot read", &path, e)),
+    };
+    WalPosition::decode(&bytes).map(Some).map_err(|e| {
+        WalError::damaged(
+            &path,
+            format!("a released position that does not decode ({e}):"),
+        )
+    })
+}
+
+/// Records `at` as the released position of `dir`: written to a temporary file and fsynced,
+/// renamed over the old one, and the directory fsynced.
+pub(crate) fn write_released(dir: &Path, at: WalPosition) -> Result<(), WalError> {
+    let (tmp, path) = (dir.join(RELEASED_TMP), dir.join(RELEASED));
+    let mut file = File::create(&tmp).map_err(|e| WalError::io("cannot create", &tmp, e))?;
+    file.write_all(&at.encode())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| WalError::io("cannot write", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| WalError::io("cannot rename into place", &path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| WalError::io("cannot sync the directory", dir, e))
+}
+
+/// Where a run with no checkpoint to resume from starts reading `dir`, whose running writer
+/// started at segment `first`: after the released position `released` (see the module docs),
+/// else at the oldest segment. A released position that cannot be right (past the end of its
+/// segment, or in a segment not older than this run's) is damage: the error says why, and the
+/// caller reads from the oldest segment.
+pub(crate) fn start_after(
+    dir: &Path,
+    released: Option<WalPosition>,
+    first: u64,
+) -> Result<WalPosition, WalError> {
+    let seqs = segments(dir)?;
+    let oldest = WalPosition::start_of(seqs.first().copied().unwrap_or(first));
+    let Some(released) = released else {
+        return Ok(oldest);
+    };
+    let damaged = |what: String| WalError::damaged(&dir.join(RELEASED), what);
+    if released.seq >= first {
+        return Err(damaged(format!(
+            "a released position in segment {}, not older than this run's first segment \
+             ({first}): were segments removed? It is",
+            released.seq
+        )));
+    }
+    match seqs.iter().copied().find(|&seq| seq >= released.seq) {
+        Some(seq) if seq == released.seq => {
+            let path = segment_path(dir, seq);
+            let len = fs::metadata(&path)
+                .map_err(|e| WalError::io("cannot read", &path, e))?
+                .len();
+            if released.offset > len {
+                return Err(damaged(format!(
+                    "a released position (byte {}) beyond the end of {} ({len} bytes), in",
+                    released.offset,
+                    path.display()
+                )));
+            }
+            Ok(released)
+        }
+        Some(seq) => Ok(WalPosition::start_of(seq)),
+        None => Ok(oldest),
+    }
 }
 
 /// How far a tailer may read each segment of the running writer: what it has fsynced.
@@ -261,7 +373,11 @@ impl WalWriter {
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(WalError::damaged(
                     dir,
-                    "another webhook (in this or another process) writes the write-ahead log",
+                    "another webhook (in this or another process) writes the write-ahead log in",
+                )
+                .hint(
+                    "stop that one, or give this webhook a log of its own (wal=DIR, \
+                     WebhookConfig::wal)",
                 ))
             }
             Err(fs::TryLockError::Error(e)) => {
@@ -300,11 +416,6 @@ impl WalWriter {
     /// The segment being written.
     pub fn path(&self) -> PathBuf {
         segment_path(&self.dir, self.seq)
-    }
-
-    /// The log's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// What tailers of this writer's segments read up to.
@@ -647,9 +758,46 @@ fn read_full(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// What the engine's releases mean in this run, as far as the reader can tell (see the module
+/// docs): shared by the reader, which sees the engine's calls, and its [`WalTracker`].
+#[derive(Debug, Default)]
+pub(crate) struct ReleaseMode(AtomicU8);
+
+/// Not known yet: a release records nothing.
+const UNDECIDED: u8 = 0;
+/// The engine's commit cycle: a release means every sink has committed those records.
+const COMMIT_CYCLE: u8 = 1;
+/// Checkpoints: a release means only that the engine took the records.
+const CHECKPOINTS: u8 = 2;
+
+impl ReleaseMode {
+    /// A run known to have checkpoints (it resumed from one).
+    pub fn checkpoints() -> Self {
+        ReleaseMode(AtomicU8::new(CHECKPOINTS))
+    }
+
+    /// The run has checkpoints: for good, whatever was seen before.
+    pub fn set_checkpoints(&self) {
+        self.0.store(CHECKPOINTS, Ordering::Release);
+    }
+
+    /// The engine polled again before it released the poll before: a commit cycle, unless
+    /// the run was already known to have checkpoints.
+    pub fn set_commit_cycle(&self) {
+        let _ =
+            self.0
+                .compare_exchange(UNDECIDED, COMMIT_CYCLE, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn is(&self, mode: u8) -> bool {
+        self.0.load(Ordering::Acquire) == mode
+    }
+}
+
 /// The reader's position in the log, for checkpoints: the furthest entry it returned. Counts
 /// the records of the running writer's segments read (the webhook's backlog is what was
-/// appended and not yet read), and deletes segments behind completed checkpoints.
+/// appended and not yet read), records the released position, and deletes the segments behind
+/// it (without checkpoints) or behind completed checkpoints (with them).
 pub(crate) struct WalTracker {
     dir: PathBuf,
     at: WalPosition,
@@ -657,18 +805,61 @@ pub(crate) struct WalTracker {
     read: Arc<AtomicU64>,
     /// The position of the newest completed checkpoint.
     committed: Option<WalPosition>,
+    mode: Arc<ReleaseMode>,
+    /// The furthest position released by the engine.
+    released: Option<WalPosition>,
+    /// The released position in `DIR/released`.
+    recorded: Option<WalPosition>,
 }
 
 impl WalTracker {
     /// A tracker starting at `at`, counting into `read` the records of segments from `first`
-    /// on.
-    pub fn new(dir: &Path, at: WalPosition, first: u64, read: Arc<AtomicU64>) -> Self {
+    /// on; `recorded` is the released position in the log now, and `mode` what the engine's
+    /// releases mean.
+    pub fn new(
+        dir: &Path,
+        at: WalPosition,
+        first: u64,
+        read: Arc<AtomicU64>,
+        recorded: Option<WalPosition>,
+        mode: Arc<ReleaseMode>,
+    ) -> Self {
         WalTracker {
             dir: dir.to_path_buf(),
             at,
             first,
             read,
             committed: None,
+            mode,
+            released: None,
+            recorded,
+        }
+    }
+
+    /// Records `at` as the released position if it is further than the one recorded; whether
+    /// it is recorded now. A failure is reported, and tried again with the next release.
+    fn record(&mut self, at: WalPosition) -> bool {
+        if self.recorded.is_some_and(|r| r >= at) {
+            return false;
+        }
+        match write_released(&self.dir, at) {
+            Ok(()) => {
+                self.recorded = Some(at);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "webhook write-ahead log: {error}; the released position is recorded with \
+                     the next release (a run starting now would read some records again)"
+                );
+                false
+            }
+        }
+    }
+
+    fn delete_below(&self, seq: u64) {
+        if let Err(error) = delete_below(&self.dir, seq) {
+            tracing::warn!("webhook write-ahead log: {error}; it is tried again later");
         }
     }
 }
@@ -685,20 +876,36 @@ impl Tracks<WalPosition> for WalTracker {
         self.at.encode()
     }
 
-    /// Deletes the segments below the position of the checkpoint *before* this one: the
-    /// engine may fall back to that one if the newest turns out damaged.
+    /// Records the checkpoint's position as released, and deletes the segments below the
+    /// position of the checkpoint *before* this one: the engine may fall back to that one if
+    /// the newest turns out damaged.
     fn committed(&mut self, position: &[u8]) {
+        self.mode.set_checkpoints();
         let Ok(position) = WalPosition::decode(position) else {
             return;
         };
         if self.committed.is_some_and(|c| c >= position) {
             return;
         }
+        self.record(position);
         let Some(before) = self.committed.replace(position) else {
             return;
         };
-        if let Err(error) = delete_below(&self.dir, before.seq) {
-            tracing::warn!("webhook write-ahead log: {error}; it is tried again later");
+        self.delete_below(before.seq);
+    }
+
+    /// In a run with a commit cycle, records the furthest of `acks` as released and deletes
+    /// the segments below its segment; in one with checkpoints, nothing (their positions and
+    /// [`Self::committed`] do that); while it is not known which, remembers it.
+    fn released(&mut self, acks: &[WalPosition]) {
+        self.released = self.released.max(acks.iter().max().copied());
+        if !self.mode.is(COMMIT_CYCLE) {
+            return;
+        }
+        if let Some(released) = self.released {
+            if self.record(released) {
+                self.delete_below(released.seq);
+            }
         }
     }
 }
@@ -894,10 +1101,15 @@ mod tests {
             WalPosition::start_of(seqs[0]),
             writer.first_seq(),
             Arc::clone(&read),
+            None,
+            Arc::new(ReleaseMode::checkpoints()),
         );
         for p in &positions {
             tracker.note(p);
         }
+        // With checkpoints, the engine releases what it took at once: that is not durable.
+        tracker.released(&positions);
+        assert_eq!(read_released(dir.path()).unwrap(), None);
         assert_eq!(read.load(Ordering::Relaxed), 6);
         assert_eq!(WalPosition::decode(&tracker.position()), Ok(positions[5]));
         tracker.committed(&positions[2].encode());
@@ -910,6 +1122,87 @@ mod tests {
         );
         tracker.committed(&positions[3].encode());
         assert_eq!(segments(dir.path()).unwrap(), seqs[2..], "older: ignored");
+        assert_eq!(
+            read_released(dir.path()).unwrap(),
+            Some(positions[4]),
+            "the newest completed checkpoint is released"
+        );
+    }
+
+    /// A log of one entry per segment (ids 0..6), its positions and segments.
+    fn one_per_segment(dir: &Path) -> (WalWriter, Vec<WalPosition>, Vec<u64>) {
+        let mut writer = WalWriter::create(dir, FIRST_ENTRY + 1).unwrap();
+        let positions: Vec<WalPosition> = (0..6).map(|i| append(&mut writer, i..i + 1)).collect();
+        let seqs = segments(dir).unwrap();
+        (writer, positions, seqs)
+    }
+
+    fn tracker(dir: &Path, seqs: &[u64], mode: &Arc<ReleaseMode>) -> WalTracker {
+        let (at, read) = (WalPosition::start_of(seqs[0]), Arc::default());
+        WalTracker::new(dir, at, seqs[0], read, None, Arc::clone(mode))
+    }
+
+    #[test]
+    fn releases_of_a_commit_cycle_are_recorded_and_delete_what_is_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_writer, positions, seqs) = one_per_segment(dir.path());
+        let mode = Arc::new(ReleaseMode::default());
+        let mut tracker = tracker(dir.path(), &seqs, &mode);
+        // Not known yet whether the run has checkpoints: nothing is recorded or deleted.
+        tracker.released(&positions[..2]);
+        assert_eq!(read_released(dir.path()).unwrap(), None);
+        assert_eq!(segments(dir.path()).unwrap(), seqs);
+        // Known: the release before is recorded with the next.
+        mode.set_commit_cycle();
+        tracker.released(&positions[2..3]);
+        assert_eq!(read_released(dir.path()).unwrap(), Some(positions[2]));
+        assert_eq!(segments(dir.path()).unwrap(), seqs[2..], "wholly before it");
+        tracker.released(&positions[3..5]);
+        assert_eq!(read_released(dir.path()).unwrap(), Some(positions[4]));
+        assert_eq!(segments(dir.path()).unwrap(), seqs[4..]);
+        assert!(
+            !dir.path().join(RELEASED_TMP).exists(),
+            "the temporary file was renamed into place"
+        );
+        // Checkpoints seen later win: releases record nothing more.
+        mode.set_checkpoints();
+        mode.set_commit_cycle();
+        tracker.released(&positions[5..]);
+        assert_eq!(read_released(dir.path()).unwrap(), Some(positions[4]));
+    }
+
+    #[test]
+    fn a_run_without_a_checkpoint_starts_after_the_released_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, positions, seqs) = one_per_segment(dir.path());
+        let first = writer.first_seq() + 6;
+        drop(writer);
+        let start = |released| start_after(dir.path(), released, first);
+        assert_eq!(start(None).unwrap(), WalPosition::start_of(seqs[0]));
+        assert_eq!(start(Some(positions[2])).unwrap(), positions[2]);
+        // Its segment deleted (behind a completed checkpoint): the next one.
+        fs::remove_file(segment_path(dir.path(), seqs[2])).unwrap();
+        assert_eq!(
+            start(Some(positions[2])).unwrap(),
+            WalPosition::start_of(seqs[3])
+        );
+        // Damage: past the end of its segment, or in a segment of this run.
+        let beyond = WalPosition {
+            offset: positions[3].offset + 1,
+            ..positions[3]
+        };
+        let error = start(Some(beyond)).unwrap_err().to_string();
+        assert!(error.contains("beyond the end"), "{error}");
+        let error = start(Some(WalPosition::start_of(first)))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("were segments removed"), "{error}");
+        // A marker that does not decode is an error, not a panic.
+        fs::write(dir.path().join(RELEASED), b"{\"seq\": ").unwrap();
+        let error = read_released(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("does not decode"), "{error}");
+        write_released(dir.path(), positions[4]).unwrap();
+        assert_eq!(read_released(dir.path()).unwrap(), Some(positions[4]));
     }
 
     #[test]
@@ -918,7 +1211,13 @@ mod tests {
         let _writer = WalWriter::create(dir.path(), SEGMENT_BYTES).unwrap();
         let error = WalWriter::create(dir.path(), SEGMENT_BYTES)
             .err()
-            .expect("a second writer is refused");
-        assert!(error.to_string().contains("another webhook"), "{error}");
+            .expect("a second writer is refused")
+            .to_string();
+        assert!(
+            error.contains("another webhook")
+                && error.contains(&dir.path().display().to_string())
+                && error.contains("wal=DIR"),
+            "{error}"
+        );
     }
 }

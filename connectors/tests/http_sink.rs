@@ -330,6 +330,8 @@ fn an_unreachable_receiver_is_dead_lettered_after_its_retries_without_hanging() 
 fn eddy_posts_signed_batches_to_an_eddy_webhook() {
     let n = 5000;
     let (secret, token) = ("shared-secret", "shared-token");
+    // The receiver keeps its write-ahead log in the test's directory, not the default one.
+    let log = tempfile::tempdir().unwrap();
     let webhook = WebhookSource::<Alert>::bind(
         WebhookConfig {
             secret: Some(secret.into()),
@@ -338,7 +340,8 @@ fn eddy_posts_signed_batches_to_an_eddy_webhook() {
                 .limit(n)
                 .idle_exit(Duration::from_secs(20)),
             ..WebhookConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), "/alerts")
-        },
+        }
+        .wal(log.path()),
         EventTimeOf::Arrival,
     )
     .unwrap();

@@ -1,18 +1,21 @@
 //! The webhook source over real HTTP on loopback: reqwest posts signed (and unsigned, badly
 //! signed, oversized, malformed) requests to a `WebhookSource` running in a pipeline, and the
-//! tests check what the server answered against what reached the sink.
+//! tests check what the server answered against what reached the sink. Every webhook keeps its
+//! write-ahead log in a directory of its test (never the default one, under `$HOME`), or none
+//! (`wal=off`) where the test is about the memory buffer.
 
 #![cfg(feature = "http")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eddy_connectors::bridge::StopRule;
 use eddy_connectors::endpoints::{self, EndpointOptions};
-use eddy_connectors::webhook::{signature, WebhookConfig, WebhookSource, SIGNATURE_HEADER};
+use eddy_connectors::webhook::{signature, Wal, WebhookConfig, WebhookSource, SIGNATURE_HEADER};
 use eddy_connectors::{Endpoint, EventTimeOf};
 use eddy_engine::testing::CollectSink;
 use eddy_engine::{
@@ -49,14 +52,32 @@ fn ndjson<R: Serialize>(records: &[R]) -> Vec<u8> {
     body
 }
 
-/// A webhook on a free loopback port, checking the test secret and token, stopping by `stop`.
-fn config(path: &str, stop: StopRule) -> WebhookConfig {
+/// A webhook on a free loopback port, checking the test secret and token, stopping by `stop`,
+/// keeping its write-ahead log as `wal` says.
+fn config(path: &str, stop: StopRule, wal: Wal) -> WebhookConfig {
     WebhookConfig {
         secret: Some(SECRET.into()),
         token: Some(TOKEN.into()),
         stop,
+        wal,
         ..WebhookConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), path)
     }
+}
+
+/// A write-ahead log in `dir`.
+fn log_in(dir: &Path) -> Wal {
+    Wal::Dir(dir.to_path_buf())
+}
+
+/// The segment files of the log in `dir`, sorted.
+fn segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("wal-") && n.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// A record limit, with an idle exit so that a broken test ends instead of hanging.
@@ -170,10 +191,12 @@ fn assert_server_gone(rt: &tokio::runtime::Runtime, poster: &Poster) {
 
 #[test]
 fn signed_requests_are_accepted_and_every_record_arrives_once() {
-    for workers in [1, 2] {
+    for (workers, logged) in [(1, true), (2, true), (1, false), (2, false)] {
         let n = 3000u64;
+        let log = tempfile::tempdir().unwrap();
+        let wal = if logged { log_in(log.path()) } else { Wal::Off };
         let source =
-            WebhookSource::<Order>::bind(config("/orders", limit(n)), EventTimeOf::Arrival)
+            WebhookSource::<Order>::bind(config("/orders", limit(n), wal), EventTimeOf::Arrival)
                 .unwrap();
         let poster = Poster::new(source.url());
         let out = CollectSink::new();
@@ -219,7 +242,7 @@ fn signed_requests_are_accepted_and_every_record_arrives_once() {
         assert_eq!(
             out.values(),
             expected,
-            "{workers} workers: every record once"
+            "{workers} workers, log {logged}: every record once"
         );
         assert_eq!(summary.rejected(), 0);
         assert_server_gone(&rt, &poster);
@@ -229,7 +252,8 @@ fn signed_requests_are_accepted_and_every_record_arrives_once() {
 #[test]
 fn refused_requests_say_why_and_ingest_nothing() {
     let good = 20u64;
-    let mut settings = config("/in", limit(good));
+    let log = tempfile::tempdir().unwrap();
+    let mut settings = config("/in", limit(good), log_in(log.path()));
     settings.max_body = 64 << 10;
     settings.buffer = 50;
     let source = WebhookSource::<Order>::bind(settings, EventTimeOf::Arrival).unwrap();
@@ -436,9 +460,12 @@ fn raw_chunked_post(address: SocketAddr, path: &str, body: &[u8]) -> String {
 
 #[test]
 fn records_that_do_not_fit_the_type_are_dead_lettered_with_their_line() {
-    let source =
-        WebhookSource::<Order>::bind(config("/typed", limit(5)), EventTimeOf::field("total"))
-            .unwrap();
+    let log = tempfile::tempdir().unwrap();
+    let source = WebhookSource::<Order>::bind(
+        config("/typed", limit(5), log_in(log.path())),
+        EventTimeOf::field("total"),
+    )
+    .unwrap();
     let poster = Poster::new(source.url());
     let out = CollectSink::new();
     let dead = CollectSink::<DeadLetter>::new();
@@ -556,7 +583,8 @@ fn a_slow_sink_gets_429s_and_the_buffer_and_memory_stay_bounded() {
     const BATCH: usize = 100;
     const SENDERS: u64 = 4;
     const PER_REQUEST: u64 = 50;
-    let mut settings = config("/flood", limit(RECORDS));
+    // About the memory buffer: no log.
+    let mut settings = config("/flood", limit(RECORDS), Wal::Off);
     settings.buffer = BUFFER;
     let source = WebhookSource::<Padded>::bind(settings, EventTimeOf::Arrival).unwrap();
     let poster = Poster::new(source.url());
@@ -717,9 +745,13 @@ fn a_webhook_uri_listens_there_with_its_options() {
         .local_addr()
         .unwrap()
         .port();
-    let endpoint: Endpoint = format!("http://127.0.0.1:{port}/in?secret_env=PATH&buffer=10")
-        .parse()
-        .unwrap();
+    let log = tempfile::tempdir().unwrap();
+    let endpoint: Endpoint = format!(
+        "http://127.0.0.1:{port}/in?secret_env=PATH&buffer=10&wal={}",
+        log.path().display()
+    )
+    .parse()
+    .unwrap();
     let options = EndpointOptions {
         stop: limit(10),
         ..EndpointOptions::default()
@@ -744,12 +776,17 @@ fn a_webhook_uri_listens_there_with_its_options() {
     assert_eq!(accepted.status, 200, "{accepted:?}");
     run.join().unwrap();
     assert_eq!(out.rows().len(), 10);
+    assert_eq!(segments(log.path()).len(), 1, "the log is where wal= says");
 }
 
 #[test]
 fn a_request_beyond_the_record_limit_is_refused_so_every_accepted_record_is_read() {
-    let source =
-        WebhookSource::<Order>::bind(config("/limited", limit(10)), EventTimeOf::Arrival).unwrap();
+    let log = tempfile::tempdir().unwrap();
+    let source = WebhookSource::<Order>::bind(
+        config("/limited", limit(10), log_in(log.path())),
+        EventTimeOf::Arrival,
+    )
+    .unwrap();
     let poster = Poster::new(source.url());
     let out = CollectSink::new();
     let pipeline = Pipeline::new("webhook-limit");
@@ -774,5 +811,198 @@ fn a_request_beyond_the_record_limit_is_refused_so_every_accepted_record_is_read
         ids,
         (0..10).collect::<Vec<_>>(),
         "the ten accepted records, once"
+    );
+}
+
+/// Runs a webhook with its log in `dir` until it has read `n` records, posting the orders
+/// `ids` to it as one NDJSON batch (answered 200); what reached the sink.
+fn run_logged(dir: &Path, ids: std::ops::Range<u64>, n: u64) -> Vec<Order> {
+    let source =
+        WebhookSource::<Order>::bind(config("/log", limit(n), log_in(dir)), EventTimeOf::Arrival)
+            .unwrap();
+    let poster = Poster::new(source.url());
+    let out = CollectSink::new();
+    let pipeline = Pipeline::new("webhook-log");
+    pipeline
+        .source("orders", source, WatermarkConfig::default())
+        .sink("out", out.clone());
+    let run = Runtime::new(2).start(&pipeline).unwrap();
+    let orders: Vec<Order> = ids.map(order).collect();
+    let answer = client_runtime().block_on(poster.post("application/x-ndjson", ndjson(&orders)));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    run.join().unwrap();
+    out.values()
+}
+
+#[test]
+fn a_run_without_checkpoints_reads_on_from_where_the_last_one_released() {
+    let log = tempfile::tempdir().unwrap();
+    let first = run_logged(log.path(), 0..20, 20);
+    assert_eq!(first, (0..20).map(order).collect::<Vec<_>>());
+    let released = log.path().join("released");
+    assert!(released.exists(), "the run recorded what it released");
+    let first_segments = segments(log.path());
+    assert_eq!(first_segments.len(), 1, "{first_segments:?}");
+    // The next run on the same log reads only what came after: nothing of the first again.
+    let second = run_logged(log.path(), 100..110, 10);
+    assert_eq!(second, (100..110).map(order).collect::<Vec<_>>());
+    let now = segments(log.path());
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(
+        now, first_segments,
+        "the first run's segment, wholly before the released position, is deleted"
+    );
+}
+
+#[test]
+fn records_answered_2xx_that_a_stopped_run_did_not_read_are_read_by_the_next() {
+    const RECORDS: u64 = 200;
+    let log = tempfile::tempdir().unwrap();
+    let source = WebhookSource::<Padded>::bind(
+        config("/slow", StopRule::never(), log_in(log.path())),
+        EventTimeOf::Arrival,
+    )
+    .unwrap();
+    let poster = Poster::new(source.url());
+    let slow = SlowSink {
+        pause: Duration::from_millis(50),
+        ids: Arc::default(),
+        written: Arc::default(),
+        sent: Arc::default(),
+        most_buffered: Arc::default(),
+    };
+    let pipeline = Pipeline::new("webhook-stopped");
+    pipeline.batch_size(10);
+    pipeline
+        .source("in", source, WatermarkConfig::default())
+        .sink("slow", slow.clone());
+    let run = Runtime::new(1).start(&pipeline).unwrap();
+    let rt = client_runtime();
+    for first in (0..RECORDS).step_by(50) {
+        let batch: Vec<Padded> = (first..first + 50)
+            .map(|id| Padded {
+                id,
+                pad: String::new(),
+            })
+            .collect();
+        let answer = rt.block_on(poster.post("application/x-ndjson", ndjson(&batch)));
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    run.stop();
+    run.join().unwrap();
+    let mut ids = slow.ids.lock().unwrap().clone();
+    assert!(
+        (ids.len() as u64) < RECORDS,
+        "the stop came before the slow sink had written everything ({} written)",
+        ids.len()
+    );
+    let before = ids.len();
+    ids.extend(run_rest(log.path()));
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids,
+        (0..RECORDS).collect::<Vec<_>>(),
+        "every record answered 2xx, read by the first run ({before}) or the next"
+    );
+}
+
+/// Runs a webhook with its log in `dir` until it has been idle for two seconds; the ids that
+/// reached the sink.
+fn run_rest(dir: &Path) -> Vec<u64> {
+    let idle = StopRule::never().idle_exit(Duration::from_secs(2));
+    let source =
+        WebhookSource::<Padded>::bind(config("/slow", idle, log_in(dir)), EventTimeOf::Arrival)
+            .unwrap();
+    let sink = SlowSink {
+        pause: Duration::ZERO,
+        ids: Arc::default(),
+        written: Arc::default(),
+        sent: Arc::default(),
+        most_buffered: Arc::default(),
+    };
+    let pipeline = Pipeline::new("webhook-rest");
+    pipeline
+        .source("in", source, WatermarkConfig::default())
+        .sink("slow", sink.clone());
+    Runtime::new(1).run(&pipeline).unwrap();
+    let ids = sink.ids.lock().unwrap().clone();
+    ids
+}
+
+#[test]
+fn a_run_with_checkpoints_records_no_release_before_a_checkpoint_completes() {
+    let (log, checkpoints) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Event times of a few ms, and no idle watermark: the watermark never reaches the first
+    // checkpoint, an hour of event time, while the test looks (only the final one, at the end).
+    let source = WebhookSource::<Order>::bind(
+        config("/checkpointed", limit(20), log_in(log.path())),
+        EventTimeOf::field("total"),
+    )
+    .unwrap();
+    let poster = Poster::new(source.url());
+    let out = CollectSink::new();
+    let pipeline = Pipeline::new("webhook-checkpointed");
+    let watermarks = WatermarkConfig {
+        idle_timeout: None,
+        ..WatermarkConfig::default()
+    };
+    pipeline
+        .source("orders", source, watermarks)
+        .sink("out", out.clone());
+    let run = Runtime::new(1)
+        .checkpoint(checkpoints.path(), Duration::from_secs(3600))
+        .start(&pipeline)
+        .unwrap();
+    let rt = client_runtime();
+    let post = |ids: std::ops::Range<u64>| {
+        let orders: Vec<Order> = ids.map(order).collect();
+        let answer = rt.block_on(poster.post("application/x-ndjson", ndjson(&orders)));
+        assert_eq!(answer.status, 200, "{answer:?}");
+    };
+    post(0..10);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.rows().len() < 10 {
+        assert!(Instant::now() < deadline, "the records were not read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Longer than a commit cycle (1 s), which would have recorded them by now: the engine
+    // released them as soon as it took them, which is not durable in a checkpointed run.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !log.path().join("released").exists(),
+        "a checkpointed run recorded a release before any checkpoint completed"
+    );
+    assert!(
+        !checkpoints.path().join("manifests").exists()
+            || std::fs::read_dir(checkpoints.path().join("manifests"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "no checkpoint completed yet"
+    );
+    post(10..20);
+    run.join().unwrap();
+    assert_eq!(out.values(), (0..20).map(order).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_second_webhook_on_the_same_log_is_refused_naming_its_directory() {
+    let log = tempfile::tempdir().unwrap();
+    let _first = WebhookSource::<Order>::bind(
+        config("/a", StopRule::never(), log_in(log.path())),
+        EventTimeOf::Arrival,
+    )
+    .unwrap();
+    let error = WebhookSource::<Order>::bind(
+        config("/b", StopRule::never(), log_in(log.path())),
+        EventTimeOf::Arrival,
+    )
+    .err()
+    .expect("one webhook at a time writes a log")
+    .to_string();
+    assert!(
+        error.contains("another webhook") && error.contains(&log.path().display().to_string()),
+        "{error}"
     );
 }

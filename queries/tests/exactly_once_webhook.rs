@@ -371,6 +371,10 @@ fn a_webhook_with_a_write_ahead_log_is_exactly_once_across_a_sigkill() {
         !wal.join(format!("wal-{:020}.log", 0)).exists(),
         "the killed run's segment, behind the restarted run's checkpoints, is deleted"
     );
+    assert!(
+        wal.join("released").exists(),
+        "completed checkpoints record their position as released, for a run without them"
+    );
     eprintln!(
         "requests: {tally:?}; at the kill {accepted_at_kill} records were answered 2xx and \
          {committed_at_kill} committed"
@@ -386,10 +390,10 @@ fn answer_name(answer: Answer) -> &'static str {
 }
 
 #[test]
-fn a_webhook_without_a_log_refuses_checkpoints_and_says_to_add_one() {
+fn a_webhook_without_a_log_refuses_checkpoints_and_says_to_keep_one() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let from = format!("http://127.0.0.1:{port}/events");
+    let from = format!("http://127.0.0.1:{port}/events?wal=off");
     let to = format!("parquet://{}", dir.path().join("out").display());
     let checkpoints = dir.path().join("checkpoints");
     let said = eddy_copy(&[
@@ -404,7 +408,7 @@ fn a_webhook_without_a_log_refuses_checkpoints_and_says_to_add_one() {
     ])
     .expect_err("a webhook without a log cannot be checkpointed");
     assert!(
-        said.contains("cannot be checkpointed") && said.contains("?wal=DIR"),
+        said.contains("cannot be checkpointed") && said.contains("leave out wal=off"),
         "{said}"
     );
     let mistyped = format!("http://127.0.0.1:{port}/events?wall=/tmp/x");

@@ -129,12 +129,15 @@ fn orders_and_clicks_are_joined_into_parquet_and_large_orders_call_the_webhook()
     client("amqp.py", &["publish", &queue.0], &order_lines);
     client("kafka.py", &["publish", &topic], &lines(&clicks));
 
-    // The alert receiver: a real webhook, collecting what it is sent.
+    // The alert receiver: a real webhook, collecting what it is sent, with its write-ahead
+    // log in the test's directory (not the default one).
+    let receiver_log = tempfile::tempdir().unwrap();
     let receiver = WebhookSource::<Order>::bind(
         WebhookConfig {
             stop: StopRule::never().idle_exit(Duration::from_secs(8)),
             ..WebhookConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), "/big-orders")
-        },
+        }
+        .wal(receiver_log.path()),
         EventTimeOf::Arrival,
     )
     .unwrap();

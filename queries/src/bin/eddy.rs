@@ -271,7 +271,10 @@ struct GraphArgs {
 struct CopyArgs {
     /// Where to read: kafka://HOST:PORT/TOPIC, amqp://HOST:PORT/QUEUE,
     /// nats://HOST:PORT/SUBJECT (?stream=NAME for JetStream), mqtt://HOST:PORT/TOPIC,
-    /// http://ADDR:PORT/PATH (a webhook listening there), jsonl:///PATH (- for stdin),
+    /// http://ADDR:PORT/PATH (a webhook listening there, answering 2xx once a request is in
+    /// its write-ahead log: under $EDDY_STATE_DIR/webhook, else
+    /// $XDG_STATE_HOME/eddy/webhook or ~/.local/state/eddy/webhook; ?wal=DIR or ?wal=off),
+    /// jsonl:///PATH (- for stdin),
     /// csv:///PATH. Options as query parameters (docs/connectors.md).
     #[arg(long)]
     from: String,
