@@ -994,7 +994,8 @@ type PartsByParticipant<'a> = BTreeMap<(&'a str, usize), Vec<(u64, u64, &'a Stor
 pub(crate) struct Coordinator {
     thread: Option<JoinHandle<()>>,
     finishing: Arc<AtomicBool>,
-    /// The run was stopped: no final checkpoint will come.
+    /// The run was stopped: no checkpoint at the end of the input will come, only the one at the
+    /// boundary the sources stopped at.
     stopped: Arc<AtomicBool>,
 }
 
@@ -1045,9 +1046,21 @@ impl Coordinator {
                     }
                     if finish.load(Ordering::Relaxed) {
                         if stop.load(Ordering::Relaxed) {
-                            // Stopped: every checkpoint that could complete has; the next run
-                            // resumes from the newest.
-                            return;
+                            // Stopped: every part of this process is written now, so one more
+                            // look completes the checkpoint at the stop (the readers read on to
+                            // a boundary); the next run resumes from the newest.
+                            loop {
+                                match checkpoints.complete_next(
+                                    &participants,
+                                    workers,
+                                    &sinks,
+                                    last,
+                                ) {
+                                    Ok(Some(w)) => last = Some(w),
+                                    Ok(None) => return,
+                                    Err(error) => return checkpoints.fail(error),
+                                }
+                            }
                         }
                         let since = *finishing_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > FINAL_WAIT {
@@ -1071,7 +1084,8 @@ impl Coordinator {
     }
 
     /// Waits, after this process's workers finished, for the final checkpoint to complete;
-    /// after a stop (`stopped`), only for the checkpoints whose parts are all there.
+    /// after a stop (`stopped`), only for the checkpoints whose parts are all there (the one at
+    /// the boundary the sources stopped at, when every process reached it).
     pub(crate) fn finish(mut self, stopped: bool) {
         self.stopped.store(stopped, Ordering::Relaxed);
         self.finishing.store(true, Ordering::Relaxed);

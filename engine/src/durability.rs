@@ -46,8 +46,9 @@
 //! belongs to: the sinks commit and finish (files renamed into place), the sources release
 //! what the sinks hold and acknowledge it, and the run ends with its summary. A record of a
 //! source that was ahead of that watermark may be written and still not acknowledged: it is
-//! delivered again (at least once). With checkpoints, no checkpoint completes after the stop:
-//! the next run resumes from the last completed one, exactly once.
+//! delivered again (at least once). With checkpoints, each source reads on to the next
+//! checkpoint boundary and stops there, so the checkpoint at that boundary completes before the
+//! run ends and the next run resumes exactly where this one stopped.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

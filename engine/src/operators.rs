@@ -6,8 +6,9 @@
 //!   watermark. State: the reader, and the stamps of the polls not yet released to it
 //!   ([`crate::durability`]). A late record is not its concern (it is stamped with the current
 //!   watermark; the windows decide). Checkpoint: the reader's position and watermark at each
-//!   boundary it crosses. On a stop it reads no more and holds its watermark until the sinks of
-//!   the process have finished.
+//!   boundary it crosses. On a stop it reads no more (with checkpoints: once its watermark
+//!   reaches the next checkpoint boundary) and holds its watermark until the sinks of the
+//!   process have finished.
 //! - **Sink driver.** Input: any stream. Output: none but its durability capability, held at
 //!   the frontier it last committed. It writes every batch as it arrives, commits on a commit
 //!   cycle, and finishes its writer when the frontier is empty, or, after a stop, when the
@@ -179,6 +180,9 @@ pub(crate) fn source<'s, T: 'static>(
         // below which the stopped reader's records are released at the end.
         let held_at_stop = Rc::new(Cell::new(0));
         let mut stopped = false;
+        // After a stop: the watermark at which the reader stops reading.
+        let mut stop_at: Option<u64> = None;
+        let boundaries = stage.checkpoint().cloned();
         let mut settling = false;
         let mut draining = false;
         let mut capability = reader.as_ref().map(|_| capability);
@@ -271,19 +275,28 @@ pub(crate) fn source<'s, T: 'static>(
                 finish(&mut capability, tracker.max_seen(), None);
                 return;
             }
-            if control.stop_requested() && !draining {
+            if control.stop_requested() && !draining && stop_at.is_none() {
+                stop_at = Some(match &boundaries {
+                    // With checkpoints, the reader reads on to the next checkpoint boundary, so
+                    // that the final checkpoint is where the run stops.
+                    Some(c) => c.boundary_above(*cap.time()),
+                    None => *cap.time(),
+                });
                 // A reader that acknowledged records it still holds reads them to the end.
-                draining = r.stop();
-                if !draining {
-                    control.reader_stopped(*cap.time());
-                    let r = reader.take().expect("checked above");
-                    let at_stop = Some(Rc::clone(&held_at_stop));
-                    release_at_end(&releases, &control, r, take(&mut pending), at_stop);
-                    stopped = true;
-                    activator.activate_after(STOP_POLL);
-                    return;
-                }
+                draining = boundaries.is_none() && r.stop();
             }
+            if stop_at.is_some_and(|at| *cap.time() >= at) && !draining {
+                control.reader_stopped(*cap.time());
+                let r = reader.take().expect("checked above");
+                let at_stop = Some(Rc::clone(&held_at_stop));
+                release_at_end(&releases, &control, r, take(&mut pending), at_stop);
+                stopped = true;
+                activator.activate_after(STOP_POLL);
+                return;
+            }
+            // After a stop with checkpoints, the watermark goes no further than the boundary
+            // (a reader draining what it acknowledged moves on, so its records are written).
+            let limit = stop_at.filter(|_| !draining).unwrap_or(u64::MAX);
             if let Some(w) = committed.as_ref().and_then(StageCheckpoint::committed) {
                 if let Some(position) = saved.borrow_mut().committed(w) {
                     r.committed(&position);
@@ -319,12 +332,12 @@ pub(crate) fn source<'s, T: 'static>(
                 }
                 output.session(&*cap).give_container(&mut polled);
                 let watermark = r.watermark().unwrap_or_else(|| tracker.on_data());
-                advance(cap, watermark, &**r, tracker.max_seen());
+                advance(cap, watermark.min(limit), &**r, tracker.max_seen());
             }
             match status {
                 Ok(ReadStatus::Ready) => {
                     if let Some(watermark) = r.watermark() {
-                        advance(cap, watermark, &**r, tracker.max_seen());
+                        advance(cap, watermark.min(limit), &**r, tracker.max_seen());
                     }
                     activator.activate()
                 }
@@ -340,7 +353,7 @@ pub(crate) fn source<'s, T: 'static>(
                             tracker.on_data()
                         }
                     });
-                    advance(cap, watermark, &**r, tracker.max_seen());
+                    advance(cap, watermark.min(limit), &**r, tracker.max_seen());
                     activator.activate_after(IDLE_POLL);
                 }
                 Ok(ReadStatus::Done) if draining => {

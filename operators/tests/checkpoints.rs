@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eddy_engine::{
     Change, ConnectorError, FileOutput, Partition, Pipeline, ReadStatus, Record, RecordError,
@@ -32,6 +32,8 @@ use serde::Serialize;
 struct Numbers {
     records: Arc<Vec<Record<(u64, u64)>>>,
     fail_at: Option<usize>,
+    /// Once a reader has returned this many records, it idles this long (a stop comes then).
+    pause: Option<(usize, Duration)>,
 }
 
 impl Numbers {
@@ -46,6 +48,7 @@ impl Numbers {
         Numbers {
             records: Arc::new(records),
             fail_at,
+            pause: None,
         }
     }
 }
@@ -58,6 +61,8 @@ struct NumbersReader {
     returned: usize,
     /// Whether a checkpoint holding this reader has completed.
     committed: bool,
+    /// When the pause began.
+    paused: Option<Instant>,
 }
 
 impl Source<(u64, u64)> for Numbers {
@@ -72,6 +77,7 @@ impl Source<(u64, u64)> for Numbers {
             step: p.count,
             returned: 0,
             committed: false,
+            paused: None,
         }))
     }
 
@@ -98,6 +104,7 @@ impl Source<(u64, u64)> for Numbers {
             step: p.count,
             returned: 0,
             committed: false,
+            paused: None,
         }))
     }
 }
@@ -116,6 +123,11 @@ impl SourceReader<(u64, u64)> for NumbersReader {
             return Err(ConnectorError::user(
                 "the test's source fails here, as a crash would",
             ));
+        }
+        if let Some((_, pause)) = self.source.pause.filter(|(at, _)| self.returned >= *at) {
+            if self.paused.get_or_insert_with(Instant::now).elapsed() < pause {
+                return Ok(ReadStatus::Idle);
+            }
         }
         let records = &self.source.records;
         let mut n = 0;
@@ -402,5 +414,86 @@ fn updating_aggregates_resume_exactly_once() {
         crash_and_resume("window_updating", workers, |s| -> Stream<Change<_>> {
             keyed(s).window_updating("window_totals", WindowSpec::tumbling(400), Count)
         });
+    }
+}
+
+#[test]
+fn a_stop_takes_a_final_checkpoint_where_it_stopped_and_the_next_run_resumes_there() {
+    // The reader idles for a while after 10 000 records (event times up to about 10 000 ms,
+    // the watermark 5 ms behind); the stop comes then. With checkpoints every 500 ms it reads on
+    // to the next boundary, 10 000, and the checkpoint there completes before the run ends:
+    // the next run resumes from it, not from 9 500.
+    for workers in [1, 2] {
+        let what = "stop_with_checkpoint";
+        let dir = tempfile_dir(what, workers);
+        let pipeline = |source: Numbers, out: &Path| {
+            let p = Pipeline::new(what);
+            let watermarks = WatermarkConfig {
+                max_disorder: Duration::from_millis(5),
+                idle_timeout: None,
+            };
+            let stream = p.source("numbers", source, watermarks);
+            keyed(stream)
+                .window("sums", WindowSpec::tumbling(300), total())
+                .sink(
+                    "out",
+                    Lines::<WindowResult<u64, u64>> {
+                        dir: out.to_path_buf(),
+                        _marker: std::marker::PhantomData,
+                    },
+                );
+            p
+        };
+        let (reference, out, checkpoints) = (
+            dir.join("reference"),
+            dir.join("out"),
+            dir.join("checkpoints"),
+        );
+        Runtime::new(1)
+            .run(&pipeline(Numbers::new(EVENTS, None), &reference))
+            .unwrap();
+        let mut paused = Numbers::new(EVENTS, None);
+        paused.pause = Some((10_000, Duration::from_millis(500)));
+        let run = Runtime::new(1)
+            .checkpoint(&checkpoints, Duration::from_millis(500))
+            .start(&pipeline(paused, &out))
+            .unwrap();
+        while run.progress().0 < 10_000 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        run.stop();
+        let stopped = run.join().unwrap();
+        assert!(stopped.stopped, "{what}: the run was not stopped");
+        let last = stopped.checkpoints.as_ref().and_then(|c| c.last);
+        assert_eq!(
+            last,
+            Some(10_000),
+            "{what}: the stop's final checkpoint is not the boundary after the stop"
+        );
+        let read_before = stopped.events();
+        let resumed = Runtime::new(workers)
+            .checkpoint(&checkpoints, Duration::from_millis(500))
+            .run(&pipeline(Numbers::new(EVENTS, None), &out))
+            .unwrap();
+        let at = resumed.checkpoints.as_ref().and_then(|c| c.resumed);
+        assert_eq!(
+            at.map(|(at, _)| at),
+            Some(10_000),
+            "{what}: resumed elsewhere"
+        );
+        assert!(
+            read_before + resumed.events() <= EVENTS + 200,
+            "{what}: {} + {} records read for {EVENTS}: the resumed run read again what the \
+             stopped one had",
+            read_before,
+            resumed.events()
+        );
+        assert_eq!(
+            rows(&out),
+            rows(&reference),
+            "{what} at {workers} workers: stopped and resumed, the output differs from an \
+             uninterrupted run's"
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 }
