@@ -112,7 +112,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::{
     wall_clock_ms, BacklogProbe, ConnectorError, Partition, ReadStatus, Record, RecordError,
-    Source, SourcePositions, SourceReader,
+    ReleaseMode, Source, SourcePositions, SourceReader,
 };
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
@@ -129,7 +129,7 @@ use crate::event_time::EventTimeOf;
 use crate::format::Format;
 use crate::uri::Endpoint;
 use crate::webhook_wal::{
-    self as wal, Published, ReleaseMode, WalPosition, WalTail, WalTracker, WalWriter,
+    self as wal, Published, ReleaseMeaning, WalPosition, WalTail, WalTracker, WalWriter,
 };
 
 /// The header carrying a request's signature: `sha256=<hex of HMAC-SHA256(secret, body)>`.
@@ -641,7 +641,7 @@ where
         if partition.index != 0 {
             return Ok(Box::new(NothingToRead));
         }
-        self.open_logged(Start::Released, ReleaseMode::default())
+        self.open_logged(Start::Released)
     }
 
     /// With a write-ahead log, worker 0 reads on from where the checkpoint's reader was.
@@ -671,10 +671,7 @@ where
             })?;
             at = at.max(Some(position));
         }
-        self.open_logged(
-            at.map_or(Start::Fresh, Start::At),
-            ReleaseMode::checkpoints(),
-        )
+        self.open_logged(at.map_or(Start::Fresh, Start::At))
     }
 }
 
@@ -714,17 +711,13 @@ where
                 self.stop.clone(),
             ),
             open: OpenReader(intake),
-            calls: None,
+            meaning: None,
         }))
     }
 
-    /// Worker 0's reader of the write-ahead log from `start`, its releases meaning what `mode`
+    /// Worker 0's reader of the write-ahead log from `start`, whose releases mean what the engine
     /// says: starts the server and the tailer that feeds the reader from the log.
-    fn open_logged(
-        &self,
-        start: Start,
-        mode: ReleaseMode,
-    ) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
+    fn open_logged(&self, start: Start) -> Result<Box<dyn SourceReader<T>>, ConnectorError> {
         let url = &self.settings.url;
         let dir = self.settings.wal.clone().expect("a webhook with a log");
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -819,8 +812,8 @@ where
             url.clone(),
         ));
         intake.readers.fetch_add(1, Ordering::AcqRel);
-        let mode = Arc::new(mode);
-        let tracker = WalTracker::new(&dir, at, first, read, recorded, Arc::clone(&mode));
+        let meaning = Arc::new(ReleaseMeaning::default());
+        let tracker = WalTracker::new(&dir, at, first, read, recorded, Arc::clone(&meaning));
         Ok(Box::new(WebhookReader {
             reader: ChannelReader::new(
                 inbox,
@@ -830,11 +823,7 @@ where
             )
             .tracked(tracker),
             open: OpenReader(intake),
-            calls: Some(Calls {
-                mode,
-                polls: 0,
-                released: 0,
-            }),
+            meaning: Some(meaning),
         }))
     }
 }
@@ -843,17 +832,8 @@ where
 struct WebhookReader<T, A> {
     reader: ChannelReader<T, A>,
     open: OpenReader,
-    /// The engine's calls, for a reader of the log.
-    calls: Option<Calls>,
-}
-
-/// The engine's calls to a log's reader, which tell what its releases mean (see
-/// [`ReleaseMode`]).
-struct Calls {
-    mode: Arc<ReleaseMode>,
-    /// Polls so far, and how many of them the engine has released.
-    polls: u64,
-    released: u64,
+    /// For a reader of the log: what the engine's releases mean, shared with its tracker.
+    meaning: Option<Arc<ReleaseMeaning>>,
 }
 
 impl<T, A> SourceReader<T> for WebhookReader<T, A>
@@ -867,13 +847,6 @@ where
         max: usize,
         rejected: &mut Vec<RecordError>,
     ) -> Result<ReadStatus, ConnectorError> {
-        if let Some(calls) = &mut self.calls {
-            // With checkpoints the engine releases every poll before the next.
-            if calls.released < calls.polls {
-                calls.mode.set_commit_cycle();
-            }
-            calls.polls += 1;
-        }
         let status = self.reader.poll(out, max, rejected);
         if !matches!(status, Ok(ReadStatus::Ready | ReadStatus::Idle)) {
             self.open.0.reader_finished();
@@ -885,13 +858,14 @@ where
         self.reader.backlog_probe()
     }
 
-    /// Asked before the first poll, only by a run with checkpoints (which checks that the
-    /// reader has a position).
     fn position(&self) -> Option<Vec<u8>> {
-        if let Some(calls) = self.calls.as_ref().filter(|c| c.polls == 0) {
-            calls.mode.set_checkpoints();
-        }
         self.reader.position()
+    }
+
+    fn release_mode(&mut self, mode: ReleaseMode) {
+        if let Some(meaning) = &self.meaning {
+            meaning.set(mode);
+        }
     }
 
     fn committed(&mut self, position: &[u8]) {
@@ -899,9 +873,6 @@ where
     }
 
     fn released(&mut self, polls: u64) {
-        if let Some(calls) = &mut self.calls {
-            calls.released = calls.released.max(polls);
-        }
         self.reader.released(polls);
     }
 

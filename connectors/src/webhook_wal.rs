@@ -44,15 +44,11 @@
 //! *next* checkpoint completes: the engine keeps the checkpoint before the newest to fall back
 //! to, so its position must stay readable.
 //!
-//! **Which run is which.** The reader cannot ask the engine whether the run has checkpoints,
-//! and the engine releases polls in both (with checkpoints, right after it has taken them:
-//! that is no proof of durability). The reader tells them apart by the engine's calls
-//! ([`ReleaseMode`]): a run resumed from a checkpoint, one that asks for the reader's position
-//! before its first poll (the engine checks that a checkpointed reader has one), and one whose
-//! checkpoint completes have checkpoints; one that polls again before it released the poll
-//! before (a run with checkpoints releases every poll at once) has a commit cycle. Until it
-//! knows, it records nothing and deletes nothing: what it released then is recorded with the
-//! next release once the commit cycle is known.
+//! **Which run is which.** The engine releases polls in runs with checkpoints too, right after
+//! it has taken them: that is no proof of durability. It tells the reader before the first poll
+//! what its releases mean ([`eddy_engine::ReleaseMode`], shared with the tracker as a
+//! [`ReleaseMeaning`]); only releases of the commit cycle are recorded. Until told, a release
+//! records nothing (what it released then is recorded with the next).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,6 +58,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use eddy_engine::ReleaseMode;
 use serde::{Deserialize, Serialize};
 
 use crate::bridge::Tracks;
@@ -758,39 +755,30 @@ fn read_full(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// What the engine's releases mean in this run, as far as the reader can tell (see the module
-/// docs): shared by the reader, which sees the engine's calls, and its [`WalTracker`].
+/// What the engine's releases mean in this run ([`ReleaseMode`], told to the reader before its
+/// first poll): shared by the reader and its [`WalTracker`]. Until told, a release records
+/// nothing.
 #[derive(Debug, Default)]
-pub(crate) struct ReleaseMode(AtomicU8);
+pub(crate) struct ReleaseMeaning(AtomicU8);
 
-/// Not known yet: a release records nothing.
-const UNDECIDED: u8 = 0;
+/// Not told yet, or releases that mean only "taken".
+const TAKEN: u8 = 0;
 /// The engine's commit cycle: a release means every sink has committed those records.
-const COMMIT_CYCLE: u8 = 1;
-/// Checkpoints: a release means only that the engine took the records.
-const CHECKPOINTS: u8 = 2;
+const COMMITTED: u8 = 1;
 
-impl ReleaseMode {
-    /// A run known to have checkpoints (it resumed from one).
-    pub fn checkpoints() -> Self {
-        ReleaseMode(AtomicU8::new(CHECKPOINTS))
+impl ReleaseMeaning {
+    /// The engine says what its releases mean.
+    pub(crate) fn set(&self, mode: ReleaseMode) {
+        let meaning = match mode {
+            ReleaseMode::Committed => COMMITTED,
+            ReleaseMode::Taken | ReleaseMode::Checkpointed => TAKEN,
+        };
+        self.0.store(meaning, Ordering::Release);
     }
 
-    /// The run has checkpoints: for good, whatever was seen before.
-    pub fn set_checkpoints(&self) {
-        self.0.store(CHECKPOINTS, Ordering::Release);
-    }
-
-    /// The engine polled again before it released the poll before: a commit cycle, unless
-    /// the run was already known to have checkpoints.
-    pub fn set_commit_cycle(&self) {
-        let _ =
-            self.0
-                .compare_exchange(UNDECIDED, COMMIT_CYCLE, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    fn is(&self, mode: u8) -> bool {
-        self.0.load(Ordering::Acquire) == mode
+    /// Whether a release means the sinks have committed the records.
+    fn committed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == COMMITTED
     }
 }
 
@@ -805,7 +793,7 @@ pub(crate) struct WalTracker {
     read: Arc<AtomicU64>,
     /// The position of the newest completed checkpoint.
     committed: Option<WalPosition>,
-    mode: Arc<ReleaseMode>,
+    mode: Arc<ReleaseMeaning>,
     /// The furthest position released by the engine.
     released: Option<WalPosition>,
     /// The released position in `DIR/released`.
@@ -822,7 +810,7 @@ impl WalTracker {
         first: u64,
         read: Arc<AtomicU64>,
         recorded: Option<WalPosition>,
-        mode: Arc<ReleaseMode>,
+        mode: Arc<ReleaseMeaning>,
     ) -> Self {
         WalTracker {
             dir: dir.to_path_buf(),
@@ -880,7 +868,6 @@ impl Tracks<WalPosition> for WalTracker {
     /// position of the checkpoint *before* this one: the engine may fall back to that one if
     /// the newest turns out damaged.
     fn committed(&mut self, position: &[u8]) {
-        self.mode.set_checkpoints();
         let Ok(position) = WalPosition::decode(position) else {
             return;
         };
@@ -899,7 +886,7 @@ impl Tracks<WalPosition> for WalTracker {
     /// [`Self::committed`] do that); while it is not known which, remembers it.
     fn released(&mut self, acks: &[WalPosition]) {
         self.released = self.released.max(acks.iter().max().copied());
-        if !self.mode.is(COMMIT_CYCLE) {
+        if !self.mode.committed() {
             return;
         }
         if let Some(released) = self.released {
@@ -1102,7 +1089,7 @@ mod tests {
             writer.first_seq(),
             Arc::clone(&read),
             None,
-            Arc::new(ReleaseMode::checkpoints()),
+            Arc::new(meaning(ReleaseMode::Checkpointed)),
         );
         for p in &positions {
             tracker.note(p);
@@ -1137,7 +1124,13 @@ mod tests {
         (writer, positions, seqs)
     }
 
-    fn tracker(dir: &Path, seqs: &[u64], mode: &Arc<ReleaseMode>) -> WalTracker {
+    fn meaning(mode: ReleaseMode) -> ReleaseMeaning {
+        let meaning = ReleaseMeaning::default();
+        meaning.set(mode);
+        meaning
+    }
+
+    fn tracker(dir: &Path, seqs: &[u64], mode: &Arc<ReleaseMeaning>) -> WalTracker {
         let (at, read) = (WalPosition::start_of(seqs[0]), Arc::default());
         WalTracker::new(dir, at, seqs[0], read, None, Arc::clone(mode))
     }
@@ -1146,14 +1139,14 @@ mod tests {
     fn releases_of_a_commit_cycle_are_recorded_and_delete_what_is_behind() {
         let dir = tempfile::tempdir().unwrap();
         let (_writer, positions, seqs) = one_per_segment(dir.path());
-        let mode = Arc::new(ReleaseMode::default());
+        let mode = Arc::new(ReleaseMeaning::default());
         let mut tracker = tracker(dir.path(), &seqs, &mode);
-        // Not known yet whether the run has checkpoints: nothing is recorded or deleted.
+        // Not told yet what releases mean: nothing is recorded or deleted.
         tracker.released(&positions[..2]);
         assert_eq!(read_released(dir.path()).unwrap(), None);
         assert_eq!(segments(dir.path()).unwrap(), seqs);
-        // Known: the release before is recorded with the next.
-        mode.set_commit_cycle();
+        // Told: the release before is recorded with the next.
+        mode.set(ReleaseMode::Committed);
         tracker.released(&positions[2..3]);
         assert_eq!(read_released(dir.path()).unwrap(), Some(positions[2]));
         assert_eq!(segments(dir.path()).unwrap(), seqs[2..], "wholly before it");
@@ -1164,9 +1157,8 @@ mod tests {
             !dir.path().join(RELEASED_TMP).exists(),
             "the temporary file was renamed into place"
         );
-        // Checkpoints seen later win: releases record nothing more.
-        mode.set_checkpoints();
-        mode.set_commit_cycle();
+        // Releases that mean only "taken" record nothing more.
+        mode.set(ReleaseMode::Checkpointed);
         tracker.released(&positions[5..]);
         assert_eq!(read_released(dir.path()).unwrap(), Some(positions[4]));
     }

@@ -45,7 +45,9 @@ use crate::error::{ConnectorError, Fault};
 use crate::metrics::new_histogram;
 use crate::pipeline::{Records, StageContext};
 use crate::sink::{FileOutput, Sink, SinkReport, SinkWriter};
-use crate::source::{Partition, ReadStatus, RecordError, Source, SourcePositions, SourceReader};
+use crate::source::{
+    Partition, ReadStatus, RecordError, ReleaseMode, Source, SourcePositions, SourceReader,
+};
 use crate::time::{wall_clock_ms, Record, WatermarkConfig, WatermarkTracker};
 
 /// How long an idle source waits before it polls again.
@@ -175,6 +177,13 @@ pub(crate) fn source<'s, T: 'static>(
         // Without a commit cycle (no acknowledging source, or checkpoints) a poll's records
         // are released as soon as they are handed on.
         let commit_cycle = control.commit_every.is_some() && checkpoint.is_none();
+        if let Some(r) = reader.as_mut() {
+            r.release_mode(match (&checkpoint, commit_cycle) {
+                (Some(_), _) => ReleaseMode::Checkpointed,
+                (None, true) => ReleaseMode::Committed,
+                (None, false) => ReleaseMode::Taken,
+            });
+        }
         let mut pending = Pending::default();
         // After a stop: the least stamp the stateful stages held once the sinks had finished,
         // below which the stopped reader's records are released at the end.

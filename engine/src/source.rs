@@ -135,6 +135,20 @@ impl SourcePositions {
 /// Reads a source reader's backlog from any thread ([`SourceReader::backlog_probe`]).
 pub type BacklogProbe = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// What a release ([`SourceReader::released`]) means in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseMode {
+    /// The engine has taken the records; nothing acknowledges (no source of the pipeline
+    /// acknowledges, and there are no checkpoints).
+    Taken,
+    /// Every sink has committed what the records produced (the commit cycle,
+    /// [`crate::durability`]).
+    Committed,
+    /// The engine has taken the records; the run takes checkpoints, and what is durable is
+    /// what a completed checkpoint holds ([`SourceReader::committed`]).
+    Checkpointed,
+}
+
 /// One worker's reader of a source.
 pub trait SourceReader<T> {
     /// Appends at most `max` records, each with its event time, to `out`. Records that cannot be read are appended to
@@ -178,6 +192,14 @@ pub trait SourceReader<T> {
     /// the reader cannot be checkpointed, and a run with checkpoints refuses to start.
     fn position(&self) -> Option<Vec<u8>> {
         None
+    }
+
+    /// How the engine will call [`released`](Self::released) in this run: told once, before
+    /// the first poll. A reader that keeps its own record of what is durable (a write-ahead
+    /// log) needs to know whether a release means "committed by the sinks" or only "taken".
+    /// The default ignores it.
+    fn release_mode(&mut self, mode: ReleaseMode) {
+        let _ = mode;
     }
 
     /// The records returned by the first `polls` calls of [`poll`](Self::poll) (counted from
