@@ -4,7 +4,8 @@
 //! **CSV input.** Each row is a record: with a header row (the default) its columns are matched
 //! to `T`'s fields by name (for dynamic records, a JSON object keyed by the header, numbers
 //! read as numbers); without one, by position. A row that does not fit — not UTF-8, more or
-//! fewer fields than the header has columns, longer than `max_record_size`, or opening a quote
+//! fewer fields than the header has columns (without a header, than the file's first row),
+//! longer than `max_record_size`, or opening a quote
 //! that does not close — is rejected with its `path:line` and its text, and the run goes on at
 //! the next line. File `i` is read by worker `i % count`; the path `-` reads standard input. Runs with checkpoints resume at the byte offset of the next
 //! row, the header read again from the file's first line (see [`crate::jsonl`]'s docs).
@@ -129,6 +130,9 @@ struct OpenCsv {
     records: CsvRecords,
     columns: Vec<String>,
     headers: Option<csv::StringRecord>,
+    /// How many fields every row has: the header's columns, or without a header the first
+    /// row's fields.
+    width: Option<usize>,
 }
 
 struct CsvReader<T> {
@@ -192,6 +196,7 @@ impl<T: DeserializeOwned + Serialize + 'static> CsvReader<T> {
                 .as_ref()
                 .map(|h| h.iter().map(str::to_string).collect())
                 .unwrap_or_default(),
+            width: headers.as_ref().map(csv::StringRecord::len),
             headers,
             path,
             records,
@@ -201,20 +206,26 @@ impl<T: DeserializeOwned + Serialize + 'static> CsvReader<T> {
 
     /// The row in `fields` as a record; `Err` is why it is rejected.
     fn parse(
-        file: &OpenCsv,
+        file: &mut OpenCsv,
         fields: csv::ByteRecord,
         event_time: &EventTimeOf<T>,
     ) -> Result<Record<T>, String> {
-        if let Some(headers) = &file.headers {
-            if fields.len() != headers.len() {
-                return Err(format!(
+        let width = *file.width.get_or_insert(fields.len());
+        if fields.len() != width {
+            return Err(match &file.headers {
+                Some(headers) => format!(
                     "this row has {} fields, but the header has {} columns ({}); every row \
                      needs one field per column",
                     fields.len(),
                     headers.len(),
                     headers.iter().collect::<Vec<_>>().join(",")
-                ));
-            }
+                ),
+                None => format!(
+                    "this row has {} fields, but the file's first row has {width}; without a \
+                     header, every row needs as many fields as the first",
+                    fields.len()
+                ),
+            });
         }
         let row = csv::StringRecord::from_byte_record(fields)
             .map_err(|e| format!("this row is not valid UTF-8 ({})", e.utf8_error()))?;
@@ -1050,6 +1061,27 @@ mod tests {
             "{messages:?}"
         );
         assert_eq!(rejected[1].raw, b"2,name-2");
+    }
+
+    #[test]
+    fn without_a_header_every_row_needs_as_many_fields_as_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("headless.csv");
+        std::fs::write(&path, "0,a,10\n1,b,11,extra\n2,c\n3,d,13\n").unwrap();
+        let source = CsvSource::<Value>::new([&path], EventTimeOf::Arrival).header(false);
+        let (rows, rejected) = read_all(&source);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().all(|(_, r)| r.as_object().unwrap().len() == 3));
+        let messages: Vec<_> = rejected.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with("this row has 4 fields, but the file's first row has 3"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].starts_with("this row has 2 fields"),
+            "{messages:?}"
+        );
     }
 
     #[test]
