@@ -53,7 +53,7 @@ pub(crate) fn endpoint_source(
     options: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
     let config = AmqpConfig::from_source_endpoint(endpoint)?;
-    Ok(configured(AmqpSource::new(config, Format::Json), options))
+    configured(AmqpSource::new(config, Format::Json), endpoint, options)
 }
 
 /// The sink `amqp://HOST:PORT/QUEUE?options` names, for `eddy copy --to`.

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::bridge::{BrokerSource, StopRule};
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
+use crate::lines::DEFAULT_MAX_RECORD_SIZE;
 use crate::uri::Endpoint;
 
 /// A source of dynamic records.
@@ -113,16 +114,32 @@ pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, C
 
 /// A broker source decoding, timing and stopping as `options` say, boxed.
 #[allow(dead_code)] // used only by the broker connectors, which features may leave out
-pub(crate) fn configured<S>(source: S, options: &EndpointOptions) -> DynSource
+pub(crate) fn configured<S>(
+    source: S,
+    endpoint: &Endpoint,
+    options: &EndpointOptions,
+) -> Result<DynSource, ConnectorError>
 where
     S: BrokerSource<Value> + Source<Value>,
 {
-    Box::new(
+    Ok(Box::new(
         source
             .format(options.format.clone())
             .event_time(options.event_time.clone())
-            .stop(options.stop.clone()),
-    )
+            .stop(options.stop.clone())
+            .max_record_size(max_record_size(endpoint)?),
+    ))
+}
+
+/// The URI option `max_record_size` of a source (files, broker payloads): a size such as `4MiB`,
+/// at least 1 byte; [`DEFAULT_MAX_RECORD_SIZE`] when not given.
+pub(crate) fn max_record_size(e: &Endpoint) -> Result<usize, ConnectorError> {
+    match e.size_param("max_record_size")? {
+        Some(0) => Err(ConnectorError::user(format!(
+            "{e}: option max_record_size=0 takes no record: give at least 1 byte (e.g. 4MiB)"
+        ))),
+        size => Ok(size.unwrap_or(DEFAULT_MAX_RECORD_SIZE)),
+    }
 }
 
 /// Opens the sink `endpoint` names as a dead-letter sink: each [`DeadLetter`] is written as a

@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::csv_records::{CsvRecords, Next};
-use crate::endpoints::{DynSink, DynSource, EndpointOptions};
+use crate::endpoints::{max_record_size, DynSink, DynSource, EndpointOptions};
 use crate::event_time::EventTimeOf;
 use crate::format::{csv_row, is_dynamic, CsvOptions, Format};
 use crate::jsonl::{
@@ -612,14 +612,7 @@ pub(crate) fn endpoint_source(
     o: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
     let path = file_path(e)?;
-    let max_record_size = match e.size_param("max_record_size")? {
-        Some(0) => {
-            return Err(ConnectorError::user(format!(
-                "{e}: option max_record_size=0 takes no record: give at least 1 byte (e.g. 4MiB)"
-            )))
-        }
-        size => size.unwrap_or(DEFAULT_MAX_RECORD_SIZE),
-    };
+    let max_record_size = max_record_size(e)?;
     match e.scheme.as_str() {
         "csv" => {
             e.check_params(&["header", "delimiter", "max_record_size"])?;

@@ -403,7 +403,7 @@ impl MqttSourceConfig {
     /// module docs and docs/connectors.md for the options).
     pub fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
         let mut known = CONNECTION_OPTIONS.to_vec();
-        known.push("capacity");
+        known.extend(["capacity", "max_record_size"]);
         endpoint.check_params(&known)?;
         let connection = MqttConnection::from_endpoint(endpoint)?;
         let filters = endpoint
@@ -1446,7 +1446,7 @@ pub(crate) fn endpoint_source(
     options: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
     let config = MqttSourceConfig::from_endpoint(endpoint)?;
-    Ok(configured(MqttSource::new(config), options))
+    configured(MqttSource::new(config), endpoint, options)
 }
 
 /// The sink `mqtt://HOST:PORT/TOPIC?options` names, of JSON values.

@@ -35,10 +35,17 @@ fn a_queue_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_queue() {
             lines.push('\n');
         }
     }
+    // Well-formed, but over the URI's max_record_size: a dead letter too.
+    let oversized = format!("{{\"id\": 1000, \"pad\": \"{}\"}}", "x".repeat(300));
+    lines.push_str(&oversized);
+    lines.push('\n');
     client(&["publish", &queue.0], &lines);
 
     let dir = tempfile::tempdir().unwrap();
-    let from = format!("amqp://{BROKER}/{}?prefetch=100", queue.0);
+    let from = format!(
+        "amqp://{BROKER}/{}?prefetch=100&max_record_size=200",
+        queue.0
+    );
     let to = format!("parquet://{}", dir.path().display());
     let dead_uri = format!("amqp://{BROKER}/{}", dead.0);
     let args = [
@@ -47,7 +54,7 @@ fn a_queue_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_queue() {
         "--to",
         &to,
         "--limit",
-        "305",
+        "306",
         "--workers",
         "2",
         "--dead-letters",
@@ -72,6 +79,7 @@ fn a_queue_copied_to_parquet_with_its_bad_messages_in_a_dead_letter_queue() {
         .collect();
     raw.sort();
     let mut expected: Vec<String> = bad.iter().map(|b| b.to_string()).collect();
+    expected.push(oversized);
     expected.sort();
     assert_eq!(raw, expected, "every bad message, once, with its bytes");
     let left = client(&["count", &queue.0], "");

@@ -22,7 +22,7 @@ const COMMON_OPTIONS: [&str; 7] = [
     "reconnect_timeout",
 ];
 /// The options only the source takes.
-const SOURCE_OPTIONS: [&str; 1] = ["prefetch"];
+const SOURCE_OPTIONS: [&str; 2] = ["prefetch", "max_record_size"];
 /// The options only the sink takes.
 const SINK_OPTIONS: [&str; 5] = [
     "exchange",

@@ -256,6 +256,7 @@ impl KafkaSourceConfig {
         "group",
         "start",
         "capacity",
+        "max_record_size",
         "commit_interval",
         "reconnect_timeout",
     ];
@@ -358,7 +359,7 @@ pub(crate) fn endpoint_source(
     options: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
     let config = KafkaSourceConfig::from_endpoint(endpoint)?;
-    Ok(configured(KafkaSource::new(config), options))
+    configured(KafkaSource::new(config), endpoint, options)
 }
 
 /// The `kafka://` sink of dynamic records, for `eddy copy`.

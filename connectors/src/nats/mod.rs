@@ -155,6 +155,7 @@ const SOURCE_OPTIONS: &[&str] = &[
     "batch",
     "connect_timeout",
     "reconnect_timeout",
+    "max_record_size",
 ];
 
 /// The options a NATS sink takes in its URI.
@@ -322,7 +323,7 @@ pub(crate) fn endpoint_source(
 ) -> Result<DynSource, ConnectorError> {
     endpoint.check_params(SOURCE_OPTIONS)?;
     let config = NatsConfig::from_endpoint(endpoint)?;
-    Ok(configured(NatsSource::new(config), options))
+    configured(NatsSource::new(config), endpoint, options)
 }
 
 /// Opens a sink of JSON records from a `nats://` URI (`eddy copy --to`).
