@@ -7,6 +7,23 @@
 //! A second signal, or the shutdown timeout passing first, aborts at once: the process exits
 //! with status 130 and says what was not committed (the broker delivers it again; files left
 //! half-written are removed by the next run).
+//!
+//! A pipeline binary of your own gets the same handling as `eddy`'s commands:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use eddy_queries::shutdown::Shutdown;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let pipeline = eddy_engine::Pipeline::new("mine");
+//! let run = eddy_engine::Runtime::new(2).start(&pipeline)?;
+//! let _signals = Shutdown::install(run.stopper(), Duration::from_secs(30))?;
+//! let summary = run.join()?;
+//! println!("{summary}");
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
