@@ -295,10 +295,14 @@ pub(crate) fn source<'s, T: 'static>(
                 draining = boundaries.is_none() && r.stop();
             }
             if stop_at.is_some_and(|at| *cap.time() >= at) && !draining {
-                control.reader_stopped(*cap.time());
-                let r = reader.take().expect("checked above");
-                let at_stop = Some(Rc::clone(&held_at_stop));
-                release_at_end(&releases, &control, r, take(&mut pending), at_stop);
+                let at = *cap.time();
+                stop_reader(
+                    &mut reader,
+                    at,
+                    take(&mut pending),
+                    (&releases, &control),
+                    &held_at_stop,
+                );
                 stopped = true;
                 activator.activate_after(STOP_POLL);
                 return;
@@ -367,10 +371,14 @@ pub(crate) fn source<'s, T: 'static>(
                 }
                 Ok(ReadStatus::Done) if draining => {
                     // Drained after a stop: it holds its watermark as a stopped reader does.
-                    control.reader_stopped(*cap.time());
-                    let r = reader.take().expect("polled above");
-                    let at_stop = Some(Rc::clone(&held_at_stop));
-                    release_at_end(&releases, &control, r, take(&mut pending), at_stop);
+                    let at = *cap.time();
+                    stop_reader(
+                        &mut reader,
+                        at,
+                        take(&mut pending),
+                        (&releases, &control),
+                        &held_at_stop,
+                    );
                     stopped = true;
                     activator.activate_after(STOP_POLL);
                 }
@@ -389,6 +397,21 @@ pub(crate) fn source<'s, T: 'static>(
             }
         }
     })
+}
+
+/// Stops a reader after a stop, holding watermark `at` (until the sinks of the process have
+/// finished): it reads no more, and what it took is released at the end of the run.
+fn stop_reader<T: 'static>(
+    reader: &mut Option<Box<dyn SourceReader<T>>>,
+    at: u64,
+    pending: Pending,
+    (releases, control): (&Releases, &Arc<RunControl>),
+    held_at_stop: &Rc<Cell<u64>>,
+) {
+    let Some(r) = reader.take() else { return };
+    control.reader_stopped(at);
+    let held = Some(Rc::clone(held_at_stop));
+    release_at_end(releases, control, r, pending, held);
 }
 
 /// Hands a reader that reads no more to the worker's end of run: if the run succeeds, its

@@ -272,36 +272,53 @@ where
     }
 }
 
-fn crash_at_and_resume<T, F>(what: &str, workers: usize, fail_at: usize, build: &F)
+/// The pipeline `what`: `build` over `source` (5 ms of disorder) into JSON lines in `out`.
+fn numbers_pipeline<T, F>(what: &str, source: Numbers, out: &Path, build: &F) -> Pipeline
+where
+    T: Serialize + eddy_engine::Data,
+    F: Fn(Stream<(u64, u64)>) -> Stream<T>,
+{
+    let p = Pipeline::new(what);
+    let watermarks = WatermarkConfig {
+        max_disorder: Duration::from_millis(5),
+        idle_timeout: None,
+    };
+    let stream = p.source("numbers", source, watermarks);
+    build(stream).sink(
+        "out",
+        Lines::<T> {
+            dir: out.to_path_buf(),
+            _marker: std::marker::PhantomData,
+        },
+    );
+    p
+}
+
+/// A test's directory, its reference output (an uninterrupted run without checkpoints) and the
+/// paths of the output and checkpoints to compare with it.
+fn with_reference<T, F>(what: &str, workers: usize, build: &F) -> [PathBuf; 4]
 where
     T: Serialize + eddy_engine::Data,
     F: Fn(Stream<(u64, u64)>) -> Stream<T>,
 {
     let dir = tempfile_dir(what, workers);
-    let pipeline = |source: Numbers, out: &Path| {
-        let p = Pipeline::new(what);
-        let watermarks = WatermarkConfig {
-            max_disorder: Duration::from_millis(5),
-            idle_timeout: None,
-        };
-        let stream = p.source("numbers", source, watermarks);
-        build(stream).sink(
-            "out",
-            Lines::<T> {
-                dir: out.to_path_buf(),
-                _marker: std::marker::PhantomData,
-            },
-        );
-        p
-    };
     let (reference, out, checkpoints) = (
         dir.join("reference"),
         dir.join("out"),
         dir.join("checkpoints"),
     );
-    Runtime::new(1)
-        .run(&pipeline(Numbers::new(EVENTS, None), &reference))
-        .unwrap();
+    let pipeline = numbers_pipeline(what, Numbers::new(EVENTS, None), &reference, build);
+    Runtime::new(1).run(&pipeline).unwrap();
+    [dir, reference, out, checkpoints]
+}
+
+fn crash_at_and_resume<T, F>(what: &str, workers: usize, fail_at: usize, build: &F)
+where
+    T: Serialize + eddy_engine::Data,
+    F: Fn(Stream<(u64, u64)>) -> Stream<T>,
+{
+    let [dir, reference, out, checkpoints] = with_reference(what, workers, build);
+    let pipeline = |source: Numbers, out: &Path| numbers_pipeline(what, source, out, build);
     let crashed = Runtime::new(1)
         .checkpoint(&checkpoints, Duration::from_millis(500))
         .run(&pipeline(Numbers::new(EVENTS, Some(fail_at)), &out));
@@ -425,33 +442,9 @@ fn a_stop_takes_a_final_checkpoint_where_it_stopped_and_the_next_run_resumes_the
     // the next run resumes from it, not from 9 500.
     for workers in [1, 2] {
         let what = "stop_with_checkpoint";
-        let dir = tempfile_dir(what, workers);
-        let pipeline = |source: Numbers, out: &Path| {
-            let p = Pipeline::new(what);
-            let watermarks = WatermarkConfig {
-                max_disorder: Duration::from_millis(5),
-                idle_timeout: None,
-            };
-            let stream = p.source("numbers", source, watermarks);
-            keyed(stream)
-                .window("sums", WindowSpec::tumbling(300), total())
-                .sink(
-                    "out",
-                    Lines::<WindowResult<u64, u64>> {
-                        dir: out.to_path_buf(),
-                        _marker: std::marker::PhantomData,
-                    },
-                );
-            p
-        };
-        let (reference, out, checkpoints) = (
-            dir.join("reference"),
-            dir.join("out"),
-            dir.join("checkpoints"),
-        );
-        Runtime::new(1)
-            .run(&pipeline(Numbers::new(EVENTS, None), &reference))
-            .unwrap();
+        let build = |s| keyed(s).window("sums", WindowSpec::tumbling(300), total());
+        let [dir, reference, out, checkpoints] = with_reference(what, workers, &build);
+        let pipeline = |source: Numbers, out: &Path| numbers_pipeline(what, source, out, &build);
         let mut paused = Numbers::new(EVENTS, None);
         paused.pause = Some((10_000, Duration::from_millis(500)));
         let run = Runtime::new(1)
