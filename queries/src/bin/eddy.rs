@@ -108,9 +108,10 @@ struct ViewArgs {
     /// serves on 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
     metrics_addr: Option<String>,
-    /// On SIGTERM or SIGINT the run stops gracefully: sources stop, what was read is committed
-    /// and acknowledged, the summary is printed. If that takes longer than this (or a second
-    /// signal comes), the run is aborted at once.
+    /// On SIGTERM or SIGINT the run stops gracefully: sources stop (with --checkpoint-dir, once
+    /// they reach the next checkpoint boundary, which is then checkpointed), what was read is
+    /// committed and acknowledged, the summary is printed. If that takes longer than this (or a
+    /// second signal comes), the run is aborted at once.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
     shutdown_timeout: humantime::Duration,
     /// With sources that acknowledge (brokers, webhooks) and no --checkpoint-dir: how often the
