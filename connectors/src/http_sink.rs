@@ -130,8 +130,8 @@ impl HttpSinkConfig {
                 *field = value;
             }
         }
-        config.token = e.env_param("token_env")?;
-        config.secret = e.env_param("secret_env")?;
+        config.token = e.secret("token")?;
+        config.secret = e.secret("secret")?;
         Ok(config)
     }
 }
@@ -146,7 +146,9 @@ const SINK_OPTIONS: &[&str] = &[
     "timeout",
     "in_flight",
     "token_env",
+    "token_file",
     "secret_env",
+    "secret_file",
 ];
 
 impl fmt::Debug for HttpSinkConfig {

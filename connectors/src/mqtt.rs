@@ -83,10 +83,11 @@ const HANDOVER: usize = 64;
 const IS_IT_RUNNING: &str = "is it running? (bash scripts/brokers.sh up)";
 
 /// URI options every MQTT endpoint takes.
-const CONNECTION_OPTIONS: [&str; 7] = [
+const CONNECTION_OPTIONS: [&str; 8] = [
     "client_id",
     "username",
     "password_env",
+    "password_file",
     "keep_alive",
     "connect_timeout",
     "reconnect_timeout",
@@ -167,7 +168,7 @@ impl MqttConnection {
         let connection = MqttConnection {
             address: endpoint.address(DEFAULT_PORT),
             username: endpoint.param("username").map(str::to_string),
-            password: endpoint.env_param("password_env")?,
+            password: endpoint.secret("password")?,
             keep_alive: endpoint
                 .duration_param("keep_alive")?
                 .unwrap_or(defaults.keep_alive),

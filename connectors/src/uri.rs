@@ -36,6 +36,8 @@ pub struct Endpoint {
     pub path: String,
     /// Query parameters, in order; a name given twice keeps its last value.
     pub params: BTreeMap<String, String>,
+    /// The URI as written, with the values of options that look like secrets hidden: what
+    /// messages show.
     text: String,
 }
 
@@ -48,10 +50,19 @@ impl FromStr for Endpoint {
         }
         let url = url::Url::parse(text).map_err(|e| {
             ConnectorError::user(format!(
-                "'{text}' is not a URI ({e}): write it as SCHEME://HOST:PORT/NAME (kafka, amqp, \
-                 nats, mqtt, http) or SCHEME:///PATH (parquet, jsonl, csv)"
+                "'{}' is not a URI ({e}): write it as SCHEME://HOST:PORT/NAME (kafka, amqp, \
+                 nats, mqtt, http) or SCHEME:///PATH (parquet, jsonl, csv)",
+                redact_userinfo(text)
             ))
         })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConnectorError::user(format!(
+                "{}: a user or password in a URI shows in process lists, shell history and logs; \
+                 give the user as an option (user= or username=) and the password with \
+                 password_env=VAR or password_file=PATH (see docs/connectors.md, Security)",
+                redact_userinfo(text)
+            )));
+        }
         let scheme = url.scheme().to_ascii_lowercase();
         let decoded = percent_decode(url.path());
         let path = match scheme.as_str() {
@@ -78,7 +89,7 @@ impl FromStr for Endpoint {
                 .query_pairs()
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
-            text: text.to_string(),
+            text: redact_query(text),
         })
     }
 }
@@ -159,19 +170,47 @@ impl Endpoint {
             .transpose()
     }
 
-    /// The option `name` naming an environment variable, and that variable's value: options
-    /// that carry secrets (`secret_env=WEBHOOK_SECRET`) name a variable instead of holding the
-    /// secret, so it never appears in a command line or a log.
-    pub fn env_param(&self, name: &str) -> Result<Option<String>, ConnectorError> {
-        match self.param(name) {
-            None => Ok(None),
-            Some(var) => std::env::var(var).map(Some).map_err(|_| {
+    /// The secret `name` (a password, a token, a signing secret), which a URI never holds:
+    /// option `{name}_env=VAR` names an environment variable holding it, `{name}_file=PATH` a
+    /// file (its contents, less one trailing line break). So it never appears in a command
+    /// line, and errors name the variable or file, never the value.
+    pub fn secret(&self, name: &str) -> Result<Option<String>, ConnectorError> {
+        let (env, file) = (format!("{name}_env"), format!("{name}_file"));
+        let secret = match (self.param(&env), self.param(&file)) {
+            (Some(_), Some(_)) => {
+                return Err(ConnectorError::user(format!(
+                    "{self}: options {env} and {file} both give the {name}: keep one"
+                )))
+            }
+            (None, None) => return Ok(None),
+            (Some(var), None) => std::env::var(var).map_err(|_| {
                 ConnectorError::user(format!(
-                    "{self}: option {name}={var} names the environment variable {var}, which is \
+                    "{self}: option {env}={var} names the environment variable {var}, which is \
                      not set: export it first"
                 ))
-            }),
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                ConnectorError::user(format!(
+                    "{self}: option {file}={path}: the file cannot be read ({e}); give a \
+                     readable file holding the {name}"
+                ))
+            })?,
+        };
+        let secret = secret
+            .strip_suffix('\n')
+            .map(|s| s.strip_suffix('\r').unwrap_or(s))
+            .unwrap_or(&secret);
+        if secret.is_empty() {
+            return Err(ConnectorError::user(format!(
+                "{self}: the {name} given by {} is empty",
+                if self.param(&env).is_some() {
+                    env
+                } else {
+                    file
+                }
+            )));
         }
+        Ok(Some(secret.to_string()))
     }
 
     /// Fails when an option is not one of `known`, listing the known ones.
@@ -189,6 +228,66 @@ impl Endpoint {
             ))),
         }
     }
+}
+
+/// `text` with the password of a `scheme://user:password@host` part replaced by `***`, for
+/// messages about a URI that may hold one.
+fn redact_userinfo(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_string();
+    };
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    let Some(at) = text[start..authority_end].rfind('@').map(|i| start + i) else {
+        return text.to_string();
+    };
+    match text[start..at].find(':').map(|i| start + i) {
+        Some(colon) => format!("{}***{}", &text[..=colon], &text[at..]),
+        None => text.to_string(),
+    }
+}
+
+/// Whether an option named `key` would hold a secret itself (`password=`, `sasl.password=`,
+/// `token=`), as opposed to naming where one is (`password_env=`, `token_file=`).
+fn holds_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    let named = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "credential",
+    ]
+    .iter()
+    .any(|word| key.contains(word));
+    named && !key.ends_with("_env") && !key.ends_with("_file")
+}
+
+/// `text` with the values of its query options that look like secrets replaced by `***`.
+fn redact_query(text: &str) -> String {
+    let Some((head, query)) = text.split_once('?') else {
+        return text.to_string();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if holds_secret(&percent_decode(key)) => format!("{key}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    let mut shown = format!("{head}?{}", pairs.join("&"));
+    if let Some(f) = fragment {
+        shown.push('#');
+        shown.push_str(f);
+    }
+    shown
 }
 
 /// Parses a duration: a number with a unit (`250ms`, `5s`, `2m`, `1h`), or plain seconds.
@@ -230,6 +329,77 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_uris_are_refused_or_hidden_and_never_shown() {
+        let err = "amqp://user:s3cretPW@127.0.0.1:5672/q?bogus=1"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cretPW"), "{err}");
+        assert!(
+            err.contains("amqp://user:***@127.0.0.1:5672/q") && err.contains("password_file"),
+            "{err}"
+        );
+        let err = "amqp://user:s3cretPW@[::1"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("s3cretPW") && err.contains("user:***@"),
+            "{err}"
+        );
+        let e: Endpoint = "kafka://h:9092/t?sasl.password=s3cretPW&token=t0k3n&group=g&token_env=V"
+            .parse()
+            .unwrap();
+        let shown = e.to_string();
+        assert!(
+            !shown.contains("s3cretPW") && !shown.contains("t0k3n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("sasl.password=***") && shown.contains("group=g&token_env=V"),
+            "{shown}"
+        );
+        assert_eq!(
+            e.param("token"),
+            Some("t0k3n"),
+            "the options keep their values"
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_a_variable_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let e: Endpoint = format!("amqp://h/q?password_file={}", file.display())
+            .parse()
+            .unwrap();
+        assert_eq!(
+            e.secret("password").unwrap().as_deref(),
+            Some("from-a-file")
+        );
+        let none: Endpoint = "amqp://h/q".parse().unwrap();
+        assert_eq!(none.secret("password").unwrap(), None);
+        let both: Endpoint = format!("amqp://h/q?password_env=X&password_file={}", file.display())
+            .parse()
+            .unwrap();
+        assert!(both
+            .secret("password")
+            .unwrap_err()
+            .to_string()
+            .contains("keep one"));
+        let missing: Endpoint = "amqp://h/q?password_file=/no/such/file".parse().unwrap();
+        let err = missing.secret("password").unwrap_err().to_string();
+        assert!(
+            err.contains("/no/such/file") && err.contains("cannot be read"),
+            "{err}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = e.secret("password").unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+    }
 
     #[test]
     fn broker_uris_give_address_name_and_options() {
@@ -278,7 +448,7 @@ mod tests {
             .unwrap();
         assert_eq!(h.path, "/hooks/orders");
         assert!(h
-            .env_param("secret_env")
+            .secret("secret")
             .unwrap_err()
             .to_string()
             .contains("not set"));

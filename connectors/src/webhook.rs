@@ -254,7 +254,9 @@ impl fmt::Debug for WebhookConfig {
 /// The options a `http://ADDR:PORT/PATH` source URI takes.
 const SOURCE_OPTIONS: &[&str] = &[
     "secret_env",
+    "secret_file",
     "token_env",
+    "token_file",
     "max_body",
     "buffer",
     "retry_after",
@@ -303,8 +305,8 @@ impl WebhookConfig {
                 ))
             })?;
         let mut config = WebhookConfig::new(listen, &e.path);
-        config.secret = e.env_param("secret_env")?;
-        config.token = e.env_param("token_env")?;
+        config.secret = e.secret("secret")?;
+        config.token = e.secret("token")?;
         if let Some(size) = e.size_param("max_body")? {
             config.max_body = size;
         }

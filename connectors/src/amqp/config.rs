@@ -12,10 +12,11 @@ use crate::uri::Endpoint;
 pub const DEFAULT_PORT: u16 = 5672;
 
 /// The URI options both the source and the sink take.
-const COMMON_OPTIONS: [&str; 7] = [
+const COMMON_OPTIONS: [&str; 8] = [
     "vhost",
     "user",
     "password_env",
+    "password_file",
     "declare",
     "durable",
     "connect_timeout",
@@ -194,7 +195,7 @@ impl AmqpConfig {
         if let Some(user) = endpoint.param("user") {
             config.user = user.to_string();
         }
-        if let Some(password) = endpoint.env_param("password_env")? {
+        if let Some(password) = endpoint.secret("password")? {
             config.password = password;
         }
         if let Some(declare) = endpoint.parse_param::<bool>("declare")? {
