@@ -218,13 +218,14 @@ impl Hold {
     }
 
     /// The stage's input frontier is `frontier` and the least stamp of the records whose effects
-    /// wait in its state is `waiting` (`None`: nothing waits): records stamped from the lesser on
-    /// are held. A stage calls this on every activation; the value may only grow.
-    pub fn waiting(&self, frontier: u64, waiting: Option<u64>) {
+    /// wait in its state is what `waiting` gives (`None`: nothing waits; called only when the
+    /// hold is active): records stamped from the lesser on are held. A stage calls this on
+    /// every activation; the value may only grow.
+    pub fn waiting(&self, frontier: u64, waiting: impl FnOnce() -> Option<u64>) {
         let Some((held, activator)) = &self.held else {
             return;
         };
-        let least = waiting.map_or(frontier, |w| w.min(frontier));
+        let least = waiting().map_or(frontier, |w| w.min(frontier));
         if held.waiting.replace(least) != least {
             activator.activate();
         }

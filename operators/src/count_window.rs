@@ -329,7 +329,7 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
                 windows.partial.clear();
                 windows.stamps = Stamps::default();
             }
-            hold.waiting(limit, windows.stamps.least());
+            hold.waiting(limit, || windows.stamps.least());
             gauge.set(windows.entries());
         }
     })

@@ -465,7 +465,7 @@ impl Holding {
             }
             self.least = now;
         }
-        self.hold.waiting(frontier, least);
+        self.hold.waiting(frontier, || least);
     }
 }
 

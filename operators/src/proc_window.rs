@@ -130,7 +130,7 @@ impl<K: Key, V: Data> Keyed<K, V> {
                         }
                         gauge.set(accs);
                         let limit = watermark.unwrap_or(u64::MAX);
-                        hold.waiting(limit, stamps.values().min().copied());
+                        hold.waiting(limit, || stamps.values().min().copied());
                         match windows.first_key_value() {
                             Some((start, _)) => {
                                 let wait = (start + size).saturating_sub(now).max(1);

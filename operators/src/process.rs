@@ -249,7 +249,7 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
                     hold.emitted(now, least);
                 }
             }
-            hold.waiting(limit, stamps.least());
+            hold.waiting(limit, || stamps.least());
             match keys.next_time() {
                 Some(next) => {
                     if let Some(h) = held.as_mut() {

@@ -443,7 +443,7 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
                 }
             }
             sessions.close(limit, resumed_at, &mut cap, output, &stage, &agg, &hold);
-            hold.waiting(limit, sessions.stamps.least());
+            hold.waiting(limit, || sessions.stamps.least());
             stage.gauge().set_next_due(sessions.next_due());
             match sessions.next_due() {
                 Some(due) => {

@@ -561,7 +561,7 @@ fn fold_windows<'s, K: Key, V: Data, A: Aggregate<V>>(
                 limit,
                 &hold,
             );
-            hold.waiting(limit, panes.least_stamp(0, u64::MAX));
+            hold.waiting(limit, || panes.least_stamp(0, u64::MAX));
             let next = panes.next_window();
             match next {
                 Some((_, end)) => {
@@ -675,8 +675,10 @@ fn fire_due<K: Key, V, A: Aggregate<V>>(
         if end > limit {
             break;
         }
-        if let Some(least) = panes.least_stamp(start, end) {
-            hold.emitted(end - 1, least);
+        if hold.is_active() {
+            if let Some(least) = panes.least_stamp(start, end) {
+                hold.emitted(end - 1, least);
+            }
         }
         let cap = window_cap
             .as_mut()
@@ -887,7 +889,7 @@ fn top_n_global<'s, K: Key, V: Data + Clone>(
                     .session(cap)
                     .give_iterator(list.into_iter().map(|r| (end - 1, r)));
             }
-            hold.waiting(limit, stamps.values().min().copied());
+            hold.waiting(limit, || stamps.values().min().copied());
             let oldest = windows
                 .first_key_value()
                 .map(|((end, start), _)| (*start, *end));
