@@ -157,6 +157,9 @@ impl<K: Key, V: Data + Ord, Acc> CountWindows<K, V, Acc> {
             }
             self.pending.entry(e).or_default().push((key, value));
             self.pending_records += 1;
+            if !self.stamps.is_tracking() {
+                continue;
+            }
             if let btree_map::Entry::Vacant(v) = self.pending_stamps.entry(e) {
                 // Records come in order of stamp: the first of an event time is its least.
                 v.insert(w);
@@ -252,17 +255,17 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
         let mut stash: Stash<(K, V)> = Stash::default();
         let mut checkpoints = stage.checkpointer();
         let resumed_at = checkpoints.resumed_at();
+        let hold = stage.hold();
         let mut windows: CountWindows<K, V, A::Acc> = CountWindows {
             n,
             pending: BTreeMap::new(),
             pending_records: 0,
             pending_stamps: BTreeMap::new(),
             partial: FxHashMap::default(),
-            stamps: Stamps::default(),
+            stamps: Stamps::tracking(hold.is_active()),
             resumed_at,
         };
         let mut gauge = stage.state_gauge();
-        let hold = stage.hold();
         // Held at or below the earliest pending event time, to emit a window at its last one.
         let mut cap: Option<Capability<u64>> = None;
         if resumed_at > 0 {
@@ -327,7 +330,7 @@ fn count_windows<'s, K: Key, V: Data + Ord, A: Aggregate<V>>(
             if frontier.is_empty() {
                 // The input has ended: partial windows will never fill.
                 windows.partial.clear();
-                windows.stamps = Stamps::default();
+                windows.stamps = Stamps::tracking(hold.is_active());
             }
             hold.waiting(limit, || windows.stamps.least());
             gauge.set(windows.entries());

@@ -227,8 +227,11 @@ pub(crate) trait JoinState<K, A, B> {
 
     /// The least stamp of the records held whose effects may still come (`None`: none); the
     /// driver holds it ([`StageContext::hold`]). Versions kept for ever (the as-of join's right
-    /// side) are not counted.
+    /// side) are not counted. Kept only once [`Self::track_stamps`] was called.
     fn least_stamp(&self) -> Option<u64>;
+
+    /// Keeps the stamps of the records held from now on (the stage's hold is active).
+    fn track_stamps(&mut self);
 
     /// One entry of the state in a checkpoint part.
     type Entry: Data;
@@ -295,6 +298,9 @@ where
             let mut held: Option<Capability<u64>> = None;
             let mut gauge = stage.state_gauge();
             let mut holding = Holding::new(stage.hold());
+            if holding.hold.is_active() {
+                state.track_stamps();
+            }
             let mut results: Vec<Record<S::Out>> = Vec::new();
             let checkpoint = stage.checkpoint().cloned();
             let resumed_at = checkpoint
@@ -710,6 +716,10 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for WindowJoin
         self.stamps.least()
     }
 
+    fn track_stamps(&mut self) {
+        self.stamps = IndexedStamps::tracking(true);
+    }
+
     fn next_due(&self) -> Option<u64> {
         let start = *self.windows.keys().next()?;
         Some(start.saturating_add(self.spec.size()) - 1)
@@ -945,6 +955,11 @@ impl<K: Key, A: Data + Clone, B: Data + Clone> JoinState<K, A, B> for IntervalJo
         }
     }
 
+    fn track_stamps(&mut self) {
+        self.lefts.stamps = IndexedStamps::tracking(true);
+        self.rights.stamps = IndexedStamps::tracking(true);
+    }
+
     fn entries(&self) -> usize {
         self.lefts.entries + self.rights.entries
     }
@@ -1102,6 +1117,10 @@ impl<K: Key, A: Data + Clone, B: Data + Clone + Ord> JoinState<K, A, B> for AsOf
 
     fn least_stamp(&self) -> Option<u64> {
         self.stamps.least()
+    }
+
+    fn track_stamps(&mut self) {
+        self.stamps = IndexedStamps::tracking(true);
     }
 
     fn entries(&self) -> usize {

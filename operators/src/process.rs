@@ -204,7 +204,7 @@ pub fn process_records<'s, K: Key, V: Data + Ord, P: KeyedProcess<K, V>>(
         let mut gauge = stage.state_gauge();
         let hold = stage.hold();
         // Per event time, the least stamp of the records waiting for its step.
-        let mut stamps = IndexedStamps::default();
+        let mut stamps = IndexedStamps::tracking(hold.is_active());
         let mut checkpoints = stage.checkpointer();
         keys.resumed_at = checkpoints.resumed_at();
         if keys.resumed_at > 0 {

@@ -123,7 +123,9 @@ struct Sessions<K, Acc> {
 }
 
 impl<K: Key, Acc> Sessions<K, Acc> {
-    fn new(gap: u64) -> Self {
+    /// The sessions of a stage with gap `gap`, keeping their stamps if `tracking` (its hold is
+    /// active).
+    fn new(gap: u64, tracking: bool) -> Self {
         Sessions {
             gap,
             keys: FxHashMap::default(),
@@ -131,7 +133,7 @@ impl<K: Key, Acc> Sessions<K, Acc> {
             expiries: BTreeMap::new(),
             open_sessions: 0,
             remembered: 0,
-            stamps: Stamps::default(),
+            stamps: Stamps::tracking(tracking),
         }
     }
 
@@ -386,9 +388,9 @@ fn sessions<'s, K: Key, V: Data, A: Aggregate<V>>(
     let by_key = Exchange::new(|r: &Record<(K, V)>| route(&r.1 .0));
     input.unary_frontier(by_key, &name, move |initial, _| {
         let mut stash: Stash<(K, V)> = Stash::default();
-        let mut sessions: Sessions<K, A::Acc> = Sessions::new(gap);
-        let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
         let hold = stage.hold();
+        let mut sessions: Sessions<K, A::Acc> = Sessions::new(gap, hold.is_active());
+        let mut gauge = stage.state_gauge_of::<(K, A::Acc)>();
         // Held at or below every open session's end - 1, to emit it at that time.
         let mut cap: Option<Capability<u64>> = None;
         let mut checkpoints = stage.checkpointer();

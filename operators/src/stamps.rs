@@ -1,5 +1,7 @@
 //! The stamps of the records a stateful stage holds, for its [`Hold`](eddy_engine::Hold): a
-//! counted set, so that the least stamp held is known at once while entries come and go.
+//! counted set, so that the least stamp held is known at once while entries come and go. Both
+//! sets keep nothing unless made with `tracking(true)` (a run whose hold is active), so a run
+//! without a commit cycle pays nothing for them.
 
 use std::collections::BTreeMap;
 
@@ -7,12 +9,28 @@ use std::collections::BTreeMap;
 #[derive(Default)]
 pub(crate) struct Stamps {
     counts: BTreeMap<u64, usize>,
+    tracking: bool,
 }
 
 impl Stamps {
+    /// A set that keeps its stamps if `tracking` (otherwise it stays empty).
+    pub(crate) fn tracking(tracking: bool) -> Self {
+        Stamps {
+            counts: BTreeMap::new(),
+            tracking,
+        }
+    }
+
+    /// Whether it keeps stamps.
+    pub(crate) fn is_tracking(&self) -> bool {
+        self.tracking
+    }
+
     /// One more entry stamped `t`.
     pub(crate) fn add(&mut self, t: u64) {
-        *self.counts.entry(t).or_default() += 1;
+        if self.tracking {
+            *self.counts.entry(t).or_default() += 1;
+        }
     }
 
     /// One entry stamped `t` fewer (one that was added).
@@ -40,8 +58,19 @@ pub(crate) struct IndexedStamps {
 }
 
 impl IndexedStamps {
+    /// A set that keeps its stamps if `tracking` (otherwise it stays empty).
+    pub(crate) fn tracking(tracking: bool) -> Self {
+        IndexedStamps {
+            by_index: BTreeMap::new(),
+            stamps: Stamps::tracking(tracking),
+        }
+    }
+
     /// A record stamped `stamp` is held under `index`.
     pub(crate) fn hold(&mut self, index: u64, stamp: u64) {
+        if !self.stamps.is_tracking() {
+            return;
+        }
         match self.by_index.get_mut(&index) {
             Some(least) if *least <= stamp => {}
             Some(least) => {
@@ -83,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_least_stamp_follows_adds_and_removes() {
-        let mut s = Stamps::default();
+        let mut s = Stamps::tracking(true);
         assert_eq!(s.least(), None);
         s.add(5);
         s.add(3);
@@ -99,7 +128,10 @@ mod tests {
 
     #[test]
     fn indexed_stamps_drop_in_order_of_index() {
-        let mut s = IndexedStamps::default();
+        let mut untracked = IndexedStamps::default();
+        untracked.hold(10, 7);
+        assert_eq!(untracked.least(), None, "not tracking: nothing kept");
+        let mut s = IndexedStamps::tracking(true);
         s.hold(10, 7);
         s.hold(10, 4);
         s.hold(20, 2);

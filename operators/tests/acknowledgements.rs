@@ -302,6 +302,27 @@ fn sessions(input: Stream<Kv>) -> Stream<Row> {
         .session_window("sessions", 60, Count)
 }
 
+/// The stream joined with itself in 1 s windows: every record pairs at least with itself, so
+/// each window of a key with records has a result.
+fn window_join(input: Stream<Kv>) -> Stream<Row> {
+    let left = input.clone().key_by("left", |kv: &Kv| kv.0);
+    let right = input.key_by("right", |kv: &Kv| kv.0);
+    left.window_join("pairs", right, WindowSpec::tumbling(1_000))
+        .map("as_rows", |j: WindowJoined<u64, Kv, Kv>| WindowResult {
+            key: j.key,
+            start: j.start,
+            end: j.end,
+            value: 1,
+        })
+}
+
+#[test]
+fn a_window_join_holds_its_records_until_its_pairs_are_committed() {
+    for workers in [1, 2] {
+        check(workers, window_covers, window_join);
+    }
+}
+
 #[test]
 fn a_window_holds_its_records_until_its_result_is_committed() {
     for workers in [1, 2] {
