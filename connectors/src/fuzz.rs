@@ -31,7 +31,9 @@ fn read_all(source: &dyn Source<Value>) -> (Vec<Record<Value>>, Vec<RecordError>
 fn line() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         vec(
-            any::<u8>().prop_filter("no line break", |b| *b != b'\n'),
+            // Mapped, not filtered: a filter's rejections add up past proptest's limit in a
+            // long run.
+            any::<u8>().prop_map(|b| if b == b'\n' { b' ' } else { b }),
             0..120
         ),
         (any::<i64>(), "\\PC{0,40}", any::<bool>()).prop_map(|(n, s, b)| {
