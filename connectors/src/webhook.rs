@@ -16,6 +16,7 @@
 //! | 405 | a method other than POST |
 //! | 401 | a bearer token is configured and `Authorization: Bearer <token>` is missing or wrong |
 //! | 413 | the body is larger than `max_body` bytes, or holds more records than the buffer |
+//! | 408 | the body did not arrive whole within `body_timeout` of the end of the head (the connection is then closed) |
 //! | 401 | a secret is configured and `X-Eddy-Signature: sha256=<hex>` (HMAC-SHA256 of the raw body) is missing or wrong |
 //! | 400 | another content type, a body that is not UTF-8 or not well-formed JSON, an NDJSON line that is not, a record nested deeper than the JSON decoder takes (127 levels of arrays and objects), an empty batch |
 //! | 429 | the pipeline is behind: the records taken and not yet read (`buffer` at most) leave no room for the whole request now (`Retry-After` says when to try again) |
@@ -26,6 +27,22 @@
 //! and the append (or the hand-over to the buffer) happen under one lock, so concurrent
 //! requests cannot over-commit the backlog, and the records taken and not yet read never
 //! exceed `buffer` (plus what the workers are processing: one batch each).
+//!
+//! **Connections** (HTTP/1.1, kept alive) are bounded, so a server reachable from the internet
+//! is not held open by clients that send nothing, or send it a byte at a time:
+//!
+//! - a request's head (request line and headers) must arrive within `header_timeout` (10 s) —
+//!   of the connection's opening for its first request, of the head's first byte for a later
+//!   one — else the connection is closed without an answer;
+//! - its body must arrive within `body_timeout` (30 s) of the head, else it is answered 408
+//!   (nothing of it is taken) and the connection is closed;
+//! - a kept-alive connection with no request for `idle_timeout` (60 s) is closed;
+//! - at most `max_connections` (1024) are open at once. One more closes the connection that
+//!   has had no request in progress for the longest time (since it was opened or its last
+//!   request ended; one still sending a head counts as idle) and takes its place; when every
+//!   connection has a request in progress it is closed at once (refused). A request in
+//!   progress is never cut off to make room. Closes and refusals are counted, logged once per
+//!   burst (a warning with the counts so far), and their totals logged at shutdown.
 //!
 //! **Guarantee.** By default a 2xx answer means the request's records are fsynced in the
 //! webhook's write-ahead log: without checkpoints every record answered 2xx is in the output
@@ -93,9 +110,11 @@
 //! **Event time.** [`EventTimeOf::Broker`] is the time the request was received.
 //!
 //! **Stopping.** The readers stop by the source's [`StopRule`] (a record limit, an idle exit);
-//! once the last reader is gone the server stops accepting connections, finishes the requests
-//! in progress (a few seconds at most) and shuts down.
+//! once the last reader is gone the server stops accepting connections, closes the idle ones,
+//! finishes the requests in progress (5 s at most: then they are cut off)
+//! and shuts down.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
@@ -116,6 +135,7 @@ use eddy_engine::{
 };
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -140,6 +160,30 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 /// The default buffer: how many records may wait between the server and the workers.
 pub const DEFAULT_BUFFER: usize = 10_000;
+
+/// The default time a client has to send a request's head (request line and headers): 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time a client has to send a request's whole body: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a kept-alive connection may wait for its next request: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default cap on connections open at once: 1024.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// The longest timeout taken (one day); longer ones are refused as a mistake.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest `max_connections` taken.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// How long a new connection over the cap waits for the idle one closed to make room for it.
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Refusals (or closes at the cap) this far apart are one burst, logged once.
+const BURST_QUIET: Duration = Duration::from_secs(10);
 
 /// How much of a refused request's body the server reads (and throws away) so the client,
 /// which may still be sending it, gets the answer instead of a reset connection; past that the
@@ -200,6 +244,22 @@ pub struct WebhookConfig {
     pub retry_after: Duration,
     /// When the readers stop (default: never).
     pub stop: StopRule,
+    /// How long a client may take to send a request's head — from the connection's opening
+    /// for its first request, from the head's first byte for a later one (default
+    /// [`DEFAULT_HEADER_TIMEOUT`], 10 s); past it the connection is closed without an answer.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's whole body, from the end of its head
+    /// (default [`DEFAULT_BODY_TIMEOUT`], 30 s); past it the request is answered 408, nothing
+    /// of it is taken, and the connection is closed.
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (default
+    /// [`DEFAULT_IDLE_TIMEOUT`], 60 s); past it the connection is closed.
+    pub idle_timeout: Duration,
+    /// How many connections may be open at once (default [`DEFAULT_MAX_CONNECTIONS`], 1024).
+    /// One more closes the connection idle the longest (no request in progress) to make room,
+    /// or is closed at once when every connection has a request in progress (see the module
+    /// docs).
+    pub max_connections: usize,
     /// Where the write-ahead log is, to which a request's records are appended before its
     /// 2xx (see the module docs): by default [`default_wal_dir`] of the address and path.
     pub wal: Wal,
@@ -230,6 +290,10 @@ impl Default for WebhookConfig {
             buffer: DEFAULT_BUFFER,
             retry_after: Duration::from_secs(1),
             stop: StopRule::never(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             wal: Wal::Default,
         }
     }
@@ -246,6 +310,10 @@ impl fmt::Debug for WebhookConfig {
             .field("buffer", &self.buffer)
             .field("retry_after", &self.retry_after)
             .field("stop", &self.stop)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
             .field("wal", &self.wal)
             .finish()
     }
@@ -260,6 +328,10 @@ const SOURCE_OPTIONS: &[&str] = &[
     "max_body",
     "buffer",
     "retry_after",
+    "header_timeout",
+    "body_timeout",
+    "idle_timeout",
+    "max_connections",
     "wal",
 ];
 
@@ -289,8 +361,10 @@ impl WebhookConfig {
     }
 
     /// The configuration a source URI gives: `http://ADDR:PORT/PATH?secret_env=VAR&token_env=VAR
-    /// &max_body=1MiB&buffer=10000&retry_after=1s&wal=/path/dir` (port 80 when it gives none;
-    /// `wal=off` for no log, `wal=./off` for a directory called `off`).
+    /// &max_body=1MiB&buffer=10000&retry_after=1s&header_timeout=10s&body_timeout=30s
+    /// &idle_timeout=60s&max_connections=1024&wal=/path/dir` (port 80 when it gives none;
+    /// `wal=off` for no log, `wal=./off` for a directory called `off`). A timeout or
+    /// `max_connections` of 0 is refused.
     pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
         e.check_params(SOURCE_OPTIONS)?;
         let address = e.address(80);
@@ -316,6 +390,35 @@ impl WebhookConfig {
         if let Some(wait) = e.duration_param("retry_after")? {
             config.retry_after = wait;
         }
+        let in_range = |name: &str, value: String, ok: bool, range: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConnectorError::user(format!(
+                    "{e}: option {name}={value}: must be {range}"
+                )))
+            }
+        };
+        for (name, field) in [
+            ("header_timeout", &mut config.header_timeout),
+            ("body_timeout", &mut config.body_timeout),
+            ("idle_timeout", &mut config.idle_timeout),
+        ] {
+            if let Some(wait) = e.duration_param(name)? {
+                let raw = e.param(name).unwrap_or_default().to_string();
+                in_range(name, raw, timeout_ok(wait), TIMEOUT_RANGE)?;
+                *field = wait;
+            }
+        }
+        if let Some(n) = e.parse_param::<usize>("max_connections")? {
+            in_range(
+                "max_connections",
+                n.to_string(),
+                connections_ok(n),
+                CONNECTIONS_RANGE,
+            )?;
+            config.max_connections = n;
+        }
         match e.param("wal") {
             Some("") => {
                 return Err(ConnectorError::user(format!(
@@ -329,6 +432,20 @@ impl WebhookConfig {
         }
         Ok(config)
     }
+}
+
+/// What a timeout option may be.
+const TIMEOUT_RANGE: &str = "more than 0 and at most 1 day (such as 10s, 500ms, 2m)";
+
+/// What `max_connections` may be.
+const CONNECTIONS_RANGE: &str = "from 1 to 1000000";
+
+fn timeout_ok(wait: Duration) -> bool {
+    !wait.is_zero() && wait <= MAX_TIMEOUT
+}
+
+fn connections_ok(n: usize) -> bool {
+    (1..=MAX_CONNECTIONS).contains(&n)
 }
 
 /// The default directory of the write-ahead log of a webhook listening on `listen` for POSTs
@@ -386,6 +503,10 @@ struct Settings {
     max_body: usize,
     buffer: usize,
     retry_after_s: u64,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
     /// The write-ahead log's directory, if there is one.
     wal: Option<PathBuf>,
 }
@@ -488,6 +609,23 @@ impl<T> WebhookSource<T> {
             )));
         }
         let listen = config.listen;
+        for (name, wait) in [
+            ("header_timeout", config.header_timeout),
+            ("body_timeout", config.body_timeout),
+            ("idle_timeout", config.idle_timeout),
+        ] {
+            if !timeout_ok(wait) {
+                return Err(ConnectorError::user(format!(
+                    "webhook on {listen}: {name} is {wait:?}: it must be {TIMEOUT_RANGE}"
+                )));
+            }
+        }
+        if !connections_ok(config.max_connections) {
+            return Err(ConnectorError::user(format!(
+                "webhook on {listen}: max_connections is {}: it must be {CONNECTIONS_RANGE}",
+                config.max_connections
+            )));
+        }
         let listener = StdListener::bind(listen).map_err(|e| bind_error(listen, e))?;
         let local = listener
             .set_nonblocking(true)
@@ -522,6 +660,10 @@ impl<T> WebhookSource<T> {
             max_body: config.max_body,
             buffer: config.buffer.max(1),
             retry_after_s: config.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
             wal: dir,
         };
         Ok(WebhookSource {
@@ -970,34 +1112,71 @@ async fn run_tail(
     feed.closed();
 }
 
-/// Serves requests until the readers are gone, then shuts down.
+/// Serves requests until the readers are gone, then shuts down: stops accepting, lets the
+/// requests in progress finish (closing idle connections at once) for [`SHUTDOWN_GRACE`] at
+/// most, and cuts off what is left.
 async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
-    use std::future::IntoFuture;
     let url = intake.settings.url.clone();
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(Arc::clone(&intake));
-    let (mut graceful, mut forced) = (intake.done.subscribe(), intake.done.subscribe());
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|done| *done).await;
-    });
-    tokio::select! {
-        served = server.into_future() => {
-            if let Err(error) = served {
-                tracing::warn!("webhook {url}: the server failed: {error}");
+    let connections = Arc::new(Connections::new(&intake.settings));
+    let mut done = intake.done.subscribe();
+    let mut open = tokio::task::JoinSet::new();
+    let accept_errors = Burst::default();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = done.wait_for(|done| *done) => break,
+        };
+        while open.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: try again shortly.
+                if accept_errors.starts() {
+                    tracing::warn!(
+                        "webhook {url}: cannot accept connections ({error}); retrying \
+                         (logged once per burst)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
-        () = async move {
-            let _ = forced.wait_for(|done| *done).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!(
+        };
+        let Some(slot) = connections.admit(&url).await else {
+            drop(stream); // over the cap, with no idle connection to close: refused
+            continue;
+        };
+        open.spawn(serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            Arc::clone(&connections),
+            slot,
+            url.clone(),
+            intake.done.subscribe(),
+        ));
+    }
+    drop(listener);
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while open.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
             "webhook {url}: requests still in progress {SHUTDOWN_GRACE:?} after the readers \
              finished were cut off"
-        ),
+        );
+        open.shutdown().await;
+    }
+    let (closed, refused) = connections.pressure_totals();
+    if closed + refused > 0 {
+        tracing::warn!(
+            "webhook {url}: at its max_connections={} this run closed {closed} idle \
+             connections to make room and refused {refused} new ones",
+            intake.settings.max_connections
+        );
     }
     match &intake.ingest {
         Ingest::Buffer(feed) => {
@@ -1022,6 +1201,367 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
                      to them; they stay in the write-ahead log {}, for the next run",
                     dir.display()
                 );
+            }
+        }
+    }
+}
+
+/// The open connections and the cap on them (`max_connections`).
+///
+/// A connection over the cap closes the connection idle the longest — the one that has had no
+/// request in progress for the longest time, since it was opened or its last request ended
+/// (one sending a request's head counts as idle) — and takes its place; when every connection has a request in
+/// progress it is closed at once. So connections that hold a slot without sending requests
+/// (sockets left open, heads sent a byte at a time) cannot keep a sender that sends requests
+/// out: its new connection takes the place of the oldest of theirs, and a request in progress
+/// is never cut off to make room (a request holds its connection for `body_timeout` at most
+/// once its head is in).
+struct Connections {
+    /// One permit per connection that may be open.
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    open: Mutex<HashMap<u64, Arc<Connection>>>,
+    next_id: AtomicU64,
+    /// Connections closed to make room for new ones.
+    closed: AtomicU64,
+    /// New connections refused: every connection had a request in progress.
+    refused: AtomicU64,
+    burst: Burst,
+}
+
+impl Connections {
+    fn new(settings: &Settings) -> Self {
+        Connections {
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
+            max: settings.max_connections,
+            header_timeout: settings.header_timeout,
+            idle_timeout: settings.idle_timeout,
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            burst: Burst::default(),
+        }
+    }
+
+    /// A slot for a new connection: a free one, else that of the connection idle the longest,
+    /// which is closed for it; `None` (the new connection is refused) when every connection
+    /// has a request in progress. Logged once per burst, counted always.
+    async fn admit(&self, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Some(slot);
+        }
+        let slot = if self.close_idlest() {
+            let freed = Arc::clone(&self.slots).acquire_owned();
+            tokio::time::timeout(EVICT_WAIT, freed)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        let count = if slot.is_some() {
+            &self.closed
+        } else {
+            &self.refused
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        if self.burst.starts() {
+            let (closed, refused) = self.pressure_totals();
+            tracing::warn!(
+                "webhook {url}: {} connections are open, its max_connections: each new one \
+                 closes the connection idle the longest, or is refused when every connection \
+                 has a request in progress (logged once per burst; so far in this run \
+                 {closed} closed to make room, {refused} refused)",
+                self.max
+            );
+        }
+        slot
+    }
+
+    /// Tells the connection idle the longest to close; false when none is idle.
+    fn close_idlest(&self) -> bool {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idlest: Option<(tokio::time::Instant, &Arc<Connection>)> = None;
+        for connection in open.values() {
+            if let Some(since) = connection.idle_since() {
+                if idlest.is_none_or(|(oldest, _)| since < oldest) {
+                    idlest = Some((since, connection));
+                }
+            }
+        }
+        idlest.is_some_and(|(_, connection)| connection.evict())
+    }
+
+    /// Connections closed to make room, and refused, in this run.
+    fn pressure_totals(&self) -> (u64, u64) {
+        (
+            self.closed.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Events this close together ([`BURST_QUIET`]) are one burst, logged once.
+#[derive(Default)]
+struct Burst {
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Burst {
+    /// Notes an event: whether it starts a burst (none in the last [`BURST_QUIET`]).
+    fn starts(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let starts = last.is_none_or(|at| now.duration_since(at) >= BURST_QUIET);
+        *last = Some(now);
+        starts
+    }
+}
+
+/// One connection's state, as its reads, its requests and the accept loop see it.
+struct Connection {
+    phase: Mutex<Phase>,
+    /// Wakes the connection's task to look at its deadline again.
+    wake: tokio::sync::Notify,
+}
+
+struct Phase {
+    /// Requests being handled now.
+    busy: usize,
+    /// When the connection was accepted, or last finished a request.
+    since: tokio::time::Instant,
+    /// When the first byte of a later request's head arrived (none before it).
+    head_since: Option<tokio::time::Instant>,
+    /// No request has begun yet: its head is due `header_timeout` after the accept.
+    fresh: bool,
+    /// Closed to make room for a new connection.
+    evicted: bool,
+}
+
+impl Connection {
+    fn new() -> Self {
+        Connection {
+            phase: Mutex::new(Phase {
+                busy: 0,
+                since: tokio::time::Instant::now(),
+                head_since: None,
+                fresh: true,
+                evicted: false,
+            }),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Since when it has had no request in progress, if it has none (and is not closing).
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        let phase = self.phase();
+        (phase.busy == 0 && !phase.evicted).then_some(phase.since)
+    }
+
+    /// Closes it to make room, if it is still idle.
+    fn evict(&self) -> bool {
+        let mut phase = self.phase();
+        let idle = phase.busy == 0 && !phase.evicted;
+        if idle {
+            phase.evicted = true;
+            self.wake.notify_one();
+        }
+        idle
+    }
+
+    /// When it is to be closed, and why; none while a request is in progress.
+    fn deadline(&self, limits: &Connections) -> Option<(tokio::time::Instant, &'static str)> {
+        let phase = self.phase();
+        if phase.busy > 0 {
+            None
+        } else if phase.evicted {
+            Some((phase.since, "closed to make room: max_connections reached"))
+        } else if phase.fresh {
+            Some((
+                phase.since + limits.header_timeout,
+                "no request head within header_timeout",
+            ))
+        } else if let Some(head) = phase.head_since {
+            Some((
+                head + limits.header_timeout,
+                "no request head within header_timeout",
+            ))
+        } else {
+            Some((phase.since + limits.idle_timeout, "idle for idle_timeout"))
+        }
+    }
+
+    /// Bytes arrived: with no request in progress, the next one's head has begun.
+    fn read_some(&self) {
+        let mut phase = self.phase();
+        if phase.busy == 0 && !phase.fresh && phase.head_since.is_none() {
+            phase.head_since = Some(tokio::time::Instant::now());
+            self.wake.notify_one();
+        }
+    }
+
+    /// A request's head is in: it is being handled until the guard drops.
+    fn request(self: &Arc<Self>) -> InRequest {
+        let mut phase = self.phase();
+        phase.busy += 1;
+        phase.fresh = false;
+        phase.head_since = None;
+        phase.evicted = false;
+        InRequest(Arc::clone(self))
+    }
+}
+
+/// A request in progress on a connection (see [`Connection::request`]).
+struct InRequest(Arc<Connection>);
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        let mut phase = self.0.phase();
+        phase.busy -= 1;
+        phase.since = tokio::time::Instant::now();
+        self.0.wake.notify_one();
+    }
+}
+
+/// A connection's socket, telling its [`Connection`] when bytes arrive.
+struct Watched {
+    stream: tokio::net::TcpStream,
+    connection: Arc<Connection>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.connection.read_some();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Serves one connection (HTTP/1.1, kept alive) until the client closes it, a timeout or the
+/// cap closes it, or the server shuts down (then it finishes the request in progress).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: axum::Router,
+    connections: Arc<Connections>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    url: String,
+    mut done: watch::Receiver<bool>,
+) {
+    let id = connections.next_id.fetch_add(1, Ordering::Relaxed);
+    let connection = Arc::new(Connection::new());
+    connections
+        .open
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, Arc::clone(&connection));
+    /// Takes the connection off the list when its task ends (or is cut off).
+    struct Listed(Arc<Connections>, u64);
+    impl Drop for Listed {
+        fn drop(&mut self) {
+            let mut open = self.0.open.lock().unwrap_or_else(PoisonError::into_inner);
+            open.remove(&self.1);
+        }
+    }
+    let _listed = Listed(Arc::clone(&connections), id);
+    let io = hyper_util::rt::TokioIo::new(Watched {
+        stream,
+        connection: Arc::clone(&connection),
+    });
+    let router = hyper_util::service::TowerToHyperService::new(app);
+    let in_request = Arc::clone(&connection);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let busy = in_request.request();
+        let response = hyper::service::Service::call(&router, request);
+        async move {
+            let response = response.await;
+            drop(busy);
+            response
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The connection's own deadlines (below) time the heads; hyper's timer would also close
+    // kept-alive connections after the header timeout.
+    http.keep_alive(true).header_read_timeout(None);
+    let served = http.serve_connection(io, service);
+    let mut served = std::pin::pin!(served);
+    let mut shutting = false;
+    loop {
+        let deadline = connection.deadline(&connections);
+        let at = deadline.map_or_else(tokio::time::Instant::now, |(at, _)| at);
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!("webhook {url}: connection from {peer}: {error}");
+                }
+                break;
+            }
+            () = connection.wake.notified() => {}
+            () = tokio::time::sleep_until(at), if deadline.is_some() => {
+                if let Some((at, why)) = connection.deadline(&connections) {
+                    if at <= tokio::time::Instant::now() {
+                        tracing::debug!("webhook {url}: closed the connection from {peer}: {why}");
+                        break;
+                    }
+                }
+            }
+            _ = done.wait_for(|done| *done), if !shutting => {
+                shutting = true;
+                if connection.idle_since().is_some() {
+                    break;
+                }
+                served.as_mut().graceful_shutdown();
             }
         }
     }
@@ -1317,13 +1857,19 @@ impl Settings {
         if declared_length(parts).is_some_and(|length| length > DRAIN_LIMIT as u64) {
             return refusal.closing(true);
         }
-        let to_end = matches!(read_up_to(body, 0).await, Ok(read) if read.to_end);
+        let read = tokio::time::timeout(self.body_timeout, read_up_to(body, 0)).await;
+        let to_end = matches!(read, Ok(Ok(read)) if read.to_end);
         refusal.closing(!to_end)
     }
 
-    /// The body, when it holds at most `max_body` bytes.
+    /// The body, when it holds at most `max_body` bytes and arrives within `body_timeout`.
     async fn read_body(&self, body: Body) -> Result<Bytes, Refusal> {
-        match read_up_to(body, self.max_body).await {
+        let Ok(read) =
+            tokio::time::timeout(self.body_timeout, read_up_to(body, self.max_body)).await
+        else {
+            return Err(self.too_slow());
+        };
+        match read {
             Ok(BodyRead {
                 kept: Some(bytes), ..
             }) => Ok(bytes),
@@ -1332,6 +1878,19 @@ impl Settings {
                 Err(Refusal::bad(format!("the body could not be read ({error})")).closing(true))
             }
         }
+    }
+
+    /// The body did not arrive within `body_timeout`: 408, and the connection closes.
+    fn too_slow(&self) -> Refusal {
+        Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within this webhook's limit of {:?} (option \
+                 body_timeout=)",
+                self.body_timeout
+            ),
+        )
+        .closing(true)
     }
 
     fn check_token(&self, headers: &HeaderMap) -> Result<(), Refusal> {
