@@ -7,8 +7,15 @@
 //! the body is NDJSON (`application/x-ndjson`, one record per line) — what the
 //! [webhook source](crate::webhook) takes, so Eddy can feed Eddy. CSV records go as
 //! `text/csv` rows, raw records as `application/octet-stream` lines. A request can carry a
-//! bearer token (`Authorization: Bearer <token>`) and an HMAC-SHA256 signature of its body
-//! ([`SIGNATURE_HEADER`]: `sha256=<hex>`, the webhook's scheme).
+//! bearer token (`Authorization: Bearer <token>`) and an HMAC-SHA256 signature of its body, in
+//! Eddy's scheme ([`SIGNATURE_HEADER`]: `sha256=<hex>`) or Standard Webhooks'
+//! ([`SignatureScheme::Standard`]: `webhook-id`, `webhook-timestamp` and `webhook-signature:
+//! v1,<base64>`) — both what the webhook source checks.
+//!
+//! **Standard Webhooks ids.** Each request gets its own `webhook-id`,
+//! `msg_<run>_<worker>_<n>`: a random number drawn when the sink is built, the worker's index
+//! and the request's number in that worker. A retry of a request sends the same id, with a new
+//! timestamp and signature, so a receiver that refuses replays takes it once.
 //!
 //! **Retries.** A request is retried on a connection error, an attempt timeout, a 5xx or a 429
 //! answer, after an exponential backoff with jitter (`backoff`, doubling up to `max_backoff`;
@@ -46,7 +53,11 @@ use crate::bridge;
 use crate::endpoints::{DynSink, EndpointOptions};
 use crate::format::Format;
 use crate::uri::Endpoint;
-use crate::webhook::{redacted, signature, SIGNATURE_HEADER};
+use crate::webhook::{
+    redacted, signature, signature_param, standard_key, standard_signature, unix_now,
+    SignatureScheme, SIGNATURE_HEADER, STANDARD_ID_HEADER, STANDARD_SIGNATURE_HEADER,
+    STANDARD_TIMESTAMP_HEADER,
+};
 
 /// How much of a refusing answer's body a dead letter quotes.
 const EXCERPT: usize = 200;
@@ -75,8 +86,12 @@ pub struct HttpSinkConfig {
     pub in_flight: usize,
     /// A bearer token to send (`Authorization: Bearer <token>`); none by default.
     pub token: Option<String>,
-    /// A secret to sign each body with ([`SIGNATURE_HEADER`]); none by default.
+    /// A secret to sign each body with (as `signature` says); none by default.
     pub secret: Option<String>,
+    /// How the body is signed with the secret: [`SignatureScheme::Eddy`] (the default,
+    /// [`SIGNATURE_HEADER`]) or [`SignatureScheme::Standard`] (Standard Webhooks; a secret
+    /// `whsec_<base64>` is the key in base64, any other is the key's bytes).
+    pub signature: SignatureScheme,
 }
 
 impl HttpSinkConfig {
@@ -94,13 +109,14 @@ impl HttpSinkConfig {
             in_flight: 4,
             token: None,
             secret: None,
+            signature: SignatureScheme::Eddy,
         }
     }
 
     /// The configuration a sink URI gives: `http://HOST:PORT/PATH?batch=100&retries=5
     /// &backoff=200ms&max_backoff=10s&attempt_timeout=10s&timeout=60s&in_flight=4
-    /// &token_env=VAR&secret_env=VAR` (every query parameter is an option: the URL posted to
-    /// is the URI without them).
+    /// &token_env=VAR&secret_env=VAR&signature=eddy` (every query parameter is an option: the
+    /// URL posted to is the URI without them; `signature=` is `eddy` or `standard`).
     pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
         e.check_params(SINK_OPTIONS)?;
         if e.host.is_empty() {
@@ -132,6 +148,11 @@ impl HttpSinkConfig {
         }
         config.token = e.secret("token")?;
         config.secret = e.secret("secret")?;
+        if let Some(scheme) =
+            signature_param(e, &[SignatureScheme::Eddy, SignatureScheme::Standard])?
+        {
+            config.signature = scheme;
+        }
         Ok(config)
     }
 }
@@ -149,6 +170,7 @@ const SINK_OPTIONS: &[&str] = &[
     "token_file",
     "secret_env",
     "secret_file",
+    "signature",
 ];
 
 impl fmt::Debug for HttpSinkConfig {
@@ -165,6 +187,7 @@ impl fmt::Debug for HttpSinkConfig {
             .field("in_flight", &self.in_flight)
             .field("token", &redacted(&self.token))
             .field("secret", &redacted(&self.secret))
+            .field("signature", &self.signature)
             .finish()
     }
 }
@@ -175,6 +198,10 @@ struct Target {
     url: reqwest::Url,
     config: HttpSinkConfig,
     content_type: &'static str,
+    /// The HMAC key of a Standard Webhooks signature ([`standard_key`] of the secret).
+    standard_key: Option<Vec<u8>>,
+    /// Drawn when the sink is built: the run's part of each `webhook-id`.
+    run: u64,
 }
 
 /// A sink that POSTs records of type `T` to a URL (see the module docs).
@@ -209,6 +236,21 @@ impl<T> HttpSink<T> {
             .map_err(|e| {
                 ConnectorError::external(format!("HTTP sink {url}: cannot set up the client"), e)
             })?;
+        if config.signature == SignatureScheme::Github
+            || config.signature == SignatureScheme::Stripe
+        {
+            return Err(ConnectorError::user(format!(
+                "HTTP sink {url}: it signs with eddy or standard, not {}",
+                config.signature
+            )));
+        }
+        let standard_key = match (&config.secret, config.signature) {
+            (Some(secret), SignatureScheme::Standard) => Some(
+                standard_key(secret)
+                    .map_err(|why| ConnectorError::user(format!("HTTP sink {url}: {why}")))?,
+            ),
+            _ => None,
+        };
         let content_type = match (&config.format, config.batch) {
             (Format::Json, 1) => "application/json",
             (Format::Json, _) => "application/x-ndjson",
@@ -221,6 +263,8 @@ impl<T> HttpSink<T> {
                 url,
                 config,
                 content_type,
+                standard_key,
+                run: rand::random(),
             }),
             _marker: PhantomData,
         })
@@ -232,10 +276,12 @@ impl<T: Serialize + 'static> Sink<T> for HttpSink<T> {
         format!("http({})", self.target.url)
     }
 
-    fn open(&self, _partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
+    fn open(&self, partition: Partition) -> Result<Box<dyn SinkWriter<T>>, ConnectorError> {
         let in_flight = self.target.config.in_flight;
         Ok(Box::new(HttpWriter {
             target: Arc::clone(&self.target),
+            worker: partition.index,
+            sent: 0,
             slots: Arc::new(Semaphore::new(in_flight)),
             outcome: Arc::new(Outcome::default()),
             failed_encoding: Vec::new(),
@@ -253,6 +299,9 @@ struct Outcome {
 
 struct HttpWriter<T> {
     target: Arc<Target>,
+    /// The worker's index and the requests it sent so far: the parts of a `webhook-id`.
+    worker: usize,
+    sent: u64,
     /// One permit per request that may be open.
     slots: Arc<Semaphore>,
     outcome: Arc<Outcome>,
@@ -285,10 +334,12 @@ impl<T: Serialize + 'static> HttpWriter<T> {
             .map_err(|e| ConnectorError::external("HTTP sink: the request slots closed", e))?;
         let target = Arc::clone(&self.target);
         let outcome = Arc::clone(&self.outcome);
+        self.sent += 1;
+        let id = format!("msg_{:016x}_{}_{}", target.run, self.worker, self.sent);
         bridge::runtime().spawn(async move {
             let Request { body, spans } = request;
             let body = Bytes::from(body);
-            match target.deliver(body.clone()).await {
+            match target.deliver(&id, body.clone()).await {
                 Ok(()) => {
                     outcome
                         .delivered
@@ -386,13 +437,17 @@ impl<T: Serialize + 'static> SinkWriter<T> for HttpWriter<T> {
 impl Target {
     /// Sends one request, retrying as the module docs say; the error says why it failed for
     /// good.
-    async fn deliver(&self, body: Bytes) -> Result<(), String> {
+    /// `id` is the request's `webhook-id` (Standard Webhooks), the same for every attempt.
+    async fn deliver(&self, id: &str, body: Bytes) -> Result<(), String> {
         let config = &self.config;
         let deadline = Instant::now() + config.timeout;
-        let signed = config
-            .secret
-            .as_ref()
-            .map(|secret| signature(secret.as_bytes(), &body));
+        let signed = match config.signature {
+            SignatureScheme::Standard => None,
+            _ => config
+                .secret
+                .as_ref()
+                .map(|secret| signature(secret.as_bytes(), &body)),
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -408,6 +463,17 @@ impl Target {
             }
             if let Some(signed) = &signed {
                 request = request.header(SIGNATURE_HEADER, signed);
+            }
+            if let Some(key) = &self.standard_key {
+                // Each attempt is signed afresh, with its own time.
+                let now = unix_now();
+                request = request
+                    .header(STANDARD_ID_HEADER, id)
+                    .header(STANDARD_TIMESTAMP_HEADER, now)
+                    .header(
+                        STANDARD_SIGNATURE_HEADER,
+                        standard_signature(key, id, now, &body),
+                    );
             }
             let (failure, asked) = match request.send().await {
                 Ok(answer) if answer.status().is_success() => return Ok(()),

@@ -17,11 +17,19 @@
 //! | 401 | a bearer token is configured and `Authorization: Bearer <token>` is missing or wrong |
 //! | 413 | the body is larger than `max_body` bytes, or holds more records than the buffer |
 //! | 408 | the body did not arrive whole within `body_timeout` of the end of the head (the connection is then closed) |
-//! | 401 | a secret is configured and `X-Eddy-Signature: sha256=<hex>` (HMAC-SHA256 of the raw body) is missing or wrong |
+//! | 401 | a secret is configured and the request's signature, in the `signature` scheme ([`SignatureScheme`]: by default `X-Eddy-Signature: sha256=<hex>`, HMAC-SHA256 of the raw body), is missing, malformed or wrong; its signed timestamp (Stripe, Standard Webhooks) is more than `tolerance` from the server's clock; or its `webhook-id` (Standard Webhooks) was accepted before |
 //! | 400 | another content type, a body that is not UTF-8 or not well-formed JSON, an NDJSON line that is not, a record nested deeper than the JSON decoder takes (127 levels of arrays and objects), an empty batch |
 //! | 429 | the pipeline is behind: the records taken and not yet read (`buffer` at most) leave no room for the whole request now (`Retry-After` says when to try again) |
 //! | 503 | the pipeline has stopped reading this source, the records would go beyond its record limit, or the write-ahead log could not be written |
 //! | 200 | `{"accepted": n}`: all `n` records of the request are in the write-ahead log, fsynced (with `wal=off`: in the memory buffer) |
+//!
+//! **Signatures.** `eddy` and `github` sign the raw body; `stripe` signs `<t>.<body>` and
+//! `standard` `<id>.<timestamp>.<body>`, so a captured request is refused once its timestamp
+//! is more than `tolerance` (5 minutes) away. With `standard`, the id of each accepted request
+//! is remembered for twice the tolerance (at most 100 000; a request that would add one more
+//! is answered 429) and a request with the same id is refused as a replay; an id is claimed
+//! when the signature passes and forgotten again if the request is then refused, so a sender
+//! may retry a request answered 4xx/5xx with the same id.
 //!
 //! Secrets and tokens are compared in constant time. A batch is all-or-nothing: the room check
 //! and the append (or the hand-over to the buffer) happen under one lock, so concurrent
@@ -114,14 +122,14 @@
 //! finishes the requests in progress (5 s at most: then they are cut off)
 //! and shuts down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -200,6 +208,163 @@ const TAIL_BATCH: usize = 512;
 /// sooner).
 const TAIL_WAIT: Duration = Duration::from_millis(200);
 
+/// The header of GitHub's signature ([`SignatureScheme::Github`]): `sha256=<hex>`.
+pub const GITHUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// The header of Stripe's signature ([`SignatureScheme::Stripe`]): `t=<unix seconds>,v1=<hex>`.
+pub const STRIPE_SIGNATURE_HEADER: &str = "stripe-signature";
+
+/// The headers of a Standard Webhooks signature ([`SignatureScheme::Standard`]): the message's
+/// id, its timestamp (unix seconds) and `v1,<base64>` signatures (space-separated).
+pub const STANDARD_ID_HEADER: &str = "webhook-id";
+/// See [`STANDARD_ID_HEADER`].
+pub const STANDARD_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+/// See [`STANDARD_ID_HEADER`].
+pub const STANDARD_SIGNATURE_HEADER: &str = "webhook-signature";
+
+/// The default tolerance of a signature's timestamp (Stripe, Standard Webhooks): 5 minutes
+/// either way of the server's clock.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// The most `webhook-id`s remembered at once against replays ([`SignatureScheme::Standard`]);
+/// a request that would add one more is answered 429.
+const MAX_REMEMBERED_IDS: usize = 100_000;
+
+/// How a webhook's requests are signed with its secret (`signature=` in a URI); checked only
+/// when a secret is configured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SignatureScheme {
+    /// Eddy's own: [`SIGNATURE_HEADER`]: `sha256=<hex of HMAC-SHA256(secret, body)>`.
+    #[default]
+    Eddy,
+    /// GitHub's: [`GITHUB_SIGNATURE_HEADER`]: `sha256=<hex of HMAC-SHA256(secret, body)>`.
+    Github,
+    /// Stripe's: [`STRIPE_SIGNATURE_HEADER`]: `t=<unix seconds>,v1=<hex of
+    /// HMAC-SHA256(secret, "<t>.<body>")>` (more `v1=` may follow; any may match), the
+    /// timestamp within the tolerance.
+    Stripe,
+    /// Standard Webhooks (<https://www.standardwebhooks.com>): [`STANDARD_ID_HEADER`],
+    /// [`STANDARD_TIMESTAMP_HEADER`] and [`STANDARD_SIGNATURE_HEADER`]: `v1,<base64 of
+    /// HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, the timestamp within the tolerance and
+    /// the id not accepted before within it. The key is the base64 after `whsec_` in a secret
+    /// that starts so ([`standard_key`]), else the secret's bytes.
+    Standard,
+}
+
+impl SignatureScheme {
+    /// The schemes' names, as `signature=` takes them.
+    pub const NAMES: &'static str = "eddy, github, stripe or standard";
+
+    /// The scheme's name in a URI.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignatureScheme::Eddy => "eddy",
+            SignatureScheme::Github => "github",
+            SignatureScheme::Stripe => "stripe",
+            SignatureScheme::Standard => "standard",
+        }
+    }
+}
+
+impl fmt::Display for SignatureScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SignatureScheme {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "eddy" => Ok(SignatureScheme::Eddy),
+            "github" => Ok(SignatureScheme::Github),
+            "stripe" => Ok(SignatureScheme::Stripe),
+            "standard" => Ok(SignatureScheme::Standard),
+            other => Err(format!(
+                "unknown signature scheme '{other}': write {}",
+                SignatureScheme::NAMES
+            )),
+        }
+    }
+}
+
+/// `signature=NAME` in `e`, one of `allowed` (listed in the error otherwise).
+pub(crate) fn signature_param(
+    e: &Endpoint,
+    allowed: &[SignatureScheme],
+) -> Result<Option<SignatureScheme>, ConnectorError> {
+    let Some(raw) = e.param("signature") else {
+        return Ok(None);
+    };
+    let names: Vec<&str> = allowed.iter().map(|s| s.name()).collect();
+    match raw.parse::<SignatureScheme>() {
+        Ok(scheme) if allowed.contains(&scheme) => Ok(Some(scheme)),
+        _ => Err(ConnectorError::user(format!(
+            "{e}: option signature={raw}: must be one of {}",
+            names.join(", ")
+        ))),
+    }
+}
+
+/// `tolerance=DURATION` in `e`, range-checked ([`TIMEOUT_RANGE`]: 0 is refused).
+pub(crate) fn tolerance_param(e: &Endpoint) -> Result<Option<Duration>, ConnectorError> {
+    let Some(tolerance) = e.duration_param("tolerance")? else {
+        return Ok(None);
+    };
+    if !timeout_ok(tolerance) {
+        return Err(ConnectorError::user(format!(
+            "{e}: option tolerance={}: must be {TIMEOUT_RANGE}",
+            e.param("tolerance").unwrap_or_default()
+        )));
+    }
+    Ok(Some(tolerance))
+}
+
+/// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_` when the secret starts
+/// so (an error, not showing the secret, when that is not base64), else the secret's bytes.
+pub fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    match secret.strip_prefix("whsec_") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| {
+                format!("the secret starts with whsec_ but what follows is not base64 ({e})")
+            }),
+        None => Ok(secret.as_bytes().to_vec()),
+    }
+}
+
+/// The content of what a Standard Webhooks signature covers: `<id>.<timestamp>.<body>`.
+fn standard_content(id: &[u8], timestamp: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
+    content.extend_from_slice(id);
+    content.push(b'.');
+    content.extend_from_slice(timestamp);
+    content.push(b'.');
+    content.extend_from_slice(body);
+    content
+}
+
+/// The [`STANDARD_SIGNATURE_HEADER`] of a message `id` sent at `timestamp` (unix seconds) with
+/// `body`, signed with `key` ([`standard_key`]): `v1,<base64 of HMAC-SHA256>`.
+pub fn standard_signature(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
+    use base64::Engine as _;
+    let content = standard_content(id.as_bytes(), timestamp.to_string().as_bytes(), body);
+    let digest = mac(key, &content).finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// Seconds since the Unix epoch now.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The value of the [`SIGNATURE_HEADER`] for `body` signed with `secret`: `sha256=<hex>`.
 /// The [HTTP sink](crate::http_sink) signs with it, so Eddy can call Eddy.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
@@ -231,8 +396,14 @@ pub struct WebhookConfig {
     pub listen: SocketAddr,
     /// The path records are POSTed to (default `/`).
     pub path: String,
-    /// The shared secret requests must be signed with ([`SIGNATURE_HEADER`]); none by default.
+    /// The shared secret requests must be signed with (as `signature` says); none by default.
     pub secret: Option<String>,
+    /// How requests are signed with the secret (default [`SignatureScheme::Eddy`]); checked
+    /// only when there is a secret.
+    pub signature: SignatureScheme,
+    /// How far a signature's timestamp may be from the server's clock, either way (Stripe,
+    /// Standard Webhooks; default [`DEFAULT_TOLERANCE`], 5 minutes); more than 0, at most a day.
+    pub tolerance: Duration,
     /// The bearer token requests must carry (`Authorization: Bearer <token>`); none by default.
     pub token: Option<String>,
     /// The largest body accepted, in bytes (default [`DEFAULT_MAX_BODY`], 1 MiB).
@@ -285,6 +456,8 @@ impl Default for WebhookConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             path: "/".to_string(),
             secret: None,
+            signature: SignatureScheme::Eddy,
+            tolerance: DEFAULT_TOLERANCE,
             token: None,
             max_body: DEFAULT_MAX_BODY,
             buffer: DEFAULT_BUFFER,
@@ -305,6 +478,8 @@ impl fmt::Debug for WebhookConfig {
             .field("listen", &self.listen)
             .field("path", &self.path)
             .field("secret", &redacted(&self.secret))
+            .field("signature", &self.signature)
+            .field("tolerance", &self.tolerance)
             .field("token", &redacted(&self.token))
             .field("max_body", &self.max_body)
             .field("buffer", &self.buffer)
@@ -323,6 +498,8 @@ impl fmt::Debug for WebhookConfig {
 const SOURCE_OPTIONS: &[&str] = &[
     "secret_env",
     "secret_file",
+    "signature",
+    "tolerance",
     "token_env",
     "token_file",
     "max_body",
@@ -360,10 +537,11 @@ impl WebhookConfig {
         self
     }
 
-    /// The configuration a source URI gives: `http://ADDR:PORT/PATH?secret_env=VAR&token_env=VAR
-    /// &max_body=1MiB&buffer=10000&retry_after=1s&header_timeout=10s&body_timeout=30s
+    /// The configuration a source URI gives: `http://ADDR:PORT/PATH?secret_env=VAR
+    /// &signature=eddy&tolerance=5m&token_env=VAR&max_body=1MiB&buffer=10000&retry_after=1s&header_timeout=10s&body_timeout=30s
     /// &idle_timeout=60s&max_connections=1024&wal=/path/dir` (port 80 when it gives none;
-    /// `wal=off` for no log, `wal=./off` for a directory called `off`). A timeout or
+    /// `wal=off` for no log, `wal=./off` for a directory called `off`; `signature=` is `eddy`,
+    /// `github`, `stripe` or `standard`, see [`SignatureScheme`]). A timeout, a `tolerance` or
     /// `max_connections` of 0 is refused.
     pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
         e.check_params(SOURCE_OPTIONS)?;
@@ -380,6 +558,20 @@ impl WebhookConfig {
             })?;
         let mut config = WebhookConfig::new(listen, &e.path);
         config.secret = e.secret("secret")?;
+        if let Some(scheme) = signature_param(
+            e,
+            &[
+                SignatureScheme::Eddy,
+                SignatureScheme::Github,
+                SignatureScheme::Stripe,
+                SignatureScheme::Standard,
+            ],
+        )? {
+            config.signature = scheme;
+        }
+        if let Some(tolerance) = tolerance_param(e)? {
+            config.tolerance = tolerance;
+        }
         config.token = e.secret("token")?;
         if let Some(size) = e.size_param("max_body")? {
             config.max_body = size;
@@ -498,7 +690,12 @@ fn default_wal_dir_from(
 struct Settings {
     url: String,
     path: String,
+    /// The HMAC key: the secret's bytes ([`standard_key`] of it for Standard Webhooks).
     secret: Option<Vec<u8>>,
+    signature: SignatureScheme,
+    tolerance: Duration,
+    /// The `webhook-id`s accepted lately (Standard Webhooks), refused when sent again.
+    seen: Mutex<SeenIds>,
     token: Option<Vec<u8>>,
     max_body: usize,
     buffer: usize,
@@ -626,6 +823,20 @@ impl<T> WebhookSource<T> {
                 config.max_connections
             )));
         }
+        if !timeout_ok(config.tolerance) {
+            return Err(ConnectorError::user(format!(
+                "webhook on {listen}: tolerance is {:?}: it must be {TIMEOUT_RANGE}",
+                config.tolerance
+            )));
+        }
+        let secret = match (&config.secret, config.signature) {
+            (Some(secret), SignatureScheme::Standard) => Some(
+                standard_key(secret)
+                    .map_err(|why| ConnectorError::user(format!("webhook on {listen}: {why}")))?,
+            ),
+            (Some(secret), _) => Some(secret.clone().into_bytes()),
+            (None, _) => None,
+        };
         let listener = StdListener::bind(listen).map_err(|e| bind_error(listen, e))?;
         let local = listener
             .set_nonblocking(true)
@@ -655,7 +866,10 @@ impl<T> WebhookSource<T> {
         let settings = Settings {
             url,
             path: config.path,
-            secret: config.secret.map(String::into_bytes),
+            secret,
+            signature: config.signature,
+            tolerance: config.tolerance,
+            seen: Mutex::new(SeenIds::default()),
             token: config.token.map(String::into_bytes),
             max_body: config.max_body,
             buffer: config.buffer.max(1),
@@ -1667,18 +1881,26 @@ impl Intake {
             return Err(s.discard(&parts, body, refusal).await);
         }
         let body = s.read_body(body).await?;
-        s.check_signature(&parts.headers, &body)?;
+        // A Standard Webhooks id is claimed from here; it is remembered only if the request is
+        // accepted (a refusal below forgets it, so the sender may retry with the same id).
+        let claim = s.check_signature(&parts.headers, &body)?;
         let kind = body_kind(&parts.headers)?;
         let origin = format!("POST {} from {peer}", s.path);
         let records = records(kind, &body, &origin, wall_clock_ms())?;
         self.check_batch(records.len())?;
+        let keep = |taken: Result<usize, Refusal>, claim: Option<IdClaim>| {
+            if let (Ok(_), Some(claim)) = (&taken, claim) {
+                claim.keep();
+            }
+            taken
+        };
         match &self.ingest {
-            Ingest::Buffer(feed) => self.offer(feed, records),
+            Ingest::Buffer(feed) => keep(self.offer(feed, records), claim),
             Ingest::Log(_) => {
                 // The append and its fsync block; they run to their end (and the answer says
                 // what happened) even if the client goes away meanwhile.
                 let intake = Arc::clone(&self);
-                tokio::task::spawn_blocking(move || intake.append(records))
+                tokio::task::spawn_blocking(move || keep(intake.append(records), claim))
                     .await
                     .unwrap_or_else(|_| {
                         Err(Refusal::new(
@@ -1909,29 +2131,256 @@ impl Settings {
         }
     }
 
-    fn check_signature(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+    /// Checks the request's signature as the scheme says (nothing without a secret). A
+    /// Standard Webhooks request that passes is claimed: its id, remembered until the claim
+    /// is dropped (forgotten) or kept (the request was accepted).
+    fn check_signature(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<IdClaim>, Refusal> {
         let Some(secret) = &self.secret else {
-            return Ok(());
+            return Ok(None);
         };
-        let Some(given) = headers.get(SIGNATURE_HEADER) else {
+        match self.signature {
+            SignatureScheme::Eddy => {
+                check_hex(headers, SIGNATURE_HEADER, secret, body).map(|()| None)
+            }
+            SignatureScheme::Github => {
+                check_hex(headers, GITHUB_SIGNATURE_HEADER, secret, body).map(|()| None)
+            }
+            SignatureScheme::Stripe => self.check_stripe(headers, secret, body).map(|()| None),
+            SignatureScheme::Standard => self.check_standard(headers, secret, body).map(Some),
+        }
+    }
+
+    fn check_stripe(&self, headers: &HeaderMap, secret: &[u8], body: &[u8]) -> Result<(), Refusal> {
+        const FORMAT: &str = "t=<unix seconds>,v1=<hex of HMAC-SHA256(secret, \"<t>.<body>\")>";
+        let given = headers.get(STRIPE_SIGNATURE_HEADER).ok_or_else(|| {
+            unauthorized(format!(
+                "the request is not signed: send {STRIPE_SIGNATURE_HEADER}: {FORMAT}"
+            ))
+        })?;
+        let bad_format = || {
+            unauthorized(format!(
+                "the {STRIPE_SIGNATURE_HEADER} header is not {FORMAT}"
+            ))
+        };
+        let mut timestamp = None;
+        let mut digests = Vec::new();
+        for item in given.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            let Some(at) = item.iter().position(|&b| b == b'=') else {
+                return Err(bad_format());
+            };
+            let (key, value) = (&item[..at], &item[at + 1..]);
+            match key {
+                b"t" => timestamp = Some(value),
+                b"v1" => digests.push(hex::decode(value).map_err(|_| bad_format())?),
+                // Other schemes (v0, test signatures) are not Eddy's to check.
+                _ => {}
+            }
+        }
+        let (Some(timestamp), false) = (timestamp, digests.is_empty()) else {
+            return Err(bad_format());
+        };
+        let mut content = Vec::with_capacity(timestamp.len() + 1 + body.len());
+        content.extend_from_slice(timestamp);
+        content.push(b'.');
+        content.extend_from_slice(body);
+        let expected = mac(secret, &content);
+        let matched = digests.iter().fold(false, |any, d| {
+            expected.clone().verify_slice(d).is_ok() | any
+        });
+        if !matched {
+            return Err(unauthorized("the signature does not match the body"));
+        }
+        self.check_timestamp(STRIPE_SIGNATURE_HEADER, timestamp)
+    }
+
+    fn check_standard(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        key: &[u8],
+        body: &[u8],
+    ) -> Result<IdClaim, Refusal> {
+        let header = |name: &str| {
+            headers.get(name).map(HeaderValue::as_bytes).ok_or_else(|| {
+                unauthorized(format!(
+                    "the request is not signed: send {STANDARD_ID_HEADER}, \
+                     {STANDARD_TIMESTAMP_HEADER} and {STANDARD_SIGNATURE_HEADER} (Standard \
+                     Webhooks); {name} is missing"
+                ))
+            })
+        };
+        let (id, timestamp, given) = (
+            header(STANDARD_ID_HEADER)?,
+            header(STANDARD_TIMESTAMP_HEADER)?,
+            header(STANDARD_SIGNATURE_HEADER)?,
+        );
+        if id.is_empty() {
             return Err(unauthorized(format!(
-                "the request is not signed: send {SIGNATURE_HEADER}: sha256=<hex of \
-                 HMAC-SHA256(secret, body)>"
+                "the {STANDARD_ID_HEADER} header is empty"
             )));
-        };
-        let digest = given
-            .as_bytes()
-            .strip_prefix(b"sha256=")
-            .and_then(|hex_digest| hex::decode(hex_digest).ok())
+        }
+        let mut digests = Vec::new();
+        for signature in given.split(|&b| b == b' ').filter(|s| !s.is_empty()) {
+            // Other versions (v1a: asymmetric) are not Eddy's to check.
+            if let Some(encoded) = signature.strip_prefix(b"v1,") {
+                use base64::Engine as _;
+                let digest = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|_| {
+                        unauthorized(format!(
+                            "the {STANDARD_SIGNATURE_HEADER} header is not a space-separated \
+                             list of v1,<base64 of HMAC-SHA256>"
+                        ))
+                    })?;
+                digests.push(digest);
+            }
+        }
+        if digests.is_empty() {
+            return Err(unauthorized(format!(
+                "the {STANDARD_SIGNATURE_HEADER} header holds no v1,<base64 of HMAC-SHA256> \
+                 signature"
+            )));
+        }
+        let expected = mac(key, &standard_content(id, timestamp, body));
+        let matched = digests.iter().fold(false, |any, d| {
+            expected.clone().verify_slice(d).is_ok() | any
+        });
+        if !matched {
+            return Err(unauthorized("the signature does not match the body"));
+        }
+        self.check_timestamp(STANDARD_TIMESTAMP_HEADER, timestamp)?;
+        self.claim(id)
+    }
+
+    /// A signed timestamp (unix seconds) must be within the tolerance of the server's clock.
+    fn check_timestamp(&self, header: &str, timestamp: &[u8]) -> Result<(), Refusal> {
+        let at = std::str::from_utf8(timestamp)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
             .ok_or_else(|| {
                 unauthorized(format!(
-                    "the {SIGNATURE_HEADER} header is not sha256=<hex digest>"
+                    "the timestamp in {header} is not a number of seconds since 1970"
                 ))
             })?;
-        mac(secret, body)
-            .verify_slice(&digest)
-            .map_err(|_| unauthorized("the signature does not match the body"))
+        let off = unix_now().abs_diff(at);
+        if off > self.tolerance.as_secs() {
+            return Err(unauthorized(format!(
+                "the timestamp in {header} ({at}) is {off} s from the server's clock, more than \
+                 the tolerance of {} s: a stale or replayed request (or a clock out of step)",
+                self.tolerance.as_secs()
+            )));
+        }
+        Ok(())
     }
+
+    /// Claims a Standard Webhooks id: refused when it was accepted (or is being taken) within
+    /// twice the tolerance, when any copy of it would be refused as stale anyway.
+    fn claim(self: &Arc<Self>, id: &[u8]) -> Result<IdClaim, Refusal> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.prune(now, self.tolerance.saturating_mul(2));
+        if seen.ids.contains_key(id) {
+            return Err(unauthorized(format!(
+                "the {STANDARD_ID_HEADER} was accepted before (or is being taken now): a \
+                 replayed request"
+            )));
+        }
+        if seen.order.len() >= MAX_REMEMBERED_IDS {
+            return Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{MAX_REMEMBERED_IDS} {STANDARD_ID_HEADER}s are remembered against replays, \
+                     the most there may be: try again once older ones expire"
+                ),
+            )
+            .with_header(header::RETRY_AFTER, self.retry_after_s));
+        }
+        seen.ids.insert(id.to_vec(), now);
+        seen.order.push_back((now, id.to_vec()));
+        Ok(IdClaim {
+            settings: Arc::clone(self),
+            id: id.to_vec(),
+            at: now,
+            keep: false,
+        })
+    }
+}
+
+/// The Standard Webhooks ids accepted lately, oldest first.
+#[derive(Default)]
+struct SeenIds {
+    ids: HashMap<Vec<u8>, Instant>,
+    order: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl SeenIds {
+    /// Forgets the ids claimed more than `keep` ago.
+    fn prune(&mut self, now: Instant, keep: Duration) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) <= keep {
+                break;
+            }
+            let Some((at, id)) = self.order.pop_front() else {
+                break;
+            };
+            if self.ids.get(&id) == Some(&at) {
+                self.ids.remove(&id);
+            }
+        }
+    }
+}
+
+/// A Standard Webhooks id being taken: forgotten when dropped unless [`IdClaim::keep`] was
+/// called (the request was accepted), so a request refused after its signature (429, 503, 400)
+/// can be sent again with the same id.
+struct IdClaim {
+    settings: Arc<Settings>,
+    id: Vec<u8>,
+    at: Instant,
+    keep: bool,
+}
+
+impl IdClaim {
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let mut seen = self
+            .settings
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.ids.get(&self.id) == Some(&self.at) {
+            seen.ids.remove(&self.id);
+        }
+    }
+}
+
+/// Checks a `sha256=<hex of HMAC-SHA256(secret, body)>` signature in `name` (Eddy, GitHub).
+fn check_hex(headers: &HeaderMap, name: &str, secret: &[u8], body: &[u8]) -> Result<(), Refusal> {
+    let Some(given) = headers.get(name) else {
+        return Err(unauthorized(format!(
+            "the request is not signed: send {name}: sha256=<hex of HMAC-SHA256(secret, body)>"
+        )));
+    };
+    let digest = given
+        .as_bytes()
+        .strip_prefix(b"sha256=")
+        .and_then(|hex_digest| hex::decode(hex_digest).ok())
+        .ok_or_else(|| unauthorized(format!("the {name} header is not sha256=<hex digest>")))?;
+    mac(secret, body)
+        .verify_slice(&digest)
+        .map_err(|_| unauthorized("the signature does not match the body"))
 }
 
 fn unauthorized(reason: impl fmt::Display) -> Refusal {
@@ -2126,6 +2575,57 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn standard_webhooks_signatures_match_the_reference_example() {
+        // The example of the Standard Webhooks reference libraries.
+        let key = standard_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            standard_signature(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert_eq!(standard_key("plain").unwrap(), b"plain");
+        let error = standard_key("whsec_s3cret!").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn remembered_ids_are_forgotten_by_age_or_when_their_request_is_refused() {
+        let settings = Arc::new(Settings {
+            url: "http://127.0.0.1:1/".into(),
+            path: "/".into(),
+            secret: Some(b"k".to_vec()),
+            signature: SignatureScheme::Standard,
+            tolerance: Duration::from_millis(50),
+            seen: Mutex::new(SeenIds::default()),
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+            buffer: DEFAULT_BUFFER,
+            retry_after_s: 1,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            wal: None,
+        });
+        settings.claim(b"a").unwrap().keep();
+        assert!(settings.claim(b"a").is_err(), "a replay");
+        let taking = settings.claim(b"b").unwrap();
+        assert!(settings.claim(b"b").is_err(), "taken now");
+        drop(taking);
+        settings.claim(b"b").unwrap().keep();
+        std::thread::sleep(Duration::from_millis(120));
+        settings.claim(b"c").unwrap().keep();
+        let seen = settings.seen.lock().unwrap();
+        assert_eq!((seen.ids.len(), seen.order.len()), (1, 1), "a and b pruned");
+        drop(seen);
+        settings.claim(b"a").unwrap().keep();
     }
 
     #[test]
