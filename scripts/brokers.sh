@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Real brokers on loopback for Eddy's connector tests and for anyone trying the connectors:
 # RabbitMQ (AMQP 0.9.1), NATS with JetStream, Mosquitto (MQTT) and tansu (a Kafka-protocol
-# broker). No init system is assumed: each broker is started by hand, listening on 127.0.0.1
-# only, with its data under $EDDY_BROKERS_DIR (default /tmp/eddy-brokers).
+# broker), and a second NATS server that takes only TLS and a password (nats_tls). No init
+# system is assumed: each broker is started by hand, listening on 127.0.0.1 only, with its
+# data under $EDDY_BROKERS_DIR (default /tmp/eddy-brokers).
 #
-#   bash scripts/brokers.sh up              install what is missing, start all four, wait until
+# TLS: a test CA and a server certificate for IP 127.0.0.1 (not for "localhost", so a client
+# that connects by that name must refuse it) are made with openssl once, in $DIR/tls: ca.pem,
+# server.pem, server-key.pem; the TLS server's user is `eddy`, its password is in
+# $DIR/tls/nats-password (made at random once; clients read it with password_file=).
+#
+#   bash scripts/brokers.sh up              install what is missing, start them all, wait until
 #                                           each accepts connections (idempotent)
-#   bash scripts/brokers.sh down            stop all four
-#   bash scripts/brokers.sh restart NAME    stop and start one (rabbitmq, nats, mosquitto, kafka),
+#   bash scripts/brokers.sh down            stop them all
+#   bash scripts/brokers.sh restart NAME    stop and start one (rabbitmq, nats, nats_tls, mosquitto, kafka),
 #                                           keeping its data: what the restart tests use
 #   bash scripts/brokers.sh stop NAME       stop one
 #   bash scripts/brokers.sh start NAME      start one
 #   bash scripts/brokers.sh status          which are up
 #
 # Ports (override with the variables): AMQP 5672 (EDDY_AMQP_PORT), NATS 4222 (EDDY_NATS_PORT),
-# MQTT 1883 (EDDY_MQTT_PORT), Kafka 9092 (EDDY_KAFKA_PORT).
+# NATS with TLS and a password 4223 (EDDY_NATS_TLS_PORT), MQTT 1883 (EDDY_MQTT_PORT), Kafka
+# 9092 (EDDY_KAFKA_PORT).
 #
 # Installs: Debian packages rabbitmq-server, nats-server, mosquitto (apt-get); tansu 0.6.0 from
 # crates.io (cargo install --features dynostore,libsql, into target/tools; built once, about
@@ -27,6 +34,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${EDDY_BROKERS_DIR:-/tmp/eddy-brokers}"
 AMQP_PORT="${EDDY_AMQP_PORT:-5672}"
 NATS_PORT="${EDDY_NATS_PORT:-4222}"
+NATS_TLS_PORT="${EDDY_NATS_TLS_PORT:-4223}"
+TLS="$DIR/tls"
 MQTT_PORT="${EDDY_MQTT_PORT:-1883}"
 KAFKA_PORT="${EDDY_KAFKA_PORT:-9092}"
 TANSU_VERSION="0.6.0"
@@ -74,6 +83,7 @@ install_debian() {
     command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
     command -v nats-server >/dev/null || missing+=(nats-server)
     command -v mosquitto >/dev/null || missing+=(mosquitto)
+    command -v openssl >/dev/null || missing+=(openssl)
     if ((${#missing[@]})); then
         log "installing Debian packages: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -168,6 +178,45 @@ stop_pidfile() { # name pidfile port
 
 stop_nats() { stop_pidfile nats "$DIR/nats.pid" "$NATS_PORT"; }
 
+make_certs() { # a test CA and a server certificate for 127.0.0.1, once
+    if [ -f "$TLS/server.pem" ]; then return 0; fi
+    mkdir -p "$TLS"
+    (
+        cd "$TLS"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Eddy test CA" \
+            -keyout ca-key.pem -out ca.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+            -keyout server-key.pem -out server.csr 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+            -days 3650 -extfile server.ext -out server.pem 2>/dev/null
+        openssl rand -hex 16 >nats-password
+        chmod 600 ca-key.pem server-key.pem nats-password
+    )
+}
+
+start_nats_tls() {
+    if listening "$NATS_TLS_PORT"; then return 0; fi
+    make_certs
+    mkdir -p "$DIR/nats-tls"
+    # The password goes in the server's configuration file, never on a command line.
+    cat >"$DIR/nats-tls.conf" <<CONF
+listen: 127.0.0.1:$NATS_TLS_PORT
+server_name: eddy_tls
+jetstream { store_dir: "$DIR/nats-tls" }
+tls { cert_file: "$TLS/server.pem", key_file: "$TLS/server-key.pem" }
+authorization { users = [ { user: eddy, password: "$(cat "$TLS/nats-password")" } ] }
+pid_file: "$DIR/nats-tls.pid"
+log_file: "$DIR/nats_tls.log"
+CONF
+    chmod 600 "$DIR/nats-tls.conf"
+    nats-server -c "$DIR/nats-tls.conf" &
+    disown
+    wait_port nats_tls "$NATS_TLS_PORT" 20
+}
+
+stop_nats_tls() { stop_pidfile nats_tls "$DIR/nats-tls.pid" "$NATS_TLS_PORT"; }
+
 start_mosquitto() {
     if listening "$MQTT_PORT"; then return 0; fi
     mkdir -p "$DIR/mosquitto"
@@ -221,13 +270,14 @@ port_of() {
     case "$1" in
     rabbitmq) echo "$AMQP_PORT" ;;
     nats) echo "$NATS_PORT" ;;
+    nats_tls) echo "$NATS_TLS_PORT" ;;
     mosquitto) echo "$MQTT_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
-    *) log "unknown broker '$1': rabbitmq, nats, mosquitto or kafka"; exit 2 ;;
+    *) log "unknown broker '$1': rabbitmq, nats, nats_tls, mosquitto or kafka"; exit 2 ;;
     esac
 }
 
-BROKERS=(rabbitmq nats mosquitto kafka)
+BROKERS=(rabbitmq nats nats_tls mosquitto kafka)
 
 case "${1:-}" in
 up)
@@ -236,7 +286,7 @@ up)
     install_python_clients
     install_tansu
     for b in "${BROKERS[@]}"; do "start_$b"; done
-    log "up: amqp://127.0.0.1:$AMQP_PORT nats://127.0.0.1:$NATS_PORT mqtt://127.0.0.1:$MQTT_PORT kafka://127.0.0.1:$KAFKA_PORT (data and logs in $DIR)"
+    log "up: amqp://127.0.0.1:$AMQP_PORT nats://127.0.0.1:$NATS_PORT tls://127.0.0.1:$NATS_TLS_PORT mqtt://127.0.0.1:$MQTT_PORT kafka://127.0.0.1:$KAFKA_PORT (data and logs in $DIR)"
     ;;
 down)
     for b in "${BROKERS[@]}"; do "stop_$b"; done

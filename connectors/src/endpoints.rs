@@ -48,7 +48,7 @@ impl Default for EndpointOptions {
 }
 
 /// The schemes this build can read from, for error messages.
-const SCHEMES: &str = "kafka, amqp, nats, mqtt, http, jsonl, csv (sources); \
+const SCHEMES: &str = "kafka, amqp, nats, tls (NATS over TLS), mqtt, http, jsonl, csv (sources); \
                        the same and parquet (sinks)";
 
 /// Opens the source `endpoint` names.
@@ -64,9 +64,9 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
         #[cfg(not(feature = "amqp"))]
         "amqp" => Err(built_without(endpoint, "amqp")),
         #[cfg(feature = "nats")]
-        "nats" => crate::nats::endpoint_source(endpoint, options),
+        "nats" | "tls" => crate::nats::endpoint_source(endpoint, options),
         #[cfg(not(feature = "nats"))]
-        "nats" => Err(built_without(endpoint, "nats")),
+        "nats" | "tls" => Err(built_without(endpoint, "nats")),
         #[cfg(feature = "mqtt")]
         "mqtt" => crate::mqtt::endpoint_source(endpoint, options),
         #[cfg(not(feature = "mqtt"))]
@@ -100,9 +100,9 @@ pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, C
         #[cfg(not(feature = "amqp"))]
         "amqp" => Err(built_without(endpoint, "amqp")),
         #[cfg(feature = "nats")]
-        "nats" => crate::nats::endpoint_sink(endpoint, options),
+        "nats" | "tls" => crate::nats::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "nats"))]
-        "nats" => Err(built_without(endpoint, "nats")),
+        "nats" | "tls" => Err(built_without(endpoint, "nats")),
         #[cfg(feature = "mqtt")]
         "mqtt" => crate::mqtt::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "mqtt"))]

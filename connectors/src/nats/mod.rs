@@ -39,6 +39,15 @@
 //! publish the server refuses (too large, say) is not retried. `commit` and `finish` wait for
 //! every acknowledgement of the publishes in flight. **At-least-once.**
 //!
+//! **TLS and authentication** ([`NatsSecurity`]). `tls://HOST:PORT/SUBJECT` (or `tls=true` on
+//! `nats://`) requires TLS; a server that requires TLS gets it on `nats://` too. `ca_file=` adds
+//! a CA to trust (PEM) besides the system's, `cert_file=` and `key_file=` give a client
+//! certificate (mutual TLS). Credentials: `user=` with `password_env=`/`password_file=`, or
+//! `token_env=`/`token_file=`, or an NKey seed (`nkey_env=`/`nkey_file=`), or a `.creds` file
+//! (`creds_file=`, a JWT and its seed). Secrets come only from variables and files and are never
+//! printed. A server that refuses the credentials, or a certificate that does not verify,
+//! fails the source or sink at once with the reason, without retrying.
+//!
 //! **Reconnects.** The client reconnects by itself (with backoff up to 4 s), and resubscribes
 //! core subscriptions; a JetStream pull simply resumes. One line goes to stderr when a
 //! connection is lost and one when it works again; a source or sink whose connection (or
@@ -48,6 +57,8 @@
 mod sink;
 mod source;
 
+use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -140,6 +151,157 @@ pub struct NatsConfig {
     /// How long a lost connection (or failing JetStream pulls) may last before the run fails
     /// (URI: `reconnect_timeout=`; default 60 s).
     pub reconnect_timeout: Duration,
+    /// TLS and credentials (default: plain TCP, no credentials).
+    pub security: NatsSecurity,
+}
+
+/// How a NATS client checks the server and proves who it is (see the module docs). Its `Debug`
+/// shows which secrets are set, never their values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NatsSecurity {
+    /// Require TLS (URI: the `tls://` scheme, or `tls=true`).
+    pub tls: bool,
+    /// A CA certificate (PEM) to trust besides the system's (URI: `ca_file=`).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for mutual TLS (URI: `cert_file=`, `key_file=`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// A user and password (URI: `user=`, `password_env=` or `password_file=`).
+    pub user_password: Option<(String, String)>,
+    /// A token (URI: `token_env=` or `token_file=`).
+    pub token: Option<String>,
+    /// An NKey seed (URI: `nkey_env=` or `nkey_file=`).
+    pub nkey: Option<String>,
+    /// A credentials file: a user JWT and its NKey seed (URI: `creds_file=`).
+    pub creds_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for NatsSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |set: bool| if set { "(hidden)" } else { "none" };
+        f.debug_struct("NatsSecurity")
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("user", &self.user_password.as_ref().map(|(u, _)| u))
+            .field("password", &hidden(self.user_password.is_some()))
+            .field("token", &hidden(self.token.is_some()))
+            .field("nkey", &hidden(self.nkey.is_some()))
+            .field("creds_file", &self.creds_file)
+            .finish()
+    }
+}
+
+/// The options of TLS and authentication, for sources and sinks.
+const SECURITY_OPTIONS: &[&str] = &[
+    "tls",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "user",
+    "password_env",
+    "password_file",
+    "token_env",
+    "token_file",
+    "nkey_env",
+    "nkey_file",
+    "creds_file",
+];
+
+impl NatsSecurity {
+    /// The TLS and credentials a URI gives; several kinds of credentials at once, a password
+    /// without a user, or half a client certificate are errors.
+    fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        let path = |name: &str| endpoint.param(name).map(PathBuf::from);
+        let client_cert = match (path("cert_file"), path("key_file")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConnectorError::user(format!(
+                    "{endpoint}: a client certificate needs both cert_file= and key_file="
+                )))
+            }
+        };
+        let user_password = match (endpoint.param("user"), endpoint.secret("password")?) {
+            (Some(user), Some(password)) => Some((user.to_string(), password)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConnectorError::user(format!(
+                    "{endpoint}: user= needs a password: password_env=VAR or password_file=PATH"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(ConnectorError::user(format!(
+                    "{endpoint}: a password needs user="
+                )))
+            }
+        };
+        let security = NatsSecurity {
+            tls: endpoint.scheme == "tls" || endpoint.parse_param("tls")?.unwrap_or(false),
+            ca_file: path("ca_file"),
+            client_cert,
+            user_password,
+            token: endpoint.secret("token")?,
+            nkey: endpoint.secret("nkey")?,
+            creds_file: path("creds_file"),
+        };
+        let kinds = [
+            security.user_password.is_some(),
+            security.token.is_some(),
+            security.nkey.is_some(),
+            security.creds_file.is_some(),
+        ];
+        if kinds.iter().filter(|&&k| k).count() > 1 {
+            return Err(ConnectorError::user(format!(
+                "{endpoint}: give one kind of credentials: user and password, a token, an NKey \
+                 seed or a creds file"
+            )));
+        }
+        Ok(security)
+    }
+
+    /// `options` with this TLS and these credentials.
+    async fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, ConnectorError> {
+        if self.tls {
+            options = options.require_tls(true);
+        }
+        for file in self
+            .ca_file
+            .iter()
+            .chain(self.client_cert.iter().map(|(c, _)| c))
+        {
+            if !file.is_file() {
+                return Err(ConnectorError::user(format!(
+                    "NATS: the file {} does not exist or is not a file",
+                    file.display()
+                )));
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some((user, password)) = &self.user_password {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(seed) = &self.nkey {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(creds) = &self.creds_file {
+            options = options.credentials_file(creds).await.map_err(|e| {
+                ConnectorError::user(format!(
+                    "NATS: the credentials file {} cannot be used ({e}); give a .creds file \
+                     holding a user JWT and its seed",
+                    creds.display()
+                ))
+            })?;
+        }
+        Ok(options)
+    }
 }
 
 /// The options a NATS source takes in its URI.
@@ -187,6 +349,7 @@ impl NatsConfig {
             retries: 5,
             connect_timeout: Duration::from_secs(5),
             reconnect_timeout: Duration::from_secs(60),
+            security: NatsSecurity::default(),
         }
     }
 
@@ -207,6 +370,7 @@ impl NatsConfig {
     pub fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
         let mut known = SOURCE_OPTIONS.to_vec();
         known.extend(SINK_OPTIONS.iter().filter(|o| !SOURCE_OPTIONS.contains(o)));
+        known.extend(SECURITY_OPTIONS);
         endpoint.check_params(&known)?;
         let defaults = NatsConfig::core(endpoint.address(DEFAULT_PORT), endpoint.name("subject")?);
         let config = NatsConfig {
@@ -237,6 +401,7 @@ impl NatsConfig {
             reconnect_timeout: endpoint
                 .duration_param("reconnect_timeout")?
                 .unwrap_or(defaults.reconnect_timeout),
+            security: NatsSecurity::from_endpoint(endpoint)?,
             ..defaults
         };
         config
@@ -321,7 +486,7 @@ pub(crate) fn endpoint_source(
     endpoint: &Endpoint,
     options: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
-    endpoint.check_params(SOURCE_OPTIONS)?;
+    endpoint.check_params(&[SOURCE_OPTIONS, SECURITY_OPTIONS].concat())?;
     let config = NatsConfig::from_endpoint(endpoint)?;
     configured(NatsSource::new(config), endpoint, options)
 }
@@ -331,7 +496,7 @@ pub(crate) fn endpoint_sink(
     endpoint: &Endpoint,
     options: &EndpointOptions,
 ) -> Result<DynSink, ConnectorError> {
-    endpoint.check_params(SINK_OPTIONS)?;
+    endpoint.check_params(&[SINK_OPTIONS, SECURITY_OPTIONS].concat())?;
     let config = NatsConfig::from_endpoint(endpoint)?;
     Ok(Box::new(
         NatsSink::new(config).format(options.format.clone()),
@@ -369,12 +534,46 @@ async fn connect(config: &NatsConfig, buffered: usize) -> Result<Client, Connect
             config.address
         )
     };
+    let options = config.security.apply(options).await?;
     // The client's own timeout covers the TCP connection; this one covers the handshake too.
     let limit = config.connect_timeout + Duration::from_secs(1);
     match tokio::time::timeout(limit, options.connect(config.address.as_str())).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(ConnectorError::external(refused(e.to_string()), e)),
+        Ok(Err(e)) => Err(connect_error(config, e)),
         Err(_) => Err(outside(refused(format!("no answer within {limit:?}")))),
+    }
+}
+
+/// Why connecting failed, for people: credentials the server refused and certificates that do
+/// not verify are the user's to fix (and retrying cannot); the rest is the server's or the
+/// network's.
+fn connect_error(config: &NatsConfig, e: async_nats::ConnectError) -> ConnectorError {
+    use async_nats::ConnectErrorKind;
+    let at = format!("NATS at {}", config.address);
+    let detail = e.to_string();
+    // A certificate the client refuses comes back as an I/O error of the handshake.
+    let lower = detail.to_ascii_lowercase();
+    let tls = matches!(e.kind(), ConnectErrorKind::Tls)
+        || lower.contains("certificate")
+        || lower.contains("tls");
+    match e.kind() {
+        _ if tls => ConnectorError::user(format!(
+            "{at}: TLS failed ({detail}): if the server's certificate is signed by your own CA, \
+             give it with ca_file=; the certificate must name the host you connect to; a server \
+             without TLS cannot be reached with tls:// or tls=true"
+        )),
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            ConnectorError::user(format!(
+                "{at} refused the credentials ({detail}): check user=, password_env= / \
+                 password_file=, token_env= / token_file=, nkey_env= / nkey_file= or creds_file="
+            ))
+        }
+        _ => ConnectorError::external(
+            format!(
+                "cannot connect to {at}: {detail}; is it running? (bash scripts/brokers.sh up)"
+            ),
+            e,
+        ),
     }
 }
 
@@ -509,6 +708,50 @@ mod tests {
 
     fn endpoint(uri: &str) -> Endpoint {
         uri.parse().unwrap()
+    }
+
+    #[test]
+    fn tls_and_credentials_come_from_the_uri_and_secrets_stay_hidden() {
+        std::env::set_var("EDDY_TEST_NATS_PASSWORD", "pw-4f1e");
+        let config = NatsConfig::from_endpoint(&endpoint(
+            "tls://h:4223/s?ca_file=/ca.pem&user=eddy&password_env=EDDY_TEST_NATS_PASSWORD",
+        ))
+        .unwrap();
+        let security = &config.security;
+        assert!(security.tls);
+        assert_eq!(security.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            security.user_password,
+            Some(("eddy".to_string(), "pw-4f1e".to_string()))
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("pw-4f1e") && shown.contains("(hidden)"),
+            "{shown}"
+        );
+        let plain = NatsConfig::from_endpoint(&endpoint("nats://h/s")).unwrap();
+        assert!(!plain.security.tls && plain.security == NatsSecurity::default());
+        for (uri, says) in [
+            (
+                "nats://h/s?cert_file=/c.pem",
+                "both cert_file= and key_file=",
+            ),
+            ("nats://h/s?user=eddy", "user= needs a password"),
+            (
+                "nats://h/s?password_env=EDDY_TEST_NATS_PASSWORD",
+                "a password needs user=",
+            ),
+            (
+                "nats://h/s?token_env=EDDY_TEST_NATS_PASSWORD&creds_file=/x.creds",
+                "one kind of credentials",
+            ),
+        ] {
+            let err = NatsConfig::from_endpoint(&endpoint(uri))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{uri}: {err}");
+            assert!(!err.contains("pw-4f1e"), "{err}");
+        }
     }
 
     #[test]
