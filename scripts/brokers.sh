@@ -1,27 +1,28 @@
 #!/usr/bin/env bash
 # Real brokers on loopback for Eddy's connector tests and for anyone trying the connectors:
 # RabbitMQ (AMQP 0.9.1), NATS with JetStream, Mosquitto (MQTT) and tansu (a Kafka-protocol
-# broker), and a second NATS server that takes only TLS and a password (nats_tls). No init
+# broker), and a second NATS server and a second Mosquitto that take only TLS and a password
+# (nats_tls, mosquitto_tls). No init
 # system is assumed: each broker is started by hand, listening on 127.0.0.1 only, with its
 # data under $EDDY_BROKERS_DIR (default /tmp/eddy-brokers).
 #
 # TLS: a test CA and a server certificate for IP 127.0.0.1 (not for "localhost", so a client
 # that connects by that name must refuse it) are made with openssl once, in $DIR/tls: ca.pem,
-# server.pem, server-key.pem; the TLS server's user is `eddy`, its password is in
+# server.pem, server-key.pem; the TLS servers' user is `eddy`, its password is in
 # $DIR/tls/nats-password (made at random once; clients read it with password_file=).
 #
 #   bash scripts/brokers.sh up              install what is missing, start them all, wait until
 #                                           each accepts connections (idempotent)
 #   bash scripts/brokers.sh down            stop them all
-#   bash scripts/brokers.sh restart NAME    stop and start one (rabbitmq, nats, nats_tls, mosquitto, kafka),
+#   bash scripts/brokers.sh restart NAME    stop and start one (rabbitmq, nats, nats_tls, mosquitto, mosquitto_tls, kafka),
 #                                           keeping its data: what the restart tests use
 #   bash scripts/brokers.sh stop NAME       stop one
 #   bash scripts/brokers.sh start NAME      start one
 #   bash scripts/brokers.sh status          which are up
 #
 # Ports (override with the variables): AMQP 5672 (EDDY_AMQP_PORT), NATS 4222 (EDDY_NATS_PORT),
-# NATS with TLS and a password 4223 (EDDY_NATS_TLS_PORT), MQTT 1883 (EDDY_MQTT_PORT), Kafka
-# 9092 (EDDY_KAFKA_PORT).
+# NATS with TLS and a password 4223 (EDDY_NATS_TLS_PORT), MQTT 1883 (EDDY_MQTT_PORT), MQTT with
+# TLS and a password 8883 (EDDY_MQTT_TLS_PORT), Kafka 9092 (EDDY_KAFKA_PORT).
 #
 # Installs: Debian packages rabbitmq-server, nats-server, mosquitto (apt-get); tansu 0.6.0 from
 # crates.io (cargo install --features dynostore,libsql, into target/tools; built once, about
@@ -37,6 +38,7 @@ NATS_PORT="${EDDY_NATS_PORT:-4222}"
 NATS_TLS_PORT="${EDDY_NATS_TLS_PORT:-4223}"
 TLS="$DIR/tls"
 MQTT_PORT="${EDDY_MQTT_PORT:-1883}"
+MQTT_TLS_PORT="${EDDY_MQTT_TLS_PORT:-8883}"
 KAFKA_PORT="${EDDY_KAFKA_PORT:-9092}"
 TANSU_VERSION="0.6.0"
 TANSU_FEATURES="dynostore,libsql"
@@ -237,6 +239,31 @@ CONF
 
 stop_mosquitto() { stop_pidfile mosquitto "$DIR/mosquitto.pid" "$MQTT_PORT"; }
 
+start_mosquitto_tls() {
+    if listening "$MQTT_TLS_PORT"; then return 0; fi
+    make_certs
+    mkdir -p "$DIR/mosquitto-tls"
+    # mosquitto_passwd takes the password from its argument; it hashes it into the file.
+    mosquitto_passwd -c -b "$DIR/mosquitto-tls/passwords" eddy "$(cat "$TLS/nats-password")"
+    cat >"$DIR/mosquitto-tls.conf" <<CONF
+listener $MQTT_TLS_PORT 127.0.0.1
+allow_anonymous false
+password_file $DIR/mosquitto-tls/passwords
+cafile $TLS/ca.pem
+certfile $TLS/server.pem
+keyfile $TLS/server-key.pem
+persistence true
+persistence_location $DIR/mosquitto-tls/
+pid_file $DIR/mosquitto-tls.pid
+log_dest file $DIR/mosquitto_tls.log
+user root
+CONF
+    mosquitto -c "$DIR/mosquitto-tls.conf" -d
+    wait_port mosquitto_tls "$MQTT_TLS_PORT" 20
+}
+
+stop_mosquitto_tls() { stop_pidfile mosquitto_tls "$DIR/mosquitto-tls.pid" "$MQTT_TLS_PORT"; }
+
 start_kafka() {
     if listening "$KAFKA_PORT"; then return 0; fi
     mkdir -p "$DIR/kafka"
@@ -272,12 +299,13 @@ port_of() {
     nats) echo "$NATS_PORT" ;;
     nats_tls) echo "$NATS_TLS_PORT" ;;
     mosquitto) echo "$MQTT_PORT" ;;
+    mosquitto_tls) echo "$MQTT_TLS_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
-    *) log "unknown broker '$1': rabbitmq, nats, nats_tls, mosquitto or kafka"; exit 2 ;;
+    *) log "unknown broker '$1': rabbitmq, nats, nats_tls, mosquitto, mosquitto_tls or kafka"; exit 2 ;;
     esac
 }
 
-BROKERS=(rabbitmq nats nats_tls mosquitto kafka)
+BROKERS=(rabbitmq nats nats_tls mosquitto mosquitto_tls kafka)
 
 case "${1:-}" in
 up)
@@ -286,7 +314,7 @@ up)
     install_python_clients
     install_tansu
     for b in "${BROKERS[@]}"; do "start_$b"; done
-    log "up: amqp://127.0.0.1:$AMQP_PORT nats://127.0.0.1:$NATS_PORT tls://127.0.0.1:$NATS_TLS_PORT mqtt://127.0.0.1:$MQTT_PORT kafka://127.0.0.1:$KAFKA_PORT (data and logs in $DIR)"
+    log "up: amqp://127.0.0.1:$AMQP_PORT nats://127.0.0.1:$NATS_PORT tls://127.0.0.1:$NATS_TLS_PORT mqtt://127.0.0.1:$MQTT_PORT mqtts://127.0.0.1:$MQTT_TLS_PORT kafka://127.0.0.1:$KAFKA_PORT (data and logs in $DIR)"
     ;;
 down)
     for b in "${BROKERS[@]}"; do "stop_$b"; done

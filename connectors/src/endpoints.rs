@@ -68,9 +68,9 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
         #[cfg(not(feature = "nats"))]
         "nats" | "tls" => Err(built_without(endpoint, "nats")),
         #[cfg(feature = "mqtt")]
-        "mqtt" => crate::mqtt::endpoint_source(endpoint, options),
+        "mqtt" | "mqtts" => crate::mqtt::endpoint_source(endpoint, options),
         #[cfg(not(feature = "mqtt"))]
-        "mqtt" => Err(built_without(endpoint, "mqtt")),
+        "mqtt" | "mqtts" => Err(built_without(endpoint, "mqtt")),
         #[cfg(feature = "http")]
         "http" | "https" => crate::webhook::endpoint_source(endpoint, options),
         #[cfg(not(feature = "http"))]
@@ -104,9 +104,9 @@ pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, C
         #[cfg(not(feature = "nats"))]
         "nats" | "tls" => Err(built_without(endpoint, "nats")),
         #[cfg(feature = "mqtt")]
-        "mqtt" => crate::mqtt::endpoint_sink(endpoint, options),
+        "mqtt" | "mqtts" => crate::mqtt::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "mqtt"))]
-        "mqtt" => Err(built_without(endpoint, "mqtt")),
+        "mqtt" | "mqtts" => Err(built_without(endpoint, "mqtt")),
         // Broker and HTTP schemes: one arm each, added by their modules.
         other => Err(unknown(endpoint, other)),
     }

@@ -29,6 +29,12 @@
 //! not encodable) or that was published `max_attempts` times without a PUBACK (the connection
 //! dropped each time) is given up to the dead-letter sink ([`SinkWriter::undeliverable`]).
 //!
+//! **TLS and passwords** ([`MqttConnection`]). `mqtts://HOST:PORT/...` (default port 8883) or
+//! `tls=true` connects over TLS (rustls), checking the broker's certificate against `ca_file=`
+//! or the system's CAs; `cert_file=` and `key_file=` add a client certificate. `username=` with
+//! `password_env=` or `password_file=` logs in. A broker that refuses the credentials, or a
+//! certificate that does not verify, fails the source or sink at once, with the reason.
+//!
 //! **Reconnecting.** When a connection drops, the client keeps trying, with backoff from 100 ms
 //! to 2 s, for `reconnect_timeout` (default 60 s), logging one line when it loses the connection
 //! and one when it is back; then the run fails naming the broker. The source's session survives
@@ -43,6 +49,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -54,6 +61,7 @@ use eddy_engine::{
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
     Packet, Publish, QoS, Request, SubAck, Subscribe, SubscribeFilter, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -70,6 +78,8 @@ use crate::uri::Endpoint;
 
 /// The port MQTT brokers listen on without TLS.
 pub const DEFAULT_PORT: u16 = 1883;
+/// MQTT over TLS's default port.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 
 /// The first pause before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -83,7 +93,7 @@ const HANDOVER: usize = 64;
 const IS_IT_RUNNING: &str = "is it running? (bash scripts/brokers.sh up)";
 
 /// URI options every MQTT endpoint takes.
-const CONNECTION_OPTIONS: [&str; 8] = [
+const CONNECTION_OPTIONS: [&str; 12] = [
     "client_id",
     "username",
     "password_env",
@@ -92,6 +102,10 @@ const CONNECTION_OPTIONS: [&str; 8] = [
     "connect_timeout",
     "reconnect_timeout",
     "max_packet_size",
+    "tls",
+    "ca_file",
+    "cert_file",
+    "key_file",
 ];
 
 /// How to reach an MQTT broker: what the source and the sink share.
@@ -116,6 +130,14 @@ pub struct MqttConnection {
     /// The largest packet sent or received, in bytes (default 1 MiB). A record that does not
     /// fit is dead-lettered by the sink; a larger incoming message breaks the connection.
     pub max_packet_size: usize,
+    /// TLS (URI: the `mqtts://` scheme, default port 8883, or `tls=true`): the server's
+    /// certificate is checked against `ca_file` when given, otherwise the system's CAs.
+    pub tls: bool,
+    /// A CA certificate (PEM) to trust for the broker's certificate (URI: `ca_file=`).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM) for mutual TLS (URI: `cert_file=`, `key_file=`;
+    /// needs `ca_file`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for MqttConnection {
@@ -128,6 +150,9 @@ impl Default for MqttConnection {
             connect_timeout: Duration::from_secs(5),
             reconnect_timeout: Duration::from_secs(60),
             max_packet_size: 1 << 20,
+            tls: false,
+            ca_file: None,
+            client_cert: None,
         }
     }
 }
@@ -142,6 +167,9 @@ impl fmt::Debug for MqttConnection {
             .field("connect_timeout", &self.connect_timeout)
             .field("reconnect_timeout", &self.reconnect_timeout)
             .field("max_packet_size", &self.max_packet_size)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
@@ -165,8 +193,22 @@ impl MqttConnection {
             )));
         }
         let defaults = MqttConnection::default();
+        let tls = endpoint.scheme == "mqtts" || endpoint.parse_param("tls")?.unwrap_or(false);
+        let path = |name: &str| endpoint.param(name).map(PathBuf::from);
+        let client_cert = match (path("cert_file"), path("key_file")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConnectorError::user(format!(
+                    "{endpoint}: a client certificate needs both cert_file= and key_file="
+                )))
+            }
+        };
         let connection = MqttConnection {
-            address: endpoint.address(DEFAULT_PORT),
+            address: endpoint.address(if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT }),
+            tls,
+            ca_file: path("ca_file"),
+            client_cert,
             username: endpoint.param("username").map(str::to_string),
             password: endpoint.secret("password")?,
             keep_alive: endpoint
@@ -198,6 +240,15 @@ impl MqttConnection {
         }
         if self.password.is_some() && self.username.is_none() {
             return Err("a password needs a username (MQTT 3.1.1)".to_string());
+        }
+        if self.client_cert.is_some() && self.ca_file.is_none() {
+            return Err("a client certificate (cert_file=, key_file=) needs ca_file=".to_string());
+        }
+        if (self.ca_file.is_some() || self.client_cert.is_some()) && !self.tls {
+            return Err(
+                "ca_file=, cert_file= and key_file= are for TLS: use mqtts:// or tls=true"
+                    .to_string(),
+            );
         }
         if self.max_packet_size < 64 {
             return Err(format!(
@@ -233,12 +284,42 @@ impl MqttConnection {
         if let Some(username) = &self.username {
             options.set_credentials(username, self.password.clone().unwrap_or_default());
         }
+        if self.tls {
+            options.set_transport(Transport::tls_with_config(self.tls_configuration()?));
+        }
         configure(&mut options);
         let (client, mut eventloop) = AsyncClient::new(options, requests);
         let mut network = eventloop.network_options();
         network.set_connection_timeout(self.connect_timeout.as_secs().max(1));
         eventloop.set_network_options(network);
         Ok((client, eventloop))
+    }
+
+    /// The TLS configuration: the CA (and client certificate) from their files, or the
+    /// system's CAs.
+    fn tls_configuration(&self) -> Result<TlsConfiguration, ConnectorError> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).map_err(|e| {
+                ConnectorError::user(format!(
+                    "MQTT {}: the {what} {} cannot be read ({e})",
+                    self.address,
+                    path.display()
+                ))
+            })
+        };
+        Ok(match &self.ca_file {
+            Some(ca) => TlsConfiguration::Simple {
+                ca: read(ca, "CA file")?,
+                alpn: None,
+                client_auth: match &self.client_cert {
+                    Some((cert, key)) => {
+                        Some((read(cert, "certificate file")?, read(key, "key file")?))
+                    }
+                    None => None,
+                },
+            },
+            None => TlsConfiguration::default(),
+        })
     }
 
     /// Connects `eventloop` for the first time, within the connect timeout.
@@ -265,6 +346,11 @@ impl MqttConnection {
                 "{what}: the MQTT broker at {address} refused the connection: {}",
                 refusal(code)
             )),
+            ConnectionError::Tls(tls) => ConnectorError::user(format!(
+                "{what}: TLS with the MQTT broker at {address} failed ({tls}): if its \
+                 certificate is signed by your own CA, give it with ca_file=; the certificate \
+                 must name the host you connect to"
+            )),
             other => external(format!(
                 "{what}: cannot connect to the MQTT broker at {address}: {other}; {IS_IT_RUNNING}"
             )),
@@ -281,10 +367,10 @@ fn refusal(code: ConnectReturnCode) -> &'static str {
         ConnectReturnCode::BadClientId => "it rejects the client id (set client_id=)",
         ConnectReturnCode::ServiceUnavailable => "the service is unavailable; try again later",
         ConnectReturnCode::BadUserNamePassword => {
-            "bad user name or password (check username= and password_env=)"
+            "bad user name or password (check username= and password_env= or password_file=)"
         }
         ConnectReturnCode::NotAuthorized => {
-            "not authorized (check username=, password_env= and the broker's ACLs)"
+            "not authorized (check username=, password_env= or password_file=, and the broker's ACLs)"
         }
     }
 }
@@ -1467,6 +1553,32 @@ mod tests {
 
     fn endpoint(text: &str) -> Endpoint {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn mqtts_uris_give_tls_on_8883_and_half_configurations_are_refused() {
+        let c = MqttConnection::from_endpoint(&endpoint("mqtts://h/t?ca_file=/ca.pem")).unwrap();
+        assert!(c.tls);
+        assert_eq!(c.address, "h:8883");
+        assert_eq!(c.ca_file, Some(PathBuf::from("/ca.pem")));
+        let plain = MqttConnection::from_endpoint(&endpoint("mqtt://h/t")).unwrap();
+        assert!(!plain.tls && plain.address == "h:1883");
+        for (uri, says) in [
+            (
+                "mqtts://h/t?cert_file=/c.pem",
+                "both cert_file= and key_file=",
+            ),
+            (
+                "mqtts://h/t?cert_file=/c.pem&key_file=/k.pem",
+                "needs ca_file=",
+            ),
+            ("mqtt://h/t?ca_file=/ca.pem", "use mqtts://"),
+        ] {
+            let err = MqttConnection::from_endpoint(&endpoint(uri))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{uri}: {err}");
+        }
     }
 
     #[test]
