@@ -15,7 +15,9 @@
 //! **Standard Webhooks ids.** Each request gets its own `webhook-id`,
 //! `msg_<run>_<worker>_<n>`: a random number drawn when the sink is built, the worker's index
 //! and the request's number in that worker. A retry of a request sends the same id, with a new
-//! timestamp and signature, so a receiver that refuses replays takes it once.
+//! timestamp and signature, so a receiver that refuses replays takes it once. A retry refused
+//! 401 because its id `was accepted before` (an Eddy webhook's words) counts as delivered: the
+//! first attempt's 2xx was lost, not its records.
 //!
 //! **Retries.** A request is retried on a connection error, an attempt timeout, a 5xx or a 429
 //! answer, after an exponential backoff with jitter (`backoff`, doubling up to `max_backoff`;
@@ -55,8 +57,8 @@ use crate::format::Format;
 use crate::uri::Endpoint;
 use crate::webhook::{
     redacted, signature, signature_param, standard_key, standard_signature, unix_now,
-    SignatureScheme, SIGNATURE_HEADER, STANDARD_ID_HEADER, STANDARD_SIGNATURE_HEADER,
-    STANDARD_TIMESTAMP_HEADER,
+    SignatureScheme, ACCEPTED_BEFORE, SIGNATURE_HEADER, STANDARD_ID_HEADER,
+    STANDARD_SIGNATURE_HEADER, STANDARD_TIMESTAMP_HEADER,
 };
 
 /// How much of a refusing answer's body a dead letter quotes.
@@ -480,7 +482,16 @@ impl Target {
                 Ok(answer) => {
                     let status = answer.status();
                     let asked = retry_after(answer.headers());
-                    let failure = format!("answered {status}{}", excerpt(answer.text().await));
+                    let text = answer.text().await;
+                    // A retry refused as a replay: an earlier attempt, whose answer was lost,
+                    // was accepted.
+                    let replay = status == StatusCode::UNAUTHORIZED
+                        && attempt > 1
+                        && text.as_ref().is_ok_and(|t| t.contains(ACCEPTED_BEFORE));
+                    if replay && self.standard_key.is_some() {
+                        return Ok(());
+                    }
+                    let failure = format!("answered {status}{}", excerpt(text));
                     if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
                         return Err(format!("{failure} (not retried: the receiver refused it)"));
                     }

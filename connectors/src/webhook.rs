@@ -226,6 +226,10 @@ pub const STANDARD_SIGNATURE_HEADER: &str = "webhook-signature";
 /// either way of the server's clock.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
+/// What a refusal of a replayed `webhook-id` says: an HTTP sink whose retry gets it knows its
+/// earlier attempt was accepted ([`crate::http_sink`]).
+pub(crate) const ACCEPTED_BEFORE: &str = "was accepted before";
+
 /// The most `webhook-id`s remembered at once against replays ([`SignatureScheme::Standard`]);
 /// a request that would add one more is answered 429.
 const MAX_REMEMBERED_IDS: usize = 100_000;
@@ -2283,11 +2287,25 @@ impl Settings {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.prune(now, self.tolerance.saturating_mul(2));
-        if seen.ids.contains_key(id) {
-            return Err(unauthorized(format!(
-                "the {STANDARD_ID_HEADER} was accepted before (or is being taken now): a \
-                 replayed request"
-            )));
+        match seen.ids.get(id) {
+            Some(&(_, true)) => {
+                return Err(unauthorized(format!(
+                    "the {STANDARD_ID_HEADER} {ACCEPTED_BEFORE}: a replayed request"
+                )))
+            }
+            // The sender's earlier attempt is still being taken: it may retry once that is
+            // answered (accepted, the retry is told so; refused, the id is free again).
+            Some(&(_, false)) => {
+                return Err(Refusal::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "a request with this {STANDARD_ID_HEADER} is being taken now: try \
+                         again once it is answered"
+                    ),
+                )
+                .with_header(header::RETRY_AFTER, self.retry_after_s))
+            }
+            None => {}
         }
         if seen.order.len() >= MAX_REMEMBERED_IDS {
             return Err(Refusal::new(
@@ -2299,7 +2317,7 @@ impl Settings {
             )
             .with_header(header::RETRY_AFTER, self.retry_after_s));
         }
-        seen.ids.insert(id.to_vec(), now);
+        seen.ids.insert(id.to_vec(), (now, false));
         seen.order.push_back((now, id.to_vec()));
         Ok(IdClaim {
             settings: Arc::clone(self),
@@ -2313,7 +2331,8 @@ impl Settings {
 /// The Standard Webhooks ids accepted lately, oldest first.
 #[derive(Default)]
 struct SeenIds {
-    ids: HashMap<Vec<u8>, Instant>,
+    /// When each id was claimed, and whether its request was accepted.
+    ids: HashMap<Vec<u8>, (Instant, bool)>,
     order: VecDeque<(Instant, Vec<u8>)>,
 }
 
@@ -2327,7 +2346,7 @@ impl SeenIds {
             let Some((at, id)) = self.order.pop_front() else {
                 break;
             };
-            if self.ids.get(&id) == Some(&at) {
+            if self.ids.get(&id).is_some_and(|(claimed, _)| *claimed == at) {
                 self.ids.remove(&id);
             }
         }
@@ -2345,8 +2364,17 @@ struct IdClaim {
 }
 
 impl IdClaim {
+    /// The request was accepted: the id stays taken, and a replay is told so.
     fn keep(mut self) {
         self.keep = true;
+        let mut seen = self
+            .settings
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = seen.ids.get_mut(&self.id).filter(|(at, _)| *at == self.at) {
+            entry.1 = true;
+        }
     }
 }
 
@@ -2360,7 +2388,7 @@ impl Drop for IdClaim {
             .seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if seen.ids.get(&self.id) == Some(&self.at) {
+        if seen.ids.get(&self.id).is_some_and(|(at, _)| *at == self.at) {
             seen.ids.remove(&self.id);
         }
     }
@@ -2615,9 +2643,17 @@ mod tests {
             wal: None,
         });
         settings.claim(b"a").unwrap().keep();
-        assert!(settings.claim(b"a").is_err(), "a replay");
+        let replay = settings.claim(b"a").err().expect("a replay");
+        assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+        assert!(replay.reason.contains(ACCEPTED_BEFORE), "{}", replay.reason);
         let taking = settings.claim(b"b").unwrap();
-        assert!(settings.claim(b"b").is_err(), "taken now");
+        let busy = settings.claim(b"b").err().expect("taken now");
+        assert_eq!(
+            busy.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            busy.reason
+        );
         drop(taking);
         settings.claim(b"b").unwrap().keep();
         std::thread::sleep(Duration::from_millis(120));
