@@ -138,8 +138,8 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::{
-    wall_clock_ms, BacklogProbe, ConnectorError, Partition, ReadStatus, Record, RecordError,
-    ReleaseMode, Source, SourcePositions, SourceReader,
+    wall_clock_ms, BacklogProbe, ConnectorError, CounterProbe, Partition, ReadStatus, Record,
+    RecordError, ReleaseMode, Source, SourcePositions, SourceReader,
 };
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
@@ -724,6 +724,26 @@ struct Intake {
     stop: StopRule,
     /// The run is stopping: requests are refused (503), and the readers drain the buffer.
     stopping: AtomicBool,
+    /// Connections closed to make room at `max_connections`, and refused there: what the
+    /// server counts and the first reader reports ([`SourceReader::counters`]).
+    pressure: Arc<Pressure>,
+}
+
+/// Connections closed at the cap to make room for new ones, and new ones refused there.
+#[derive(Default)]
+struct Pressure {
+    closed: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Pressure {
+    /// `(closed, refused)` so far in this run.
+    fn totals(&self) -> (u64, u64) {
+        (
+            self.closed.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Where the handlers put the records of a request.
@@ -925,6 +945,7 @@ impl<T> WebhookSource<T> {
             done,
             stop: self.stop.clone(),
             stopping: AtomicBool::new(false),
+            pressure: Arc::default(),
         });
         bridge::runtime().spawn(run_server(listener, Arc::clone(&intake)));
         Ok(intake)
@@ -1064,8 +1085,9 @@ where
         if *intake.done.borrow() {
             return Err(self.served_error());
         }
-        intake.readers.fetch_add(1, Ordering::AcqRel);
+        let first = intake.readers.fetch_add(1, Ordering::AcqRel) == 0;
         Ok(Box::new(WebhookReader {
+            reports: first,
             reader: ChannelReader::new(
                 inbox,
                 Format::Json,
@@ -1177,6 +1199,7 @@ where
         let meaning = Arc::new(ReleaseMeaning::default());
         let tracker = WalTracker::new(&dir, at, first, read, recorded, Arc::clone(&meaning));
         Ok(Box::new(WebhookReader {
+            reports: true,
             reader: ChannelReader::new(
                 inbox,
                 Format::Json,
@@ -1192,6 +1215,8 @@ where
 
 /// A worker's reader: the bridge's reader, counted so the server knows when all are gone.
 struct WebhookReader<T, A> {
+    /// Whether this reader reports the server's counters (the first one opened does).
+    reports: bool,
     reader: ChannelReader<T, A>,
     open: OpenReader,
     /// For a reader of the log: what the engine's releases mean, shared with its tracker.
@@ -1218,6 +1243,20 @@ where
 
     fn backlog_probe(&self) -> Option<BacklogProbe> {
         self.reader.backlog_probe()
+    }
+
+    /// The server's connections closed and refused at `max_connections`.
+    fn counters(&self) -> Option<CounterProbe> {
+        let pressure = Arc::clone(&self.open.0.pressure);
+        self.reports.then(|| -> CounterProbe {
+            Arc::new(move || {
+                let (closed, refused) = pressure.totals();
+                vec![
+                    ("connections_closed_at_cap", closed),
+                    ("connections_refused_at_cap", refused),
+                ]
+            })
+        })
     }
 
     fn position(&self) -> Option<Vec<u8>> {
@@ -1338,7 +1377,10 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(Arc::clone(&intake));
-    let connections = Arc::new(Connections::new(&intake.settings));
+    let connections = Arc::new(Connections::new(
+        &intake.settings,
+        Arc::clone(&intake.pressure),
+    ));
     let mut done = intake.done.subscribe();
     let mut open = tokio::task::JoinSet::new();
     let accept_errors = Burst::default();
@@ -1388,7 +1430,7 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
         );
         open.shutdown().await;
     }
-    let (closed, refused) = connections.pressure_totals();
+    let (closed, refused) = connections.pressure.totals();
     if closed + refused > 0 {
         tracing::warn!(
             "webhook {url}: at its max_connections={} this run closed {closed} idle \
@@ -1442,15 +1484,14 @@ struct Connections {
     idle_timeout: Duration,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
     next_id: AtomicU64,
-    /// Connections closed to make room for new ones.
-    closed: AtomicU64,
-    /// New connections refused: every connection had a request in progress.
-    refused: AtomicU64,
+    /// Connections closed to make room for new ones, and new ones refused (every connection
+    /// had a request in progress).
+    pressure: Arc<Pressure>,
     burst: Burst,
 }
 
 impl Connections {
-    fn new(settings: &Settings) -> Self {
+    fn new(settings: &Settings, pressure: Arc<Pressure>) -> Self {
         Connections {
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
             max: settings.max_connections,
@@ -1458,8 +1499,7 @@ impl Connections {
             idle_timeout: settings.idle_timeout,
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
+            pressure,
             burst: Burst::default(),
         }
     }
@@ -1481,13 +1521,13 @@ impl Connections {
             None
         };
         let count = if slot.is_some() {
-            &self.closed
+            &self.pressure.closed
         } else {
-            &self.refused
+            &self.pressure.refused
         };
         count.fetch_add(1, Ordering::Relaxed);
         if self.burst.starts() {
-            let (closed, refused) = self.pressure_totals();
+            let (closed, refused) = self.pressure.totals();
             tracing::warn!(
                 "webhook {url}: {} connections are open, its max_connections: each new one \
                  closes the connection idle the longest, or is refused when every connection \
@@ -1511,14 +1551,6 @@ impl Connections {
             }
         }
         idlest.is_some_and(|(_, connection)| connection.evict())
-    }
-
-    /// Connections closed to make room, and refused, in this run.
-    fn pressure_totals(&self) -> (u64, u64) {
-        (
-            self.closed.load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed),
-        )
     }
 }
 

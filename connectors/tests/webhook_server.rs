@@ -293,6 +293,28 @@ fn idle_sockets_at_max_connections_do_not_keep_a_signed_post_out() {
         open >= 40,
         "only {open} of 200 idle sockets still open: the cap is 50"
     );
+    // The closes are counted where the metrics endpoint serves them.
+    let counted: Vec<(&str, u64)> = hook
+        .run
+        .observer()
+        .sources()
+        .into_iter()
+        .flat_map(|(_, _, reading)| reading.counters)
+        .collect();
+    let closed = counted
+        .iter()
+        .find(|(event, _)| *event == "connections_closed_at_cap")
+        .map(|(_, n)| *n);
+    assert!(
+        closed.is_some_and(|n| n >= 150),
+        "connections closed at the cap, as counted: {counted:?}"
+    );
+    let served = hook.run.observer().prometheus();
+    assert!(
+        served.contains("eddy_source_events_total{")
+            && served.contains("event=\"connections_closed_at_cap\""),
+        "{served}"
+    );
     post(hook.address, 3);
     writer.join().unwrap();
     assert_eq!(hook.finish(), vec![order(1), order(2), order(3)]);

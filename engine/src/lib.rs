@@ -63,8 +63,8 @@ pub use pipeline::{Data, Pipeline, Records, StageContext, StageInfo, Stream};
 pub use runtime::{Cluster, RunHandle, RunSummary, Runtime};
 pub use sink::{FileOutput, Sink, SinkReport, SinkWriter};
 pub use source::{
-    BacklogProbe, Partition, ReadStatus, RecordError, ReleaseMode, Source, SourcePositions,
-    SourceReader,
+    BacklogProbe, CounterProbe, Partition, ReadStatus, RecordError, ReleaseMode, Source,
+    SourcePositions, SourceReader,
 };
 pub use time::{wall_clock_ms, EventTime, Record, WatermarkConfig, WatermarkTracker};
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use crate::source::BacklogProbe;
+use crate::source::{BacklogProbe, CounterProbe};
 
 /// "Not known" in a gauge.
 const UNKNOWN: u64 = u64::MAX;
@@ -37,6 +37,8 @@ pub struct WorkerGauge {
     /// Sources: reads the records waiting at the source (consumer lag, queue depth), when it
     /// tells.
     backlog: Mutex<Option<BacklogProbe>>,
+    /// Sources: reads the connector's own counters, when it keeps some.
+    counters: Mutex<Option<CounterProbe>>,
     /// Windows, sessions, joins: when the earliest result still pending on this worker is due
     /// — the end of the oldest open window (`UNKNOWN`: nothing pending).
     open_window_end: AtomicU64,
@@ -60,6 +62,7 @@ impl Default for WorkerGauge {
             last_record_ms: AtomicU64::new(UNKNOWN),
             idle_since_ms: AtomicU64::new(UNKNOWN),
             backlog: Mutex::new(None),
+            counters: Mutex::new(None),
             open_window_end: AtomicU64::new(UNKNOWN),
             open_window_start: AtomicU64::new(UNKNOWN),
         }
@@ -106,6 +109,12 @@ impl WorkerGauge {
         *self.backlog.lock().unwrap_or_else(PoisonError::into_inner) = probe;
     }
 
+    /// Sets how to read the source connector's own counters
+    /// ([`SourceReader::counters`](crate::SourceReader::counters)).
+    pub fn set_counter_probe(&self, probe: Option<CounterProbe>) {
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner) = probe;
+    }
+
     /// Sets the oldest window still open on this worker, `[start, end)`, or none.
     #[inline]
     pub fn set_open_window(&self, window: Option<(u64, u64)>) {
@@ -135,6 +144,13 @@ impl WorkerGauge {
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
                 .map(|probe| probe()),
+            counters: self
+                .counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|probe| probe())
+                .unwrap_or_default(),
             pending: known(&self.open_window_end).map(|end| (known(&self.open_window_start), end)),
         }
     }
@@ -154,6 +170,8 @@ pub struct WorkerReading {
     pub idle_since_ms: Option<u64>,
     /// Sources: records waiting at the source (consumer lag, queue depth), when it tells.
     pub backlog: Option<u64>,
+    /// Sources: the connector's own counters, `(name, total so far)`.
+    pub counters: Vec<(&'static str, u64)>,
     /// Windows, sessions, joins: the earliest result pending on this worker, as `(start, end)`
     /// of the oldest open window (no start for results that are not windows); it is emitted
     /// once the watermark reaches `end`.

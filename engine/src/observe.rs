@@ -389,6 +389,22 @@ fn worker_gauges(
             }
         }
     }
+    let events = "eddy_source_events_total";
+    page.family(
+        events,
+        "counter",
+        "Events a source's connector counts of its own (a webhook's connections closed or refused at its cap), by event.",
+    );
+    for stage in &sources {
+        for (worker, _, r) in view.readings(stage.index) {
+            for (event, total) in &r.counters {
+                let mut labels = base(stage);
+                labels.push(("worker", worker.to_string()));
+                labels.push(("event", event.to_string()));
+                page.sample(events, &labels, *total as f64);
+            }
+        }
+    }
 }
 
 /// Checkpoint gauges: how many completed, the last one's duration, size and age.

@@ -206,6 +206,9 @@ pub(crate) fn source<'s, T: 'static>(
         stage
             .gauge()
             .set_backlog_probe(reader.as_ref().and_then(|r| r.backlog_probe()));
+        stage
+            .gauge()
+            .set_counter_probe(reader.as_ref().and_then(|r| r.counters()));
         let clock = stage.run_metrics().register_source(stage.partition().index);
         let mut polled = Vec::with_capacity(batch_size);
         let mut rejected = Vec::new();

@@ -135,6 +135,9 @@ impl SourcePositions {
 /// Reads a source reader's backlog from any thread ([`SourceReader::backlog_probe`]).
 pub type BacklogProbe = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// Reads a source reader's own counters from any thread ([`SourceReader::counters`]).
+pub type CounterProbe = std::sync::Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 /// What a release ([`SourceReader::released`]) means in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseMode {
@@ -183,6 +186,17 @@ pub trait SourceReader<T> {
     /// busy or blocked (which is when a growing backlog matters) — so it must be cheap (read a
     /// value another task keeps up to date).
     fn backlog_probe(&self) -> Option<BacklogProbe> {
+        None
+    }
+
+    /// How to read the events this reader's connector counts of its own (a webhook's
+    /// connections closed or refused at its cap, say): each `(name, total so far)`, served as
+    /// `eddy_source_events_total{event="name"}`. Called like [`backlog_probe`]'s probe, from
+    /// other threads, so it must be cheap. One reader of a source that shares one server
+    /// between its workers reports them, not each.
+    ///
+    /// [`backlog_probe`]: Self::backlog_probe
+    fn counters(&self) -> Option<CounterProbe> {
         None
     }
 
