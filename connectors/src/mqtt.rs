@@ -195,15 +195,7 @@ impl MqttConnection {
         let defaults = MqttConnection::default();
         let tls = endpoint.scheme == "mqtts" || endpoint.parse_param("tls")?.unwrap_or(false);
         let path = |name: &str| endpoint.param(name).map(PathBuf::from);
-        let client_cert = match (path("cert_file"), path("key_file")) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => None,
-            _ => {
-                return Err(ConnectorError::user(format!(
-                    "{endpoint}: a client certificate needs both cert_file= and key_file="
-                )))
-            }
-        };
+        let client_cert = endpoint.client_cert()?;
         let connection = MqttConnection {
             address: endpoint.address(if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT }),
             tls,

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -211,6 +212,19 @@ impl Endpoint {
             )));
         }
         Ok(Some(secret.to_string()))
+    }
+
+    /// A client certificate and its key for mutual TLS (options `cert_file=` and `key_file=`,
+    /// PEM files), when given; one without the other is an error.
+    pub fn client_cert(&self) -> Result<Option<(PathBuf, PathBuf)>, ConnectorError> {
+        let path = |name: &str| self.param(name).map(PathBuf::from);
+        match (path("cert_file"), path("key_file")) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => Err(ConnectorError::user(format!(
+                "{self}: a client certificate needs both cert_file= and key_file="
+            ))),
+        }
     }
 
     /// Fails when an option is not one of `known`, listing the known ones.

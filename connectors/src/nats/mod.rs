@@ -212,15 +212,7 @@ impl NatsSecurity {
     /// without a user, or half a client certificate are errors.
     fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
         let path = |name: &str| endpoint.param(name).map(PathBuf::from);
-        let client_cert = match (path("cert_file"), path("key_file")) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => None,
-            _ => {
-                return Err(ConnectorError::user(format!(
-                    "{endpoint}: a client certificate needs both cert_file= and key_file="
-                )))
-            }
-        };
+        let client_cert = endpoint.client_cert()?;
         let user_password = match (endpoint.param("user"), endpoint.secret("password")?) {
             (Some(user), Some(password)) => Some((user.to_string(), password)),
             (None, None) => None,
