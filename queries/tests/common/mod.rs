@@ -606,3 +606,47 @@ pub fn wait_at_most(mut child: Child, limit: std::time::Duration) -> std::proces
     }
     child.wait_with_output().unwrap()
 }
+
+/// Where `scripts/brokers.sh` keeps its TLS brokers' CA, certificates and password.
+pub fn broker_tls_dir() -> std::path::PathBuf {
+    let brokers = std::env::var("EDDY_BROKERS_DIR").unwrap_or_else(|_| "/tmp/eddy-brokers".into());
+    std::path::PathBuf::from(brokers).join("tls")
+}
+
+/// Fails the test, saying how to start the brokers, when nothing listens on 127.0.0.1:`port`.
+pub fn require_tls_broker(what: &str, port: u16) {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2)).is_ok(),
+        "{what} is not reachable at {address}: start the test brokers with \
+         `bash scripts/brokers.sh up`"
+    );
+}
+
+/// A name (topic, stream, client id) no other run uses, starting with `prefix`.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}{}x{nanos}", std::process::id())
+}
+
+/// Copies a one-record file to each sink URI of `cases`: each must fail within 15 s (nothing
+/// retried that retrying cannot fix), saying its reason, and show no `wrong_password`.
+pub fn assert_each_fails_at_once(dir: &Path, cases: &[(String, &str)], wrong_password: &str) {
+    let input = dir.join("one.jsonl");
+    std::fs::write(&input, "{\"id\": 1}\n").unwrap();
+    let from_file = format!("jsonl://{}", input.display());
+    for (to, reason) in cases {
+        let started = std::time::Instant::now();
+        let err = eddy_copy(&["--from", &from_file, "--to", to]).expect_err("the copy fails");
+        assert!(err.contains(reason), "{to}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{to}: took {:?} to fail: it retried what retrying cannot fix",
+            started.elapsed()
+        );
+        assert!(!err.contains(wrong_password), "a password is shown: {err}");
+    }
+}
