@@ -7,10 +7,20 @@
 //! the body is NDJSON (`application/x-ndjson`, one record per line) — what the
 //! [webhook source](crate::webhook) takes, so Eddy can feed Eddy. CSV records go as
 //! `text/csv` rows, raw records as `application/octet-stream` lines. A request can carry a
-//! bearer token (`Authorization: Bearer <token>`) and an HMAC-SHA256 signature of its body, in
+//! bearer token (`Authorization: Bearer <token>`) or basic authentication (`user` and
+//! `password`: `Authorization: Basic ...`; one or the other), and an HMAC-SHA256 signature of
+//! its body, in
 //! Eddy's scheme ([`SIGNATURE_HEADER`]: `sha256=<hex>`) or Standard Webhooks'
 //! ([`SignatureScheme::Standard`]: `webhook-id`, `webhook-timestamp` and `webhook-signature:
 //! v1,<base64>`) — both what the webhook source checks.
+//!
+//! **HTTPS.** An `https://` URL is checked against the system's CAs, or with `ca_file` against
+//! the CAs in that PEM file instead (they replace the system's, so only a server whose
+//! certificate one of them signed is trusted); `cert_file` and `key_file` (PEM) add a client
+//! certificate for mutual TLS. A server certificate that does not verify (an unknown CA, a
+//! certificate for another host name, an expired one), a server that refuses the sink's
+//! certificate or does not speak TLS: the sink fails the run at once with an error naming the
+//! URL and the reason, since no retry can fix it.
 //!
 //! **Standard Webhooks ids.** Each request gets its own `webhook-id`,
 //! `msg_<run>_<worker>_<n>`: a random number drawn when the sink is built, the worker's index
@@ -39,6 +49,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -50,10 +61,12 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::StatusCode;
 use serde::Serialize;
 use tokio::sync::Semaphore;
+use tokio_rustls::rustls;
 
 use crate::bridge;
 use crate::endpoints::{DynSink, EndpointOptions};
 use crate::format::Format;
+use crate::tls::{pem_certificates, pem_key, read_pem};
 use crate::uri::Endpoint;
 use crate::webhook::{
     redacted, signature, signature_param, standard_key, standard_signature, unix_now,
@@ -86,8 +99,20 @@ pub struct HttpSinkConfig {
     pub timeout: Duration,
     /// The most requests each worker keeps open at once (default 4).
     pub in_flight: usize,
-    /// A bearer token to send (`Authorization: Bearer <token>`); none by default.
+    /// A bearer token to send (`Authorization: Bearer <token>`); none by default. Not with
+    /// `user`.
     pub token: Option<String>,
+    /// A user for basic authentication (`Authorization: Basic ...`, with `password`); none by
+    /// default. Not with `token`.
+    pub user: Option<String>,
+    /// The password of `user` (URI: `password_env=` or `password_file=`).
+    pub password: Option<String>,
+    /// The CA certificates (PEM) that the server's certificate must be signed by, instead of
+    /// the system's CAs (URI: `ca_file=`); none by default: the system's CAs.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (chain) and its key, PEM, for mutual TLS (URI: `cert_file=` and
+    /// `key_file=`); none by default.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// A secret to sign each body with (as `signature` says); none by default.
     pub secret: Option<String>,
     /// How the body is signed with the secret: [`SignatureScheme::Eddy`] (the default,
@@ -110,6 +135,10 @@ impl HttpSinkConfig {
             timeout: Duration::from_secs(60),
             in_flight: 4,
             token: None,
+            user: None,
+            password: None,
+            ca_file: None,
+            client_cert: None,
             secret: None,
             signature: SignatureScheme::Eddy,
         }
@@ -117,8 +146,10 @@ impl HttpSinkConfig {
 
     /// The configuration a sink URI gives: `http://HOST:PORT/PATH?batch=100&retries=5
     /// &backoff=200ms&max_backoff=10s&attempt_timeout=10s&timeout=60s&in_flight=4
-    /// &token_env=VAR&secret_env=VAR&signature=eddy` (every query parameter is an option: the
-    /// URL posted to is the URI without them; `signature=` is `eddy` or `standard`).
+    /// &token_env=VAR&secret_env=VAR&signature=eddy&user=NAME&password_env=VAR&ca_file=PATH
+    /// &cert_file=PATH&key_file=PATH` (every query parameter is an option: the URL posted to is
+    /// the URI without them; `signature=` is `eddy` or `standard`; `token_*` or `user=` with
+    /// `password_env=`/`password_file=`, not both).
     pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
         e.check_params(SINK_OPTIONS)?;
         if e.host.is_empty() {
@@ -149,6 +180,10 @@ impl HttpSinkConfig {
             }
         }
         config.token = e.secret("token")?;
+        config.user = e.param("user").map(str::to_string);
+        config.password = e.secret("password")?;
+        config.ca_file = e.param("ca_file").map(PathBuf::from);
+        config.client_cert = e.client_cert()?;
         config.secret = e.secret("secret")?;
         if let Some(scheme) =
             signature_param(e, &[SignatureScheme::Eddy, SignatureScheme::Standard])?
@@ -170,6 +205,12 @@ const SINK_OPTIONS: &[&str] = &[
     "in_flight",
     "token_env",
     "token_file",
+    "user",
+    "password_env",
+    "password_file",
+    "ca_file",
+    "cert_file",
+    "key_file",
     "secret_env",
     "secret_file",
     "signature",
@@ -188,6 +229,10 @@ impl fmt::Debug for HttpSinkConfig {
             .field("timeout", &self.timeout)
             .field("in_flight", &self.in_flight)
             .field("token", &redacted(&self.token))
+            .field("user", &self.user)
+            .field("password", &redacted(&self.password))
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
             .field("secret", &redacted(&self.secret))
             .field("signature", &self.signature)
             .finish()
@@ -225,19 +270,85 @@ impl<T> HttpSink<T> {
                     config.url
                 ))
             })?;
-        if config.batch == 0 || config.in_flight == 0 {
+        if url.password().is_some() {
+            let mut shown = url.clone();
+            let _ = shown.set_password(Some("***"));
             return Err(ConnectorError::user(format!(
-                "HTTP sink {url}: batch and in_flight must be at least 1"
+                "HTTP sink {shown}: a password in the URL shows in process lists and logs; give \
+                 the user as user= and the password with password_env=VAR or password_file=PATH"
             )));
         }
-        let client = reqwest::Client::builder()
+        let fail = |why: String| ConnectorError::user(format!("HTTP sink {url}: {why}"));
+        if config.batch == 0 || config.in_flight == 0 {
+            return Err(fail("batch and in_flight must be at least 1".into()));
+        }
+        match (&config.token, &config.user, &config.password) {
+            (Some(_), Some(_), _) => {
+                return Err(fail(
+                    "both a bearer token (token_env=, token_file=) and basic authentication \
+                     (user=) are given: keep one"
+                        .into(),
+                ))
+            }
+            (_, Some(_), None) => {
+                return Err(fail(
+                    "user= needs its password: give password_env=VAR or password_file=PATH".into(),
+                ))
+            }
+            (_, None, Some(_)) => {
+                return Err(fail(
+                    "a password (password_env=, password_file=) needs its user=".into(),
+                ))
+            }
+            _ => {}
+        }
+        let tls = config.ca_file.is_some() || config.client_cert.is_some();
+        if tls && url.scheme() != "https" {
+            return Err(fail(
+                "ca_file=, cert_file= and key_file= are for HTTPS: write https://".into(),
+            ));
+        }
+        let mut client = reqwest::Client::builder()
             .connect_timeout(config.attempt_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("eddy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                ConnectorError::external(format!("HTTP sink {url}: cannot set up the client"), e)
+            .user_agent(concat!("eddy/", env!("CARGO_PKG_VERSION")));
+        if let Some(file) = &config.ca_file {
+            client = client.tls_built_in_root_certs(false);
+            for certificate in pem_certificates("ca_file", file).map_err(fail)? {
+                client = client.add_root_certificate(
+                    reqwest::Certificate::from_der(&certificate)
+                        .map_err(|e| fail(format!("ca_file={}: {e}", file.display())))?,
+                );
+            }
+        }
+        if let Some((cert, key)) = &config.client_cert {
+            // Read and checked one by one, so that an error names its file.
+            pem_certificates("cert_file", cert).map_err(fail)?;
+            pem_key("key_file", key).map_err(fail)?;
+            let mut pem = read_pem("cert_file", cert).map_err(fail)?;
+            pem.push(b'\n');
+            pem.extend(read_pem("key_file", key).map_err(fail)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                fail(format!(
+                    "cert_file={} and key_file={}: not a client certificate and its key ({})",
+                    cert.display(),
+                    key.display(),
+                    root_cause(&e)
+                ))
             })?;
+            client = client.identity(identity);
+        }
+        let client = client.build().map_err(|e| {
+            if tls {
+                fail(format!(
+                    "cannot set up TLS with ca_file=, cert_file= and key_file= ({}): check that \
+                     the key goes with the certificate",
+                    root_cause(&e)
+                ))
+            } else {
+                ConnectorError::external(format!("HTTP sink {url}: cannot set up the client"), e)
+            }
+        })?;
         if config.signature == SignatureScheme::Github
             || config.signature == SignatureScheme::Stripe
         {
@@ -297,6 +408,17 @@ impl<T: Serialize + 'static> Sink<T> for HttpSink<T> {
 struct Outcome {
     delivered: AtomicU64,
     undeliverable: Mutex<Vec<RecordError>>,
+    /// Why no request can get through (TLS with the receiver failed): the writer fails with it.
+    fatal: Mutex<Option<String>>,
+}
+
+/// Why a request was not delivered.
+enum Undelivered {
+    /// This request's records are dead-lettered, for this reason.
+    Request(String),
+    /// TLS with the receiver failed (its certificate does not verify, or it refused the
+    /// sink's): no request can get through, so the run fails with this error.
+    Tls(String),
 }
 
 struct HttpWriter<T> {
@@ -326,7 +448,20 @@ impl<T: Serialize + 'static> HttpWriter<T> {
         let _all_done = bridge::runtime()
             .block_on(self.slots.acquire_many(all))
             .map_err(|e| ConnectorError::external("HTTP sink: the request slots closed", e))?;
-        Ok(())
+        self.fatal()
+    }
+
+    /// The error of a request that no retry can fix (TLS failed), if one had it.
+    fn fatal(&self) -> Result<(), ConnectorError> {
+        let fatal = self
+            .outcome
+            .fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*fatal {
+            Some(error) => Err(ConnectorError::user(error.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Waits for a free slot, then sends `request` on the connectors' runtime.
@@ -347,7 +482,11 @@ impl<T: Serialize + 'static> HttpWriter<T> {
                         .delivered
                         .fetch_add(spans.len() as u64, Ordering::Relaxed);
                 }
-                Err(error) => {
+                Err(Undelivered::Tls(error)) => {
+                    let mut fatal = outcome.fatal.lock().unwrap_or_else(PoisonError::into_inner);
+                    fatal.get_or_insert(error);
+                }
+                Err(Undelivered::Request(error)) => {
                     let url = target.url.as_str();
                     let failed = spans.iter().map(|&(start, end)| {
                         RecordError::new(url, format!("POST {url}: {error}"))
@@ -368,6 +507,7 @@ impl<T: Serialize + 'static> HttpWriter<T> {
 
 impl<T: Serialize + 'static> SinkWriter<T> for HttpWriter<T> {
     fn write(&mut self, batch: &mut Vec<Record<T>>) -> Result<(), ConnectorError> {
+        self.fatal()?;
         let per_request = self.target.config.batch;
         let mut request = Request {
             body: Vec::new(),
@@ -440,7 +580,7 @@ impl Target {
     /// Sends one request, retrying as the module docs say; the error says why it failed for
     /// good.
     /// `id` is the request's `webhook-id` (Standard Webhooks), the same for every attempt.
-    async fn deliver(&self, id: &str, body: Bytes) -> Result<(), String> {
+    async fn deliver(&self, id: &str, body: Bytes) -> Result<(), Undelivered> {
         let config = &self.config;
         let deadline = Instant::now() + config.timeout;
         let signed = match config.signature {
@@ -462,6 +602,9 @@ impl Target {
                 .body(body.clone());
             if let Some(token) = &config.token {
                 request = request.bearer_auth(token);
+            }
+            if let Some(user) = &config.user {
+                request = request.basic_auth(user, config.password.as_ref());
             }
             if let Some(signed) = &signed {
                 request = request.header(SIGNATURE_HEADER, signed);
@@ -493,37 +636,60 @@ impl Target {
                     }
                     let failure = format!("answered {status}{}", excerpt(text));
                     if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
-                        return Err(format!("{failure} (not retried: the receiver refused it)"));
+                        return Err(Undelivered::Request(format!(
+                            "{failure} (not retried: the receiver refused it)"
+                        )));
                     }
                     (failure, asked)
                 }
-                Err(error) => (self.describe(&error), None),
+                Err(error) => match tls_failure(&error) {
+                    Some(tls) => return Err(Undelivered::Tls(self.tls_refused(tls))),
+                    None => (self.describe(&error), None),
+                },
             };
             if attempt > config.retries {
-                return Err(format!("{failure}; gave up after {attempt} attempts"));
+                return Err(Undelivered::Request(format!(
+                    "{failure}; gave up after {attempt} attempts"
+                )));
             }
             let pause = asked.unwrap_or_else(|| backoff(config, attempt));
             if Instant::now() + pause >= deadline {
-                return Err(format!(
+                return Err(Undelivered::Request(format!(
                     "{failure}; gave up after {attempt} attempts: the next would pass the \
                      request's timeout of {:?}",
                     config.timeout
-                ));
+                )));
             }
             tokio::time::sleep(pause).await;
         }
     }
 
-    /// A connection or timeout error, with its root cause.
-    fn describe(&self, error: &reqwest::Error) -> String {
-        let mut cause: &dyn std::error::Error = error;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
-        let address = match (self.url.host_str(), self.url.port_or_known_default()) {
+    /// `HOST:PORT` of the URL.
+    fn address(&self) -> String {
+        match (self.url.host_str(), self.url.port_or_known_default()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             _ => self.url.to_string(),
-        };
+        }
+    }
+
+    /// The error of a TLS handshake with the receiver that failed, saying what to do.
+    fn tls_refused(&self, tls: &rustls::Error) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        format!(
+            "HTTP sink {}: TLS with {} failed ({tls}); not retried, since retrying cannot fix \
+             it: if the server's certificate is signed by your own CA, give that CA with \
+             ca_file=; the certificate must name the URL's host ({host}); a server that asks \
+             for a client certificate needs cert_file= and key_file=; a server without TLS is \
+             reached with http://",
+            self.url,
+            self.address()
+        )
+    }
+
+    /// A connection or timeout error, with its root cause.
+    fn describe(&self, error: &reqwest::Error) -> String {
+        let cause = root_cause(error);
+        let address = self.address();
         if error.is_timeout() {
             format!(
                 "no answer from {address} within {:?} (option attempt_timeout=)",
@@ -535,6 +701,36 @@ impl Target {
             format!("the request to {address} failed: {cause}")
         }
     }
+}
+
+/// The last error of `error`'s chain of causes.
+fn root_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause
+}
+
+/// The TLS error in `error`'s chain of causes, if TLS failed: a certificate that does not
+/// verify, a receiver that refused the sink's certificate, a receiver that does not speak TLS.
+fn tls_failure(error: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = next {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match cause.downcast_ref::<std::io::Error>() {
+            // An I/O error's `source` skips the error it wraps.
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+    }
+    None
 }
 
 /// The wait before retry `attempt` (1 for the first retry): `backoff` doubled per retry, at
@@ -609,9 +805,14 @@ mod tests {
             "{:?}",
             HttpSinkConfig {
                 secret: Some("hush".into()),
+                user: Some("eddy".into()),
+                password: Some("s3same".into()),
                 ..HttpSinkConfig::new("http://x/")
             }
         );
-        assert!(!debug.contains("hush"), "{debug}");
+        assert!(
+            !debug.contains("hush") && !debug.contains("s3same"),
+            "{debug}"
+        );
     }
 }

@@ -77,6 +77,8 @@ pub mod parquet_partitioned;
 pub mod replay;
 pub mod side_input;
 pub mod table;
+#[cfg(any(feature = "http", feature = "amqp"))]
+mod tls;
 pub mod uri;
 #[cfg(feature = "http")]
 pub mod webhook;
@@ -101,3 +103,9 @@ pub use crate::replay::{PreparedSource, ReplaySource};
 pub use crate::side_input::SideInputFile;
 pub use crate::table::TableSink;
 pub use crate::uri::Endpoint;
+
+/// `tracing` filter directives that keep the broker clients' own logs free of credentials:
+/// lapin logs the AMQP login frame, password included (as bytes), at `trace` in
+/// `lapin::io_loop`. A binary that lets `RUST_LOG` turn on `trace` should add these after it
+/// (`EnvFilter::add_directive`), as `eddy` does; each caps one client module at `debug`.
+pub const LOG_DIRECTIVES_HIDING_SECRETS: &[&str] = &["lapin::io_loop=debug"];

@@ -7,6 +7,16 @@
 //! the source starts the server on [`bridge::runtime()`]. It listens on `127.0.0.1` unless
 //! configured otherwise, and answers only its own path (others are 404).
 //!
+//! **HTTPS.** With a certificate and its key ([`WebhookTls`]: `https://ADDR:PORT/PATH
+//! ?cert_file=PATH&key_file=PATH`, PEM, the intermediate CAs' certificates after the server's
+//! in `cert_file`) it serves HTTPS only (rustls with the ring provider: TLS 1.2 and 1.3,
+//! HTTP/1.1); with `client_ca_file=PATH` too, mutual TLS: a client must show a certificate
+//! signed by a CA in that file, or the handshake fails and it gets no answer. The files are
+//! read when the source is built, so one that is missing, holds no certificate or key, or a
+//! key that does not go with the certificate is an error then, naming the file. Everything
+//! below works the same over HTTPS; the handshake counts as part of the first request's head
+//! (`header_timeout`).
+//!
 //! **What a request gets.** Each request is checked in this order; every refusal has a JSON
 //! body `{"error": "..."}` saying why, and ingests nothing of the request:
 //!
@@ -150,11 +160,13 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
+use tokio_rustls::rustls;
 
 use crate::bridge::{self, ChannelReader, Delivery, Feed, Inbox, NothingToRead, StopRule};
 use crate::endpoints::{DynSource, EndpointOptions};
 use crate::event_time::EventTimeOf;
 use crate::format::Format;
+use crate::tls::{pem_certificates, pem_key};
 use crate::uri::Endpoint;
 use crate::webhook_wal::{
     self as wal, Published, ReleaseMeaning, WalPosition, WalTail, WalTracker, WalWriter,
@@ -438,6 +450,84 @@ pub struct WebhookConfig {
     /// Where the write-ahead log is, to which a request's records are appended before its
     /// 2xx (see the module docs): by default [`default_wal_dir`] of the address and path.
     pub wal: Wal,
+    /// HTTPS instead of plain HTTP: the server's certificate and key, and the CA that client
+    /// certificates must be signed by for mutual TLS (see [`WebhookTls`]); none by default.
+    pub tls: Option<WebhookTls>,
+}
+
+/// The webhook's TLS (`https://ADDR:PORT/PATH?cert_file=...&key_file=...`): rustls with the
+/// ring provider, TLS 1.2 and 1.3, HTTP/1.1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookTls {
+    /// The server's certificate, PEM, followed by the intermediate CAs' certificates a client
+    /// needs to reach its root (URI: `cert_file=`).
+    pub cert_file: PathBuf,
+    /// The certificate's private key, PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (URI: `key_file=`).
+    pub key_file: PathBuf,
+    /// For mutual TLS: the CA certificates (PEM) a client's certificate must be signed by; a
+    /// client without one is refused during the handshake (URI: `client_ca_file=`). None by
+    /// default: any client may connect (and sign its requests).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl WebhookTls {
+    /// HTTPS with this certificate (chain) and key, without client certificates.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        WebhookTls {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            client_ca_file: None,
+        }
+    }
+
+    /// The same, with mutual TLS: a client must show a certificate signed by a CA in `file`.
+    pub fn client_ca(mut self, file: impl Into<PathBuf>) -> Self {
+        self.client_ca_file = Some(file.into());
+        self
+    }
+
+    /// The rustls acceptor of these files: an error, naming the webhook and the file, when a
+    /// file cannot be read, holds no certificate or key in PEM, or the key does not go with
+    /// the certificate.
+    fn acceptor(&self, listen: SocketAddr) -> Result<tokio_rustls::TlsAcceptor, ConnectorError> {
+        let fail = |why: String| ConnectorError::user(format!("webhook on {listen}: {why}"));
+        let chain = pem_certificates("cert_file", &self.cert_file).map_err(fail)?;
+        let key = pem_key("key_file", &self.key_file).map_err(fail)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConnectorError::external(format!("webhook on {listen}: TLS"), e))?;
+        let builder = match &self.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(file) => {
+                let in_file =
+                    |why: String| fail(format!("client_ca_file={}: {why}", file.display()));
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in pem_certificates("client_ca_file", file).map_err(fail)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|e| in_file(format!("not a CA certificate ({e})")))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| in_file(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+            fail(format!(
+                "key_file={}: the key cannot serve the certificate of cert_file={} ({e}): give \
+                 the key the certificate was made for",
+                self.key_file.display(),
+                self.cert_file.display()
+            ))
+        })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 /// Where a webhook keeps its write-ahead log (see the module docs).
@@ -472,6 +562,7 @@ impl Default for WebhookConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             wal: Wal::Default,
+            tls: None,
         }
     }
 }
@@ -494,6 +585,7 @@ impl fmt::Debug for WebhookConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_connections", &self.max_connections)
             .field("wal", &self.wal)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -514,6 +606,9 @@ const SOURCE_OPTIONS: &[&str] = &[
     "idle_timeout",
     "max_connections",
     "wal",
+    "cert_file",
+    "key_file",
+    "client_ca_file",
 ];
 
 impl WebhookConfig {
@@ -546,10 +641,13 @@ impl WebhookConfig {
     /// &idle_timeout=60s&max_connections=1024&wal=/path/dir` (port 80 when it gives none;
     /// `wal=off` for no log, `wal=./off` for a directory called `off`; `signature=` is `eddy`,
     /// `github`, `stripe` or `standard`, see [`SignatureScheme`]). A timeout, a `tolerance` or
-    /// `max_connections` of 0 is refused.
+    /// `max_connections` of 0 is refused. `https://ADDR:PORT/PATH?cert_file=PATH&key_file=PATH`
+    /// serves HTTPS (port 443 when it gives none), with `client_ca_file=PATH` for mutual TLS
+    /// ([`WebhookTls`]); `https://` without both files, or the files on `http://`, is refused.
     pub fn from_endpoint(e: &Endpoint) -> Result<Self, ConnectorError> {
         e.check_params(SOURCE_OPTIONS)?;
-        let address = e.address(80);
+        let https = e.scheme == "https";
+        let address = e.address(if https { 443 } else { 80 });
         let listen = address
             .to_socket_addrs()
             .ok()
@@ -561,6 +659,27 @@ impl WebhookConfig {
                 ))
             })?;
         let mut config = WebhookConfig::new(listen, &e.path);
+        let file = |name: &str| e.param(name).map(PathBuf::from);
+        config.tls = match (https, file("cert_file"), file("key_file")) {
+            (true, Some(cert), Some(key)) => Some(WebhookTls {
+                client_ca_file: file("client_ca_file"),
+                ..WebhookTls::new(cert, key)
+            }),
+            (true, _, _) => {
+                return Err(ConnectorError::user(format!(
+                    "{e}: https:// needs the server's certificate and its key: give \
+                     cert_file=PATH (PEM, the intermediate CAs' certificates after it) and \
+                     key_file=PATH (PEM)"
+                )))
+            }
+            (false, None, None) if file("client_ca_file").is_none() => None,
+            (false, _, _) => {
+                return Err(ConnectorError::user(format!(
+                    "{e}: cert_file=, key_file= and client_ca_file= are for HTTPS: write \
+                     https://ADDR:PORT/PATH"
+                )))
+            }
+        };
         config.secret = e.secret("secret")?;
         if let Some(scheme) = signature_param(
             e,
@@ -710,6 +829,8 @@ struct Settings {
     max_connections: usize,
     /// The write-ahead log's directory, if there is one.
     wal: Option<PathBuf>,
+    /// The TLS handshake of each connection, when serving HTTPS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The server's state shared by its handlers and the readers.
@@ -820,8 +941,9 @@ impl<T> WebhookSource<T> {
     /// machine's) for a source whose records take their event time from `event_time`, and
     /// takes its write-ahead log unless it has none (failing, naming the directory, when it
     /// cannot be written or another webhook writes it; failing, saying to pass `wal=DIR` or
-    /// `wal=off`, when there is no default directory). The server starts when the pipeline
-    /// opens the source.
+    /// `wal=off`, when there is no default directory), and loads its TLS certificate and key
+    /// if it has them (failing, naming the file, when one cannot be read or used). The server
+    /// starts when the pipeline opens the source.
     pub fn bind(config: WebhookConfig, event_time: EventTimeOf<T>) -> Result<Self, ConnectorError> {
         if !config.path.starts_with('/') {
             return Err(ConnectorError::user(format!(
@@ -861,6 +983,11 @@ impl<T> WebhookSource<T> {
             (Some(secret), _) => Some(secret.clone().into_bytes()),
             (None, _) => None,
         };
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| tls.acceptor(listen))
+            .transpose()?;
         let listener = StdListener::bind(listen).map_err(|e| bind_error(listen, e))?;
         let local = listener
             .set_nonblocking(true)
@@ -868,7 +995,8 @@ impl<T> WebhookSource<T> {
             .map_err(|e| {
                 ConnectorError::external(format!("cannot set up the socket on {listen}"), e)
             })?;
-        let url = format!("http://{local}{}", config.path);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{local}{}", config.path);
         if !local.ip().is_loopback() && config.secret.is_none() && config.token.is_none() {
             tracing::warn!(
                 "webhook {url}: listening beyond loopback with neither a secret nor a token: \
@@ -903,6 +1031,7 @@ impl<T> WebhookSource<T> {
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
             wal: dir,
+            tls,
         };
         Ok(WebhookSource {
             settings: Arc::new(settings),
@@ -922,7 +1051,7 @@ impl<T> WebhookSource<T> {
         self.local
     }
 
-    /// The URL records are POSTed to: `http://ADDR:PORT/PATH`.
+    /// The URL records are POSTed to: `http://ADDR:PORT/PATH` (`https://` with TLS).
     pub fn url(&self) -> &str {
         &self.settings.url
     }
@@ -1408,14 +1537,16 @@ async fn run_server(listener: tokio::net::TcpListener, intake: Arc<Intake>) {
             drop(stream); // over the cap, with no idle connection to close: refused
             continue;
         };
+        // Listed before its task runs, so that the cap sees it (and can close it) at once.
+        let listed = connections.list(slot);
         open.spawn(serve_connection(
             stream,
             peer,
             app.clone(),
-            Arc::clone(&connections),
-            slot,
+            listed,
             url.clone(),
             intake.done.subscribe(),
+            intake.settings.tls.clone(),
         ));
     }
     drop(listener);
@@ -1554,6 +1685,44 @@ impl Connections {
     }
 }
 
+/// A connection on the list of open ones, holding its slot under the cap; dropped when its
+/// task ends (or is cut off), which takes it off the list and frees the slot.
+struct Listed {
+    connections: Arc<Connections>,
+    id: u64,
+    connection: Arc<Connection>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connections {
+    /// Lists a new connection, which holds `slot`: from now on the cap sees it.
+    fn list(self: &Arc<Self>, slot: tokio::sync::OwnedSemaphorePermit) -> Listed {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let connection = Arc::new(Connection::new());
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&connection));
+        Listed {
+            connections: Arc::clone(self),
+            id,
+            connection,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        open.remove(&self.id);
+    }
+}
+
 /// Events this close together ([`BURST_QUIET`]) are one burst, logged once.
 #[derive(Default)]
 struct Burst {
@@ -1648,6 +1817,23 @@ impl Connection {
         }
     }
 
+    /// Waits until its deadline ([`Connection::deadline`]) has passed: why it is to be closed.
+    async fn expired(&self, limits: &Connections) -> &'static str {
+        loop {
+            let woken = self.wake.notified();
+            match self.deadline(limits) {
+                Some((at, why)) if at <= tokio::time::Instant::now() => return why,
+                Some((at, _)) => {
+                    tokio::select! {
+                        () = woken => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => woken.await,
+            }
+        }
+    }
+
     /// Bytes arrived: with no request in progress, the next one's head has begun.
     fn read_some(&self) {
         let mut phase = self.phase();
@@ -1737,81 +1923,116 @@ impl tokio::io::AsyncWrite for Watched {
     }
 }
 
-/// Serves one connection (HTTP/1.1, kept alive) until the client closes it, a timeout or the
-/// cap closes it, or the server shuts down (then it finishes the request in progress).
+/// Serves one connection (HTTP/1.1, kept alive; over TLS when `tls` is given) until the
+/// client closes it, a timeout or the cap closes it, or the server shuts down (then it
+/// finishes the request in progress).
+///
+/// The TLS handshake is timed as part of the first request's head: a client that does not
+/// finish it within `header_timeout` of the accept is closed, and until it has sent a request
+/// the connection counts as idle for the cap.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     app: axum::Router,
-    connections: Arc<Connections>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    listed: Listed,
     url: String,
     mut done: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let id = connections.next_id.fetch_add(1, Ordering::Relaxed);
-    let connection = Arc::new(Connection::new());
-    connections
-        .open
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(id, Arc::clone(&connection));
-    /// Takes the connection off the list when its task ends (or is cut off).
-    struct Listed(Arc<Connections>, u64);
-    impl Drop for Listed {
-        fn drop(&mut self) {
-            let mut open = self.0.open.lock().unwrap_or_else(PoisonError::into_inner);
-            open.remove(&self.1);
-        }
-    }
-    let _listed = Listed(Arc::clone(&connections), id);
-    let io = hyper_util::rt::TokioIo::new(Watched {
+    let (connection, connections) = (&listed.connection, &listed.connections);
+    let watched = Watched {
         stream,
-        connection: Arc::clone(&connection),
-    });
-    let router = hyper_util::service::TowerToHyperService::new(app);
-    let in_request = Arc::clone(&connection);
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let busy = in_request.request();
-        let response = hyper::service::Service::call(&router, request);
-        async move {
-            let response = response.await;
-            drop(busy);
-            response
+        connection: Arc::clone(connection),
+    };
+    let http = Http {
+        peer,
+        connection,
+        connections,
+        url: &url,
+    };
+    let Some(tls) = tls else {
+        return http.serve(watched, app, done).await;
+    };
+    let handshake = tls.accept(watched);
+    let secured = tokio::select! {
+        secured = handshake => match secured {
+            Ok(secured) => secured,
+            Err(error) => {
+                tracing::debug!("webhook {url}: TLS handshake with {peer} failed: {error}");
+                return;
+            }
+        },
+        why = connection.expired(connections) => {
+            tracing::debug!(
+                "webhook {url}: closed the connection from {peer} in its TLS handshake: {why}"
+            );
+            return;
         }
-    });
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // The connection's own deadlines (below) time the heads; hyper's timer would also close
-    // kept-alive connections after the header timeout.
-    http.keep_alive(true).header_read_timeout(None);
-    let served = http.serve_connection(io, service);
-    let mut served = std::pin::pin!(served);
-    let mut shutting = false;
-    loop {
-        let deadline = connection.deadline(&connections);
-        let at = deadline.map_or_else(tokio::time::Instant::now, |(at, _)| at);
-        tokio::select! {
-            result = served.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!("webhook {url}: connection from {peer}: {error}");
-                }
-                break;
+        _ = done.wait_for(|done| *done) => return,
+    };
+    http.serve(secured, app, done).await;
+}
+
+/// One connection's HTTP/1.1, over its socket or its TLS stream.
+struct Http<'a> {
+    peer: SocketAddr,
+    connection: &'a Arc<Connection>,
+    connections: &'a Connections,
+    url: &'a str,
+}
+
+impl Http<'_> {
+    /// Serves requests on `io` until the client closes it, its deadline passes, or the server
+    /// shuts down (then it finishes the request in progress).
+    async fn serve<I>(self, io: I, app: axum::Router, mut done: watch::Receiver<bool>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Http {
+            peer,
+            connection,
+            connections,
+            url,
+        } = self;
+        let io = hyper_util::rt::TokioIo::new(io);
+        let router = hyper_util::service::TowerToHyperService::new(app);
+        let in_request = Arc::clone(connection);
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let busy = in_request.request();
+            let response = hyper::service::Service::call(&router, request);
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
             }
-            () = connection.wake.notified() => {}
-            () = tokio::time::sleep_until(at), if deadline.is_some() => {
-                if let Some((at, why)) = connection.deadline(&connections) {
-                    if at <= tokio::time::Instant::now() {
-                        tracing::debug!("webhook {url}: closed the connection from {peer}: {why}");
-                        break;
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // The connection's own deadlines (below) time the heads; hyper's timer would also close
+        // kept-alive connections after the header timeout.
+        http.keep_alive(true).header_read_timeout(None);
+        let served = http.serve_connection(io, service);
+        let mut served = std::pin::pin!(served);
+        let mut shutting = false;
+        loop {
+            tokio::select! {
+                result = served.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!("webhook {url}: connection from {peer}: {error}");
                     }
-                }
-            }
-            _ = done.wait_for(|done| *done), if !shutting => {
-                shutting = true;
-                if connection.idle_since().is_some() {
                     break;
                 }
-                served.as_mut().graceful_shutdown();
+                why = connection.expired(connections) => {
+                    tracing::debug!("webhook {url}: closed the connection from {peer}: {why}");
+                    break;
+                }
+                _ = done.wait_for(|done| *done), if !shutting => {
+                    shutting = true;
+                    if connection.idle_since().is_some() {
+                        break;
+                    }
+                    served.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -2606,12 +2827,6 @@ pub(crate) fn endpoint_source(
     e: &Endpoint,
     o: &EndpointOptions,
 ) -> Result<DynSource, ConnectorError> {
-    if e.scheme == "https" {
-        return Err(ConnectorError::user(format!(
-            "{e}: the webhook source serves plain HTTP: listen on http://ADDR:PORT/PATH and put \
-             a TLS-terminating proxy in front of it"
-        )));
-    }
     if o.format != Format::Json {
         return Err(ConnectorError::user(format!(
             "{e}: webhook bodies are JSON (application/json) or NDJSON \
@@ -2673,6 +2888,7 @@ mod tests {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             wal: None,
+            tls: None,
         });
         settings.claim(b"a").unwrap().keep();
         let replay = settings.claim(b"a").err().expect("a replay");

@@ -84,6 +84,8 @@ enum Behaviour {
     FlakyThenFine,
     /// Always this status, with a body saying why.
     Always(u16),
+    /// 200 to requests whose `Authorization` header is this, else 401.
+    Authorized(&'static str),
 }
 
 /// What a receiver saw.
@@ -160,6 +162,10 @@ fn receive(
         Behaviour::FlakyThenFine if earlier == 0 => 503,
         Behaviour::FlakyThenFine => 200,
         Behaviour::Always(status) => status,
+        Behaviour::Authorized(expected) => match seen.headers.get("authorization") {
+            Some(given) if given == expected => 200,
+            _ => 401,
+        },
     };
     if status == 200 {
         let text = std::str::from_utf8(&body).unwrap();
@@ -324,6 +330,39 @@ fn an_unreachable_receiver_is_dead_lettered_after_its_retries_without_hanging() 
             letter.error
         );
     }
+}
+
+#[test]
+fn basic_authentication_reaches_a_receiver_that_checks_it() {
+    // "eddy:open sesame" in base64.
+    let receiver = Receiver::start(Behaviour::Authorized("Basic ZWRkeTpvcGVuIHNlc2FtZQ=="));
+    let dir = tempfile::tempdir().unwrap();
+    let config = |password: &str| {
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        let uri = format!(
+            "{}?user=eddy&password_file={}&batch=5",
+            receiver.url,
+            file.display()
+        );
+        HttpSinkConfig {
+            backoff: Duration::from_millis(10),
+            ..HttpSinkConfig::from_endpoint(&uri.parse().unwrap()).unwrap()
+        }
+    };
+    let (summary, dead) = post_all(alerts(20), 2, config("open sesame"));
+    assert!(dead.is_empty(), "{:?}", dead.first());
+    assert_eq!(delivered(&summary), 20);
+    let (summary, dead) = post_all(alerts(5), 1, config("guess"));
+    assert_eq!((delivered(&summary), dead.len()), (0, 5));
+    assert!(
+        dead[0].error.contains("answered 401") && !dead[0].error.contains("guess"),
+        "{}",
+        dead[0].error
+    );
+    let mut accepted = receiver.seen().accepted.clone();
+    accepted.sort_unstable();
+    assert_eq!(accepted, (0..20).collect::<Vec<_>>());
 }
 
 #[test]
