@@ -48,8 +48,8 @@ impl Default for EndpointOptions {
 }
 
 /// The schemes this build can read from, for error messages.
-const SCHEMES: &str = "kafka, amqp, nats, tls (NATS over TLS), mqtt, http, jsonl, csv (sources); \
-                       the same and parquet (sinks)";
+const SCHEMES: &str = "kafka, amqp, amqps, nats, tls (NATS over TLS), mqtt, mqtts, http, https, \
+                       jsonl, csv (sources); the same and parquet (sinks)";
 
 /// Opens the source `endpoint` names.
 pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSource, ConnectorError> {
@@ -60,9 +60,9 @@ pub fn source(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSourc
         #[cfg(not(feature = "kafka"))]
         "kafka" => Err(built_without(endpoint, "kafka")),
         #[cfg(feature = "amqp")]
-        "amqp" => crate::amqp::endpoint_source(endpoint, options),
+        "amqp" | "amqps" => crate::amqp::endpoint_source(endpoint, options),
         #[cfg(not(feature = "amqp"))]
-        "amqp" => Err(built_without(endpoint, "amqp")),
+        "amqp" | "amqps" => Err(built_without(endpoint, "amqp")),
         #[cfg(feature = "nats")]
         "nats" | "tls" => crate::nats::endpoint_source(endpoint, options),
         #[cfg(not(feature = "nats"))]
@@ -96,9 +96,9 @@ pub fn sink(endpoint: &Endpoint, options: &EndpointOptions) -> Result<DynSink, C
         #[cfg(not(feature = "http"))]
         "http" | "https" => Err(built_without(endpoint, "http")),
         #[cfg(feature = "amqp")]
-        "amqp" => crate::amqp::endpoint_sink(endpoint, options),
+        "amqp" | "amqps" => crate::amqp::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "amqp"))]
-        "amqp" => Err(built_without(endpoint, "amqp")),
+        "amqp" | "amqps" => Err(built_without(endpoint, "amqp")),
         #[cfg(feature = "nats")]
         "nats" | "tls" => crate::nats::endpoint_sink(endpoint, options),
         #[cfg(not(feature = "nats"))]
