@@ -1,6 +1,7 @@
 //! Kafka: a source reading a topic's partitions, spread over the workers, and a sink publishing
-//! to a topic, through the rdkafka crate (librdkafka, bundled and built with cmake, with zlib
-//! and zstd: every Kafka compression codec; no TLS or SASL in this build).
+//! to a topic, through the rdkafka crate (librdkafka, bundled and built by its own configure
+//! script, with zlib and zstd: every Kafka compression codec; and with OpenSSL, vendored: TLS
+//! and SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512).
 //!
 //! **Source** ([`KafkaSource`]). Worker `i` of `n` reads the partitions `p` with `p % n == i`,
 //! assigned directly from the topic's metadata when the worker opens the source (no group
@@ -40,15 +41,28 @@
 //!
 //! *Guarantee:* at-least-once (a retry after a lost acknowledgement can write a record twice).
 //!
+//! **TLS and authentication** ([`KafkaSecurity`]). librdkafka's `security.protocol`
+//! (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) is option `security_protocol`, or follows from the
+//! other options: `user=` means SASL over TLS (SASL_SSL; a password goes in plain text only with
+//! `security_protocol=SASL_PLAINTEXT`), `ca_file=` or a client certificate alone means SSL.
+//! `sasl_mechanism=` is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (the default); the password comes
+//! from `password_env=`/`password_file=` and is never printed. `ca_file=` is the CA (PEM) that
+//! the broker's certificate must chain to (without it, the system's CAs); `cert_file=` and
+//! `key_file=` a client certificate (mutual TLS). The broker's certificate must name the host
+//! connected to (`ssl.endpoint.identification.algorithm=https`). Credentials the broker
+//! refuses, a mechanism it does not take, and a TLS handshake that fails on a certificate fail
+//! the source or sink at once with the reason: librdkafka would retry them for ever.
+//!
 //! Options (URI query parameters for [`crate::endpoints`], fields of [`KafkaSourceConfig`] and
 //! [`KafkaSinkConfig`]) are listed in docs/connectors.md; any librdkafka setting can be passed as
-//! `rdkafka.<name>=<value>` and overrides Eddy's.
+//! `rdkafka.<name>=<value>` and overrides Eddy's, except the ones holding secrets.
 
 mod sink;
 mod source;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -107,6 +121,8 @@ pub struct KafkaConnection {
     /// How long opening the source or sink waits for the broker's metadata before it fails
     /// (default 5 s; option `connect_timeout`).
     pub connect_timeout: Duration,
+    /// TLS and authentication (default: plain text, no credentials).
+    pub security: KafkaSecurity,
     /// librdkafka settings applied after Eddy's, overriding them (options
     /// `rdkafka.<name>=<value>`; see librdkafka's CONFIGURATION.md).
     pub rdkafka: BTreeMap<String, String>,
@@ -119,6 +135,7 @@ impl KafkaConnection {
             brokers: brokers.into(),
             topic: topic.into(),
             connect_timeout: Duration::from_secs(5),
+            security: KafkaSecurity::default(),
             rdkafka: BTreeMap::new(),
         }
     }
@@ -129,11 +146,21 @@ impl KafkaConnection {
         if let Some(timeout) = endpoint.duration_param("connect_timeout")? {
             connection.connect_timeout = timeout;
         }
+        connection.security = KafkaSecurity::from_endpoint(endpoint)?;
         connection.rdkafka = endpoint
             .params
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix(RDKAFKA_PREFIX)?.to_string(), v.clone())))
+            // The settings Eddy's own options take from their librdkafka names.
+            .filter(|(k, _)| !TAKEN_SETTINGS.contains(&k.as_str()))
             .collect();
+        if let Some(name) = connection.rdkafka.keys().find(|k| names_a_secret(k)) {
+            return Err(ConnectorError::user(format!(
+                "{endpoint}: option rdkafka.{name} would put a secret in the URI, which shows in \
+                 process lists, shell history and logs: give the SASL password with \
+                 password_env=VAR or password_file=PATH, and a client key without a passphrase"
+            )));
+        }
         Ok(connection)
     }
 
@@ -142,8 +169,13 @@ impl KafkaConnection {
         format!("{}/{}", self.brokers, self.topic)
     }
 
-    /// librdkafka's configuration: Eddy's settings (`ours`), then the user's.
-    fn client_config(&self, ours: &[(&str, String)]) -> ClientConfig {
+    /// librdkafka's configuration: Eddy's settings (`ours`) and the security's, then the
+    /// user's. Fails when a file of the security does not exist.
+    fn client_config(&self, ours: &[(&str, String)]) -> Result<ClientConfig, ConnectorError> {
+        self.security
+            .check()
+            .and_then(|()| self.security.check_files())
+            .map_err(|e| ConnectorError::user(format!("Kafka at {}: {e}", self.brokers)))?;
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -156,35 +188,61 @@ impl KafkaConnection {
         for (name, value) in ours {
             config.set(*name, value);
         }
+        for (name, value) in self.security.settings() {
+            config.set(name, value);
+        }
         for (name, value) in &self.rdkafka {
             config.set(name, value);
         }
-        config
+        Ok(config)
     }
 
-    /// The error for a client librdkafka refused to create (a bad `rdkafka.*` setting).
+    /// The error for a client librdkafka refused to create (a bad `rdkafka.*` setting, a
+    /// certificate or key file that is not PEM).
     fn create_error(&self, what: &str, error: KafkaError) -> ConnectorError {
         ConnectorError::user(format!(
-            "cannot create a Kafka {what} for {}: {error}; check the rdkafka.* options",
+            "cannot create a Kafka {what} for {}: {error}; check the rdkafka.* options and the \
+             ca_file=, cert_file= and key_file= files (PEM)",
             self.describe()
         ))
     }
 
-    /// The topic's partitions, from the broker's metadata: fails (within `connect_timeout`)
-    /// when the broker does not answer, and with `Ok(None)` when the topic does not exist.
+    /// The topic's partitions, from the broker's metadata: fails when the broker does not
+    /// answer within `connect_timeout`, at once when `health` learns of an error retrying
+    /// cannot fix (`serve` hands it librdkafka's error events), and with `Ok(None)` when the
+    /// topic does not exist.
     fn partitions<C: ClientContext>(
         &self,
         client: &Client<C>,
+        health: &Health,
+        serve: impl Fn(),
     ) -> Result<Option<Vec<i32>>, ConnectorError> {
-        let metadata = client
-            .fetch_metadata(Some(&self.topic), self.connect_timeout)
-            .map_err(|e| {
-                broker_error(format!(
-                    "cannot connect to Kafka at {} within {:?}: {e}; is it running? (bash \
-                         scripts/brokers.sh up)",
-                    self.brokers, self.connect_timeout
-                ))
-            })?;
+        let started = Instant::now();
+        let metadata = loop {
+            let left = self.connect_timeout.saturating_sub(started.elapsed());
+            match client.fetch_metadata(Some(&self.topic), left.min(METADATA_STEP)) {
+                Ok(metadata) => break metadata,
+                Err(e) => {
+                    serve();
+                    if let Some(error) = health.unfixable() {
+                        return Err(error);
+                    }
+                    if started.elapsed() >= self.connect_timeout {
+                        let (last, _) = health.failure();
+                        let last = if last.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (last error: {last})")
+                        };
+                        return Err(broker_error(format!(
+                            "cannot connect to Kafka at {} within {:?}: {e}{last}; is it \
+                             running? (bash scripts/brokers.sh up)",
+                            self.brokers, self.connect_timeout
+                        )));
+                    }
+                }
+            }
+        };
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
             return Ok(None);
         };
@@ -202,6 +260,315 @@ impl KafkaConnection {
 /// The option prefix of librdkafka settings.
 const RDKAFKA_PREFIX: &str = "rdkafka.";
 
+/// How long one metadata request of [`KafkaConnection::partitions`] waits, between looks at
+/// the errors librdkafka reported.
+const METADATA_STEP: Duration = Duration::from_millis(100);
+
+/// librdkafka settings that Eddy's own options stand for, accepted under their librdkafka
+/// names too (`rdkafka.security.protocol=SASL_SSL` is `security_protocol=SASL_SSL`).
+const TAKEN_SETTINGS: &[&str] = &["security.protocol", "sasl.mechanism", "sasl.mechanisms"];
+
+/// Whether the librdkafka setting `name` holds a secret (`sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`).
+fn names_a_secret(name: &str) -> bool {
+    name.contains("password") || name.contains("secret")
+}
+
+/// librdkafka's `security.protocol`: whether the connection is TLS, and whether the client
+/// authenticates with SASL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// Plain TCP, no authentication.
+    #[default]
+    Plaintext,
+    /// TLS; with a client certificate, the broker can authenticate the client by it.
+    Ssl,
+    /// SASL over plain TCP: the credentials travel unencrypted (PLAIN shows the password).
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether the connection is TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether the client authenticates with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+impl FromStr for SecurityProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
+            _ => Err(format!(
+                "'{s}' is not a security protocol: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            )),
+        }
+    }
+}
+
+/// How a SASL client proves who it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// The password itself, as the broker checks it (use it over TLS only).
+    Plain,
+    /// SCRAM with SHA-256: the password never travels.
+    ScramSha256,
+    /// SCRAM with SHA-512: the password never travels.
+    #[default]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// librdkafka's (and Kafka's) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl FromStr for SaslMechanism {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().replace('_', "-").as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            _ => Err(format!(
+                "'{s}' is not a SASL mechanism Eddy's Kafka connector speaks: use PLAIN, \
+                 SCRAM-SHA-256 or SCRAM-SHA-512 (GSSAPI and OAUTHBEARER are not built in)"
+            )),
+        }
+    }
+}
+
+/// A SASL user, its password and the mechanism that proves it. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslLogin {
+    /// How (default SCRAM-SHA-512; URI: `sasl_mechanism=`).
+    pub mechanism: SaslMechanism,
+    /// The user (URI: `user=`).
+    pub user: String,
+    /// The password (URI: `password_env=` or `password_file=`), librdkafka's `sasl.password`.
+    pub password: String,
+}
+
+impl fmt::Debug for SaslLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslLogin")
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .field("password", &"(hidden)")
+            .finish()
+    }
+}
+
+/// How a Kafka client checks the brokers and proves who it is (see the module docs). Its
+/// `Debug` never shows the password.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    /// TLS or not, SASL or not (URI: `security_protocol=`, or what the other options imply).
+    pub protocol: SecurityProtocol,
+    /// The CA certificate (PEM) the brokers' certificates must chain to; without it, the
+    /// system's CAs (URI: `ca_file=`).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM, the key unencrypted), for mutual TLS (URI:
+    /// `cert_file=`, `key_file=`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The SASL login, with a SASL protocol (URI: `user=`, `password_env=`/`password_file=`,
+    /// `sasl_mechanism=`).
+    pub sasl: Option<SaslLogin>,
+}
+
+/// The options of TLS and authentication, for sources and sinks.
+const SECURITY_PARAMS: &[&str] = &[
+    "security_protocol",
+    "sasl_mechanism",
+    "user",
+    "password_env",
+    "password_file",
+    "ca_file",
+    "cert_file",
+    "key_file",
+];
+
+impl KafkaSecurity {
+    /// The TLS and credentials a URI gives (see the module docs for what implies what).
+    fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        let invalid = |e: String| ConnectorError::user(format!("{endpoint}: {e}"));
+        let protocol = aliased(
+            endpoint,
+            "security_protocol",
+            &["rdkafka.security.protocol"],
+        )?
+        .map(|(name, value)| value.parse::<SecurityProtocol>().map_err(|e| (name, e)))
+        .transpose()
+        .map_err(|(name, e)| invalid(format!("option {name}: {e}")))?;
+        let mechanism = aliased(
+            endpoint,
+            "sasl_mechanism",
+            &["rdkafka.sasl.mechanism", "rdkafka.sasl.mechanisms"],
+        )?
+        .map(|(name, value)| value.parse::<SaslMechanism>().map_err(|e| (name, e)))
+        .transpose()
+        .map_err(|(name, e)| invalid(format!("option {name}: {e}")))?;
+        let sasl = match (endpoint.param("user"), endpoint.secret("password")?) {
+            (Some(user), Some(password)) => Some(SaslLogin {
+                mechanism: mechanism.unwrap_or_default(),
+                user: user.to_string(),
+                password,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "user= needs a password: password_env=VAR or password_file=PATH".into(),
+                ))
+            }
+            (None, Some(_)) => return Err(invalid("a password needs user=".into())),
+        };
+        if mechanism.is_some() && sasl.is_none() {
+            return Err(invalid(
+                "sasl_mechanism= needs user= and password_env= or password_file=".into(),
+            ));
+        }
+        let ca_file = endpoint.param("ca_file").map(PathBuf::from);
+        let client_cert = endpoint.client_cert()?;
+        let tls = ca_file.is_some() || client_cert.is_some();
+        let protocol = protocol.unwrap_or(match (sasl.is_some(), tls) {
+            // A password goes over TLS unless the URI says otherwise.
+            (true, _) => SecurityProtocol::SaslSsl,
+            (false, true) => SecurityProtocol::Ssl,
+            (false, false) => SecurityProtocol::Plaintext,
+        });
+        let security = KafkaSecurity {
+            protocol,
+            ca_file,
+            client_cert,
+            sasl,
+        };
+        security.check().map_err(invalid)?;
+        Ok(security)
+    }
+
+    /// Fails when the protocol and the rest disagree: SASL without a login or a login without
+    /// SASL, certificates without TLS.
+    fn check(&self) -> Result<(), String> {
+        let protocol = self.protocol.name();
+        match (self.protocol.sasl(), &self.sasl) {
+            (true, None) => {
+                return Err(format!(
+                    "security_protocol={protocol} needs user= and password_env= or \
+                     password_file="
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(format!(
+                    "a SASL login (user=) needs security_protocol=SASL_SSL or SASL_PLAINTEXT, \
+                     not {protocol}"
+                ))
+            }
+            _ => {}
+        }
+        if !self.protocol.tls() && (self.ca_file.is_some() || self.client_cert.is_some()) {
+            return Err(format!(
+                "ca_file=, cert_file= and key_file= need TLS: security_protocol=SSL or \
+                 SASL_SSL, not {protocol}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails when a CA, certificate or key file does not exist.
+    fn check_files(&self) -> Result<(), String> {
+        let files = self.ca_file.iter().map(|f| ("ca_file", f)).chain(
+            self.client_cert
+                .iter()
+                .flat_map(|(cert, key)| [("cert_file", cert), ("key_file", key)]),
+        );
+        for (option, file) in files {
+            if !file.is_file() {
+                return Err(format!(
+                    "{option}={}: the file does not exist or is not a file",
+                    file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// librdkafka's settings for this security.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings = vec![("security.protocol", self.protocol.name().to_string())];
+        if self.protocol.tls() {
+            // The broker's certificate must name the host connected to.
+            settings.push(("ssl.endpoint.identification.algorithm", "https".into()));
+            // Without a CA file, the system's CAs: the bundled OpenSSL's own default path is
+            // the build directory, so librdkafka looks where distributions keep them.
+            let ca = self
+                .ca_file
+                .as_ref()
+                .map_or_else(|| "probe".to_string(), |f| f.display().to_string());
+            settings.push(("ssl.ca.location", ca));
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            settings.push(("ssl.certificate.location", cert.display().to_string()));
+            settings.push(("ssl.key.location", key.display().to_string()));
+        }
+        if let Some(login) = &self.sasl {
+            settings.push(("sasl.mechanism", login.mechanism.name().to_string()));
+            settings.push(("sasl.username", login.user.clone()));
+            settings.push(("sasl.password", login.password.clone()));
+        }
+        settings
+    }
+}
+
+/// The value of option `name` or of one of its other names `aliases`, with the name given;
+/// two of them at once is an error.
+fn aliased<'a>(
+    endpoint: &'a Endpoint,
+    name: &'a str,
+    aliases: &[&'a str],
+) -> Result<Option<(&'a str, &'a str)>, ConnectorError> {
+    let mut given = std::iter::once(name)
+        .chain(aliases.iter().copied())
+        .filter_map(|n| Some((n, endpoint.param(n)?)));
+    let first = given.next();
+    if let (Some((a, _)), Some((b, _))) = (first, given.next()) {
+        return Err(ConnectorError::user(format!(
+            "{endpoint}: options {a} and {b} say the same: keep one"
+        )));
+    }
+    Ok(first)
+}
+
 /// Fails on options outside `known` and the `rdkafka.*` passthrough.
 fn check_params(endpoint: &Endpoint, known: &[&str]) -> Result<(), ConnectorError> {
     let mut allowed: Vec<&str> = known.to_vec();
@@ -216,7 +583,7 @@ fn check_params(endpoint: &Endpoint, known: &[&str]) -> Result<(), ConnectorErro
     endpoint.check_params(&allowed)
 }
 
-/// Options shared by sources and sinks.
+/// Options shared by sources and sinks, besides [`SECURITY_PARAMS`].
 const COMMON_PARAMS: &[&str] = &["connect_timeout"];
 
 /// What a Kafka source reads and how (see the module docs).
@@ -263,7 +630,10 @@ impl KafkaSourceConfig {
 
     /// The configuration `kafka://HOST:PORT/TOPIC?options` gives (see docs/connectors.md).
     pub fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
-        check_params(endpoint, &[COMMON_PARAMS, Self::PARAMS].concat())?;
+        check_params(
+            endpoint,
+            &[COMMON_PARAMS, SECURITY_PARAMS, Self::PARAMS].concat(),
+        )?;
         let connection = KafkaConnection::from_endpoint(endpoint)?;
         let mut config = KafkaSourceConfig::new(connection.brokers.clone(), "");
         config.connection = connection;
@@ -330,7 +700,10 @@ impl KafkaSinkConfig {
 
     /// The configuration `kafka://HOST:PORT/TOPIC?options` gives (see docs/connectors.md).
     pub fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
-        check_params(endpoint, &[COMMON_PARAMS, Self::PARAMS].concat())?;
+        check_params(
+            endpoint,
+            &[COMMON_PARAMS, SECURITY_PARAMS, Self::PARAMS].concat(),
+        )?;
         let connection = KafkaConnection::from_endpoint(endpoint)?;
         let mut config = KafkaSinkConfig::new(connection.brokers.clone(), "");
         config.connection = connection;
@@ -388,6 +761,8 @@ struct HealthState {
     last_error: String,
     /// Whether the failure has been logged.
     logged: bool,
+    /// The first error retrying cannot fix, as the error to end the run with.
+    unfixable: Option<String>,
 }
 
 impl Health {
@@ -407,6 +782,28 @@ impl Health {
         let mut state = self.lock();
         state.failing_since.get_or_insert_with(Instant::now);
         state.last_error = error.to_string();
+    }
+
+    /// librdkafka's error callback reported `error`, saying `reason`: a failure, and one that
+    /// ends the run when retrying cannot fix it ([`Health::unfixable`]).
+    fn report(&self, error: &KafkaError, reason: &str) {
+        let reason = if reason.is_empty() {
+            error.to_string()
+        } else {
+            reason.to_string()
+        };
+        if let Some(what) = unfixable(error.rdkafka_error_code(), &reason) {
+            self.lock()
+                .unfixable
+                .get_or_insert_with(|| format!("{}: {what}", self.name));
+        }
+        self.failed(reason);
+    }
+
+    /// The error to end the run with, once librdkafka has reported one that retrying cannot
+    /// fix.
+    fn unfixable(&self) -> Option<ConnectorError> {
+        self.lock().unfixable.clone().map(ConnectorError::user)
     }
 
     /// Since when the client has been failing, if it is.
@@ -443,6 +840,48 @@ impl Health {
             }
         }
     }
+}
+
+/// What is wrong, and what to do, when librdkafka's error `code` saying `reason` is one that
+/// retrying cannot fix: the broker refused the credentials or the SASL mechanism, or TLS
+/// failed on a certificate (or on a broker without TLS). librdkafka reports such errors and
+/// retries them for ever; other errors (a broker down, a connection reset) are worth retrying.
+fn unfixable(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<String> {
+    let lower = reason.to_ascii_lowercase();
+    if code == Some(RDKafkaErrorCode::Authentication) {
+        return Some(if lower.contains("mechanism handshake failed") {
+            format!(
+                "the broker does not take the SASL mechanism ({reason}): choose one it offers \
+                 with sasl_mechanism="
+            )
+        } else {
+            format!(
+                "the broker refused the credentials ({reason}): check user=, password_env= / \
+                 password_file= and sasl_mechanism=; retrying cannot fix this"
+            )
+        });
+    }
+    // A handshake cut short (the broker restarting) is worth retrying; a certificate refused,
+    // an alert from the broker, or a broker that does not speak TLS is not.
+    let tls = code == Some(RDKafkaErrorCode::SSL) || lower.contains("ssl");
+    let refused = [
+        "certificate",
+        "verify",
+        "alert",
+        "unexpected message",
+        "wrong version number",
+        "packet length too long",
+    ]
+    .iter()
+    .any(|word| lower.contains(word));
+    (tls && refused).then(|| {
+        format!(
+            "TLS failed ({reason}): give the CA that signed the broker's certificate with \
+             ca_file=, connect by a host name or address the certificate names, and where the \
+             broker wants a client certificate, one its CA signed with cert_file= and key_file=; \
+             retrying cannot fix this"
+        )
+    })
 }
 
 /// librdkafka's log lines, for the source's and the sink's contexts: configuration warnings go
@@ -559,5 +998,250 @@ mod tests {
         assert_eq!(health.failure().0, "and again");
         health.recovered();
         assert!(health.failing_since().is_none() && !health.lock().logged);
+    }
+
+    /// A file holding `password`, and its path for `password_file=`.
+    fn password_file(password: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        let path = file.display().to_string();
+        (dir, path)
+    }
+
+    /// librdkafka's settings for `uri`'s security, as a map.
+    fn settings_of(uri: &str) -> BTreeMap<&'static str, String> {
+        let config = KafkaSinkConfig::from_endpoint(&endpoint(uri)).unwrap();
+        config.connection.security.settings().into_iter().collect()
+    }
+
+    #[test]
+    fn a_user_means_sasl_over_tls_and_its_password_goes_only_to_librdkafka() {
+        let (_dir, file) = password_file("pw-7c1d");
+        let uri = format!("kafka://h:9095/t?user=eddy&password_file={file}&ca_file=/ca.pem");
+        let settings = settings_of(&uri);
+        let expected = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "eddy"),
+            ("sasl.password", "pw-7c1d"),
+            ("ssl.ca.location", "/ca.pem"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ];
+        for (name, value) in expected {
+            assert_eq!(
+                settings.get(name).map(String::as_str),
+                Some(value),
+                "{name}"
+            );
+        }
+        // Without a CA file, the system's CAs, wherever the distribution keeps them.
+        let settings = settings_of(&format!("kafka://h/t?user=eddy&password_file={file}"));
+        assert_eq!(settings["ssl.ca.location"], "probe");
+        // In plain text only when asked, with the mechanism under either name.
+        for mechanism in [
+            "sasl_mechanism=scram-sha-256",
+            "rdkafka.sasl.mechanism=SCRAM-SHA-256",
+        ] {
+            let uri = format!(
+                "kafka://h/t?user=eddy&password_file={file}&{mechanism}\
+                 &rdkafka.security.protocol=SASL_PLAINTEXT&rdkafka.linger.ms=5"
+            );
+            let config = KafkaSinkConfig::from_endpoint(&endpoint(&uri)).unwrap();
+            let settings: BTreeMap<_, _> =
+                config.connection.security.settings().into_iter().collect();
+            assert_eq!(settings["security.protocol"], "SASL_PLAINTEXT");
+            assert_eq!(settings["sasl.mechanism"], "SCRAM-SHA-256");
+            assert!(!settings.contains_key("ssl.ca.location"), "no TLS");
+            // Eddy's options took these settings; the rest pass through.
+            assert_eq!(
+                config.connection.rdkafka.keys().collect::<Vec<_>>(),
+                ["linger.ms"]
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_means_tls_and_plain_uris_stay_plain() {
+        let settings = settings_of("kafka://h/t?cert_file=/c.pem&key_file=/k.pem&ca_file=/ca.pem");
+        assert_eq!(settings["security.protocol"], "SSL");
+        assert_eq!(settings["ssl.certificate.location"], "/c.pem");
+        assert_eq!(settings["ssl.key.location"], "/k.pem");
+        assert!(!settings.contains_key("sasl.username"));
+        let settings = settings_of("kafka://h/t?security_protocol=ssl");
+        assert_eq!(
+            (
+                settings["security.protocol"].as_str(),
+                settings["ssl.ca.location"].as_str()
+            ),
+            ("SSL", "probe")
+        );
+        let plain = KafkaSourceConfig::from_endpoint(&endpoint("kafka://h/t")).unwrap();
+        assert_eq!(plain.connection.security, KafkaSecurity::default());
+        assert_eq!(
+            plain.connection.security.settings(),
+            [("security.protocol", "PLAINTEXT".to_string())]
+        );
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        let (_dir, file) = password_file("pw-93ab");
+        let uri = format!("kafka://h/t?user=eddy&password_file={file}");
+        let source = KafkaSourceConfig::from_endpoint(&endpoint(&uri)).unwrap();
+        let sink = KafkaSinkConfig::from_endpoint(&endpoint(&uri)).unwrap();
+        for shown in [
+            format!("{source:?}"),
+            format!("{sink:?}"),
+            format!("{:#?}", source.connection.security),
+            endpoint(&uri).to_string(),
+        ] {
+            assert!(!shown.contains("pw-93ab"), "{shown}");
+        }
+        assert!(format!("{source:?}").contains("password: \"(hidden)\""));
+        // Nor in errors about the URI, nor when given the librdkafka way.
+        let err = KafkaSourceConfig::from_endpoint(&endpoint(&format!("{uri}&bogus=1")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown option 'bogus'") && !err.contains("pw-93ab"),
+            "{err}"
+        );
+        let err = KafkaSinkConfig::from_endpoint(&endpoint(
+            "kafka://h/t?user=eddy&rdkafka.sasl.password=pw-93ab",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("password_file=PATH") && !err.contains("pw-93ab"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn security_options_that_disagree_are_errors_that_say_what_to_write() {
+        let (_dir, file) = password_file("pw");
+        let login = format!("user=eddy&password_file={file}");
+        let cases = [
+            (
+                format!("{login}&sasl_mechanism=GSSAPI"),
+                "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            ),
+            (
+                format!("{login}&security_protocol=TLS"),
+                "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+            ),
+            (
+                format!("{login}&security_protocol=SSL"),
+                "needs security_protocol=SASL_SSL",
+            ),
+            ("user=eddy".to_string(), "user= needs a password"),
+            (format!("password_file={file}"), "a password needs user="),
+            (
+                "sasl_mechanism=PLAIN".to_string(),
+                "sasl_mechanism= needs user=",
+            ),
+            (
+                "security_protocol=SASL_SSL".to_string(),
+                "needs user= and password_env=",
+            ),
+            (
+                format!("{login}&security_protocol=SASL_PLAINTEXT&ca_file=/ca.pem"),
+                "need TLS",
+            ),
+            (
+                "cert_file=/c.pem".to_string(),
+                "needs both cert_file= and key_file=",
+            ),
+            (
+                "security_protocol=SSL&rdkafka.security.protocol=SSL".to_string(),
+                "keep one",
+            ),
+        ];
+        for (options, says) in cases {
+            let err = KafkaSinkConfig::from_endpoint(&endpoint(&format!("kafka://h/t?{options}")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{options}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_certificate_files_are_named_before_connecting() {
+        let (_dir, cert) = password_file("a certificate, as far as this check goes");
+        let mut connection = KafkaConnection::new("h:9093", "t");
+        connection.security = KafkaSecurity {
+            protocol: SecurityProtocol::Ssl,
+            client_cert: Some((
+                PathBuf::from(cert),
+                PathBuf::from("/no/such/client-key.pem"),
+            )),
+            ..KafkaSecurity::default()
+        };
+        let err = connection.client_config(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("key_file=/no/such/client-key.pem") && err.contains("does not exist"),
+            "{err}"
+        );
+        connection.security.protocol = SecurityProtocol::Plaintext;
+        let err = connection.client_config(&[]).unwrap_err().to_string();
+        assert!(err.contains("need TLS"), "{err}");
+    }
+
+    #[test]
+    fn refused_credentials_mechanisms_and_certificates_are_unfixable_and_outages_are_not() {
+        let auth = Some(RDKafkaErrorCode::Authentication);
+        let ssl = Some(RDKafkaErrorCode::SSL);
+        let transport = Some(RDKafkaErrorCode::BrokerTransportFailure);
+        let says = |code, reason| unfixable(code, reason).unwrap_or_default();
+        assert!(says(
+            auth,
+            "sasl_plaintext://h:9094/bootstrap: SASL authentication error: SASL SCRAM \
+             authentication failed: broker responded with invalid-proof"
+        )
+        .contains("refused the credentials"));
+        assert!(says(
+            auth,
+            "SASL PLAIN mechanism handshake failed: broker's supported mechanisms: SCRAM-SHA-256"
+        )
+        .contains("does not take the SASL mechanism"));
+        assert!(says(
+            ssl,
+            "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed"
+        )
+        .starts_with("TLS failed"));
+        assert!(says(
+            transport,
+            "ssl://h:9093/bootstrap: Receive failed: error:0A00045C:SSL routines::tlsv13 alert \
+             certificate required"
+        )
+        .starts_with("TLS failed"));
+        assert_eq!(
+            unfixable(
+                transport,
+                "h:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"
+            ),
+            None
+        );
+        assert_eq!(unfixable(ssl, "SSL handshake failed: Disconnected"), None);
+        assert_eq!(unfixable(None, "1/1 brokers are down"), None);
+
+        let health = Health::new("kafka sink h:9095/t (worker 0)".into());
+        health.report(
+            &KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: invalid-proof",
+        );
+        health.report(&KafkaError::Global(RDKafkaErrorCode::AllBrokersDown), "");
+        let error = health.unfixable().unwrap();
+        assert_eq!(error.fault, Fault::User);
+        assert!(
+            error
+                .what
+                .starts_with("kafka sink h:9095/t (worker 0): the broker refused")
+                && error.what.contains("invalid-proof"),
+            "the first unfixable error, naming the connector and the address: {}",
+            error.what
+        );
+        assert!(health.failing_since().is_some());
     }
 }

@@ -81,10 +81,14 @@ impl<T: Serialize + 'static> Sink<T> for KafkaSink<T> {
             ),
         ];
         let producer: BaseProducer<SinkContext> = connection
-            .client_config(&settings)
+            .client_config(&settings)?
             .create_with_context(SinkContext(Arc::clone(&reports)))
             .map_err(|e| connection.create_error("producer", e))?;
-        if connection.partitions(producer.client())?.is_none() {
+        let serve = || producer.poll(Duration::ZERO);
+        if connection
+            .partitions(producer.client(), &reports.health, serve)?
+            .is_none()
+        {
             create_topic(connection, config.partitions)?;
         }
         Ok(Box::new(KafkaWriter {
@@ -103,7 +107,7 @@ impl<T: Serialize + 'static> Sink<T> for KafkaSink<T> {
 /// Creates the sink's topic (several workers may race to: the losers find it exists).
 fn create_topic(connection: &KafkaConnection, partitions: i32) -> Result<(), ConnectorError> {
     let admin: AdminClient<DefaultClientContext> = connection
-        .client_config(&[])
+        .client_config(&[])?
         .create()
         .map_err(|e| connection.create_error("admin client", e))?;
     let topic = NewTopic::new(&connection.topic, partitions, TopicReplication::Fixed(1));
@@ -161,11 +165,7 @@ impl ClientContext for SinkContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.0.health.failed(if reason.is_empty() {
-            error.to_string()
-        } else {
-            reason.to_string()
-        });
+        self.0.health.report(&error, reason);
     }
 }
 
@@ -206,11 +206,12 @@ struct KafkaWriter<T> {
 impl<T: Serialize + 'static> KafkaWriter<T> {
     /// Waits for delivery reports while `in_flight` records wait for theirs. librdkafka gives
     /// up on a record after `delivery_timeout`, so this ends.
-    fn wait_for_room(&self) {
+    fn wait_for_room(&self) -> Result<(), ConnectorError> {
         while self.reports.in_flight.load(Ordering::Acquire) >= self.in_flight {
             self.producer.poll(REPORT_WAIT);
-            self.log_trouble();
+            self.check_trouble()?;
         }
+        Ok(())
     }
 
     /// Waits until every record sent so far has its delivery report: afterwards each is
@@ -222,7 +223,7 @@ impl<T: Serialize + 'static> KafkaWriter<T> {
         let deadline = Instant::now() + wait;
         // Flush in steps, to log a broker outage while waiting for the reports.
         while let Err(e) = self.producer.flush(FLUSH_STEP) {
-            self.log_trouble();
+            self.check_trouble()?;
             if Instant::now() >= deadline {
                 return Err(broker_error(format!(
                     "{} records sent to {} got no delivery report within {wait:?}: {e}",
@@ -234,14 +235,19 @@ impl<T: Serialize + 'static> KafkaWriter<T> {
         Ok(())
     }
 
-    /// Logs, once, that librdkafka reports errors (the broker is unreachable).
-    fn log_trouble(&self) {
+    /// Fails on an error retrying cannot fix; logs, once, that librdkafka reports others (the
+    /// broker is unreachable).
+    fn check_trouble(&self) -> Result<(), ConnectorError> {
+        if let Some(error) = self.reports.health.unfixable() {
+            return Err(error);
+        }
         if self.reports.health.failing_since().is_some() {
             self.reports.health.log_failure(&format!(
                 "librdkafka retries each record for up to {:?}, then it is dead-lettered",
                 self.delivery_timeout
             ));
         }
+        Ok(())
     }
 
     /// Sends the encoded record in `self.payload`, waiting while librdkafka's queue is full.
@@ -300,12 +306,11 @@ impl<T: Serialize + 'static> SinkWriter<T> for KafkaWriter<T> {
                 continue;
             }
             let key = self.key.as_deref().and_then(|field| key_of(&record, field));
-            self.wait_for_room();
+            self.wait_for_room()?;
             self.send(key.as_deref());
         }
         self.producer.poll(Duration::ZERO);
-        self.log_trouble();
-        Ok(())
+        self.check_trouble()
     }
 
     fn on_watermark(&mut self, _watermark: u64) -> Result<(), ConnectorError> {

@@ -205,16 +205,19 @@ where
         // The consumer spawns its wake-up task on the runtime it is created in.
         let _runtime = bridge::runtime().enter();
         let consumer: StreamConsumer<SourceContext> = connection
-            .client_config(&settings)
+            .client_config(&settings)?
             .create_with_context(context)
             .map_err(|e| connection.create_error("consumer", e))?;
-        let partitions = connection.partitions(consumer.client())?.ok_or_else(|| {
-            ConnectorError::user(format!(
-                "topic {} does not exist at Kafka {}: create it first (Eddy's Kafka sink \
-                 creates the topics it writes)",
-                connection.topic, connection.brokers
-            ))
-        })?;
+        let serve = || bridge::runtime().block_on(serve_events(&consumer));
+        let partitions = connection
+            .partitions(consumer.client(), &consumer.context().health, serve)?
+            .ok_or_else(|| {
+                ConnectorError::user(format!(
+                    "topic {} does not exist at Kafka {}: create it first (Eddy's Kafka sink \
+                     creates the topics it writes)",
+                    connection.topic, connection.brokers
+                ))
+            })?;
         let mine: Vec<i32> = partitions
             .into_iter()
             .filter(|&p| usize::try_from(p).is_ok_and(|p| p % partition.count == partition.index))
@@ -256,6 +259,15 @@ where
     }
 }
 
+/// Hands the consumer's pending events to its context (errors reach
+/// [`SourceContext::error`] only so). Before partitions are assigned no message can come.
+async fn serve_events(consumer: &StreamConsumer<SourceContext>) {
+    while tokio::time::timeout(Duration::ZERO, consumer.recv())
+        .await
+        .is_ok()
+    {}
+}
+
 /// A reader's position in a topic: per partition, the offset of the next record to read (one
 /// past the last one it returned), as checkpoints save it.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -294,11 +306,7 @@ impl ClientContext for SourceContext {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
             return;
         }
-        self.health.failed(if reason.is_empty() {
-            error.to_string()
-        } else {
-            reason.to_string()
-        });
+        self.health.report(&error, reason);
     }
 }
 
@@ -492,8 +500,12 @@ impl ConsumerTask {
     }
 
     /// While librdkafka reports errors, asks the broker for the topic's metadata: an answer
-    /// ends the failure; no answer for `reconnect_timeout` fails the run.
+    /// ends the failure; no answer for `reconnect_timeout`, or an error retrying cannot fix,
+    /// fails the run.
     async fn check_broker(&self, health: &Health) -> Result<(), ConnectorError> {
+        if let Some(error) = health.unfixable() {
+            return Err(error);
+        }
         let Some(since) = health.failing_since() else {
             return Ok(());
         };
