@@ -31,7 +31,7 @@
 //!
 //! **TLS and passwords** ([`MqttConnection`]). `mqtts://HOST:PORT/...` (default port 8883) or
 //! `tls=true` connects over TLS (rustls), checking the broker's certificate against `ca_file=`
-//! or the system's CAs; `cert_file=` and `key_file=` add a client certificate. `username=` with
+//! or the system's CAs; `cert_file=` and `key_file=` add a client certificate. `user=` with
 //! `password_env=` or `password_file=` logs in. A broker that refuses the credentials, or a
 //! certificate that does not verify, fails the source or sink at once, with the reason.
 //!
@@ -95,7 +95,7 @@ const IS_IT_RUNNING: &str = "is it running? (bash scripts/brokers.sh up)";
 /// URI options every MQTT endpoint takes.
 const CONNECTION_OPTIONS: [&str; 12] = [
     "client_id",
-    "username",
+    "user",
     "password_env",
     "password_file",
     "keep_alive",
@@ -114,8 +114,8 @@ pub struct MqttConnection {
     /// The broker's `HOST:PORT` (default `127.0.0.1:1883`).
     pub address: String,
     /// The user name to log in with (default none: anonymous).
-    pub username: Option<String>,
-    /// The password, with `username` (default none). URIs name an environment variable holding
+    pub user: Option<String>,
+    /// The password, with `user` (default none). URIs name an environment variable holding
     /// it (`password_env=VAR`), never the password itself.
     pub password: Option<String>,
     /// How often an idle client pings the broker, which drops a client silent for one and a
@@ -144,7 +144,7 @@ impl Default for MqttConnection {
     fn default() -> Self {
         MqttConnection {
             address: format!("127.0.0.1:{DEFAULT_PORT}"),
-            username: None,
+            user: None,
             password: None,
             keep_alive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
@@ -161,7 +161,7 @@ impl fmt::Debug for MqttConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MqttConnection")
             .field("address", &self.address)
-            .field("username", &self.username)
+            .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
             .field("keep_alive", &self.keep_alive)
             .field("connect_timeout", &self.connect_timeout)
@@ -183,7 +183,7 @@ impl MqttConnection {
         }
     }
 
-    /// The connection an endpoint URI describes: its address and the options `username`,
+    /// The connection an endpoint URI describes: its address and the options `user`,
     /// `password_env`, `keep_alive`, `connect_timeout`, `reconnect_timeout`, `max_packet_size`.
     pub fn from_endpoint(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
         if endpoint.to_string().contains('#') {
@@ -201,7 +201,7 @@ impl MqttConnection {
             tls,
             ca_file: path("ca_file"),
             client_cert,
-            username: endpoint.param("username").map(str::to_string),
+            user: endpoint.param("user").map(str::to_string),
             password: endpoint.secret("password")?,
             keep_alive: endpoint
                 .duration_param("keep_alive")?
@@ -230,8 +230,10 @@ impl MqttConnection {
                 self.keep_alive
             ));
         }
-        if self.password.is_some() && self.username.is_none() {
-            return Err("a password needs a username (MQTT 3.1.1)".to_string());
+        if self.password.is_some() && self.user.is_none() {
+            return Err(
+                "a password needs a user (MQTT 3.1.1: user= with the password)".to_string(),
+            );
         }
         if self.client_cert.is_some() && self.ca_file.is_none() {
             return Err("a client certificate (cert_file=, key_file=) needs ca_file=".to_string());
@@ -273,8 +275,8 @@ impl MqttConnection {
             .set_keep_alive(self.keep_alive)
             .set_max_packet_size(self.max_packet_size, self.max_packet_size)
             .set_request_channel_capacity(requests);
-        if let Some(username) = &self.username {
-            options.set_credentials(username, self.password.clone().unwrap_or_default());
+        if let Some(user) = &self.user {
+            options.set_credentials(user, self.password.clone().unwrap_or_default());
         }
         if self.tls {
             options.set_transport(Transport::tls_with_config(self.tls_configuration()?));
@@ -343,11 +345,32 @@ impl MqttConnection {
                  certificate is signed by your own CA, give it with ca_file=; the certificate \
                  must name the host you connect to"
             )),
+            other if tls_alert(&other).is_some() => ConnectorError::user(format!(
+                "{what}: TLS with the MQTT broker at {address} failed: the broker refused the \
+                 handshake ({}): if it requires a client certificate, give one its CA signed \
+                 with cert_file= and key_file=",
+                tls_alert(&other).expect("matched")
+            )),
             other => external(format!(
                 "{what}: cannot connect to the MQTT broker at {address}: {other}; {IS_IT_RUNNING}"
             )),
         }
     }
+}
+
+/// The TLS alert the broker sent, when `error` is the broker ending the handshake (a client
+/// certificate missing or not trusted, say): an error that reconnecting cannot fix.
+fn tls_alert(error: &ConnectionError) -> Option<&rumqttc::tokio_rustls::rustls::Error> {
+    let io = match error {
+        ConnectionError::MqttState(rumqttc::StateError::Io(io))
+        | ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::Io(
+            io,
+        ))) => io,
+        _ => return None,
+    };
+    io.get_ref()?
+        .downcast_ref::<rumqttc::tokio_rustls::rustls::Error>()
+        .filter(|tls| matches!(tls, rumqttc::tokio_rustls::rustls::Error::AlertReceived(_)))
 }
 
 fn refusal(code: ConnectReturnCode) -> &'static str {
@@ -359,10 +382,10 @@ fn refusal(code: ConnectReturnCode) -> &'static str {
         ConnectReturnCode::BadClientId => "it rejects the client id (set client_id=)",
         ConnectReturnCode::ServiceUnavailable => "the service is unavailable; try again later",
         ConnectReturnCode::BadUserNamePassword => {
-            "bad user name or password (check username= and password_env= or password_file=)"
+            "bad user name or password (check user= and password_env= or password_file=)"
         }
         ConnectReturnCode::NotAuthorized => {
-            "not authorized (check username=, password_env= or password_file=, and the broker's ACLs)"
+            "not authorized (check user=, password_env= or password_file=, and the broker's ACLs)"
         }
     }
 }
@@ -1648,7 +1671,7 @@ mod tests {
     #[test]
     fn passwords_stay_out_of_debug_output() {
         let mut connection = MqttConnection::new("h:1883");
-        connection.username = Some("eddy".into());
+        connection.user = Some("eddy".into());
         connection.password = Some("s3cret".into());
         let shown = format!("{connection:?}");
         assert!(

@@ -5,7 +5,9 @@
 //! endpoint scraped; then pipelines that fail on their configuration are run with a password
 //! and the token in their URIs and options. Everything the processes wrote — stdout, stderr,
 //! the output, the dead letters, `/metrics` and `/explain` — is searched for the secret, the
-//! token and the password, and none is found.
+//! token and the password, and none is found (as text, or as bytes the way a client library's
+//! frame dump would show them). The same holds for the passwords and tokens of the TLS brokers
+//! `scripts/brokers.sh` starts (NATS, MQTT, RabbitMQ), used and refused at `RUST_LOG=trace`.
 
 #![cfg(feature = "http")]
 
@@ -78,8 +80,17 @@ fn get(url: &str) -> String {
 
 fn assert_no_secret(what: &str, said: &str) {
     for secret in [SECRET, TOKEN, PASSWORD] {
+        assert_not_shown(what, said, secret);
+    }
+}
+
+/// Fails if `said` holds `secret` as text, or as its bytes the way a `Debug` of a byte slice
+/// prints them (`[112, 97, ...]`: how a client library logging a frame would show it).
+fn assert_not_shown(what: &str, said: &str, secret: &str) {
+    let bytes: Vec<String> = secret.bytes().map(|b| b.to_string()).collect();
+    for form in [secret.to_string(), bytes.join(", ")] {
         assert!(
-            !said.contains(secret),
+            !said.contains(&form),
             "{what} shows a secret ({secret}):\n{said}"
         );
     }
@@ -220,4 +231,81 @@ fn no_secret_is_ever_printed_by_a_run_that_works_or_one_that_fails() {
         said_by_failures.contains("amqp://user:***@127.0.0.1:5672/q"),
         "a URI with a password is shown with it hidden:\n{said_by_failures}"
     );
+}
+
+/// The TLS brokers' password and token (made by `scripts/brokers.sh` in its TLS directory), and a
+/// wrong password: none is printed at `RUST_LOG=trace` by a run that connects with them, nor by
+/// one that the broker refuses.
+#[cfg(all(feature = "nats", feature = "mqtt", feature = "amqp"))]
+#[test]
+fn broker_passwords_and_tokens_are_never_printed_at_trace_level() {
+    let tls = common::broker_tls_dir();
+    for port in [4223, 4224, 8883, 5671] {
+        common::require_tls_broker("a TLS broker of scripts/brokers.sh", port);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, format!("{PASSWORD}\n")).unwrap();
+    let input = dir.path().join("orders.jsonl");
+    std::fs::write(&input, "{\"id\": 1}\n{\"id\": 2}\n").unwrap();
+    let from_file = format!("jsonl://{}", input.display());
+    let file = |name: &str| tls.join(name).display().to_string();
+    let stream = common::unique_name("SECRETS");
+    let nats = |port: u16, credentials: &str| {
+        format!(
+            "tls://127.0.0.1:{port}/{stream}.x?stream={stream}&create_stream=true&ca_file={}&\
+             {credentials}",
+            file("ca.pem")
+        )
+    };
+    let password = format!("user=eddy&password_file={}", file("password"));
+    let token = format!(
+        "token_file={}&cert_file={}&key_file={}",
+        file("token"),
+        file("client.pem"),
+        file("client-key.pem")
+    );
+    let mqtt = |credentials: &str| {
+        format!(
+            "mqtts://127.0.0.1:8883/{stream}?ca_file={}&{credentials}",
+            file("ca.pem")
+        )
+    };
+    let amqp = |credentials: &str| {
+        format!(
+            "amqps://127.0.0.1:5671/{stream}?ca_file={}&{credentials}",
+            file("ca.pem")
+        )
+    };
+    let wrong_password = format!("user=eddy&password_file={}", wrong.display());
+    let working = [
+        nats(4223, &password),
+        nats(4224, &token),
+        mqtt(&password),
+        amqp(&password),
+    ];
+    let refused = [
+        nats(4223, &wrong_password),
+        mqtt(&wrong_password),
+        amqp(&wrong_password),
+    ];
+    let secrets = [
+        std::fs::read_to_string(tls.join("password")).unwrap(),
+        std::fs::read_to_string(tls.join("token")).unwrap(),
+    ];
+    for (to, works) in working
+        .iter()
+        .map(|to| (to, true))
+        .chain(refused.iter().map(|to| (to, false)))
+    {
+        let run = eddy(&["copy", "--from", &from_file, "--to", to])
+            .output()
+            .unwrap();
+        let said = text(&run);
+        assert_eq!(run.status.success(), works, "{to}:\n{said}");
+        assert_no_secret(to, &said);
+        for secret in &secrets {
+            assert_not_shown(to, &said, secret.trim());
+        }
+    }
 }

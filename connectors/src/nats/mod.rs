@@ -549,6 +549,11 @@ fn connect_error(config: &NatsConfig, e: async_nats::ConnectError) -> ConnectorE
         || lower.contains("certificate")
         || lower.contains("tls");
     match e.kind() {
+        // The server ended the handshake: it wants a client certificate it trusts.
+        _ if tls && lower.contains("received fatal alert") => ConnectorError::user(format!(
+            "{at}: TLS failed: the server refused the handshake ({detail}): if it requires a \
+             client certificate, give one its CA signed with cert_file= and key_file="
+        )),
         _ if tls => ConnectorError::user(format!(
             "{at}: TLS failed ({detail}): if the server's certificate is signed by your own CA, \
              give it with ca_file=; the certificate must name the host you connect to; a server \

@@ -407,10 +407,15 @@ enum TableFormat {
     Csv,
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: `info`).
+/// Logs go to stderr, filtered by `RUST_LOG` (default: `info`), less what would show a secret.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = eddy_connectors::LOG_DIRECTIVES_HIDING_SECRETS
+        .iter()
+        .fold(filter, |filter, directive| {
+            filter.add_directive(directive.parse().expect("a valid directive"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
