@@ -26,11 +26,12 @@
 #
 # TLS material, made once in $DIR/tls (openssl, and scripts/nats-auth.py for NATS): a test CA
 # (ca.pem); a server certificate for IP 127.0.0.1 only (server.pem, server-key.pem: not for
-# "localhost", so a client that connects by that name must refuse it); a client certificate
-# with CN eddy (client.pem, client-key.pem); a CA no server trusts and a client certificate it
-# signed (rogue-ca.pem, rogue-client.pem, rogue-client-key.pem); the password of user `eddy` on
-# every server that takes one (password: random, clients read it with password_file=); a user
-# NKey (nkey.seed), a token (token), and an operator, accounts and a user for operator mode
+# "localhost", so a client that connects by that name must refuse it), and one for the same IP
+# that expired in 2020 (expired.pem, expired-key.pem); a client certificate with CN eddy
+# (client.pem, client-key.pem); a CA no server trusts and a client certificate it signed
+# (rogue-ca.pem, rogue-client.pem, rogue-client-key.pem); the password of user `eddy` on every
+# server that takes one (password: random, clients read it with password_file=); a user NKey
+# (nkey.seed), a token (token), and an operator, accounts and a user for operator mode
 # (operator.jwt, account.jwt, system.jwt, user.creds).
 #
 #   bash scripts/brokers.sh up              install what is missing, start them all, wait until
@@ -41,6 +42,7 @@
 #   bash scripts/brokers.sh stop NAME       stop one
 #   bash scripts/brokers.sh start NAME      start one
 #   bash scripts/brokers.sh status          which are up
+#   bash scripts/brokers.sh certs           make the TLS material only (above)
 #
 # Installs: Debian packages rabbitmq-server, nats-server, mosquitto, stunnel4, openssl
 # (apt-get); tansu 0.6.0 from crates.io (cargo install --features dynostore,libsql, into
@@ -273,7 +275,7 @@ stop_nats() { stop_pidfile nats "$DIR/nats.pid" "$NATS_PORT"; }
 make_certs() { # a test CA, server and client certificates, a rogue CA, a password; once
     # The marker, written last, holds the version of what is made: a directory from an older
     # version of this script (or an interrupted run) is made again from scratch.
-    local version=3
+    local version=4
     if [ "$(cat "$TLS/complete" 2>/dev/null)" = "$version" ]; then return 0; fi
     rm -rf "$TLS"
     mkdir -p "$TLS"
@@ -291,8 +293,23 @@ make_certs() { # a test CA, server and client certificates, a rogue CA, a passwo
                 -days 3650 -extfile "$1.ext" -out "$1.pem" 2>/dev/null
             rm -f "$1.csr" "$1.ext"
         }
+        expired() { # name CA subject extensions: a certificate valid only on 1 January 2020
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=$3" \
+                -keyout "$1-key.pem" -out "$1.csr" 2>/dev/null
+            printf '%s\n' "$4" >"$1.ext"
+            mkdir -p ca-db
+            : >ca-db/index.txt
+            echo 01 >ca-db/serial
+            printf '[ca]\ndefault_ca=test\n[test]\ndatabase=ca-db/index.txt\nserial=ca-db/serial\nnew_certs_dir=ca-db\ndefault_md=sha256\npolicy=any\n[any]\ncommonName=supplied\n' >ca.cnf
+            openssl ca -batch -config ca.cnf -cert "$2.pem" -keyfile "$2-key.pem" -in "$1.csr" \
+                -out "$1.pem" -notext -extfile "$1.ext" \
+                -startdate 20200101000000Z -enddate 20200102000000Z 2>/dev/null
+            rm -rf "$1.csr" "$1.ext" ca.cnf ca-db
+        }
         ca ca "Eddy test CA"
         leaf server ca 127.0.0.1 "subjectAltName=IP:127.0.0.1"
+        # The same host, but expired: clients must refuse it.
+        expired expired ca 127.0.0.1 "subjectAltName=IP:127.0.0.1"
         leaf client ca eddy "extendedKeyUsage=clientAuth"
         # A CA no server trusts, and a client certificate it signed: servers must refuse it.
         ca rogue-ca "Rogue CA"
@@ -559,6 +576,10 @@ up)
     install_tansu
     for b in "${BROKERS[@]}"; do "start_$b"; done
     log "up: $(for b in "${BROKERS[@]}"; do printf '%s:%s ' "$b" "$(port_of "$b")"; done)(all on 127.0.0.1; data and logs in $DIR)"
+    ;;
+certs)
+    make_certs
+    log "certificates and credentials in $TLS"
     ;;
 down)
     for b in "${BROKERS[@]}"; do "stop_$b"; done

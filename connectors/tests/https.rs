@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use eddy_connectors::bridge::StopRule;
 use eddy_connectors::endpoints::{self, EndpointOptions};
 use eddy_connectors::http_sink::{HttpSink, HttpSinkConfig};
-use eddy_connectors::webhook::{signature, Wal, WebhookConfig, WebhookSource, SIGNATURE_HEADER};
+use eddy_connectors::webhook::{
+    signature, Wal, WebhookConfig, WebhookSource, WebhookTls, SIGNATURE_HEADER,
+};
 use eddy_connectors::{Endpoint, EventTimeOf, ReplaySource};
 use eddy_engine::testing::CollectSink;
 use eddy_engine::{DeadLetter, Pipeline, Record, RunHandle, Runtime, WatermarkConfig};
@@ -389,6 +391,36 @@ fn an_eddy_http_sink_feeds_an_eddy_https_webhook_by_uri_and_fails_at_once_on_bad
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..n).collect::<Vec<_>>(), "every record once");
+}
+
+#[test]
+fn an_http_sink_refuses_an_expired_server_certificate_at_once() {
+    let hook = start(1, |config| {
+        config.tls = Some(WebhookTls::new(
+            tls::file("expired.pem"),
+            tls::file("expired-key.pem"),
+        ))
+    });
+    let uri = format!(
+        "{}?ca_file={}&retries=20&backoff=1s",
+        hook.url,
+        tls::file("ca.pem").display()
+    );
+    let began = Instant::now();
+    let (result, _) = send(&uri, events(0..1));
+    let error = result.expect_err("the sink fails");
+    assert!(
+        error.contains("TLS with ")
+            && error.contains("certificate expired")
+            && error.contains("not retried"),
+        "{error}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(5), "{error}");
+    // The webhook is still up: a client that accepts nothing expired gets nowhere either.
+    let refused = post_with(&tls::Client::trusting_the_test_ca(), &hook.url, 0);
+    assert!(refused.is_err(), "{refused:?}");
+    hook.run.stop();
+    assert_eq!(hook.finish(), Vec::<u64>::new());
 }
 
 #[test]
