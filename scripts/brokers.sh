@@ -272,11 +272,14 @@ stop_pidfile() { # name pidfile port
 
 stop_nats() { stop_pidfile nats "$DIR/nats.pid" "$NATS_PORT"; }
 
+# The version of what make_certs makes, written last into $TLS/complete: a directory from an
+# older version of this script (or an interrupted run) is made again from scratch.
+CERTS_VERSION=4
+
+certs_current() { [ "$(cat "$TLS/complete" 2>/dev/null)" = "$CERTS_VERSION" ]; }
+
 make_certs() { # a test CA, server and client certificates, a rogue CA, a password; once
-    # The marker, written last, holds the version of what is made: a directory from an older
-    # version of this script (or an interrupted run) is made again from scratch.
-    local version=4
-    if [ "$(cat "$TLS/complete" 2>/dev/null)" = "$version" ]; then return 0; fi
+    if certs_current; then return 0; fi
     rm -rf "$TLS"
     mkdir -p "$TLS"
     (
@@ -317,7 +320,7 @@ make_certs() { # a test CA, server and client certificates, a rogue CA, a passwo
         openssl rand -hex 16 >password
         chmod 600 ./*-key.pem password
         "$PYTHON" "$ROOT/scripts/nats-auth.py" .
-        echo "$version" >complete
+        echo "$CERTS_VERSION" >complete
     )
 }
 
@@ -574,6 +577,11 @@ up)
     install_debian
     install_python_clients
     install_tansu
+    if ! certs_current; then
+        # Brokers of ours still serving older certificates would not be restarted below.
+        for b in "${BROKERS[@]}"; do "stop_$b"; done
+        make_certs
+    fi
     for b in "${BROKERS[@]}"; do "start_$b"; done
     log "up: $(for b in "${BROKERS[@]}"; do printf '%s:%s ' "$b" "$(port_of "$b")"; done)(all on 127.0.0.1; data and logs in $DIR)"
     ;;
