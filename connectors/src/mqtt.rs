@@ -334,27 +334,40 @@ impl MqttConnection {
     }
 
     fn connect_error(&self, what: &str, error: ConnectionError) -> ConnectorError {
-        let address = &self.address;
-        match error {
-            ConnectionError::ConnectionRefused(code) => ConnectorError::user(format!(
+        connect_failure(what, &self.address, &error)
+    }
+}
+
+/// What a failed connection to the broker at `address` means: a user error when connecting
+/// again cannot help (credentials or a client id refused, a certificate that does not verify,
+/// a handshake the broker ended), an outside one otherwise.
+fn connect_failure(what: &str, address: &str, error: &ConnectionError) -> ConnectorError {
+    match error {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable) => {
+            external(format!(
                 "{what}: the MQTT broker at {address} refused the connection: {}",
-                refusal(code)
-            )),
-            ConnectionError::Tls(tls) => ConnectorError::user(format!(
-                "{what}: TLS with the MQTT broker at {address} failed ({tls}): if its \
-                 certificate is signed by your own CA, give it with ca_file=; the certificate \
-                 must name the host you connect to"
-            )),
-            other if tls_alert(&other).is_some() => ConnectorError::user(format!(
+                refusal(ConnectReturnCode::ServiceUnavailable)
+            ))
+        }
+        ConnectionError::ConnectionRefused(code) => ConnectorError::user(format!(
+            "{what}: the MQTT broker at {address} refused the connection: {}",
+            refusal(*code)
+        )),
+        ConnectionError::Tls(tls) => ConnectorError::user(format!(
+            "{what}: TLS with the MQTT broker at {address} failed ({tls}): if its \
+             certificate is signed by your own CA, give it with ca_file=; the certificate \
+             must name the host you connect to"
+        )),
+        other => match tls_alert(other) {
+            Some(alert) => ConnectorError::user(format!(
                 "{what}: TLS with the MQTT broker at {address} failed: the broker refused the \
-                 handshake ({}): if it requires a client certificate, give one its CA signed \
-                 with cert_file= and key_file=",
-                tls_alert(&other).expect("matched")
+                 handshake ({alert}): if it requires a client certificate, give one its CA \
+                 signed with cert_file= and key_file="
             )),
-            other => external(format!(
+            None => external(format!(
                 "{what}: cannot connect to the MQTT broker at {address}: {other}; {IS_IT_RUNNING}"
             )),
-        }
+        },
     }
 }
 
@@ -413,6 +426,10 @@ impl Reconnect {
 
     /// After `error`: waits before the next attempt, or gives up once the deadline passed.
     async fn wait(&mut self, error: &ConnectionError) -> Result<(), ConnectorError> {
+        let failure = connect_failure(&self.what, &self.address, error);
+        if failure.fault == Fault::User {
+            return Err(failure); // retrying cannot fix it
+        }
         let lost_at = *self.lost_at.get_or_insert_with(|| {
             tracing::warn!(
                 "{}: lost the connection to the MQTT broker at {} ({error}); reconnecting \
@@ -1565,6 +1582,34 @@ pub(crate) fn endpoint_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnect_stops_at_once_on_what_retrying_cannot_fix() {
+        let mut reconnect = Reconnect {
+            what: "MQTT source t".into(),
+            address: "127.0.0.1:8883".into(),
+            timeout: Duration::from_secs(60),
+            lost_at: None,
+            backoff: FIRST_BACKOFF,
+        };
+        let refused = ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword);
+        let failure = bridge::runtime()
+            .block_on(reconnect.wait(&refused))
+            .expect_err("a refused password ends the reconnect");
+        assert_eq!(failure.fault, Fault::User);
+        assert!(
+            failure.what.contains("bad user name or password"),
+            "{failure}"
+        );
+        // A broker that is down, or busy, is waited for.
+        let down = ConnectionError::Io(std::io::ErrorKind::ConnectionRefused.into());
+        let busy = ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable);
+        for transient in [down, busy] {
+            assert!(bridge::runtime()
+                .block_on(reconnect.wait(&transient))
+                .is_ok());
+        }
+    }
 
     fn endpoint(text: &str) -> Endpoint {
         text.parse().unwrap()
