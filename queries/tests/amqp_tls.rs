@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    assert_each_fails_at_once, broker_tls_dir, eddy_copy, pyarrow_ids, require_tls_broker,
-    unique_name,
+    assert_each_fails_at_once, broker_tls_dir, eddy_copy, orders_jsonl, pyarrow_ids,
+    require_tls_broker, unique_name,
 };
 
 const PORT: u16 = 5671;
@@ -142,13 +142,8 @@ fn records_go_through_amqps_with_a_client_certificate_as_the_login() {
     let dir = tempfile::tempdir().unwrap();
     // Half from pika, half from Eddy's sink logged in by its certificate (EXTERNAL).
     queue.publish(0..150);
-    let input = dir.path().join("orders.jsonl");
-    let lines: String = (150..300)
-        .map(|i| format!("{{\"id\": {i}, \"total\": {i}.5}}\n"))
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+    let from_file = orders_jsonl(dir.path(), 150..300);
     let by_certificate = uri("127.0.0.1", &queue.0, &external("client"));
-    let from_file = format!("jsonl://{}", input.display());
     eddy_copy(&["--from", &from_file, "--to", &by_certificate])
         .expect("publish over amqps with EXTERNAL");
     assert_eq!(

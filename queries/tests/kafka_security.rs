@@ -22,8 +22,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    assert_each_fails_at_once, broker_tls_dir, eddy_copy, pyarrow_ids, require_tls_broker,
-    unique_name,
+    assert_each_fails_at_once, broker_tls_dir, eddy_copy, orders_jsonl, pyarrow_ids,
+    require_tls_broker, unique_name,
 };
 
 /// SSL with mutual TLS.
@@ -115,14 +115,9 @@ fn python_tls(settings: &mut serde_json::Value) {
 fn round_trip(port: u16, security: &str, mut python: serde_json::Value) {
     require_tls_broker("the Kafka TLS/SASL broker", port);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("orders.jsonl");
-    let lines: String = (0..100)
-        .map(|i| format!("{{\"id\": {i}, \"total\": {i}.5}}\n"))
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+    let from_file = orders_jsonl(dir.path(), 0..100);
     let topic = unique_name("secure");
     let to_topic = format!("kafka://127.0.0.1:{port}/{topic}?{security}");
-    let from_file = format!("jsonl://{}", input.display());
     eddy_copy(&["--from", &from_file, "--to", &to_topic]).expect("eddy writes to the topic");
 
     python["bootstrap"] = format!("127.0.0.1:{port}").into();

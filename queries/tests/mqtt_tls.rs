@@ -14,8 +14,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_each_fails_at_once, broker_tls_dir, eddy_copy, pyarrow_ids, require_tls_broker,
-    unique_name,
+    assert_each_fails_at_once, broker_tls_dir, eddy_copy, orders_jsonl, pyarrow_ids,
+    require_tls_broker, unique_name,
 };
 
 /// TLS and a password.
@@ -57,11 +57,7 @@ fn records_go_through_mqtt_with_mutual_tls() {
 fn round_trip(port: u16, creds: &str) {
     require_tls_broker("the MQTT TLS broker", port);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("orders.jsonl");
-    let lines: String = (0..200)
-        .map(|i| format!("{{\"id\": {i}, \"total\": {i}.5}}\n"))
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+    let from_file = orders_jsonl(dir.path(), 0..200);
     let topic = unique_name("tls-");
     let from = format!("mqtts://127.0.0.1:{port}/{topic}/orders?client_id={topic}&{creds}");
     // The first read creates the persistent session the records then wait in.
@@ -70,7 +66,6 @@ fn round_trip(port: u16, creds: &str) {
     eddy_copy(&["--from", &from, "--to", &to_empty, "--idle-exit", "1s"])
         .expect("subscribe over TLS");
     let to_topic = format!("mqtts://127.0.0.1:{port}/{topic}/orders?{creds}");
-    let from_file = format!("jsonl://{}", input.display());
     eddy_copy(&["--from", &from_file, "--to", &to_topic]).expect("publish over TLS");
     let out = dir.path().join("pq");
     let to_parquet = format!("parquet://{}", out.display());

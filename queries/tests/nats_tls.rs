@@ -18,8 +18,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_each_fails_at_once, broker_tls_dir, eddy_copy, pyarrow_ids, require_tls_broker,
-    unique_name,
+    assert_each_fails_at_once, broker_tls_dir, eddy_copy, orders_jsonl, pyarrow_ids,
+    require_tls_broker, unique_name,
 };
 
 /// TLS, and a password or an NKey.
@@ -70,13 +70,8 @@ fn round_trip(port: u16, credentials: &str) {
 fn round_trip_as(scheme: &str, port: u16, credentials: &str) {
     require_tls_broker("the NATS TLS server", port);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("orders.jsonl");
-    let lines: String = (0..200)
-        .map(|i| format!("{{\"id\": {i}, \"total\": {i}.5}}\n"))
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+    let from_file = orders_jsonl(dir.path(), 0..200);
     let name = unique_name("TLS");
-    let from_file = format!("jsonl://{}", input.display());
     let to_stream = uri_as(
         scheme,
         "127.0.0.1",

@@ -650,3 +650,14 @@ pub fn assert_each_fails_at_once(dir: &Path, cases: &[(String, &str)], wrong_pas
         assert!(!err.contains(wrong_password), "a password is shown: {err}");
     }
 }
+
+/// Writes `orders.jsonl` in `dir`: one `{"id": i, "total": i.5}` line for each `i` of `ids`.
+/// The file is returned as a `jsonl://` URI, for `eddy copy --from`.
+pub fn orders_jsonl(dir: &Path, ids: std::ops::Range<u64>) -> String {
+    let input = dir.join("orders.jsonl");
+    let lines: String = ids
+        .map(|i| format!("{{\"id\": {i}, \"total\": {i}.5}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    format!("jsonl://{}", input.display())
+}
