@@ -61,7 +61,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
@@ -499,9 +499,14 @@ pub(crate) fn endpoint_sink(
 /// address) when it does not answer. The client reconnects by itself afterwards, without
 /// limit: [`Health`] decides when to give up. `buffered` is how many messages a subscription
 /// may hold before the client drops them.
-async fn connect(config: &NatsConfig, buffered: usize) -> Result<Client, ConnectorError> {
+async fn connect(
+    config: &NatsConfig,
+    buffered: usize,
+    refusal: &Refusal,
+) -> Result<Client, ConnectorError> {
     let slow_logged = Arc::new(AtomicBool::new(false));
     let what = config.describe();
+    let refusal = refusal.clone();
     let options = ConnectOptions::new()
         .name("eddy")
         .connection_timeout(config.connect_timeout)
@@ -509,6 +514,7 @@ async fn connect(config: &NatsConfig, buffered: usize) -> Result<Client, Connect
         .subscription_capacity(buffered.max(64))
         .event_callback(move |event| {
             let (slow_logged, what) = (Arc::clone(&slow_logged), what.clone());
+            refusal.note(&event);
             async move {
                 if matches!(event, Event::SlowConsumer(_))
                     && !slow_logged.swap(true, Ordering::Relaxed)
@@ -646,27 +652,71 @@ fn connected(client: &Client) -> bool {
     client.connection_state() == State::Connected
 }
 
+/// What the client, reconnecting by itself, was told that connecting again cannot fix: the
+/// server refused the credentials, or TLS failed (a certificate that does not verify). Shared
+/// between the client's event callback and [`Health`].
+#[derive(Clone, Default)]
+struct Refusal(Arc<Mutex<Option<String>>>);
+
+impl Refusal {
+    /// Keeps the reason of `event` when it is such a failure. The client reports a failed
+    /// reconnection as the kind of its connect error, in words.
+    fn note(&self, event: &Event) {
+        use async_nats::{ClientError, ConnectErrorKind, ServerError};
+        let permanent = [
+            ConnectErrorKind::AuthorizationViolation,
+            ConnectErrorKind::Authentication,
+            ConnectErrorKind::Tls,
+        ];
+        let reason = match event {
+            Event::ServerError(ServerError::AuthorizationViolation) => "authorization violation",
+            Event::ClientError(ClientError::Other(kind))
+                if permanent.iter().any(|p| p.to_string() == *kind) =>
+            {
+                kind
+            }
+            _ => return,
+        };
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// How long a client has been in trouble (its connection down, its pulls failing): logs one
 /// line when trouble starts and one when it ends, and gives the error to fail the run with
-/// once it has lasted longer than the reconnect timeout.
+/// once it has lasted longer than the reconnect timeout, or at once when the client was
+/// refused in a way retrying cannot fix.
 struct Health {
     what: String,
     timeout: Duration,
     failing_since: Option<Instant>,
+    refusal: Refusal,
 }
 
 impl Health {
-    fn new(config: &NatsConfig) -> Self {
+    fn new(config: &NatsConfig, refusal: Refusal) -> Self {
         Health {
             what: config.describe(),
             timeout: config.reconnect_timeout,
             failing_since: None,
+            refusal,
         }
     }
 
     /// Something failed with `problem`: the error to give up with once that has lasted too
-    /// long, else `None` (try again).
+    /// long (or at once, after a refusal), else `None` (try again).
     fn failed(&mut self, problem: &str) -> Option<ConnectorError> {
+        if let Some(reason) = self.refusal.reason() {
+            return Some(ConnectorError::user(format!(
+                "{}: {problem}, and reconnecting was refused ({reason}): check the credentials \
+                 (user=, password_*, token_*, nkey_*, creds_file=) and certificates (ca_file=, \
+                 cert_file=, key_file=); retrying cannot fix it",
+                self.what
+            )));
+        }
         let now = Instant::now();
         match self.failing_since {
             None => {
@@ -702,6 +752,28 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_reconnection_fails_at_once_and_a_lost_server_is_waited_for() {
+        use async_nats::{ClientError, ConnectErrorKind};
+        let config = NatsConfig::from_endpoint(&endpoint("nats://127.0.0.1:4222/s")).unwrap();
+        let refusal = Refusal::default();
+        let mut health = Health::new(&config, refusal.clone());
+        // The server is down: the client says so, and the run waits for it.
+        refusal.note(&Event::ClientError(ClientError::Other(
+            ConnectErrorKind::Io.to_string(),
+        )));
+        assert!(health.failed("the connection is lost").is_none());
+        // It came back, and refused the credentials: no more waiting.
+        refusal.note(&Event::ClientError(ClientError::Other(
+            ConnectErrorKind::AuthorizationViolation.to_string(),
+        )));
+        let error = health
+            .failed("the connection is lost")
+            .expect("a refusal fails at once");
+        assert_eq!(error.fault, Fault::User);
+        assert!(error.what.contains("authorization violation"), "{error}");
+    }
 
     fn endpoint(uri: &str) -> Endpoint {
         uri.parse().unwrap()

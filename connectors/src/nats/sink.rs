@@ -13,7 +13,7 @@ use eddy_engine::{ConnectorError, Partition, Record, RecordError, Sink, SinkRepo
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::{connect, jetstream_context, open_stream, outside, NatsConfig};
+use super::{connect, jetstream_context, open_stream, outside, NatsConfig, Refusal};
 use crate::bridge;
 use crate::format::Format;
 
@@ -67,7 +67,9 @@ impl<T: Serialize + 'static> Sink<T> for NatsSink<T> {
         self.config.check()?;
         let config = self.config.clone();
         let (client, jetstream) = bridge::runtime().block_on(async {
-            let client = connect(&config, 64).await?;
+            // A publisher's failures are its records' (retried, then dead-lettered): it keeps
+            // no health, so what the client is refused on reconnecting is not consulted.
+            let client = connect(&config, 64, &Refusal::default()).await?;
             let jetstream = match &config.stream {
                 None => None,
                 Some(stream) => {

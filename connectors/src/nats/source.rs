@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::{
     connect, connected, jetstream_context, open_stream, outside, DeliverFrom, Health, NatsConfig,
+    Refusal,
 };
 use crate::bridge::{self, BrokerSource, Decoding, Delivery, Feed};
 
@@ -109,7 +110,8 @@ struct CoreSubscription {
 
 impl CoreSubscription {
     async fn open(config: &NatsConfig) -> Result<Self, ConnectorError> {
-        let client = connect(config, config.buffer).await?;
+        let refusal = Refusal::default();
+        let client = connect(config, config.buffer, &refusal).await?;
         let subscriber = client
             .queue_subscribe(config.subject.clone(), config.queue_group())
             .await
@@ -130,7 +132,7 @@ impl CoreSubscription {
         Ok(CoreSubscription {
             client,
             subscriber,
-            health: Health::new(config),
+            health: Health::new(config, refusal),
         })
     }
 
@@ -193,7 +195,8 @@ struct Puller {
 impl Puller {
     async fn open(config: &NatsConfig) -> Result<Self, ConnectorError> {
         let stream_name = config.stream.clone().unwrap_or_default();
-        let client = connect(config, config.capacity.max(config.batch)).await?;
+        let refusal = Refusal::default();
+        let client = connect(config, config.capacity.max(config.batch), &refusal).await?;
         let context = jetstream_context(client.clone());
         let stream = open_stream(&context, config, &stream_name).await?;
         let wanted = pull::Config {
@@ -236,7 +239,7 @@ impl Puller {
             stream: stream_name,
             capacity: config.capacity,
             batch: config.batch,
-            health: Health::new(config),
+            health: Health::new(config, refusal),
         })
     }
 
