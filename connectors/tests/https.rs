@@ -10,6 +10,7 @@
 
 #![cfg(feature = "http")]
 
+mod hook;
 mod tls;
 
 use std::io::{ErrorKind, Read, Write};
@@ -20,17 +21,14 @@ use std::time::{Duration, Instant};
 use eddy_connectors::bridge::StopRule;
 use eddy_connectors::endpoints::{self, EndpointOptions};
 use eddy_connectors::http_sink::{HttpSink, HttpSinkConfig};
-use eddy_connectors::webhook::{
-    signature, Wal, WebhookConfig, WebhookSource, WebhookTls, SIGNATURE_HEADER,
-};
-use eddy_connectors::{Endpoint, EventTimeOf, ReplaySource};
+use eddy_connectors::webhook::{signature, WebhookConfig, WebhookTls, SIGNATURE_HEADER};
+use eddy_connectors::{Endpoint, ReplaySource};
 use eddy_engine::testing::CollectSink;
-use eddy_engine::{DeadLetter, Pipeline, Record, RunHandle, Runtime, WatermarkConfig};
+use eddy_engine::{DeadLetter, Pipeline, Record, Runtime, WatermarkConfig};
+use hook::{Hook, SECRET};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_rustls::rustls;
-
-const SECRET: &str = "s3cret-for-https-tests";
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Event {
@@ -41,50 +39,18 @@ fn body(id: u64) -> Vec<u8> {
     serde_json::to_vec(&Event { id }).unwrap()
 }
 
-/// A signed webhook over HTTPS on a free loopback port, reading `records` records (or stopping
-/// after 20 s idle), without a write-ahead log.
-struct Hook {
-    url: String,
-    address: SocketAddr,
-    out: CollectSink<Event>,
-    run: RunHandle,
+/// The ids of `events`.
+fn ids(events: Vec<Event>) -> Vec<u64> {
+    events.into_iter().map(|e| e.id).collect()
 }
 
-fn start(records: u64, change: impl FnOnce(&mut WebhookConfig)) -> Hook {
-    let mut config = WebhookConfig {
-        secret: Some(SECRET.into()),
-        stop: StopRule::never()
-            .limit(records)
-            .idle_exit(Duration::from_secs(20)),
-        wal: Wal::Off,
-        tls: Some(tls::server()),
-        ..WebhookConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), "/in")
-    };
-    change(&mut config);
-    let source = WebhookSource::<Event>::bind(config, EventTimeOf::Arrival).unwrap();
-    let (url, address) = (source.url().to_string(), source.local_addr());
-    let out = CollectSink::new();
-    let pipeline = Pipeline::new("https");
-    pipeline
-        .source("in", source, WatermarkConfig::default())
-        .sink("out", out.clone());
-    let run = Runtime::new(1).start(&pipeline).unwrap();
-    Hook {
-        url,
-        address,
-        out,
-        run,
-    }
-}
-
-impl Hook {
-    /// The ids that reached the sink once the run is over, sorted.
-    fn finish(self) -> Vec<u64> {
-        self.run.join().unwrap();
-        let mut ids: Vec<u64> = self.out.values().into_iter().map(|e| e.id).collect();
-        ids.sort_unstable();
-        ids
-    }
+/// A signed webhook over HTTPS (the test server certificate) on a free loopback port, changed
+/// by `change`, reading `records` records.
+fn start(records: u64, change: impl FnOnce(&mut WebhookConfig)) -> Hook<Event> {
+    hook::start(records, "/in", |config| {
+        config.tls = Some(tls::server());
+        change(config);
+    })
 }
 
 /// POSTs record `id`, signed, with `client`: the status and body, or the client's error.
@@ -189,7 +155,7 @@ fn clients_that_stall_before_in_or_after_the_handshake_are_closed_after_header_t
         "a TLS client with no request",
     );
     post(&hook.url, 2);
-    assert_eq!(hook.finish(), vec![1, 2]);
+    assert_eq!(ids(hook.finish()), vec![1, 2]);
 }
 
 #[test]
@@ -214,7 +180,7 @@ fn sockets_stalled_in_the_handshake_at_max_connections_do_not_keep_a_signed_post
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
     assert!(closed.is_some_and(|n| n >= 40), "{served}");
     post(&hook.url, 2);
-    assert_eq!(hook.finish(), vec![1, 2]);
+    assert_eq!(ids(hook.finish()), vec![1, 2]);
 }
 
 #[test]
@@ -237,7 +203,11 @@ fn mutual_tls_refuses_clients_without_a_certificate_from_its_ca() {
     }
     let answer = post_with(&ca.with_cert("client"), &hook.url, 1);
     assert_eq!(answer, Ok((200, "{\"accepted\":1}".to_string())));
-    assert_eq!(hook.finish(), vec![1], "nothing of the refused clients");
+    assert_eq!(
+        ids(hook.finish()),
+        vec![1],
+        "nothing of the refused clients"
+    );
 }
 
 /// A free port on loopback (bound and let go).
@@ -420,7 +390,7 @@ fn an_http_sink_refuses_an_expired_server_certificate_at_once() {
     let refused = post_with(&tls::Client::trusting_the_test_ca(), &hook.url, 0);
     assert!(refused.is_err(), "{refused:?}");
     hook.run.stop();
-    assert_eq!(hook.finish(), Vec::<u64>::new());
+    assert_eq!(ids(hook.finish()), Vec::<u64>::new());
 }
 
 #[test]

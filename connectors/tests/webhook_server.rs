@@ -5,18 +5,17 @@
 
 #![cfg(feature = "http")]
 
+mod hook;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use eddy_connectors::bridge::StopRule;
-use eddy_connectors::webhook::{signature, Wal, WebhookConfig, WebhookSource, SIGNATURE_HEADER};
+use eddy_connectors::webhook::{signature, WebhookConfig, WebhookSource, SIGNATURE_HEADER};
 use eddy_connectors::{Endpoint, EventTimeOf};
-use eddy_engine::testing::CollectSink;
-use eddy_engine::{Pipeline, RunHandle, Runtime, WatermarkConfig};
+use hook::{Hook, SECRET};
 use serde::{Deserialize, Serialize};
 
-const SECRET: &str = "s3cret-for-server-tests";
 const PATH: &str = "/hook";
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -38,41 +37,9 @@ fn body(id: u64) -> Vec<u8> {
     serde_json::to_vec(&order(id)).unwrap()
 }
 
-/// A signed webhook on a free loopback port with these limits, reading `records` records
-/// (or stopping after 20 s idle, so that a broken test ends), without a write-ahead log.
-struct Hook {
-    address: SocketAddr,
-    out: CollectSink<Order>,
-    run: RunHandle,
-}
-
-fn start(records: u64, limits: impl FnOnce(&mut WebhookConfig)) -> Hook {
-    let mut config = WebhookConfig {
-        secret: Some(SECRET.into()),
-        stop: StopRule::never()
-            .limit(records)
-            .idle_exit(Duration::from_secs(20)),
-        wal: Wal::Off,
-        ..WebhookConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), PATH)
-    };
-    limits(&mut config);
-    let source = WebhookSource::<Order>::bind(config, EventTimeOf::Arrival).unwrap();
-    let address = source.local_addr();
-    let out = CollectSink::new();
-    let pipeline = Pipeline::new("webhook-server");
-    pipeline
-        .source("orders", source, WatermarkConfig::default())
-        .sink("out", out.clone());
-    let run = Runtime::new(1).start(&pipeline).unwrap();
-    Hook { address, out, run }
-}
-
-impl Hook {
-    /// The records that reached the sink once the run is over.
-    fn finish(self) -> Vec<Order> {
-        self.run.join().unwrap();
-        self.out.values()
-    }
+/// A signed webhook on a free loopback port with these limits, reading `records` orders.
+fn start(records: u64, limits: impl FnOnce(&mut WebhookConfig)) -> Hook<Order> {
+    hook::start(records, PATH, limits)
 }
 
 /// The head of a signed POST of `body`.
