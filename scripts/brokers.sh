@@ -152,18 +152,22 @@ install_python_clients() {
     fi
 }
 
+rabbitmq_node_env() { # node files-dir amqp-port: what rabbitmq-server reads, for one node of ours
+    export RABBITMQ_NODENAME="$1@localhost"
+    export RABBITMQ_DIST_PORT=$(($3 + 20000))
+    export ERL_EPMD_ADDRESS=127.0.0.1
+    export RABBITMQ_MNESIA_BASE="$2/mnesia"
+    export RABBITMQ_LOG_BASE="$2/log"
+    export RABBITMQ_PID_FILE="$2/pid"
+    export RABBITMQ_ENABLED_PLUGINS_FILE="$2/enabled_plugins"
+    export RABBITMQ_CONFIG_FILE="$2/rabbitmq"
+    export HOME="$2"
+}
+
 rabbitmq_env() {
-    export RABBITMQ_NODENAME="eddy@localhost"
+    rabbitmq_node_env eddy "$DIR/rabbitmq" "$AMQP_PORT"
     export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
     export RABBITMQ_NODE_PORT="$AMQP_PORT"
-    export RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000))
-    export ERL_EPMD_ADDRESS=127.0.0.1
-    export RABBITMQ_MNESIA_BASE="$DIR/rabbitmq/mnesia"
-    export RABBITMQ_LOG_BASE="$DIR/rabbitmq/log"
-    export RABBITMQ_PID_FILE="$DIR/rabbitmq/pid"
-    export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/rabbitmq/enabled_plugins"
-    export RABBITMQ_CONFIG_FILE="$DIR/rabbitmq/rabbitmq"
-    export HOME="$DIR/rabbitmq"
 }
 
 start_rabbitmq() {
@@ -197,17 +201,9 @@ stop_rabbitmq() {
 # $TLS/password), and EXTERNAL (plugin rabbitmq_auth_mechanism_ssl: the client certificate's CN
 # is the user, eddy for client.pem). No guest user.
 rabbitmq_tls_env() {
-    export RABBITMQ_NODENAME="eddy_tls@localhost"
-    export RABBITMQ_DIST_PORT=$((AMQPS_PORT + 20000))
+    rabbitmq_node_env eddy_tls "$DIR/rabbitmq-tls" "$AMQPS_PORT"
     # The distribution port on loopback too.
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-    export ERL_EPMD_ADDRESS=127.0.0.1
-    export RABBITMQ_MNESIA_BASE="$DIR/rabbitmq-tls/mnesia"
-    export RABBITMQ_LOG_BASE="$DIR/rabbitmq-tls/log"
-    export RABBITMQ_PID_FILE="$DIR/rabbitmq-tls/pid"
-    export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/rabbitmq-tls/enabled_plugins"
-    export RABBITMQ_CONFIG_FILE="$DIR/rabbitmq-tls/rabbitmq"
-    export HOME="$DIR/rabbitmq-tls"
 }
 
 start_rabbitmq_tls() {
