@@ -7,7 +7,8 @@
 //! the output, the dead letters, `/metrics` and `/explain` — is searched for the secret, the
 //! token and the password, and none is found (as text, or as bytes the way a client library's
 //! frame dump would show them). The same holds for the passwords and tokens of the TLS brokers
-//! `scripts/brokers.sh` starts (NATS, MQTT, RabbitMQ), used and refused at `RUST_LOG=trace`.
+//! `scripts/brokers.sh` starts (NATS, MQTT, RabbitMQ, Kafka with SCRAM over TLS), used and
+//! refused at `RUST_LOG=trace`.
 
 #![cfg(feature = "http")]
 
@@ -236,11 +237,16 @@ fn no_secret_is_ever_printed_by_a_run_that_works_or_one_that_fails() {
 /// The TLS brokers' password and token (made by `scripts/brokers.sh` in its TLS directory), and a
 /// wrong password: none is printed at `RUST_LOG=trace` by a run that connects with them, nor by
 /// one that the broker refuses.
-#[cfg(all(feature = "nats", feature = "mqtt", feature = "amqp"))]
+#[cfg(all(
+    feature = "nats",
+    feature = "mqtt",
+    feature = "amqp",
+    feature = "kafka"
+))]
 #[test]
 fn broker_passwords_and_tokens_are_never_printed_at_trace_level() {
     let tls = common::broker_tls_dir();
-    for port in [4223, 4224, 8883, 5671] {
+    for port in [4223, 4224, 8883, 5671, 9095] {
         common::require_tls_broker("a TLS broker of scripts/brokers.sh", port);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -277,17 +283,27 @@ fn broker_passwords_and_tokens_are_never_printed_at_trace_level() {
             file("ca.pem")
         )
     };
+    // SCRAM over TLS: librdkafka's own log lines included (RUST_LOG=trace takes them all).
+    let kafka = |credentials: &str| {
+        format!(
+            "kafka://127.0.0.1:9095/{stream}?ca_file={}&sasl_mechanism=SCRAM-SHA-256&\
+             {credentials}",
+            file("ca.pem")
+        )
+    };
     let wrong_password = format!("user=eddy&password_file={}", wrong.display());
     let working = [
         nats(4223, &password),
         nats(4224, &token),
         mqtt(&password),
         amqp(&password),
+        kafka(&password),
     ];
     let refused = [
         nats(4223, &wrong_password),
         mqtt(&wrong_password),
         amqp(&wrong_password),
+        kafka(&wrong_password),
     ];
     let secrets = [
         std::fs::read_to_string(tls.join("password")).unwrap(),
