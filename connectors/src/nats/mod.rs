@@ -619,14 +619,18 @@ async fn open_stream(
                     config.subject
                 )));
             }
-            context
+            let created = context
                 .get_or_create_stream(jetstream::stream::Config {
                     name: stream.to_string(),
                     subjects: vec![config.subject.clone()],
                     ..Default::default()
                 })
-                .await
-                .map_err(|e| {
+                .await;
+            match created {
+                Ok(created) => Ok(created),
+                // Another worker created it meanwhile: the server refuses the second creation
+                // (its subjects overlap those of the first), and the stream is there to use.
+                Err(e) => context.get_stream(stream).await.map_err(|_| {
                     ConnectorError::external(
                         format!(
                             "{}: cannot create the stream {stream}: {e}",
@@ -634,7 +638,8 @@ async fn open_stream(
                         ),
                         e,
                     )
-                })
+                }),
+            }
         }
         Err(e) => Err(ConnectorError::external(
             format!(
