@@ -23,7 +23,7 @@ use std::process::Command;
 
 use common::{
     assert_each_fails_at_once, broker_tls_dir, eddy_copy, orders_jsonl, pyarrow_ids,
-    require_tls_broker, unique_name,
+    require_tls_broker, trusting_ca_with_cert, unique_name,
 };
 
 /// SSL with mutual TLS.
@@ -32,17 +32,6 @@ const MUTUAL_TLS_PORT: u16 = 9093;
 const SASL_PORT: u16 = 9094;
 /// SASL_SSL with SCRAM.
 const SASL_TLS_PORT: u16 = 9095;
-
-/// `ca_file=` and the client certificate and key named `name` in the test TLS directory.
-fn client_cert(name: &str) -> String {
-    let tls = broker_tls_dir();
-    format!(
-        "ca_file={}&cert_file={}&key_file={}",
-        tls.join("ca.pem").display(),
-        tls.join(format!("{name}.pem")).display(),
-        tls.join(format!("{name}-key.pem")).display()
-    )
-}
 
 /// User `eddy` with the password in `password_file`, by `mechanism`.
 fn login(mechanism: &str, password_file: &Path) -> String {
@@ -160,7 +149,7 @@ fn records_go_through_kafka_with_mutual_tls() {
         "ssl_keyfile": tls.join("client-key.pem").display().to_string(),
     });
     python_tls(&mut python);
-    round_trip(MUTUAL_TLS_PORT, &client_cert("client"), python);
+    round_trip(MUTUAL_TLS_PORT, &trusting_ca_with_cert("client"), python);
 }
 
 #[test]
@@ -268,7 +257,11 @@ fn wrong_credentials_and_certificates_that_do_not_verify_fail_at_once_with_the_r
             tls_failed,
         ),
         (
-            at("localhost", MUTUAL_TLS_PORT, client_cert("client")),
+            at(
+                "localhost",
+                MUTUAL_TLS_PORT,
+                trusting_ca_with_cert("client"),
+            ),
             tls_failed,
         ),
         // Mutual TLS without a client certificate, with one from a CA the broker does not
@@ -282,7 +275,11 @@ fn wrong_credentials_and_certificates_that_do_not_verify_fail_at_once_with_the_r
             tls_failed,
         ),
         (
-            at("127.0.0.1", MUTUAL_TLS_PORT, client_cert("rogue-client")),
+            at(
+                "127.0.0.1",
+                MUTUAL_TLS_PORT,
+                trusting_ca_with_cert("rogue-client"),
+            ),
             tls_failed,
         ),
         (

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use common::{
     assert_each_fails_at_once, broker_tls_dir, eddy_copy, orders_jsonl, pyarrow_ids,
-    require_tls_broker, unique_name,
+    require_tls_broker, trusting_ca_with_cert, unique_name,
 };
 
 /// TLS and a password.
@@ -31,17 +31,6 @@ fn credentials(password_file: &Path) -> String {
     )
 }
 
-/// `ca_file=` and a client certificate and key named `name` in the test TLS directory.
-fn client_cert(name: &str) -> String {
-    let tls = broker_tls_dir();
-    format!(
-        "ca_file={}&cert_file={}&key_file={}",
-        tls.join("ca.pem").display(),
-        tls.join(format!("{name}.pem")).display(),
-        tls.join(format!("{name}-key.pem")).display()
-    )
-}
-
 #[test]
 fn records_go_through_mqtt_over_tls_with_a_password_and_back_to_parquet() {
     round_trip(PORT, &credentials(&broker_tls_dir().join("password")));
@@ -49,7 +38,7 @@ fn records_go_through_mqtt_over_tls_with_a_password_and_back_to_parquet() {
 
 #[test]
 fn records_go_through_mqtt_with_mutual_tls() {
-    round_trip(MUTUAL_TLS_PORT, &client_cert("client"));
+    round_trip(MUTUAL_TLS_PORT, &trusting_ca_with_cert("client"));
 }
 
 /// Publishes 200 records to a new topic on `port` and reads them back through a persistent
@@ -112,7 +101,7 @@ fn a_wrong_password_and_certificates_that_do_not_verify_fail_at_once_with_the_re
         (
             format!(
                 "mqtts://127.0.0.1:{MUTUAL_TLS_PORT}/{topic}?{}",
-                client_cert("rogue-client")
+                trusting_ca_with_cert("rogue-client")
             ),
             "TLS with the MQTT broker",
         ),

@@ -18,7 +18,7 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_each_fails_at_once, broker_tls_dir, eddy_copy, orders_jsonl, pyarrow_ids,
+    assert_each_fails_at_once, broker_tls_dir, client_cert, eddy_copy, orders_jsonl, pyarrow_ids,
     require_tls_broker, unique_name,
 };
 
@@ -50,14 +50,6 @@ fn tls(file: &str) -> String {
 
 fn password(file: &Path) -> String {
     format!("user=eddy&password_file={}", file.display())
-}
-
-fn client_cert(name: &str) -> String {
-    format!(
-        "cert_file={}&key_file={}",
-        tls(&format!("{name}.pem")),
-        tls(&format!("{name}-key.pem"))
-    )
 }
 
 /// Copies 200 records into a new stream on `port` and back out into Parquet, with `credentials`

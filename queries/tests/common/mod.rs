@@ -661,3 +661,20 @@ pub fn orders_jsonl(dir: &Path, ids: std::ops::Range<u64>) -> String {
     std::fs::write(&input, lines).unwrap();
     format!("jsonl://{}", input.display())
 }
+
+/// `cert_file=` and `key_file=` options for the client certificate `name` (`client`,
+/// `rogue-client`) of [`broker_tls_dir`].
+pub fn client_cert(name: &str) -> String {
+    let tls = broker_tls_dir();
+    format!(
+        "cert_file={}&key_file={}",
+        tls.join(format!("{name}.pem")).display(),
+        tls.join(format!("{name}-key.pem")).display()
+    )
+}
+
+/// `ca_file=` (the test CA) and the client certificate `name`, as in [`client_cert`].
+pub fn trusting_ca_with_cert(name: &str) -> String {
+    let ca = broker_tls_dir().join("ca.pem");
+    format!("ca_file={}&{}", ca.display(), client_cert(name))
+}
